@@ -1,0 +1,893 @@
+"""The Raft protocol as a pure, deterministic state machine.
+
+No sockets, clocks, threads or global randomness: time is ``tick()``, the network is
+``step(message)`` in and ``msgs`` out, the disk is whatever the driver does with the
+Ready batch (see ``rawnode.py``). A seeded ``random.Random`` picks election timeouts,
+so a simulation is replayable from its seed.
+
+Rules that bugs hide behind are named where they are enforced; the dissertation
+section is given in brackets.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import quorum
+from .confchange import ConfChange, ConfChangeError, apply_change
+from .log import RaftLog
+from .progress import Progress, ProgressState
+from .readonly import ReadOnlyQueue
+from .types import (
+    TRANSFER_CONTEXT,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    NodeId,
+    ProposalDropped,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotChunk,
+)
+
+log = logging.getLogger(__name__)
+
+MT = MessageType
+
+
+@dataclass(slots=True)
+class RaftConfig:
+    """Tunables, with the defaults a 3-5 node cluster on a LAN wants.
+
+    Times are in ticks; the driver decides how long a tick is (the node server
+    uses 50 ms, so the default election timeout is 0.5-1 s and heartbeats go out
+    every 100 ms).
+    """
+
+    id: NodeId
+    # Followers wait a random number of ticks in [election_tick, 2 * election_tick)
+    # without hearing from a leader before starting an election.
+    election_tick: int = 10
+    # A leader sends heartbeats every heartbeat_tick ticks; must be << election_tick.
+    heartbeat_tick: int = 2
+    # Leaders that have not heard from a quorum within an election timeout step
+    # down; followers that heard from a leader ignore vote requests (stickiness).
+    check_quorum: bool = True
+    # Candidates first ask whether they could win, without raising their term.
+    pre_vote: bool = True
+    # Flow control: bytes per AppendEntries, messages in flight per follower.
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_inflight_bytes: int = 0  # 0: unbounded
+    # Proposals beyond this many bytes of uncommitted entries are refused.
+    max_uncommitted_bytes: int = 64 << 20
+    # At most this many bytes of committed entries are handed out per Ready.
+    max_committed_bytes_per_ready: int = 16 << 20
+    # InstallSnapshot: chunk size and how many chunks may be unacknowledged.
+    snapshot_chunk_bytes: int = 256 << 10
+    snapshot_window: int = 4
+
+    def validate(self) -> None:
+        if not self.id:
+            raise ValueError("node id must not be empty")
+        if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
+            raise ValueError("need 0 < heartbeat_tick < election_tick")
+        if self.max_inflight_msgs <= 0:
+            raise ValueError("max_inflight_msgs must be positive")
+        if self.snapshot_chunk_bytes <= 0 or self.snapshot_window <= 0:
+            raise ValueError("snapshot chunk size and window must be positive")
+
+
+@dataclass(slots=True)
+class IncomingSnapshot:
+    """Chunks of a snapshot being received, kept aside until the last one arrives."""
+
+    index: int
+    term: int
+    buffer: bytearray
+
+
+class Raft:
+    def __init__(
+        self,
+        config: RaftConfig,
+        hard_state: HardState,
+        raft_log: RaftLog,
+        conf: ConfState,
+        rng: random.Random,
+    ) -> None:
+        config.validate()
+        self.cfg = config
+        self.id = config.id
+        self.rng = rng
+        self.log = raft_log
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self.log.commit_to(min(hard_state.commit, self.log.last_index()))
+        self.role = Role.FOLLOWER
+        self.lead: NodeId | None = None
+        self.conf = conf
+        self.prs: dict[NodeId, Progress] = {}
+        self.votes: dict[NodeId, bool] = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_tick
+        self.lead_transferee: NodeId | None = None
+        self.pending_conf_index = 0
+        self.uncommitted_bytes = 0
+        self.read_only = ReadOnlyQueue()
+        # Reads that arrived before this leader committed an entry of its term.
+        self.reads_waiting_for_commit: list[bytes] = []
+        self.incoming_snapshot: IncomingSnapshot | None = None
+        self.ticks = 0
+        # Outputs, drained by RawNode.ready().
+        self.msgs: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.dropped_reads: list[bytes] = []
+        # Observers, for metrics and the simulator's statistics.
+        self.on_event: Callable[[str, dict], None] | None = None
+        self._reset(self.term)
+
+    # -- small helpers -------------------------------------------------------
+
+    def _event(self, name: str, **fields: object) -> None:
+        if self.on_event is not None:
+            self.on_event(name, fields)
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def promotable(self) -> bool:
+        """Only voters campaign, and not while a received snapshot is unpersisted."""
+        return self.id in self.conf.all_voters() and self.log.pending_snapshot is None
+
+    def is_learner(self) -> bool:
+        return self.id in self.conf.learners
+
+    def _send(self, m: Message) -> None:
+        m.frm = self.id
+        if m.type not in (MT.PRE_VOTE, MT.PRE_VOTE_RESP):
+            # Pre-vote requests and answers carry the term they are about (ours + 1).
+            m.term = self.term
+        self.msgs.append(m)
+
+    def _reset_randomized_election_timeout(self) -> None:
+        e = self.cfg.election_tick
+        self.randomized_election_timeout = e + self.rng.randrange(e)
+
+    def _committed_in_current_term(self) -> bool:
+        return self.log.term(self.log.committed) == self.term
+
+    def _quorum_has(self, nodes: set[NodeId]) -> bool:
+        return quorum.joint_active(self.conf, nodes)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.lead = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_election_timeout()
+        self.lead_transferee = None
+        self.votes = {}
+        last = self.log.last_index()
+        self.prs = {}
+        for node in sorted(self.conf.members()):
+            self.prs[node] = self._new_progress(node, last)
+        self.pending_conf_index = 0
+        self.uncommitted_bytes = 0
+        dropped = self.read_only.drain() + self.reads_waiting_for_commit
+        self.reads_waiting_for_commit = []
+        self.dropped_reads.extend(dropped)
+
+    def _new_progress(self, node: NodeId, last: int) -> Progress:
+        pr = Progress(match=0, next=last + 1, is_learner=node in self.conf.learners)
+        pr.inflights.max_count = self.cfg.max_inflight_msgs
+        pr.inflights.max_bytes = self.cfg.max_inflight_bytes
+        if node == self.id:
+            pr.match = last
+        return pr
+
+    # -- role transitions ----------------------------------------------------
+
+    def become_follower(self, term: int, lead: NodeId | None) -> None:
+        was_leader = self.role is Role.LEADER
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = lead
+        if was_leader:
+            self._event("stepped_down", term=term)
+
+    def _become_pre_candidate(self) -> None:
+        # Pre-vote changes nothing durable: no term bump, no vote [9.6].
+        self.role = Role.PRE_CANDIDATE
+        self.votes = {}
+        self.lead = None
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.lead = self.id
+        me = self.prs[self.id]
+        me.become_replicate()
+        me.recent_active = True
+        # The no-op: commits the entries of earlier terms (Figure 8), and gates
+        # configuration changes and ReadIndex until it has committed.
+        noop = Entry(self.log.last_index() + 1, self.term, EntryType.NORMAL, b"")
+        self._append([noop])
+        self.pending_conf_index = noop.index
+        self._event("became_leader", term=self.term)
+
+    # -- time ----------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.role is Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.step(Message(MT.HUP, self.id, self.id))
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                self.step(Message(MT.CHECK_QUORUM, self.id, self.id))
+            if self.role is Role.LEADER and self.lead_transferee is not None:
+                self._abort_transfer("the target did not take over within an election timeout")
+                if self.id not in self.conf.all_voters():
+                    self.become_follower(self.term, None)  # removed: stop leading anyway
+        if self.role is not Role.LEADER:
+            return
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self.step(Message(MT.BEAT, self.id, self.id))
+
+    # -- elections -----------------------------------------------------------
+
+    def _hup(self, transfer: bool) -> None:
+        if self.role is Role.LEADER or not self.promotable():
+            return
+        # A configuration change that is committed but not applied may remove us or
+        # change the quorum: campaigning under the old one would be unsafe.
+        for e in self.log.slice(self.log.applying + 1, self.log.committed + 1):
+            if e.type is EntryType.CONF_CHANGE:
+                return
+        if transfer or not self.cfg.pre_vote:
+            self._campaign(MT.VOTE, transfer)
+        else:
+            self._campaign(MT.PRE_VOTE, False)
+
+    def _campaign(self, kind: MessageType, transfer: bool) -> None:
+        if kind is MT.PRE_VOTE:
+            self._become_pre_candidate()
+            term = self.term + 1
+            resp = MT.PRE_VOTE_RESP
+        else:
+            self._become_candidate()
+            term = self.term
+            resp = MT.VOTE_RESP
+            self._event("election", term=term)
+        if self._poll(self.id, resp, granted=True) is quorum.VoteResult.WON:
+            if kind is MT.PRE_VOTE:
+                self._campaign(MT.VOTE, False)
+            else:
+                self._become_leader()
+            return
+        ctx = TRANSFER_CONTEXT if transfer else b""
+        for node in sorted(self.conf.all_voters()):
+            if node == self.id:
+                continue
+            self._send(
+                Message(
+                    kind,
+                    node,
+                    self.id,
+                    term=term,
+                    index=self.log.last_index(),
+                    log_term=self.log.last_term(),
+                    context=ctx,
+                )
+            )
+
+    def _poll(self, node: NodeId, kind: MessageType, granted: bool) -> quorum.VoteResult:
+        if node in self.conf.all_voters():
+            self.votes.setdefault(node, granted)
+        return quorum.joint_vote(self.conf, self.votes)
+
+    def _handle_vote_request(self, m: Message) -> None:
+        pre = m.type is MT.PRE_VOTE
+        resp = MT.PRE_VOTE_RESP if pre else MT.VOTE_RESP
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote is None and self.lead is None)
+            or (pre and m.term > self.term)
+        )
+        # The election restriction [3.6.1]: only for a log at least as up to date.
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # A pre-vote answer carries the term it was asked for, not ours.
+            self._send(Message(resp, m.frm, self.id, term=m.term))
+            if not pre:
+                self.election_elapsed = 0  # only a granted vote resets the timer
+                self.vote = m.frm
+        else:
+            self._send(Message(resp, m.frm, self.id, term=self.term, reject=True))
+
+    # -- the step function ---------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        if m.term == 0:
+            pass  # local message
+        elif m.term > self.term:
+            if m.type in (MT.VOTE, MT.PRE_VOTE):
+                forced = m.context == TRANSFER_CONTEXT
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.lead is not None
+                    and self.election_elapsed < self.cfg.election_tick
+                )
+                if in_lease and not forced:
+                    # Stickiness [4.2.3]: we heard from a live leader recently; a
+                    # vote request must neither raise our term nor win our vote.
+                    return
+            if m.type is MT.PRE_VOTE:
+                pass  # a pre-vote never changes the voter's term
+            elif m.type is MT.PRE_VOTE_RESP and not m.reject:
+                pass  # the term is raised when the real election starts
+            elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
+                self.become_follower(m.term, m.frm)
+            else:
+                self.become_follower(m.term, None)
+        elif m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (
+                MT.APP,
+                MT.HEARTBEAT,
+            ):
+                # A deposed leader (e.g. after a partition healed) would otherwise
+                # never learn the new term when pre-vote keeps us from disturbing it.
+                self._send(Message(MT.APP_RESP, m.frm, self.id))
+            elif m.type is MT.PRE_VOTE:
+                self._send(Message(MT.PRE_VOTE_RESP, m.frm, self.id, term=self.term, reject=True))
+            return  # stale: ignore
+
+        t = m.type
+        if t is MT.HUP:
+            self._hup(transfer=False)
+        elif t in (MT.VOTE, MT.PRE_VOTE):
+            self._handle_vote_request(m)
+        elif self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t is MT.APP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_append(m)
+        elif t is MT.HEARTBEAT:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_heartbeat(m)
+        elif t is MT.SNAP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_snapshot(m)
+        elif t is MT.TIMEOUT_NOW:
+            # Leadership transfer [3.10]: campaign now, bypassing pre-vote and the
+            # voters' stickiness.
+            self._event("timeout_now", term=self.term)
+            self._hup(transfer=True)
+
+    def _step_candidate(self, m: Message) -> None:
+        t = m.type
+        my_resp = MT.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MT.VOTE_RESP
+        if t is MT.APP:
+            self.become_follower(m.term, m.frm)
+            self._handle_append(m)
+        elif t is MT.HEARTBEAT:
+            self.become_follower(m.term, m.frm)
+            self._handle_heartbeat(m)
+        elif t is MT.SNAP:
+            self.become_follower(m.term, m.frm)
+            self._handle_snapshot(m)
+        elif t is my_resp:
+            result = self._poll(m.frm, t, not m.reject)
+            if result is quorum.VoteResult.WON:
+                if self.role is Role.PRE_CANDIDATE:
+                    self._campaign(MT.VOTE, False)
+                else:
+                    self._become_leader()
+                    self._broadcast_append()
+            elif result is quorum.VoteResult.LOST:
+                self.become_follower(self.term, None)
+
+    def _step_leader(self, m: Message) -> None:
+        t = m.type
+        if t is MT.BEAT:
+            self._broadcast_heartbeat()
+            self._resume_stalled_snapshots()
+            return
+        if t is MT.CHECK_QUORUM:
+            active = {n for n, pr in self.prs.items() if pr.recent_active or n == self.id}
+            if not self._quorum_has(active):
+                log.info("%s: no quorum heard within an election timeout; stepping down", self.id)
+                self._event("check_quorum_step_down", term=self.term)
+                self.become_follower(self.term, None)
+                return
+            for n, pr in self.prs.items():
+                pr.recent_active = n == self.id
+            return
+        pr = self.prs.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.last_heard_tick = self.ticks
+        if t is MT.APP_RESP:
+            self._handle_append_response(m, pr)
+        elif t is MT.HEARTBEAT_RESP:
+            pr.probe_sent = False
+            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+                # A lost append would otherwise stall a full window forever.
+                pr.inflights.free_first_one()
+            if pr.match < self.log.last_index():
+                self._send_append(m.frm)
+            if m.context:
+                self._handle_read_ack(m.frm, m.context)
+        elif t is MT.SNAP_RESP:
+            self._handle_snapshot_response(m, pr)
+
+    # -- log replication: leader side ---------------------------------------
+
+    def _append(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        me = self.prs.get(self.id)
+        if me is not None:
+            me.maybe_update(self.log.last_index())
+        self._maybe_commit()
+
+    def _maybe_commit(self) -> bool:
+        def match(n: NodeId) -> int:
+            pr = self.prs.get(n)
+            return pr.match if pr is not None else 0
+
+        index = quorum.joint_committed(self.conf, match)
+        # Figure 8: only an entry of the current term commits by counting replicas.
+        if self.log.maybe_commit(index, self.term):
+            self._on_commit_advanced()
+            return True
+        return False
+
+    def _on_commit_advanced(self) -> None:
+        if self.reads_waiting_for_commit and self._committed_in_current_term():
+            waiting, self.reads_waiting_for_commit = self.reads_waiting_for_commit, []
+            for ctx in waiting:
+                self._start_read(ctx)
+
+    def _broadcast_append(self) -> None:
+        for node in self.prs:
+            if node != self.id:
+                self._send_append(node)
+
+    def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
+        pr = self.prs[to]
+        if pr.is_paused():
+            return False
+        prev_index = pr.next - 1
+        prev_term = self.log.term(prev_index)
+        if prev_term is None or prev_index < self.log.offset:
+            return self._start_snapshot(to, pr)
+        entries: list[Entry] = []
+        size = 0
+        if pr.next <= self.log.last_index():
+            entries = self.log.slice(pr.next, self.log.last_index() + 1, self.cfg.max_size_per_msg)
+            size = sum(e.size() for e in entries)
+        if not entries and not send_if_empty:
+            return False
+        self._send(
+            Message(
+                MT.APP,
+                to,
+                self.id,
+                index=prev_index,
+                log_term=prev_term,
+                entries=entries,
+                commit=self.log.committed,
+            )
+        )
+        pr.sent_entries(entries[-1].index if entries else prev_index, size)
+        return True
+
+    def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        if m.reject:
+            # Fast backtracking: jump over a whole conflicting term at a time.
+            next_probe = m.reject_hint
+            if m.log_term > 0:
+                next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if pr.maybe_decrease_to(m.index, next_probe + 1):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.frm)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT:
+            assert pr.transfer is not None
+            if pr.match >= pr.transfer.snapshot.meta.index:
+                pr.become_probe()
+                pr.become_replicate()
+        else:
+            pr.inflights.free_le(m.index)
+        if self._maybe_commit():
+            self._broadcast_append()  # carries the new commit index
+        elif was_paused:
+            self._send_append(m.frm)
+        while self._send_append(m.frm, send_if_empty=False):
+            pass
+        if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+            self._send(Message(MT.TIMEOUT_NOW, m.frm, self.id))
+
+    def _broadcast_heartbeat(self, context: bytes | None = None) -> None:
+        ctx = self.read_only.last_context() if context is None else context
+        for node, pr in self.prs.items():
+            if node == self.id:
+                continue
+            commit = min(pr.match, self.log.committed)
+            self._send(Message(MT.HEARTBEAT, node, self.id, commit=commit, context=ctx))
+
+    # -- log replication: follower side -------------------------------------
+
+    def _handle_append(self, m: Message) -> None:
+        if m.index < self.log.committed:
+            self._send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
+            return
+        last = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last is not None:
+            self._send(Message(MT.APP_RESP, m.frm, self.id, index=last))
+            return
+        hint_index, hint_term = self.log.find_conflict_by_term(
+            min(m.index, self.log.last_index()), m.log_term
+        )
+        self._send(
+            Message(
+                MT.APP_RESP,
+                m.frm,
+                self.id,
+                index=m.index,
+                reject=True,
+                reject_hint=hint_index,
+                log_term=hint_term,
+            )
+        )
+
+    def _handle_heartbeat(self, m: Message) -> None:
+        # The leader never sends a commit index beyond what it knows we hold.
+        self.log.commit_to(min(m.commit, self.log.last_index()))
+        self._send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, context=m.context))
+
+    # -- snapshots -----------------------------------------------------------
+
+    def _start_snapshot(self, to: NodeId, pr: Progress) -> bool:
+        if not pr.recent_active or self.log.snapshot is None:
+            return False
+        pr.become_snapshot(self.log.snapshot)
+        self._event("snapshot_send", to=to, index=self.log.snapshot.meta.index)
+        self._send_snapshot_chunks(to, pr)
+        return True
+
+    def _send_snapshot_chunks(self, to: NodeId, pr: Progress) -> None:
+        tr = pr.transfer
+        assert tr is not None
+        data = tr.snapshot.data
+        total = len(data)
+        cs = self.cfg.snapshot_chunk_bytes
+        window = self.cfg.snapshot_window * cs
+        while tr.sent - tr.acked < window and (tr.sent < total or (total == 0 and tr.sent == 0)):
+            end = min(tr.sent + cs, total)
+            chunk = SnapshotChunk(
+                meta=tr.snapshot.meta,
+                offset=tr.sent,
+                total=total,
+                data=data[tr.sent : end],
+                done=end >= total,
+            )
+            self._send(Message(MT.SNAP, to, self.id, chunk=chunk))
+            if total == 0:
+                tr.sent = 1  # the one empty chunk is out
+                break
+            tr.sent = end
+
+    def _handle_snapshot_response(self, m: Message, pr: Progress) -> None:
+        tr = pr.transfer
+        if pr.state is not ProgressState.SNAPSHOT or tr is None:
+            return
+        if m.index != tr.snapshot.meta.index:
+            return
+        tr.stalled_rounds = 0
+        if m.reject:
+            # The follower is missing bytes from this offset on: resend from there.
+            tr.acked = tr.sent = m.reject_hint
+        else:
+            tr.acked = max(tr.acked, m.reject_hint)
+            tr.sent = max(tr.sent, tr.acked)
+        self._send_snapshot_chunks(m.frm, pr)
+
+    def _resume_stalled_snapshots(self) -> None:
+        for node, pr in self.prs.items():
+            tr = pr.transfer
+            if pr.state is not ProgressState.SNAPSHOT or tr is None:
+                continue
+            tr.stalled_rounds += 1
+            if tr.stalled_rounds >= 2:
+                # No acknowledgement for two heartbeat rounds: a chunk was lost.
+                tr.stalled_rounds = 0
+                tr.sent = tr.acked
+                self._send_snapshot_chunks(node, pr)
+
+    def _handle_snapshot(self, m: Message) -> None:
+        chunk = m.chunk
+        if chunk is None:
+            return
+        meta = chunk.meta
+        if meta.index <= self.log.committed or self.log.match_term(meta.index, meta.term):
+            # We already hold the snapshot's last entry, so our log up to it equals the
+            # leader's: commit up to it and keep the entries that follow (Figure 13,
+            # step 6) instead of replacing the log. Only the committed prefix is known
+            # to match, so that is what we acknowledge.
+            self.incoming_snapshot = None
+            if self.log.match_term(meta.index, meta.term):
+                self.log.commit_to(meta.index)
+            self._send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
+            return
+        inc = self.incoming_snapshot
+        if chunk.offset == 0 and (inc is None or (inc.index, inc.term) != (meta.index, meta.term)):
+            inc = self.incoming_snapshot = IncomingSnapshot(meta.index, meta.term, bytearray())
+        if inc is None or (inc.index, inc.term) != (meta.index, meta.term):
+            self._send(Message(MT.SNAP_RESP, m.frm, self.id, index=meta.index, reject=True))
+            return
+        have = len(inc.buffer)
+        if chunk.offset > have:
+            # A chunk was lost: ask for the bytes from where we are.
+            self._send(
+                Message(
+                    MT.SNAP_RESP, m.frm, self.id, index=meta.index, reject=True, reject_hint=have
+                )
+            )
+            return
+        if chunk.offset == have:
+            inc.buffer += chunk.data
+            have = len(inc.buffer)
+        if not chunk.done or have < chunk.total:
+            self._send(Message(MT.SNAP_RESP, m.frm, self.id, index=meta.index, reject_hint=have))
+            return
+        snapshot = Snapshot(meta, bytes(inc.buffer[: chunk.total]))
+        self.incoming_snapshot = None
+        self._restore(snapshot)
+        self._send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.last_index()))
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        self.log.restore(snapshot)
+        self._switch_to_config(snapshot.meta.conf)
+        self._event("snapshot_installed", index=snapshot.meta.index)
+
+    # -- configuration -------------------------------------------------------
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed change entry (called by RawNode.advance)."""
+        new_conf = apply_change(self.conf, cc)
+        self._switch_to_config(new_conf)
+        return new_conf
+
+    def _switch_to_config(self, conf: ConfState) -> None:
+        old = self.conf
+        self.conf = conf
+        last = self.log.last_index()
+        for node in sorted(conf.members() - self.prs.keys()):
+            self.prs[node] = self._new_progress(node, last)
+        for node in set(self.prs) - conf.members():
+            del self.prs[node]
+        for node, pr in self.prs.items():
+            pr.is_learner = node in conf.learners
+        self._event("conf_applied", conf=conf.to_dict(), old=old.to_dict())
+        if self.role is not Role.LEADER:
+            return
+        if self.id not in conf.all_voters():
+            self._hand_over_after_removal(conf)
+            return
+        if self.lead_transferee is not None and self.lead_transferee not in conf.all_voters():
+            self._abort_transfer("the target is no longer a voter")
+        if self._maybe_commit():
+            self._broadcast_append()
+        else:
+            for node in self.prs:
+                if node != self.id:
+                    self._send_append(node, send_if_empty=False)
+
+    def _hand_over_after_removal(self, conf: ConfState) -> None:
+        """C_new, which no longer holds us, is committed: step down, but hand over first.
+
+        Stepping down at once would leave the remaining voters without the commit
+        index of C_new; one that restarts still in the joint configuration would
+        then need our vote, which our longer log can make us refuse forever. So we
+        transfer leadership to the most caught-up voter (catching it up, with the
+        commit index) and step down when it takes over, or after an election
+        timeout if it cannot.
+        """
+        successor = max(
+            (n for n in sorted(conf.voters) if n in self.prs),
+            key=lambda n: self.prs[n].match,
+            default=None,
+        )
+        if successor is None:
+            self.become_follower(self.term, None)
+            return
+        self.lead_transferee = None
+        self._start_transfer(successor)
+        self._broadcast_append()
+
+    # -- client-facing operations -------------------------------------------
+
+    def _check_can_propose(self) -> None:
+        if self.role is not Role.LEADER:
+            raise ProposalDropped("not the leader", leader=self.lead)
+        if self.id not in self.prs:
+            raise ProposalDropped(
+                "this node was removed from the configuration and is handing over leadership",
+                leader=self.lead_transferee,
+            )
+        if self.lead_transferee is not None:
+            raise ProposalDropped(
+                f"leadership is being transferred to {self.lead_transferee}; retry shortly",
+                leader=self.id,
+            )
+
+    def propose(self, payloads: list[bytes]) -> tuple[int, int]:
+        """Append client commands; returns (index of the first, term)."""
+        self._check_can_propose()
+        size = sum(len(p) + 16 for p in payloads)
+        if (
+            self.uncommitted_bytes > 0
+            and self.uncommitted_bytes + size > self.cfg.max_uncommitted_bytes
+        ):
+            raise ProposalDropped(
+                "too many uncommitted bytes in flight; retry after earlier writes commit",
+                leader=self.id,
+            )
+        first = self.log.last_index() + 1
+        entries = [Entry(first + i, self.term, EntryType.NORMAL, p) for i, p in enumerate(payloads)]
+        self.uncommitted_bytes += size
+        self._append(entries)
+        self._broadcast_append_new()
+        return first, self.term
+
+    def _broadcast_append_new(self) -> None:
+        for node in self.prs:
+            if node != self.id:
+                self._send_append(node, send_if_empty=False)
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        """Propose a membership change; refused while another one is in flight."""
+        self._check_can_propose()
+        if self.pending_conf_index > self.log.applied:
+            raise ProposalDropped(
+                "a configuration change is already in flight (entry "
+                f"{self.pending_conf_index} is not applied yet); retry when it is",
+                leader=self.id,
+            )
+        try:
+            apply_change(self.conf, cc)
+        except ConfChangeError as e:
+            raise ProposalDropped(str(e), leader=self.id) from e
+        index = self.log.last_index() + 1
+        self._append([Entry(index, self.term, EntryType.CONF_CHANGE, cc.encode())])
+        self.pending_conf_index = index
+        self._broadcast_append_new()
+        return index, self.term
+
+    def maybe_auto_leave(self) -> None:
+        """Propose leaving a joint configuration once it is applied (auto-leave)."""
+        if (
+            self.role is Role.LEADER
+            and self.conf.auto_leave
+            and self.log.applied >= self.pending_conf_index
+            and self.lead_transferee is None
+        ):
+            self.propose_conf_change(ConfChange())
+
+    def read_index(self, context: bytes) -> None:
+        """Start a linearizable read; its ReadState appears in a later Ready."""
+        if self.role is not Role.LEADER:
+            raise ProposalDropped("not the leader", leader=self.lead)
+        if not context:
+            raise ValueError("a read needs a non-empty context")
+        if not self._committed_in_current_term():
+            # Step 1 of ReadIndex: until the no-op commits we do not know the
+            # commit index of earlier terms.
+            self.reads_waiting_for_commit.append(context)
+            return
+        self._start_read(context)
+
+    def _start_read(self, context: bytes) -> None:
+        index = self.log.committed
+        if self._quorum_has({self.id}):
+            self.read_states.append(ReadState(index, context))
+            return
+        if self.read_only.add(index, context, self.id):
+            self._broadcast_heartbeat(context)
+
+    def _handle_read_ack(self, frm: NodeId, context: bytes) -> None:
+        acks = self.read_only.ack(frm, context)
+        if acks is None or not self._quorum_has(acks):
+            return
+        for read in self.read_only.release_through(context):
+            self.read_states.append(ReadState(read.index, read.context))
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        if self.role is not Role.LEADER:
+            raise ProposalDropped("not the leader", leader=self.lead)
+        if self.id not in self.conf.all_voters():
+            raise ProposalDropped(
+                f"this node was removed and is already handing over to {self.lead_transferee}",
+                leader=self.lead_transferee,
+            )
+        self._start_transfer(target)
+
+    def _start_transfer(self, target: NodeId) -> None:
+        if target == self.id:
+            if self.lead_transferee is not None:
+                self._abort_transfer("transfer to the current leader requested")
+            return
+        if target not in self.conf.all_voters():
+            raise ProposalDropped(f"{target} is not a voter; only a voter can lead")
+        if self.lead_transferee == target:
+            return
+        if self.lead_transferee is not None:
+            self._abort_transfer(f"superseded by a transfer to {target}")
+        self.election_elapsed = 0  # the transfer must finish within one timeout
+        self.lead_transferee = target
+        self._event("transfer_started", target=target, term=self.term)
+        pr = self.prs[target]
+        if pr.match == self.log.last_index():
+            self._send(Message(MT.TIMEOUT_NOW, target, self.id))
+        else:
+            self._send_append(target)
+
+    def _abort_transfer(self, reason: str) -> None:
+        log.info("%s: leadership transfer to %s aborted: %s", self.id, self.lead_transferee, reason)
+        self._event("transfer_aborted", target=self.lead_transferee, reason=reason)
+        self.lead_transferee = None
+
+    def campaign(self) -> None:
+        """Start an election now (operator request), as if the timer had fired."""
+        self.step(Message(MT.HUP, self.id, self.id))
+
+    def report_unreachable(self, node: NodeId) -> None:
+        pr = self.prs.get(node)
+        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()

@@ -1,0 +1,279 @@
+"""The driver's interface to the protocol: inputs in, Ready batches out.
+
+The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
+
+1. persist ``rd.snapshot`` (if any), ``rd.entries`` and ``rd.hard_state`` durably,
+   with a single sync for the batch; ``rd.entries[0].index`` may be at or below the
+   last persisted index: everything from there on is replaced;
+2. only then send ``rd.messages`` (votes, acknowledgements and the commit index all
+   depend on what was just persisted);
+3. restore the state machine from ``rd.snapshot``, then apply
+   ``rd.committed_entries`` in order; serve ``rd.read_states`` once the applied
+   index reaches theirs; fail ``rd.dropped_reads`` (leadership was lost);
+4. call ``advance(rd)``. Configuration changes take effect there.
+
+Inputs (``step``, ``tick``, proposals) may be given between ``ready()`` and
+``advance()``; ``ready()`` must not be called again before ``advance()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+from .confchange import ChangeOp, ConfChange, ConfChangeError
+from .log import RaftLog
+from .progress import ProgressState
+from .raft import Raft, RaftConfig
+from .types import (
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    NodeId,
+    ProposalDropped,
+    ReadState,
+    Role,
+    Snapshot,
+    SoftState,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Ready:
+    hard_state: HardState | None = None
+    soft_state: SoftState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    committed_entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+    dropped_reads: list[bytes] = field(default_factory=list)
+
+    def must_sync(self) -> bool:
+        return bool(self.entries) or self.snapshot is not None or self.hard_state is not None
+
+    def empty(self) -> bool:
+        return not (
+            self.hard_state
+            or self.soft_state
+            or self.entries
+            or self.snapshot
+            or self.committed_entries
+            or self.messages
+            or self.read_states
+            or self.dropped_reads
+        )
+
+
+@dataclass(slots=True)
+class PersistedState:
+    """What a driver recovered from disk (or the bootstrap state of a new node)."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+
+    @classmethod
+    def bootstrap(cls, voters: list[NodeId]) -> PersistedState:
+        """A founding member of a new cluster.
+
+        Its log starts with one committed entry, identical on every founding member,
+        that adds all of them as voters. Being a log entry, it reaches members that
+        join later like any other entry (or inside a snapshot).
+        """
+        cc = ConfChange([(ChangeOp.ADD_VOTER, v) for v in sorted(voters)])
+        founding = Entry(1, 1, EntryType.CONF_CHANGE, cc.encode())
+        return cls(hard_state=HardState(1, None, 1), entries=[founding])
+
+    @classmethod
+    def joining(cls) -> PersistedState:
+        """A node that will be added to an existing cluster: no configuration at all,
+        so it never campaigns; it learns everything from the leader's snapshot."""
+        return cls()
+
+
+class RawNode:
+    def __init__(
+        self, config: RaftConfig, state: PersistedState, rng: random.Random | None = None
+    ) -> None:
+        raft_log = RaftLog(state.snapshot, state.entries, state.hard_state.commit)
+        conf = state.snapshot.meta.conf if state.snapshot is not None else ConfState()
+        self.raft = Raft(config, state.hard_state, raft_log, conf, rng or random.Random())
+        # Conf changes between the snapshot and the commit index are re-applied as the
+        # driver re-applies those entries; until then the snapshot's config holds.
+        self._prev_hard = self.raft.hard_state()
+        self._prev_soft = SoftState(None, Role.FOLLOWER)
+        self._in_flight: Ready | None = None
+
+    # -- inputs --------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def step(self, m: Message) -> None:
+        self.raft.step(m)
+
+    def propose(self, payload: bytes) -> tuple[int, int]:
+        return self.raft.propose([payload])
+
+    def propose_batch(self, payloads: list[bytes]) -> tuple[int, int]:
+        """Append several commands as consecutive entries; (first index, term)."""
+        return self.raft.propose(payloads)
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        return self.raft.propose_conf_change(cc)
+
+    def read_index(self, context: bytes) -> None:
+        self.raft.read_index(context)
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        self.raft.transfer_leadership(target)
+
+    def campaign(self) -> None:
+        self.raft.campaign()
+
+    def report_unreachable(self, node: NodeId) -> None:
+        self.raft.report_unreachable(node)
+
+    def compact(self, snapshot: Snapshot, keep: int) -> None:
+        """The driver took ``snapshot`` of its state machine (at an applied index) and
+        persisted it: compact the in-memory log, keeping ``keep`` entries before it."""
+        self.raft.log.compact(snapshot, keep)
+
+    # -- outputs -------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        r = self.raft
+        lg = r.log
+        return bool(
+            r.msgs
+            or r.read_states
+            or r.dropped_reads
+            or lg.pending_snapshot is not None
+            or lg.stable < lg.last_index()
+            or lg.committed > lg.applying
+            or r.hard_state() != self._prev_hard
+            or SoftState(r.lead, r.role) != self._prev_soft
+        )
+
+    def ready(self) -> Ready:
+        if self._in_flight is not None:
+            raise RuntimeError("ready() called again before advance()")
+        r = self.raft
+        lg = r.log
+        rd = Ready()
+        hs = r.hard_state()
+        if hs != self._prev_hard:
+            rd.hard_state = hs
+        ss = SoftState(r.lead, r.role)
+        if ss != self._prev_soft:
+            rd.soft_state = ss
+        rd.snapshot = lg.pending_snapshot
+        rd.entries = lg.unstable_entries()
+        rd.committed_entries = lg.next_committed(r.cfg.max_committed_bytes_per_ready)
+        if rd.committed_entries:
+            lg.applying = rd.committed_entries[-1].index
+        rd.messages, r.msgs = r.msgs, []
+        rd.read_states, r.read_states = r.read_states, []
+        rd.dropped_reads, r.dropped_reads = r.dropped_reads, []
+        self._in_flight = rd
+        return rd
+
+    def advance(self, rd: Ready) -> list[ConfState]:
+        """Acknowledge ``rd``; returns the configurations that took effect."""
+        if rd is not self._in_flight:
+            raise RuntimeError("advance() must be given the Ready last returned by ready()")
+        self._in_flight = None
+        r = self.raft
+        lg = r.log
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.soft_state is not None:
+            self._prev_soft = rd.soft_state
+        if rd.snapshot is not None and lg.pending_snapshot is rd.snapshot:
+            lg.pending_snapshot = None
+        if rd.entries:
+            last = rd.entries[-1]
+            lg.stable_to(last.index, last.term)
+        applied_confs: list[ConfState] = []
+        if rd.committed_entries:
+            last_applied = rd.committed_entries[-1].index
+            for e in rd.committed_entries:
+                if e.type is EntryType.CONF_CHANGE:
+                    conf = self._apply_conf_entry(e)
+                    if conf is not None:
+                        applied_confs.append(conf)
+            if last_applied > lg.applied:
+                lg.applied = last_applied
+            if r.role is Role.LEADER:
+                r.uncommitted_bytes = max(
+                    0, r.uncommitted_bytes - sum(len(e.data) + 16 for e in rd.committed_entries)
+                )
+            try:
+                r.maybe_auto_leave()
+            except ProposalDropped as e:
+                log.info("%s: cannot leave the joint configuration yet: %s", r.id, e.reason)
+        return applied_confs
+
+    def _apply_conf_entry(self, e: Entry) -> ConfState | None:
+        try:
+            return self.raft.apply_conf_change(ConfChange.decode(e.data))
+        except ConfChangeError as err:
+            # Every node reaches the same verdict on the same committed entry, so
+            # skipping it keeps replicas identical.
+            log.warning(
+                "%s: ignoring committed configuration change %d: %s", self.raft.id, e.index, err
+            )
+            return None
+
+    # -- introspection -------------------------------------------------------
+
+    def status(self) -> dict:
+        r = self.raft
+        lg = r.log
+        role = r.role.label
+        if r.role is Role.FOLLOWER and r.is_learner():
+            role = "learner"
+        st: dict = {
+            "id": r.id,
+            "role": role,
+            "term": r.term,
+            "vote": r.vote,
+            "leader": r.lead,
+            "commit_index": lg.committed,
+            "applied_index": lg.applied,
+            "last_index": lg.last_index(),
+            "last_term": lg.last_term(),
+            "first_index": lg.first_index(),
+            "snapshot_index": lg.snapshot.meta.index if lg.snapshot else 0,
+            "voters": sorted(r.conf.voters),
+            "voters_outgoing": sorted(r.conf.voters_outgoing),
+            "learners": sorted(r.conf.learners),
+            "joint": r.conf.joint,
+            "transferring_to": r.lead_transferee,
+            "pending_conf_index": r.pending_conf_index,
+        }
+        if r.role is Role.LEADER:
+            st["progress"] = {
+                node: {
+                    "match": pr.match,
+                    "next": pr.next,
+                    "state": pr.state.value,
+                    "learner": pr.is_learner,
+                    "recent_active": pr.recent_active or node == r.id,
+                    "ticks_since_heard": (r.ticks - pr.last_heard_tick)
+                    if pr.last_heard_tick >= 0 and node != r.id
+                    else (0 if node == r.id else None),
+                    "inflight": len(pr.inflights),
+                    "snapshot_bytes_acked": pr.transfer.acked
+                    if pr.state is ProgressState.SNAPSHOT and pr.transfer
+                    else None,
+                }
+                for node, pr in sorted(r.prs.items())
+            }
+        return st

@@ -1,0 +1,390 @@
+"""The randomized simulation campaign: many seeded runs, each full of faults.
+
+One run: a 3- or 5-node cluster on a lossy, reordering network, clients doing
+put/get/delete/cas with sessions, and a fault schedule drawn from the seed (crashes
+and restarts that lose unsynced writes, symmetric and one-way partitions, leadership
+transfers, operator-forced elections, membership changes including the leader, log
+compaction with chunked snapshot transfer). Safety invariants are checked at every
+step; at the end the faults stop, the cluster must converge, and every client
+history must be linearizable.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from ..checker.linearizability import check_history
+from ..confchange import ChangeOp, ConfChange
+from ..progress import ProgressState
+from ..types import ProposalDropped
+from .clients import SimClient
+from .cluster import SimCluster, SimConfig
+from .invariants import InvariantViolation
+from .network import LinkProfile
+
+COUNTERS = (
+    "elections",
+    "commits",
+    "leadership_transfers",
+    "membership_changes",
+    "snapshots_installed",
+    "crashes",
+    "partitions",
+)
+
+
+@dataclass
+class RunResult:
+    seed: int
+    ok: bool = True
+    reason: str = ""
+    kind: str = ""  # "invariant", "linearizability", "liveness", "exception"
+    stats: dict = field(default_factory=dict)
+    trace: list[str] = field(default_factory=list)
+    operations: int = 0
+
+
+@dataclass
+class RunPlan:
+    """Everything a run does, drawn from its seed before it starts."""
+
+    seed: int
+    nodes: int
+    clients: int
+    keys: int
+    fault_ms: float
+    settle_ms: float
+    membership: bool
+    config: SimConfig
+
+
+def plan_run(seed: int) -> RunPlan:
+    rng = random.Random(seed * 7919 + 1)
+    nodes = rng.choice([3, 3, 3, 5, 5])
+    link = LinkProfile(
+        min_delay_ms=rng.uniform(0.2, 2.0),
+        max_delay_ms=rng.uniform(2.0, 12.0),
+        drop_rate=rng.choice([0.0, 0.01, 0.03, 0.08]),
+        duplicate_rate=rng.choice([0.0, 0.01, 0.05]),
+        spike_rate=rng.choice([0.0, 0.02, 0.05]),
+        spike_ms=rng.uniform(20, 120),
+    )
+    config = SimConfig(
+        nodes=nodes,
+        tick_ms=10.0,
+        election_tick=10,
+        heartbeat_tick=2,
+        link=link,
+        disk_latency_ms=rng.choice([(0.0, 0.0), (0.1, 1.0), (0.5, 4.0)]),
+        snapshot_every=rng.choice([8, 20, 50, 120]),
+        keep_entries=rng.choice([0, 2, 5, 20]),
+        max_size_per_msg=rng.choice([200, 1 << 12, 1 << 20]),
+        max_inflight_msgs=rng.choice([1, 4, 64]),
+        snapshot_chunk_bytes=rng.choice([64, 256, 1024, 1 << 16]),
+    )
+    return RunPlan(
+        seed=seed,
+        nodes=nodes,
+        clients=rng.randint(2, 5),
+        keys=rng.randint(1, 4),
+        fault_ms=rng.uniform(1500, 3500),
+        settle_ms=3000,
+        membership=rng.random() < 0.6,
+        config=config,
+    )
+
+
+class Chaos:
+    """Schedules faults and membership changes for one run."""
+
+    def __init__(self, cluster: SimCluster, rng: random.Random, plan: RunPlan) -> None:
+        self.c = cluster
+        self.rng = rng
+        self.plan = plan
+        self.active = True
+        self._next_node = plan.nodes + 1
+
+    def start(self) -> None:
+        self.c.schedule(self.rng.uniform(100, 300), self._act)
+
+    def _act(self) -> None:
+        if not self.active:
+            return
+        roll = self.rng.random()
+        try:
+            if roll < 0.22:
+                self._crash()
+            elif roll < 0.42:
+                self._partition()
+            elif roll < 0.50:
+                self._one_way()
+            elif roll < 0.60:
+                self._transfer()
+            elif roll < 0.64:
+                self._force_campaign()
+            elif roll < 0.70:
+                self._compact_now()
+            elif self.plan.membership:
+                self._membership()
+        except ProposalDropped as e:
+            self.c.note(f"chaos: refused: {e.reason}")
+        self.c.schedule(self.rng.uniform(60, 350), self._act)
+
+    def _members(self) -> list[str]:
+        return sorted(n for n in self.c.nodes if n not in self.c.removed)
+
+    def _crash(self) -> None:
+        up = [n for n in self._members() if self.c.nodes[n].up]
+        if not up:
+            return
+        victim = self.rng.choice(up)
+        # Sometimes crash the leader on purpose: that is where it hurts.
+        leader = self.c.leader()
+        if leader is not None and self.rng.random() < 0.4:
+            victim = leader.id
+        self.c.crash(victim)
+        self.c.schedule(self.rng.uniform(30, 900), lambda: self.c.restart(victim))
+
+    def _partition(self) -> None:
+        ids = list(self.c.nodes)
+        self.rng.shuffle(ids)
+        leader = self.c.leader()
+        if leader is not None and self.rng.random() < 0.4:
+            # Cut the leader off into a minority.
+            others = [n for n in ids if n != leader.id]
+            self.c.partition([leader.id], others)
+        else:
+            cut = self.rng.randint(1, max(1, len(ids) - 1))
+            self.c.partition(ids[:cut], ids[cut:])
+        self.c.schedule(self.rng.uniform(80, 900), self.c.heal)
+
+    def _one_way(self) -> None:
+        ids = list(self.c.nodes)
+        a, b = self.rng.sample(ids, 2)
+        self.c.stats["partitions"] += 1
+        self.c.net.block(a, b)
+        self.c.note(f"BLOCK {a} -> {b}")
+        self.c.schedule(self.rng.uniform(80, 900), self.c.heal)
+
+    def _transfer(self) -> None:
+        leader = self.c.leader()
+        if leader is None:
+            return
+        voters = sorted(leader.conf.all_voters() - {leader.id})
+        if voters:
+            leader.raw.transfer_leadership(self.rng.choice(voters))
+            leader.process()
+
+    def _force_campaign(self) -> None:
+        up = [n for n in self._members() if self.c.nodes[n].up]
+        if up:
+            node = self.c.nodes[self.rng.choice(up)]
+            node.raw.campaign()
+            node.process()
+
+    def _compact_now(self) -> None:
+        up = [n for n in self.c.nodes.values() if n.up]
+        if up:
+            self.rng.choice(up).take_snapshot()
+
+    def _membership(self) -> None:
+        leader = self.c.leader()
+        if leader is None:
+            return
+        conf = leader.conf
+        if conf.joint:
+            return
+        voters = sorted(conf.voters)
+        learners = sorted(conf.learners)
+        options = ["add_learner"]
+        if learners:
+            options += ["promote", "promote", "remove_learner"]
+        if len(voters) > 1:
+            options += ["remove_voter", "remove_leader"]
+        if learners and len(voters) > 1:
+            options.append("replace")
+        if len(voters) >= 6:
+            options = [o for o in options if o not in ("promote", "replace")] or ["remove_voter"]
+        choice = self.rng.choice(options)
+        changes: list[tuple[ChangeOp, str]]
+        if choice == "add_learner":
+            nid = f"n{self._next_node}"
+            self._next_node += 1
+            self.c.add_node(nid)
+            changes = [(ChangeOp.ADD_LEARNER, nid)]
+        elif choice == "promote":
+            nid = self.rng.choice(learners)
+            pr = leader.raw.raft.prs.get(nid)
+            caught_up = pr is not None and pr.state is ProgressState.REPLICATE
+            if not caught_up and self.rng.random() < 0.7:
+                return  # what a careful operator does: wait for the learner
+            changes = [(ChangeOp.ADD_VOTER, nid)]
+        elif choice == "remove_learner":
+            changes = [(ChangeOp.REMOVE, self.rng.choice(learners))]
+        elif choice == "remove_voter":
+            changes = [(ChangeOp.REMOVE, self.rng.choice(voters))]
+        elif choice == "remove_leader":
+            changes = [(ChangeOp.REMOVE, leader.id)]
+        else:
+            changes = [
+                (ChangeOp.ADD_VOTER, self.rng.choice(learners)),
+                (ChangeOp.REMOVE, self.rng.choice(voters)),
+            ]
+        leader.propose_conf_change(ConfChange(changes))
+        self.c.note(f"chaos: proposed {choice} {changes}")
+        for op, nid in changes:
+            if op is ChangeOp.REMOVE:
+                # The removed process keeps running (it may try to disturb us);
+                # it stops counting as a member once the removal has applied.
+                self._watch_removal(nid)
+
+    def _watch_removal(self, nid: str) -> None:
+        def check() -> None:
+            leader = self.c.leader()
+            if leader is not None and nid not in leader.conf.members():
+                self.c.removed.add(nid)
+            elif self.active:
+                self.c.schedule(50, check)
+
+        self.c.schedule(50, check)
+
+    def stop(self) -> None:
+        self.active = False
+        self.c.heal()
+        for nid, node in self.c.nodes.items():
+            if not node.up:
+                self.c.restart(nid)
+
+
+def _converged(c: SimCluster) -> bool:
+    leader = c.leader()
+    if leader is None or leader.conf.joint:
+        return False
+    target = leader.replica.applied_index
+    if leader.raw.raft.log.committed != leader.raw.raft.log.last_index():
+        return False
+    for nid in leader.conf.members():
+        n = c.nodes.get(nid)
+        if n is None or not n.up or n.replica.applied_index < target:
+            return False
+    return True
+
+
+def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
+    plan = plan_run(seed)
+    result = RunResult(seed)
+    c = SimCluster(seed, plan.config)
+    rng = random.Random(seed * 31 + 7)
+    keys = [f"k{i}" for i in range(plan.keys)]
+    clients = [
+        SimClient(c, f"c{i}", random.Random(rng.getrandbits(64)), keys=keys)
+        for i in range(plan.clients)
+    ]
+    chaos = Chaos(c, random.Random(rng.getrandbits(64)), plan)
+    try:
+        for cl in clients:
+            cl.start()
+        chaos.start()
+        c.run_for(plan.fault_ms)
+        chaos.stop()
+        for cl in clients:
+            cl.stop()
+        c.run_until(lambda: all(cl.idle for cl in clients), plan.settle_ms)
+        for cl in clients:
+            cl.finish()
+        if not c.run_until(lambda: _converged(c), plan.settle_ms):
+            result.ok = False
+            result.kind = "liveness"
+            result.reason = (
+                f"cluster did not converge within {plan.settle_ms:.0f} ms after faults stopped"
+            )
+        if result.ok:
+            _check_replicas_agree(c)
+    except InvariantViolation as e:
+        result.ok, result.kind, result.reason = False, "invariant", str(e)
+    except Exception as e:  # a crash of the engine is a failure too
+        result.ok, result.kind = False, "exception"
+        result.reason = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=8)}"
+    history = [op for cl in clients for op in cl.history]
+    result.operations = len(history)
+    if result.ok:
+        check = check_history(history, max_steps_per_key=300_000)
+        if check.status == "violation":
+            result.ok, result.kind = False, "linearizability"
+            result.reason = check.message
+        elif check.status == "unknown":
+            result.stats["linearizability_unknown"] = 1
+    result.stats.update({k: c.stats.get(k, 0) for k in COUNTERS})
+    result.stats["snapshots_taken"] = sum(n.snapshots_taken for n in c.nodes.values())
+    if keep_trace or not result.ok:
+        result.trace = [*c.trace[-400:], c.dump()]
+    return result
+
+
+def _check_replicas_agree(c: SimCluster) -> None:
+    """After convergence every member holds the same state and digest chain."""
+    leader = c.leader()
+    assert leader is not None
+    want = leader.replica.digest()
+    for nid in leader.conf.members():
+        got = c.nodes[nid].replica.digest()
+        if got != want:
+            raise InvariantViolation(f"replicas differ after convergence: {nid} {got} vs {want}")
+
+
+def replay_command(seed: int) -> str:
+    return f"python -m raft_core.sim replay --seed {seed}"
+
+
+def run_campaign(seeds: list[int], jobs: int = 1, progress=None) -> dict:
+    started = time.monotonic()
+    summary: dict = {
+        "runs": 0,
+        "failures": [],
+        "invariant_violations": 0,
+        "linearizability_violations": 0,
+        **{k: 0 for k in COUNTERS},
+        "runs_with_membership_changes": 0,
+        "runs_with_snapshots_installed": 0,
+        "linearizability_unknown": 0,
+        "operations": 0,
+    }
+    if jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(jobs) as pool:
+            results = pool.imap_unordered(run_one, seeds, chunksize=4)
+            for r in results:
+                _accumulate(summary, r, progress)
+    else:
+        for s in seeds:
+            _accumulate(summary, run_one(s), progress)
+    summary["failures"].sort(key=lambda f: f["seed"])
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    return summary
+
+
+def _accumulate(summary: dict, r: RunResult, progress) -> None:
+    summary["runs"] += 1
+    summary["operations"] += r.operations
+    for k in COUNTERS:
+        summary[k] += r.stats.get(k, 0)
+    summary["runs_with_membership_changes"] += bool(r.stats.get("membership_changes"))
+    summary["runs_with_snapshots_installed"] += bool(r.stats.get("snapshots_installed"))
+    summary["linearizability_unknown"] += r.stats.get("linearizability_unknown", 0)
+    if not r.ok:
+        summary["failures"].append(
+            {"seed": r.seed, "kind": r.kind, "reason": r.reason.splitlines()[0][:300]}
+        )
+        if r.kind == "invariant":
+            summary["invariant_violations"] += 1
+        elif r.kind == "linearizability":
+            summary["linearizability_violations"] += 1
+    if progress is not None:
+        progress(r)
+
+
+__all__ = ["RunResult", "plan_run", "replay_command", "run_campaign", "run_one"]

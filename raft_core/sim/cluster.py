@@ -1,0 +1,426 @@
+"""A whole simulated cluster on a virtual clock: nodes, network, clients, checks.
+
+Everything happens in a single thread through one event queue ordered by virtual
+time, and every random choice comes from RNGs derived from the run's seed, so a run
+is a pure function of its seed and its fault schedule: a failure replays exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..confchange import ChangeOp, ConfChange
+from ..raft import RaftConfig
+from ..rawnode import PersistedState, Ready
+from ..statemachine import ApplyResult, encode_command
+from ..types import Entry, EntryType, Message, NodeId, ProposalDropped, Role
+from .invariants import InvariantViolation, SafetyChecker
+from .network import LinkProfile, SimNetwork
+from .node import Disk, SimNode
+
+# -- client <-> node protocol (simulated RPCs) ---------------------------------
+
+
+@dataclass(slots=True)
+class ClientRequest:
+    client: str
+    req_id: int
+    kind: str  # put | get | delete | cas
+    key: str
+    value: str | None = None
+    expected: str | None = None
+    session: tuple[str, int] | None = None  # (client id, sequence number)
+
+
+@dataclass(slots=True)
+class ClientResponse:
+    req_id: int
+    ok: bool
+    # When not ok: "not_leader" (definitely not executed), "dropped" (definitely
+    # not executed) or "lost" (the entry was overwritten: not executed).
+    error: str | None = None
+    leader: NodeId | None = None
+    output: dict | None = None
+
+
+@dataclass
+class SimConfig:
+    nodes: int = 3
+    tick_ms: float = 10.0
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    link: LinkProfile = field(default_factory=LinkProfile)
+    disk_latency_ms: tuple[float, float] = (0.0, 0.0)
+    snapshot_every: int = 0
+    keep_entries: int = 10
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
+    snapshot_chunk_bytes: int = 256 << 10
+    check_invariants: bool = True
+
+
+class SimCluster:
+    def __init__(self, seed: int, config: SimConfig | None = None) -> None:
+        self.seed = seed
+        self.cfg = config or SimConfig()
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self.net = SimNetwork(random.Random(self.rng.getrandbits(64)), self.schedule, self.cfg.link)
+        self.checker = SafetyChecker()
+        self.nodes: dict[NodeId, SimNode] = {}
+        self.removed: set[NodeId] = set()
+        self.trace: list[str] = []
+        self.trace_limit = 4000
+        self.stats: dict[str, int] = {
+            "elections": 0,
+            "leaders": 0,
+            "commits": 0,
+            "leadership_transfers": 0,
+            "membership_changes": 0,
+            "snapshots_installed": 0,
+            "snapshots_taken": 0,
+            "crashes": 0,
+            "partitions": 0,
+        }
+        # Client requests waiting at a node: node -> index -> (term, request).
+        self._pending_writes: dict[NodeId, dict[int, tuple[int, ClientRequest]]] = {}
+        self._pending_reads: dict[NodeId, dict[bytes, ClientRequest]] = {}
+        self._read_ids = itertools.count(1)
+        self._conf_entries_seen: set[int] = set()
+        self._client_seen: dict[NodeId, dict[str, int]] = {}
+        self.apply_hooks: list[Callable[[NodeId, Entry, ApplyResult], None]] = []
+        ids = [f"n{i + 1}" for i in range(self.cfg.nodes)]
+        for nid in ids:
+            self._add(nid, PersistedState.bootstrap(ids))
+        self._tick_all()
+
+    # -- the event loop ------------------------------------------------------
+
+    def schedule(self, delay_ms: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (self.now + delay_ms, next(self._seq), fn))
+
+    def step(self) -> bool:
+        if not self._queue:
+            return False
+        t, _, fn = heapq.heappop(self._queue)
+        self.now = t
+        fn()
+        return True
+
+    def run_for(self, ms: float) -> None:
+        end = self.now + ms
+        while self._queue and self._queue[0][0] <= end:
+            self.step()
+        self.now = end
+
+    def run_until(self, cond: Callable[[], bool], timeout_ms: float = 10_000) -> bool:
+        end = self.now + timeout_ms
+        while not cond():
+            if not self._queue or self._queue[0][0] > end:
+                self.now = max(self.now, end)
+                return cond()
+            self.step()
+        return True
+
+    def _tick_all(self) -> None:
+        for node in list(self.nodes.values()):
+            if node.up:
+                node.tick()
+        self.schedule(self.cfg.tick_ms, self._tick_all)
+
+    def note(self, text: str) -> None:
+        if len(self.trace) < self.trace_limit:
+            self.trace.append(f"{self.now:10.1f}ms {text}")
+
+    # -- nodes ---------------------------------------------------------------
+
+    def _raft_config(self, nid: NodeId) -> RaftConfig:
+        c = self.cfg
+        return RaftConfig(
+            id=nid,
+            election_tick=c.election_tick,
+            heartbeat_tick=c.heartbeat_tick,
+            pre_vote=c.pre_vote,
+            check_quorum=c.check_quorum,
+            max_size_per_msg=c.max_size_per_msg,
+            max_inflight_msgs=c.max_inflight_msgs,
+            snapshot_chunk_bytes=c.snapshot_chunk_bytes,
+        )
+
+    def _add(self, nid: NodeId, state: PersistedState) -> SimNode:
+        disk = Disk(state.hard_state, state.snapshot, list(state.entries))
+        node = SimNode(
+            nid,
+            self._raft_config(nid),
+            disk,
+            random.Random(self.rng.getrandbits(64)),
+            schedule=self.schedule,
+            send=lambda m, nid=nid: self.net.send(nid, m.to, m, m.type.name),
+            on_apply=self._on_apply,
+            on_ready_persisted=self._on_persisted,
+            on_read=self._on_read,
+            on_read_dropped=self._on_read_dropped,
+            disk_latency_ms=self.cfg.disk_latency_ms,
+            snapshot_every=self.cfg.snapshot_every,
+            keep_entries=self.cfg.keep_entries,
+        )
+        self._hook_events(node)
+        self.nodes[nid] = node
+        self.net.attach(nid, lambda m, nid=nid: self._deliver(nid, m))
+        self._pending_writes[nid] = {}
+        self._pending_reads[nid] = {}
+        return node
+
+    def _hook_events(self, node: SimNode) -> None:
+        def on_event(name: str, fields: dict, node: SimNode = node) -> None:
+            if name == "election":
+                self.stats["elections"] += 1
+            elif name == "became_leader":
+                self.stats["leaders"] += 1
+                self._leader_elected(node)
+            elif name == "snapshot_installed":
+                self.stats["snapshots_installed"] += 1
+            elif name == "transfer_started":
+                self.stats["leadership_transfers"] += 1
+            self.note(f"{node.id} {name} {fields}")
+
+        node.raw.raft.on_event = on_event
+
+    def add_node(self, nid: NodeId) -> SimNode:
+        """A fresh process for a node that is about to be added to the cluster."""
+        if nid in self.nodes:
+            raise ValueError(f"{nid} exists")
+        return self._add(nid, PersistedState.joining())
+
+    def crash(self, nid: NodeId) -> None:
+        node = self.nodes[nid]
+        if not node.up:
+            return
+        node.crash()
+        self.stats["crashes"] += 1
+        self._pending_writes[nid].clear()
+        self._pending_reads[nid].clear()
+        self.note(f"{nid} CRASH")
+
+    def restart(self, nid: NodeId) -> None:
+        node = self.nodes[nid]
+        if node.up:
+            return
+        node.start()
+        self._hook_events(node)
+        self.note(f"{nid} RESTART term={node.term} commit={node.raw.raft.log.committed}")
+
+    def _deliver(self, nid: NodeId, m: Any) -> None:
+        node = self.nodes[nid]
+        if not node.up:
+            return
+        if isinstance(m, ClientRequest):
+            # A TCP connection does not deliver a request twice: drop network
+            # duplicates and stale reordered attempts (a retry is a new attempt).
+            seen = self._client_seen.setdefault(nid, {})
+            if m.req_id <= seen.get(m.client, 0):
+                return
+            seen[m.client] = m.req_id
+            self._handle_client_request(node, m)
+        else:
+            node.receive(m)
+
+    # -- observation and invariants -----------------------------------------
+
+    def _leader_elected(self, node: SimNode) -> None:
+        if not self.cfg.check_invariants:
+            return
+        r = node.raw.raft
+        self.checker.leader_elected(node.id, r.term)
+
+        def entry_at(i: int) -> Entry | None:
+            if i <= r.log.offset or i > r.log.last_index():
+                return None
+            return r.log.entry(i)
+
+        self.checker.leader_complete(node.id, r.term, r.log.first_index(), entry_at)
+
+    def _on_persisted(self, node: SimNode, rd: Ready, prev_term: int | None) -> None:
+        if not self.cfg.check_invariants:
+            return
+        ck = self.checker
+        if rd.entries:
+            ck.entries_persisted(node.id, rd.entries, prev_term)
+        if rd.hard_state is not None:
+            ck.term_observed(node.id, rd.hard_state.term)
+            lg = node.raw.raft.log
+
+            def entry_at(i: int) -> Entry | None:
+                if i <= lg.offset or i > lg.last_index():
+                    return None
+                return lg.entry(i)
+
+            before = ck.last_commit.get(node.id, 0)
+            ck.commit_observed(node.id, rd.hard_state.commit, entry_at)
+            if rd.hard_state.commit > before:
+                self.stats["commits"] += rd.hard_state.commit - before
+
+    def _on_apply(self, node: SimNode, e: Entry, result: ApplyResult) -> None:
+        if self.cfg.check_invariants:
+            self.checker.entry_applied(node.id, e)
+        if (
+            e.type is EntryType.CONF_CHANGE
+            and e.index > 1
+            and e.index not in self._conf_entries_seen
+        ):
+            self._conf_entries_seen.add(e.index)
+            if not ConfChange.decode(e.data).is_leave_joint:
+                self.stats["membership_changes"] += 1
+        waiting = self._pending_writes[node.id].pop(e.index, None)
+        if waiting is not None:
+            term, req = waiting
+            if term != e.term:
+                self._respond(node.id, req, ClientResponse(req.req_id, False, "lost"))
+            elif result.error is not None:
+                self._respond(node.id, req, ClientResponse(req.req_id, False, result.error.code))
+            else:
+                self._respond(
+                    node.id,
+                    req,
+                    ClientResponse(req.req_id, True, output=self._output(req, result.value)),
+                )
+        for hook in self.apply_hooks:
+            hook(node.id, e, result)
+
+    @staticmethod
+    def _output(req: ClientRequest, value: Any) -> dict:
+        if req.kind == "put":
+            return {}
+        if req.kind == "delete":
+            return {"deleted": bool(value["deleted"])}
+        return {"ok": bool(value["ok"]), "value": value["value"]}
+
+    # -- serving clients (what the node server does over HTTP) ---------------
+
+    def _handle_client_request(self, node: SimNode, req: ClientRequest) -> None:
+        raw = node.raw
+        try:
+            if req.kind == "get":
+                ctx = f"{node.id}:{next(self._read_ids)}".encode()
+                raw.read_index(ctx)
+                self._pending_reads[node.id][ctx] = req
+            else:
+                if req.kind == "put":
+                    cmd = ["put", req.key, req.value]
+                elif req.kind == "delete":
+                    cmd = ["del", req.key]
+                else:
+                    cmd = ["cas", req.key, req.expected, req.value]
+                cid, seq = req.session if req.session else (None, None)
+                data = encode_command(cmd, cid, seq, int(self.now))
+                index, term = raw.propose(data)
+                self._pending_writes[node.id][index] = (term, req)
+        except ProposalDropped as e:
+            error = "not_leader" if e.reason == "not the leader" else "dropped"
+            self._respond(node.id, req, ClientResponse(req.req_id, False, error, leader=e.leader))
+            return
+        node.process()
+
+    def _on_read(self, node: SimNode, ctx: bytes, index: int) -> None:
+        req = self._pending_reads[node.id].pop(ctx, None)
+        if req is not None:
+            value = node.kv.get(req.key)
+            self._respond(node.id, req, ClientResponse(req.req_id, True, output={"value": value}))
+
+    def _on_read_dropped(self, node: SimNode, ctx: bytes) -> None:
+        req = self._pending_reads[node.id].pop(ctx, None)
+        if req is not None:
+            self._respond(node.id, req, ClientResponse(req.req_id, False, "dropped"))
+
+    def _respond(self, nid: NodeId, req: ClientRequest, resp: ClientResponse) -> None:
+        self.net.send(nid, req.client, resp, "client_response")
+
+    # -- conveniences for scenarios -----------------------------------------
+
+    def live(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.up]
+
+    def leaders(self) -> list[SimNode]:
+        return [n for n in self.live() if n.raw.raft.role is Role.LEADER]
+
+    def leader(self) -> SimNode | None:
+        """The leader of the highest term among live nodes, if any."""
+        ls = self.leaders()
+        return max(ls, key=lambda n: n.term) if ls else None
+
+    def wait_for_leader(
+        self, timeout_ms: float = 10_000, among: set[NodeId] | None = None
+    ) -> SimNode:
+        def ok() -> bool:
+            ls = [n for n in self.leaders() if among is None or n.id in among]
+            return bool(ls)
+
+        if not self.run_until(ok, timeout_ms):
+            raise AssertionError(f"no leader within {timeout_ms} ms\n" + self.dump())
+        ls = [n for n in self.leaders() if among is None or n.id in among]
+        return max(ls, key=lambda n: n.term)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        leader = self.leader()
+        if leader is None:
+            raise AssertionError("no leader to propose to")
+        out = leader.raw.propose(data)
+        leader.process()
+        return out
+
+    def change(self, *changes: tuple[ChangeOp, NodeId]) -> tuple[int, int]:
+        leader = self.leader()
+        if leader is None:
+            raise AssertionError("no leader")
+        return leader.propose_conf_change(ConfChange(list(changes)))
+
+    def partition(self, *groups: list[NodeId] | set[NodeId]) -> None:
+        self.stats["partitions"] += 1
+        self.net.partition(*groups)
+        self.note(f"PARTITION {[sorted(g) for g in groups]}")
+
+    def isolate(self, nid: NodeId) -> None:
+        self.stats["partitions"] += 1
+        self.net.isolate(nid, list(self.nodes) + list(self.client_ids()))
+        self.note(f"ISOLATE {nid}")
+
+    def heal(self) -> None:
+        self.net.heal()
+        self.note("HEAL")
+
+    def client_ids(self) -> list[str]:
+        return [e for e in self.net.receivers if e not in self.nodes]
+
+    def committed_everywhere(self, index: int, nodes: list[NodeId] | None = None) -> bool:
+        ids = nodes or [n.id for n in self.live()]
+        return all(self.nodes[i].up and self.nodes[i].replica.applied_index >= index for i in ids)
+
+    def dump(self) -> str:
+        lines = [f"t={self.now:.1f}ms seed={self.seed}"]
+        for nid, n in sorted(self.nodes.items()):
+            if not n.up:
+                lines.append(f"  {nid}: DOWN")
+                continue
+            st = n.raw.status()
+            lines.append(
+                f"  {nid}: {st['role']} term={st['term']} lead={st['leader']} "
+                f"commit={st['commit_index']} applied={st['applied_index']} "
+                f"last={st['last_index']}/{st['last_term']} first={st['first_index']} "
+                f"voters={st['voters']} out={st['voters_outgoing']} learners={st['learners']}"
+            )
+        return "\n".join(lines)
+
+    def send_raw(self, m: Message) -> None:
+        self.net.send(m.frm, m.to, m, m.type.name)
+
+
+__all__ = ["ClientRequest", "ClientResponse", "InvariantViolation", "SimCluster", "SimConfig"]

@@ -1,0 +1,239 @@
+"""Applying committed entries: client sessions, the applied-entries hash, snapshots.
+
+An application supplies a ``StateMachine`` (apply / snapshot / restore), as with
+hashicorp/raft's FSM. ``Replica`` wraps it with what every state machine needs and
+none should write twice:
+
+* **client sessions** (dissertation 6.3): a command carrying (client id, sequence
+  number) is executed at most once; a retry gets the saved response. Sessions expire
+  by time recorded in the log (the leader stamps each command), so every replica
+  expires the same ones at the same entry. A session that expired leaves a small
+  tombstone, so a late retry is answered "session expired" and never re-executed.
+* **the digest chain**: a running SHA-256 over every applied entry (index, term,
+  type, payload), carried across snapshots, so two replicas can be compared at a
+  common index even after both compacted their logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+
+from .types import Entry, EntryType
+
+_ENTRY_HEADER = struct.Struct(">QQB")
+
+
+class StateMachine(Protocol):
+    def apply(self, command: Any) -> Any:
+        """Execute a decoded command; return a msgpack-serialisable result."""
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+    def state_hash(self) -> str:
+        """A hash of the state itself (not its history), for consistency checks."""
+
+
+class CommandError(Exception):
+    """A command that was not executed; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def encode_command(
+    payload: Any, client_id: str | None = None, seq: int | None = None, ts_ms: int = 0
+) -> bytes:
+    """The log payload of a client command: the command plus its session and time."""
+    return msgpack.packb([payload, client_id, seq, ts_ms], use_bin_type=True)
+
+
+def decode_command(data: bytes) -> tuple[Any, str | None, int | None, int]:
+    payload, client_id, seq, ts_ms = msgpack.unpackb(data, raw=False)
+    return payload, client_id, seq, ts_ms
+
+
+@dataclass(slots=True)
+class Session:
+    last_active_ms: int
+    # Responses to executed sequence numbers at or above ``floor``; anything below
+    # the floor was forgotten, so it can no longer be answered safely.
+    responses: dict[int, Any] = field(default_factory=dict)
+    floor: int = 0
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    index: int
+    term: int
+    value: Any = None
+    error: CommandError | None = None
+
+
+class Replica:
+    """A state machine plus sessions and the digest chain, driven by committed entries."""
+
+    def __init__(
+        self,
+        sm: StateMachine,
+        *,
+        session_ttl_ms: int = 10 * 60 * 1000,
+        responses_per_session: int = 128,
+        digest_history: int = 4096,
+    ) -> None:
+        self.sm = sm
+        self.session_ttl_ms = session_ttl_ms
+        self.responses_per_session = responses_per_session
+        self.sessions: dict[str, Session] = {}
+        # client id -> highest sequence number executed before its session expired.
+        self.tombstones: dict[str, tuple[int, int]] = {}
+        self.clock_ms = 0
+        self.applied_index = 0
+        self.applied_term = 0
+        self.chain = bytes(32)
+        self._digest_history = digest_history
+        self._chains: OrderedDict[int, bytes] = OrderedDict()
+
+    # -- applying ------------------------------------------------------------
+
+    def apply(self, entry: Entry) -> ApplyResult:
+        if entry.index != self.applied_index + 1:
+            raise RuntimeError(
+                f"applying entry {entry.index} after {self.applied_index}: entries must be "
+                "applied in order, with no gaps"
+            )
+        h = hashlib.sha256(self.chain)
+        h.update(_ENTRY_HEADER.pack(entry.index, entry.term, int(entry.type)))
+        h.update(entry.data)
+        self.chain = h.digest()
+        self.applied_index, self.applied_term = entry.index, entry.term
+        self._chains[entry.index] = self.chain
+        if len(self._chains) > self._digest_history:
+            self._chains.popitem(last=False)
+        result = ApplyResult(entry.index, entry.term)
+        if entry.type is EntryType.NORMAL and entry.data:
+            try:
+                result.value = self._apply_command(entry.data)
+            except CommandError as e:
+                result.error = e
+        return result
+
+    def _apply_command(self, data: bytes) -> Any:
+        try:
+            payload, client_id, seq, ts_ms = decode_command(data)
+        except (ValueError, TypeError, msgpack.ExtraData) as e:
+            raise CommandError("bad_command", f"undecodable command: {e}") from e
+        if ts_ms > self.clock_ms:
+            self.clock_ms = ts_ms
+            self._expire_sessions()
+        if client_id is None or seq is None:
+            return self.sm.apply(payload)
+        session = self.sessions.get(client_id)
+        if session is None:
+            tomb = self.tombstones.get(client_id)
+            if tomb is not None and seq <= tomb[0]:
+                raise CommandError(
+                    "session_expired",
+                    f"session {client_id} expired; request {seq} may already have been "
+                    "executed, so it was not executed again",
+                )
+            session = self.sessions[client_id] = Session(self.clock_ms)
+            if tomb is not None:
+                session.floor = tomb[0] + 1
+                del self.tombstones[client_id]
+        session.last_active_ms = self.clock_ms
+        if seq in session.responses:
+            return session.responses[seq]
+        if seq < session.floor:
+            raise CommandError(
+                "stale_sequence",
+                f"request {seq} of {client_id} is older than the responses kept "
+                f"(from {session.floor}); it was not executed",
+            )
+        value = self.sm.apply(payload)
+        session.responses[seq] = value
+        if len(session.responses) > self.responses_per_session:
+            oldest = min(session.responses)
+            del session.responses[oldest]
+            session.floor = max(session.floor, oldest + 1)
+        return value
+
+    def _expire_sessions(self) -> None:
+        deadline = self.clock_ms - self.session_ttl_ms
+        if not self.sessions or deadline <= 0:
+            return
+        for cid in [c for c, s in self.sessions.items() if s.last_active_ms < deadline]:
+            s = self.sessions.pop(cid)
+            top = max(s.responses, default=s.floor - 1)
+            self.tombstones[cid] = (top, self.clock_ms)
+        horizon = self.clock_ms - 10 * self.session_ttl_ms
+        for cid in [c for c, (_, t) in self.tombstones.items() if t < horizon]:
+            del self.tombstones[cid]
+
+    # -- consistency ---------------------------------------------------------
+
+    def chain_at(self, index: int) -> bytes | None:
+        if index == self.applied_index:
+            return self.chain
+        return self._chains.get(index)
+
+    def digest(self) -> dict:
+        return {
+            "applied_index": self.applied_index,
+            "applied_term": self.applied_term,
+            "chain": self.chain.hex(),
+            "state_hash": self.sm.state_hash(),
+        }
+
+    # -- snapshots -----------------------------------------------------------
+
+    def snapshot(self, extra: Any = None) -> bytes:
+        """An image of everything applied so far; ``extra`` is the driver's own data."""
+        sessions = {
+            cid: [s.last_active_ms, s.floor, list(s.responses.items())]
+            for cid, s in self.sessions.items()
+        }
+        return msgpack.packb(
+            {
+                "v": 1,
+                "index": self.applied_index,
+                "term": self.applied_term,
+                "chain": self.chain,
+                "clock": self.clock_ms,
+                "sessions": sessions,
+                "tombstones": {c: list(t) for c, t in self.tombstones.items()},
+                "sm": self.sm.snapshot(),
+                "extra": extra,
+            },
+            use_bin_type=True,
+        )
+
+    def restore(self, data: bytes) -> Any:
+        """Replace everything with a snapshot's image; returns the driver's ``extra``."""
+        try:
+            img = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if img.get("v") != 1:
+                raise ValueError(f"unknown snapshot version {img.get('v')!r}")
+            self.sm.restore(img["sm"])
+            self.sessions = {
+                cid: Session(last, {int(k): v for k, v in responses}, floor)
+                for cid, (last, floor, responses) in img["sessions"].items()
+            }
+            self.tombstones = {c: (int(t[0]), int(t[1])) for c, t in img["tombstones"].items()}
+            self.applied_index = int(img["index"])
+            self.applied_term = int(img["term"])
+            self.chain = bytes(img["chain"])
+            self.clock_ms = int(img["clock"])
+        except (ValueError, TypeError, KeyError, msgpack.ExtraData) as e:
+            raise ValueError(f"snapshot image is damaged or not ours: {e}") from e
+        self._chains.clear()
+        self._chains[self.applied_index] = self.chain
+        return img.get("extra")
