@@ -262,6 +262,13 @@ class Raft:
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self.step(Message(MT.BEAT, self.id, self.id))
+            if self.conf.auto_leave and self.role is Role.LEADER:
+                # Leaving the joint configuration can be deferred (e.g. by a transfer
+                # in progress when it was applied); retry until it is proposed.
+                try:
+                    self.maybe_auto_leave()
+                except ProposalDropped as e:
+                    log.debug("%s: cannot leave the joint configuration yet: %s", self.id, e)
 
     # -- elections -----------------------------------------------------------
 
@@ -331,11 +338,36 @@ class Raft:
                 self.election_elapsed = 0  # only a granted vote resets the timer
                 self.vote = m.frm
         else:
-            self._send(Message(resp, m.frm, self.id, term=self.term, reject=True))
+            self._send(self._vote_refusal(resp, m.frm))
+
+    def _vote_refusal(self, kind: MessageType, to: NodeId) -> Message:
+        commit = self.log.committed
+        return Message(
+            kind,
+            to,
+            self.id,
+            term=self.term,
+            reject=True,
+            index=commit,
+            log_term=self.log.term(commit) or 0,
+        )
 
     # -- the step function ---------------------------------------------------
 
     def step(self, m: Message) -> None:
+        if (
+            m.reject
+            and m.type in (MT.VOTE_RESP, MT.PRE_VOTE_RESP)
+            and m.index > self.log.committed
+            and self.log.match_term(m.index, m.log_term)
+        ):
+            # A refusal carries the voter's commit index. Committed is a fact about
+            # (index, term), not about who says it: holding that entry, we may
+            # commit through it. This frees a voter stuck in an old configuration
+            # that never heard its successor commit, e.g. after the leader that
+            # removed itself stepped down (the removed node refuses our longer-log
+            # test, but tells us the configuration change committed).
+            self.log.commit_to(m.index)
         if m.term == 0:
             pass  # local message
         elif m.term > self.term:
@@ -367,7 +399,7 @@ class Raft:
                 # never learn the new term when pre-vote keeps us from disturbing it.
                 self._send(Message(MT.APP_RESP, m.frm, self.id))
             elif m.type is MT.PRE_VOTE:
-                self._send(Message(MT.PRE_VOTE_RESP, m.frm, self.id, term=self.term, reject=True))
+                self._send(self._vote_refusal(MT.PRE_VOTE_RESP, m.frm))
             return  # stale: ignore
 
         t = m.type
@@ -669,7 +701,8 @@ class Raft:
         if chunk.offset == 0 and (inc is None or (inc.index, inc.term) != (meta.index, meta.term)):
             inc = self.incoming_snapshot = IncomingSnapshot(meta.index, meta.term, bytearray())
         if inc is None or (inc.index, inc.term) != (meta.index, meta.term):
-            self._send(Message(MT.SNAP_RESP, m.frm, self.id, index=meta.index, reject=True))
+            # A later chunk overtook the first one: drop it and let the first arrive
+            # (or the leader's stall timer resend it) rather than restart the stream.
             return
         have = len(inc.buffer)
         if chunk.offset > have:

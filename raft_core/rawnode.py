@@ -204,7 +204,9 @@ class RawNode:
         if rd.committed_entries:
             last_applied = rd.committed_entries[-1].index
             for e in rd.committed_entries:
-                if e.type is EntryType.CONF_CHANGE:
+                # A snapshot installed while this batch was being applied already
+                # holds the configuration as of its index: older changes are moot.
+                if e.type is EntryType.CONF_CHANGE and e.index > lg.offset:
                     conf = self._apply_conf_entry(e)
                     if conf is not None:
                         applied_confs.append(conf)

@@ -26,7 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("replay", help="re-run one seed and print its trace")
     r.add_argument("--seed", type=int, required=True)
     r.add_argument("--trace", action="store_true", help="print the trace even if it passes")
+    sub.add_parser("story", help="a short narrated run of a simulated cluster")
     args = p.parse_args(argv)
+
+    if args.cmd == "story":
+        from .story import tell
+
+        tell()
+        return 0
 
     if args.cmd == "replay":
         res = run_one(args.seed, keep_trace=True)

@@ -1,0 +1,34 @@
+# Two commands a newcomer needs (see README.md):
+#   make demo   installs everything into .venv and runs the demo
+#   make test   installs everything tests need into .venv and runs the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install demo test lint campaign clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m raft_core.sim story
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+campaign: install
+	$(BIN)/python -m raft_core.sim campaign --seeds 10000 --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

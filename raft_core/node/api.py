@@ -1,0 +1,244 @@
+"""The node's HTTP API, exactly as DESIGN.md's "node HTTP API (contract)" says.
+
+Handlers validate input, call RaftNode, and map its errors to the contract's status
+codes. Writes and linearizable reads sent to a follower are answered 421 with the
+leader's id and API address (not forwarded: the client or manager follows the hint,
+so a request never silently takes two network hops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..kv import KVStore
+from ..kv import cas as kv_cas
+from ..kv import delete as kv_delete
+from ..kv import put as kv_put
+from ..statemachine import ApplyResult
+from .http_server import (
+    HTTPError,
+    Request,
+    Response,
+    Router,
+    bearer_auth,
+    json_response,
+    text_response,
+)
+from .server import NodeError, RaftNode
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _fields(body: dict, allowed: set[str], required: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HTTPError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}")
+    missing = sorted(required - set(body))
+    if missing:
+        raise HTTPError(400, "bad_request", f"missing field(s): {', '.join(missing)}")
+
+
+def _opt_str(body: dict, name: str, limit: int) -> str | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise HTTPError(400, "bad_request", f"{name} must be a string or null")
+    if len(v.encode()) > limit:
+        raise HTTPError(400, "bad_request", f"{name} is longer than {limit} bytes")
+    return v
+
+
+def _session(body: dict) -> tuple[str | None, int | None]:
+    cid, seq = body.get("client_id"), body.get("seq")
+    if cid is None and seq is None:
+        return None, None
+    if not isinstance(cid, str) or not cid or len(cid) > 128:
+        raise HTTPError(400, "bad_request", "client_id must be a non-empty string (<= 128 chars)")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise HTTPError(400, "bad_request", "seq must be a positive integer, with client_id")
+    return cid, seq
+
+
+def _int_query(req: Request, name: str) -> int | None:
+    v = req.query.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise HTTPError(400, "bad_request", f"query parameter {name} must be an integer") from None
+    if n < 0:
+        raise HTTPError(400, "bad_request", f"query parameter {name} must be >= 0")
+    return n
+
+
+def _guard(handler: Handler) -> Handler:
+    async def run(req: Request) -> Response:
+        try:
+            return await handler(req)
+        except NodeError as e:
+            raise HTTPError(e.status, e.code, e.message, e.extra) from None
+
+    return run
+
+
+def build_router(node: RaftNode, api_token: str | None = None) -> Router:
+    cfg = node.cfg
+    router = Router(auth=bearer_auth(api_token) if api_token else None)
+    kv = node.sm if isinstance(node.sm, KVStore) else None
+
+    def key_of(req: Request) -> str:
+        key = req.path_params["key"]
+        if len(key.encode()) > cfg.max_key_bytes:
+            raise HTTPError(400, "bad_request", f"key is longer than {cfg.max_key_bytes} bytes")
+        return key
+
+    def require_kv() -> KVStore:
+        if kv is None:
+            raise HTTPError(
+                404, "not_found", "this node runs a custom state machine, not the KV store"
+            )
+        return kv
+
+    def committed(res: ApplyResult) -> Any:
+        if res.error is not None:
+            raise HTTPError(
+                409 if res.error.code != "bad_command" else 400, res.error.code, str(res.error)
+            )
+        return res.value
+
+    async def status(req: Request) -> Response:
+        return json_response(200, node.status())
+
+    async def put(req: Request) -> Response:
+        require_kv()
+        key = key_of(req)
+        body = req.json()
+        _fields(body, {"value", "client_id", "seq"}, {"value"})
+        value = _opt_str(body, "value", cfg.max_value_bytes)
+        if value is None:
+            raise HTTPError(
+                400, "bad_request", "value must be a string (use DELETE to remove a key)"
+            )
+        cid, seq = _session(body)
+        res = await node.propose(kv_put(key, value), cid, seq)
+        committed(res)
+        return json_response(200, {"index": res.index, "term": res.term})
+
+    async def get(req: Request) -> Response:
+        store = require_kv()
+        key = key_of(req)
+        consistency = req.query.get("consistency", "linearizable")
+        if consistency == "linearizable":
+            await node.read_barrier()
+        elif consistency != "stale":
+            raise HTTPError(400, "bad_request", "consistency must be 'linearizable' or 'stale'")
+        return json_response(
+            200, {"value": store.get(key), "applied_index": node.replica.applied_index}
+        )
+
+    async def delete(req: Request) -> Response:
+        require_kv()
+        key = key_of(req)
+        body = req.json() if req.body else {}
+        _fields(body, {"client_id", "seq"})
+        cid, seq = _session(body)
+        res = await node.propose(kv_delete(key), cid, seq)
+        value = committed(res)
+        return json_response(
+            200, {"index": res.index, "term": res.term, "deleted": bool(value["deleted"])}
+        )
+
+    async def cas(req: Request) -> Response:
+        require_kv()
+        key = key_of(req)
+        body = req.json()
+        _fields(body, {"expected", "value", "client_id", "seq"}, {"expected", "value"})
+        expected = _opt_str(body, "expected", cfg.max_value_bytes)
+        value = _opt_str(body, "value", cfg.max_value_bytes)
+        cid, seq = _session(body)
+        res = await node.propose(kv_cas(key, expected, value), cid, seq)
+        out = committed(res)
+        return json_response(
+            200, {"ok": out["ok"], "value": out["value"], "index": res.index, "term": res.term}
+        )
+
+    async def transfer(req: Request) -> Response:
+        body = req.json() if req.body else {}
+        _fields(body, {"target"})
+        target = body.get("target")
+        if target is not None and not isinstance(target, str):
+            raise HTTPError(400, "bad_request", "target must be a node id or null")
+        leader, term = await node.transfer_leadership(target)
+        return json_response(200, {"leader": leader, "term": term})
+
+    async def campaign(req: Request) -> Response:
+        term = node.campaign()
+        return json_response(200, {"started": True, "term": term})
+
+    async def membership(req: Request) -> Response:
+        body = req.json()
+        _fields(body, {"action", "id", "peer_address", "api_address"}, {"action", "id"})
+        node_id = body["id"]
+        if not isinstance(node_id, str) or not node_id or len(node_id) > 64:
+            raise HTTPError(400, "bad_request", "id must be a node id (1-64 characters)")
+        action = body["action"]
+        if action not in ("add_learner", "promote", "remove"):
+            raise HTTPError(400, "bad_request", "action must be add_learner, promote or remove")
+        peer = _opt_str(body, "peer_address", 256)
+        api = _opt_str(body, "api_address", 256)
+        out = await node.change_membership(action, node_id, peer, api)
+        return json_response(200, out)
+
+    async def snapshot(req: Request) -> Response:
+        index, size = await node.take_snapshot()
+        return json_response(200, {"snapshot_index": index, "bytes": size})
+
+    async def admin_log(req: Request) -> Response:
+        return json_response(
+            200, node.log_entries(_int_query(req, "start"), _int_query(req, "end"))
+        )
+
+    async def digest(req: Request) -> Response:
+        return json_response(200, node.digest(_int_query(req, "at")))
+
+    async def faults(req: Request) -> Response:
+        if not cfg.allow_fault_injection:
+            raise HTTPError(
+                403,
+                "forbidden",
+                "fault injection is disabled; start the node with --allow-fault-injection",
+            )
+        body = req.json()
+        _fields(body, {"drop", "delay_ms", "clear"})
+        drop = body.get("drop")
+        if drop is not None and (
+            not isinstance(drop, list) or not all(isinstance(d, str) for d in drop)
+        ):
+            raise HTTPError(400, "bad_request", "drop must be a list of node ids")
+        delay = body.get("delay_ms")
+        if delay is not None and (
+            not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 60_000
+        ):
+            raise HTTPError(400, "bad_request", "delay_ms must be an integer in 0..60000")
+        return json_response(200, node.set_faults(drop, delay, bool(body.get("clear"))))
+
+    async def metrics(req: Request) -> Response:
+        return text_response(200, node.metrics.render(), content_type="text/plain; version=0.0.4")
+
+    router.add("GET", "/v1/status", _guard(status), public=True)
+    router.add("PUT", "/v1/kv/{key}", _guard(put))
+    router.add("GET", "/v1/kv/{key}", _guard(get))
+    router.add("DELETE", "/v1/kv/{key}", _guard(delete))
+    router.add("POST", "/v1/kv/{key}/cas", _guard(cas))
+    router.add("POST", "/v1/admin/transfer-leadership", _guard(transfer))
+    router.add("POST", "/v1/admin/campaign", _guard(campaign))
+    router.add("POST", "/v1/admin/membership", _guard(membership))
+    router.add("POST", "/v1/admin/snapshot", _guard(snapshot))
+    router.add("GET", "/v1/admin/log", _guard(admin_log))
+    router.add("GET", "/v1/admin/digest", _guard(digest))
+    router.add("POST", "/v1/admin/faults", _guard(faults))
+    router.add("GET", "/metrics", _guard(metrics), public=True)
+    return router

@@ -1,0 +1,206 @@
+"""raft-node configuration: every option, its default, and why.
+
+Options come from the command line or a YAML file (``--config FILE``; command-line
+flags win). Secrets never appear here: only the *paths* of files that hold them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..types import NodeId
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the operator who has to fix it."""
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{what} {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def parse_peers(text: str) -> dict[NodeId, str]:
+    """``n1=127.0.0.1:7101,n2=...`` -> {"n1": "127.0.0.1:7101", ...}."""
+    peers: dict[NodeId, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        node, sep, addr = item.partition("=")
+        if not sep or not node:
+            raise ConfigError(f"peer {item!r} is not ID=HOST:PORT")
+        parse_address(addr, f"address of peer {node}")
+        peers[node] = addr
+    return peers
+
+
+@dataclass
+class NodeConfig:
+    id: NodeId
+    data_dir: Path
+    # Where peers reach us (Raft messages) and where clients reach us (HTTP API).
+    # Loopback by default: listening more widely is a deliberate choice.
+    peer_listen: str = "127.0.0.1:7101"
+    api_listen: str = "127.0.0.1:7201"
+    # Addresses others should use if they differ from the listen addresses (NAT,
+    # 0.0.0.0 binds). Default: the listen addresses.
+    peer_advertise: str | None = None
+    api_advertise: str | None = None
+    # Founding members as id=peer_address (including ourselves). Ignored once the
+    # node has state on disk: from then on membership comes from the log.
+    peers: dict[NodeId, str] = field(default_factory=dict)
+    # API addresses of the founding members, so followers can name the leader's.
+    peer_apis: dict[NodeId, str] = field(default_factory=dict)
+    # Start with no configuration and wait to be added by the cluster (a new member).
+    join: bool = False
+    # One tick; elections and heartbeats are counted in ticks.
+    tick_ms: int = 50
+    # Election timeout is randomized in [election_ticks, 2 * election_ticks) ticks:
+    # 0.5-1 s by default. Heartbeats every heartbeat_ticks ticks (100 ms).
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    # "always": fsync every batch before acknowledging (durable). "never": trust the
+    # page cache (benchmarks only; a machine crash can lose acknowledged writes).
+    fsync: str = "always"
+    # Take a snapshot after this many entries were applied since the last one, and
+    # keep this many entries before it for slow followers.
+    snapshot_entries: int = 10_000
+    keep_entries: int = 1_000
+    # Requests waiting in the proposal pipeline before new ones get 503.
+    max_pending_proposals: int = 10_000
+    # How long a client request may wait for its entry to apply.
+    request_timeout_ms: int = 5_000
+    max_key_bytes: int = 1_024
+    max_value_bytes: int = 1 << 20
+    # Paths of files holding the secrets (never the secrets themselves).
+    api_token_file: Path | None = None
+    cluster_secret_file: Path | None = None
+    allow_fault_injection: bool = False
+    log_level: str = "INFO"
+
+    def validate(self) -> None:
+        if (
+            not self.id
+            or len(self.id) > 64
+            or not self.id.replace("-", "").replace("_", "").isalnum()
+        ):
+            raise ConfigError(f"node id {self.id!r} must be 1-64 letters, digits, '-' or '_'")
+        parse_address(self.peer_listen, "--peer-listen")
+        parse_address(self.api_listen, "--api-listen")
+        if self.fsync not in ("always", "never"):
+            raise ConfigError(f"--fsync must be 'always' or 'never', not {self.fsync!r}")
+        if self.tick_ms <= 0 or self.heartbeat_ticks <= 0:
+            raise ConfigError("--tick-ms and --heartbeat-ticks must be positive")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError("--election-ticks must be larger than --heartbeat-ticks")
+        if not self.join and self.peers and self.id not in self.peers:
+            raise ConfigError(
+                f"--peers must include this node ({self.id}) when founding a cluster; "
+                "use --join to start a node that will be added later"
+            )
+        for name in ("api_token_file", "cluster_secret_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"--{name.replace('_', '-')} {path}: no such file")
+
+    @property
+    def advertised_peer(self) -> str:
+        return self.peer_advertise or self.peer_listen
+
+    @property
+    def advertised_api(self) -> str:
+        return self.api_advertise or self.api_listen
+
+    def read_secret(self, name: str) -> bytes | None:
+        path = getattr(self, name)
+        if path is None:
+            return None
+        secret = Path(path).read_bytes().strip()
+        if not secret:
+            raise ConfigError(f"{path} is empty: a secret file must hold the secret")
+        return secret
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="raft-node",
+        description="Run one member of a raft_core cluster (durable log, TCP peers, HTTP API).",
+    )
+    p.add_argument("--config", type=Path, help="YAML file with any of the options below")
+    p.add_argument("--id", help="this node's id (e.g. n1)")
+    p.add_argument("--data-dir", type=Path, help="directory for the WAL and snapshots")
+    p.add_argument("--peer-listen", help="HOST:PORT for Raft traffic (default 127.0.0.1:7101)")
+    p.add_argument("--api-listen", help="HOST:PORT for the HTTP API (default 127.0.0.1:7201)")
+    p.add_argument("--peer-advertise", help="peer address others should dial, if different")
+    p.add_argument("--api-advertise", help="API address clients should use, if different")
+    p.add_argument("--peers", help="founding members: id=host:port,... (including this node)")
+    p.add_argument("--peer-apis", help="API addresses of the founding members: id=host:port,...")
+    p.add_argument(
+        "--join",
+        action="store_true",
+        default=None,
+        help="start empty and wait to be added to an existing cluster",
+    )
+    p.add_argument("--tick-ms", type=int)
+    p.add_argument("--election-ticks", type=int)
+    p.add_argument("--heartbeat-ticks", type=int)
+    p.add_argument(
+        "--fsync",
+        choices=["always", "never"],
+        help="'never' trades durability for speed (benchmarks only)",
+    )
+    p.add_argument("--snapshot-entries", type=int)
+    p.add_argument("--keep-entries", type=int)
+    p.add_argument("--max-pending-proposals", type=int)
+    p.add_argument("--request-timeout-ms", type=int)
+    p.add_argument("--api-token-file", type=Path, help="file holding the API bearer token")
+    p.add_argument(
+        "--cluster-secret-file",
+        type=Path,
+        help="file holding the secret peers authenticate each other with",
+    )
+    p.add_argument(
+        "--allow-fault-injection",
+        action="store_true",
+        default=None,
+        help="enable POST /v1/admin/faults (test clusters only)",
+    )
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def load_config(argv: list[str] | None = None) -> NodeConfig:
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            loaded = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read {args.config}: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{args.config} must hold a mapping of options")
+        known = {f.name for f in fields(NodeConfig)}
+        unknown = sorted(set(k.replace("-", "_") for k in loaded) - known)
+        if unknown:
+            raise ConfigError(f"{args.config}: unknown options {', '.join(unknown)}")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    for f in fields(NodeConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    for key in ("peers", "peer_apis"):
+        if isinstance(values.get(key), str):
+            values[key] = parse_peers(values[key])
+    if not values.get("id") or not values.get("data_dir"):
+        raise ConfigError("--id and --data-dir are required")
+    for key in ("data_dir", "api_token_file", "cluster_secret_file"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    cfg = NodeConfig(**values)
+    cfg.validate()
+    return cfg

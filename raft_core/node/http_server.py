@@ -1,0 +1,965 @@
+"""A lean HTTP/1.1 server for the node's client API.
+
+Why not starlette/uvicorn: on this project's reference machine a plain ``asyncio.Protocol``
+server does ~3x the requests per second of starlette+uvicorn at one client and ~6x at 64,
+and the node's hot path (small JSON ``PUT``/``GET``) is exactly where that matters.
+
+Scope, deliberately small:
+
+* HTTP/1.1 and HTTP/1.0 over plain TCP; keep-alive by default on 1.1, on 1.0 only when the
+  client asks for it; ``Connection: close`` honoured.
+* One request at a time per connection. Pipelined requests are buffered and answered in
+  order. Different connections run concurrently: every handler runs in its own task.
+* Request bodies only with ``Content-Length``. Any ``Transfer-Encoding`` (chunked or other)
+  is answered with **411** ``{"error":"length_required"}`` and the connection is closed,
+  because without framing the rest of the stream cannot be parsed. ``Expect: 100-continue``
+  is honoured (curl sends it for larger bodies).
+* Malformed request line or headers: 400 and close. Request head (request line + headers)
+  over ``max_header``: 431 and close. ``Content-Length`` over ``max_body``: 413 and close,
+  without reading the body. These "error and close" responses half-close the socket and
+  discard input for a short while (lingering close) so the client reads the error rather
+  than a connection reset.
+* Errors are JSON: ``{"error": code, "message": ..., **extra}`` -- see :class:`HTTPError`.
+  A handler raising anything else gives 500 ``{"error":"internal"}``, logged with
+  traceback, and the connection stays usable.
+* Routing: literal segments match verbatim; a ``{name}`` segment matches one non-empty
+  path segment and is percent-decoded (strict UTF-8, so ``%2F`` yields ``/`` inside the
+  parameter and invalid UTF-8 gives 400). Static routes are a dict lookup. No trailing
+  slash folding: ``/v1/status/`` is not ``/v1/status``.
+* Optional auth hook on the :class:`Router`, with per-route exemption (``public=True``);
+  :func:`bearer_auth` builds the usual ``Authorization: Bearer TOKEN`` check with
+  :func:`hmac.compare_digest`. Unknown paths give 404/405 before auth is checked: the
+  route table of this open API is no secret.
+* A handler whose client disconnects is *not* cancelled (a proposed write cannot be taken
+  back anyway); its response is dropped. :meth:`HTTPServer.wait_closed` cancels whatever
+  is still running after its grace period.
+* Idle connections (no bytes received for ``idle_timeout`` and no request in progress) are
+  closed by one periodic sweep per server, not a timer per request.
+* No ``Date``/``Server`` headers: the node's clients do not need them and they cost time.
+  ``HEAD`` is not derived from ``GET`` (register it if wanted; otherwise 405).
+* Not handled (the node sits behind no proxy and serves a handful of clients): a cap on
+  concurrent connections, and a deadline for a request head trickled in slowly (the idle
+  timeout only closes connections that send nothing at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_HEADER",
+    "AuthHook",
+    "HTTPError",
+    "HTTPServer",
+    "Handler",
+    "Request",
+    "Response",
+    "Router",
+    "bearer_auth",
+    "json_response",
+    "start_server",
+    "text_response",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
+DEFAULT_MAX_HEADER = 16 << 10  # 16 KiB
+DEFAULT_IDLE_TIMEOUT = 60.0
+# After an "error and close" response, keep discarding input this long before closing.
+LINGER_S = 2.0
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """``json.dumps(obj, separators=(",", ":"))``, ~3x cheaper for small objects.
+
+    ``json.dumps`` with non-default arguments builds a JSONEncoder *and* a C encoder per
+    call; here the C encoder is built once. No circular-reference check (``markers=None``):
+    a cycle raises RecursionError instead of ValueError. Falls back to the public API if
+    the private constructor ever changes shape.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    slow = encoder.encode
+    try:
+        from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+
+        c_enc = c_make_encoder(
+            None, encoder.default, encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+        probe = {"a": [1, 2.5, None, True, "\u00e9"], "b": {}}
+        if "".join(c_enc(probe, 0)) != slow(probe):
+            return slow
+    except Exception:  # pragma: no cover - non-CPython or changed internals
+        return slow
+
+    def dumps(obj: Any) -> str:
+        return "".join(c_enc(obj, 0))
+
+    return dumps
+
+
+_dumps = _make_dumps()
+_decode_json = json.JSONDecoder().decode
+
+
+# --------------------------------------------------------------------------- public types
+
+
+class HTTPError(Exception):
+    """An error with an HTTP status, rendered as ``{"error": code, "message": message, **extra}``.
+
+    ``headers`` are added to the response (e.g. ``WWW-Authenticate`` on 401).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str = "",
+        extra: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = dict(extra) if extra else None
+        self.headers = dict(headers) if headers else None
+
+    def to_response(self) -> Response:
+        obj: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.extra:
+            obj.update(self.extra)
+        return json_response(self.status, obj, headers=self.headers)
+
+
+class Request:
+    """One parsed request. ``headers`` keys are lower-case; repeated headers are joined
+    with ``", "``. ``path`` is percent-decoded and excludes the query; ``raw_path`` is
+    as sent. ``query`` keeps the last value of a repeated key."""
+
+    __slots__ = (
+        "_json",
+        "body",
+        "headers",
+        "method",
+        "path",
+        "path_params",
+        "query",
+        "query_string",
+        "raw_path",
+        "remote",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: str,
+        query_string: str,
+        headers: dict[str, str],
+        body: bytes,
+        remote: Any = None,
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.path = unquote(raw_path) if "%" in raw_path else raw_path
+        self.query_string = query_string
+        self.query: dict[str, str] = (
+            dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
+        )
+        self.headers = headers
+        self.body = body
+        self.path_params: dict[str, str] = {}
+        self.remote = remote
+        self._json: dict[str, Any] | None = None
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object; 400 ``bad_request`` if it is not one."""
+        if self._json is None:
+            try:
+                # RFC 8259: JSON on the wire is UTF-8. Decoding first skips json.loads's
+                # encoding detection, which costs more than the parse for small bodies.
+                obj = _decode_json(self.body.decode())
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+                raise HTTPError(400, "bad_request", f"malformed JSON body: {e}") from None
+            if not isinstance(obj, dict):
+                raise HTTPError(400, "bad_request", "JSON body must be an object")
+            self._json = obj
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.raw_path}>"
+
+
+class Response:
+    """A complete response. ``content_type=None`` omits the header; ``headers`` are extra
+    headers (must not contain CR/LF; ``Content-Length``/``Connection`` are set by the server).
+    """
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: str | None = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)}B>"
+
+
+def json_response(status: int, obj: Any, *, headers: Mapping[str, str] | None = None) -> Response:
+    """Compact JSON (``separators=(",", ":")``, ASCII-escaped) response."""
+    return Response(status, _dumps(obj).encode(), "application/json", headers)
+
+
+def text_response(
+    status: int,
+    text: str,
+    *,
+    content_type: str = "text/plain; charset=utf-8",
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(status, text.encode(), content_type, headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+# Returns True to let the request through, False for 401; may raise HTTPError (e.g. 403).
+AuthHook = Callable[[Request], bool]
+
+
+def bearer_auth(token: str) -> AuthHook:
+    """An auth hook accepting ``Authorization: Bearer <token>`` (scheme case-insensitive),
+    compared in constant time."""
+    if not token:
+        raise ValueError("empty bearer token")
+    expected = token.encode()
+
+    def check(request: Request) -> bool:
+        value = request.headers.get("authorization")
+        if not value:
+            return False
+        scheme, _, given = value.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), expected)
+
+    return check
+
+
+def _unauthorized() -> HTTPError:
+    return HTTPError(
+        401,
+        "unauthorized",
+        "missing or invalid bearer token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+# --------------------------------------------------------------------------- routing
+
+_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Route:
+    __slots__ = ("literals", "methods", "params", "pattern")
+
+    def __init__(self, pattern: str, literals: tuple[tuple[int, str], ...], params) -> None:
+        self.pattern = pattern
+        self.literals = literals
+        self.params: tuple[tuple[int, str], ...] = params
+        self.methods: dict[str, tuple[Handler, bool]] = {}
+
+
+def _decode_param(seg: str) -> str:
+    if "%" not in seg:
+        return seg
+    try:
+        return unquote(seg, errors="strict")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "bad_request", "path segment is not valid UTF-8") from None
+
+
+class Router:
+    """Method + path-pattern dispatch. ``auth`` (if given) guards every route not added
+    with ``public=True``."""
+
+    def __init__(self, *, auth: AuthHook | None = None) -> None:
+        self.auth = auth
+        self._static: dict[str, _Route] = {}
+        self._dynamic: dict[int, list[_Route]] = {}
+        self._by_pattern: dict[str, _Route] = {}
+
+    def add(self, method: str, pattern: str, handler: Handler, *, public: bool = False) -> None:
+        if not pattern.startswith("/"):
+            raise ValueError(f"pattern must start with '/': {pattern!r}")
+        method = method.upper()
+        route = self._by_pattern.get(pattern)
+        if route is None:
+            segs = pattern.split("/")
+            literals: list[tuple[int, str]] = []
+            params: list[tuple[int, str]] = []
+            for i, seg in enumerate(segs):
+                m = _PARAM_RE.fullmatch(seg)
+                if m:
+                    if any(name == m.group(1) for _, name in params):
+                        raise ValueError(f"duplicate parameter in {pattern!r}")
+                    params.append((i, m.group(1)))
+                elif "{" in seg or "}" in seg:
+                    raise ValueError(f"bad segment {seg!r} in {pattern!r}")
+                elif i:
+                    literals.append((i, seg))
+            route = _Route(pattern, tuple(literals), tuple(params))
+            self._by_pattern[pattern] = route
+            if params:
+                self._dynamic.setdefault(len(segs), []).append(route)
+            else:
+                self._static[pattern] = route
+        if method in route.methods:
+            raise ValueError(f"duplicate route {method} {pattern}")
+        route.methods[method] = (handler, public)
+
+    def route(
+        self, method: str, pattern: str, *, public: bool = False
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add`."""
+
+        def deco(handler: Handler) -> Handler:
+            self.add(method, pattern, handler, public=public)
+            return handler
+
+        return deco
+
+    def resolve(self, method: str, raw_path: str) -> tuple[Handler, bool, dict[str, str]]:
+        """``(handler, public, path_params)``; raises 404/405 (or 400 for a bad escape)."""
+        allowed: list[str] = []
+        route = self._static.get(raw_path)
+        if route is not None:
+            hit = route.methods.get(method)
+            if hit is not None:
+                return hit[0], hit[1], {}
+            allowed.extend(route.methods)
+        candidates = self._dynamic.get(raw_path.count("/") + 1)
+        if candidates:
+            segs = raw_path.split("/")
+            for route in candidates:
+                if not _matches(route, segs):
+                    continue
+                hit = route.methods.get(method)
+                if hit is None:
+                    allowed.extend(route.methods)
+                    continue
+                return hit[0], hit[1], {name: _decode_param(segs[i]) for i, name in route.params}
+        if allowed:
+            allow = ", ".join(sorted(set(allowed)))
+            raise HTTPError(
+                405,
+                "method_not_allowed",
+                f"method {method} not allowed here; allowed: {allow}",
+                headers={"Allow": allow},
+            )
+        raise HTTPError(404, "not_found", f"no route for {unquote(raw_path)}")
+
+
+def _matches(route: _Route, segs: list[str]) -> bool:
+    for i, lit in route.literals:
+        if segs[i] != lit:
+            return False
+    return all(segs[i] for i, _ in route.params)
+
+
+# --------------------------------------------------------------------------- wire format
+
+_STATUS_LINES: dict[int, bytes] = {
+    int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode() for s in HTTPStatus
+}
+_CT_HEADERS: dict[str, bytes] = {}
+_CONN_KEEP = b""  # HTTP/1.1 default
+_CONN_KEEP_10 = b"Connection: keep-alive\r\n"
+_CONN_CLOSE = b"Connection: close\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_KNOWN_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"})
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"bad status {status}")
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} Unknown\r\n".encode()
+    return line
+
+
+def _header_line(name: str, value: str) -> bytes:
+    line = f"{name}: {value}"
+    if "\r" in line or "\n" in line:
+        raise ValueError(f"CR/LF in response header {name!r}")
+    return line.encode("latin-1") + b"\r\n"
+
+
+def _encode(resp: Response, conn: bytes) -> bytes:
+    body = resp.body
+    status = resp.status
+    ct = resp.content_type
+    if resp.headers is None and ct == "application/json":  # the hot path
+        return b"%sContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+            _STATUS_LINES.get(status) or _status_line(status),
+            len(body),
+            conn,
+            body,
+        )
+    parts = [_status_line(status)]
+    if ct is not None:
+        cth = _CT_HEADERS.get(ct)
+        if cth is None:
+            cth = _CT_HEADERS[ct] = _header_line("Content-Type", ct)
+        parts.append(cth)
+    if resp.headers:
+        parts.extend(_header_line(k, v) for k, v in resp.headers.items())
+    if status >= 200 and status not in (204, 304):
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(conn)
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
+
+
+class _Head:
+    """A parsed request head waiting for (or with) its body."""
+
+    __slots__ = (
+        "body_start",
+        "clen",
+        "conn",
+        "expect_continue",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        clen: int,
+        body_start: int,
+        keep_alive: bool,
+        conn: bytes,
+        expect_continue: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.clen = clen
+        self.body_start = body_start
+        self.keep_alive = keep_alive
+        self.conn = conn
+        self.expect_continue = expect_continue
+
+
+def _bad(message: str) -> HTTPError:
+    return HTTPError(400, "bad_request", message)
+
+
+def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
+    """Parse ``buf[:end]`` (request line + headers, no final blank line)."""
+    text = bytes(buf[:end]).decode("latin-1")
+    lines = text.split("\r\n")
+    # A bare CR or LF anywhere is a framing ambiguity (request smuggling): reject.
+    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+        raise _bad("bare CR or LF in request head")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise _bad("malformed request line")
+    method, target, version = parts
+    if method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(method):
+        raise _bad("malformed request method")
+    if version == "HTTP/1.1":
+        http11 = True
+    elif version == "HTTP/1.0":
+        http11 = False
+    elif len(version) == 8 and version.startswith("HTTP/") and version[5:8:2].isdigit():
+        raise HTTPError(505, "http_version_not_supported", f"{version} not supported")
+    else:
+        raise _bad("malformed HTTP version")
+    if not target.startswith("/"):
+        target = _origin_form(target)
+    if not target.isascii():
+        try:
+            target = target.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("request target is not valid UTF-8") from None
+
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+            raise _bad("malformed header line")
+        name = name.lower()
+        value = value.strip(" \t")
+        if name in headers:
+            if name == "content-length" or name == "host":
+                raise _bad(f"duplicate {name} header")
+            headers[name] += ", " + value
+        else:
+            headers[name] = value
+
+    if "transfer-encoding" in headers:
+        raise HTTPError(
+            411,
+            "length_required",
+            "Transfer-Encoding is not supported; send the body with Content-Length",
+        )
+    cl = headers.get("content-length")
+    if cl is None:
+        clen = 0
+    elif cl.isdigit() and cl.isascii() and len(cl) < 19:
+        clen = int(cl)
+    else:
+        raise _bad("malformed Content-Length")
+
+    conn_value = headers.get("connection")
+    if conn_value is None:
+        keep_alive = http11
+    else:
+        tokens = {t.strip() for t in conn_value.lower().split(",")}
+        keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
+    conn = (_CONN_KEEP if http11 else _CONN_KEEP_10) if keep_alive else _CONN_CLOSE
+    expect = headers.get("expect")
+    expect_continue = http11 and expect is not None and expect.lower() == "100-continue"
+    return _Head(method, target, headers, clen, end + 4, keep_alive, conn, expect_continue)
+
+
+def _origin_form(target: str) -> str:
+    """Absolute-form ``http://host/path?q`` -> ``/path?q``; anything else is a 400."""
+    lower = target[:8].lower()
+    if lower.startswith("http://") or lower.startswith("https://"):
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        if slash < 0:
+            q = rest.find("?")
+            return "/" if q < 0 else "/" + rest[q:]
+        return rest[slash:]
+    raise _bad("request target must be an absolute path")
+
+
+# --------------------------------------------------------------------------- connection
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "_buf",
+        "_busy",
+        "_closing",
+        "_eof",
+        "_hiwat",
+        "_last_active",
+        "_linger",
+        "_loop",
+        "_pending",
+        "_reading",
+        "_remote",
+        "_router",
+        "_server",
+        "_task",
+        "_transport",
+        "_write_paused",
+    )
+
+    def __init__(self, server: HTTPServer) -> None:
+        self._server = server
+        self._router = server.router
+        self._loop = server.loop
+        self._transport: asyncio.Transport | None = None
+        self._buf: bytes | bytearray = b""
+        self._pending: _Head | None = None
+        self._busy = False  # a handler task is running for this connection
+        self._closing = False  # no more requests will be served
+        self._eof = False
+        self._write_paused = False
+        self._reading = True
+        self._hiwat = server.max_header + server.max_body + 65536
+        self._task: asyncio.Task[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._last_active = 0.0
+        self._remote: Any = None
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._remote = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio does this only when the socket's proto says TCP; be sure: with Nagle,
+            # a response following a write the client has not yet ACKed waits ~40 ms.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._last_active = self._loop.time()
+        self._server._connection_made(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._buf = b""
+        self._pending = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._server._connection_lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_active = self._loop.time()
+        if self._closing:
+            return  # lingering close, or shutting down: discard
+        buf = self._buf
+        if not buf:
+            self._buf = data
+        else:
+            if type(buf) is bytes:
+                buf = bytearray(buf)
+            buf += data
+            self._buf = buf
+        if self._busy or self._write_paused:
+            if len(self._buf) > self._hiwat:
+                self._update_reading()
+        else:
+            self._process()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        # Keep the half-open connection while a request is in flight so its response can
+        # still be written; otherwise let the transport close.
+        return self._busy and not self._closing
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+        if not self._busy and not self._closing:
+            self._process()
+
+    # -- request processing
+
+    def _update_reading(self) -> None:
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        want = self._closing or (not self._write_paused and len(self._buf) <= self._hiwat)
+        if want != self._reading:
+            self._reading = want
+            if want:
+                t.resume_reading()
+            else:
+                t.pause_reading()
+
+    def _process(self) -> None:
+        """Parse and dispatch buffered requests until one needs a task or data runs out."""
+        while not self._busy and not self._closing and not self._write_paused:
+            buf = self._buf
+            head = self._pending
+            if head is None:
+                if not buf:
+                    break
+                if buf[0] == 13 or buf[0] == 10:  # RFC 9112 2.2: ignore leading CRLFs
+                    self._buf = buf = buf.lstrip(b"\r\n")
+                    continue
+                end = buf.find(b"\r\n\r\n")
+                if end < 0 or end > self._server.max_header:
+                    if end < 0 and len(buf) <= self._server.max_header + 3:
+                        break
+                    self._fail(
+                        HTTPError(
+                            431,
+                            "headers_too_large",
+                            f"request head exceeds {self._server.max_header} bytes",
+                        )
+                    )
+                    return
+                try:
+                    head = _parse_head(buf, end)
+                except HTTPError as e:
+                    self._fail(e)
+                    return
+                if head.clen > self._server.max_body:
+                    self._fail(
+                        HTTPError(
+                            413,
+                            "payload_too_large",
+                            f"body of {head.clen} bytes exceeds {self._server.max_body}",
+                            {"max_body": self._server.max_body},
+                        )
+                    )
+                    return
+                if len(buf) < head.body_start + head.clen:
+                    if head.expect_continue:
+                        assert self._transport is not None
+                        self._transport.write(_CONTINUE)
+                    self._pending = head
+                    break
+            elif len(buf) < head.body_start + head.clen:
+                break
+            self._pending = None
+            end = head.body_start + head.clen
+            body = bytes(buf[head.body_start : end]) if head.clen else b""
+            self._buf = buf[end:] if len(buf) > end else b""
+            self._dispatch(head, body)
+        if not self._busy and not self._closing and self._eof and not self._write_paused:
+            self._close()  # client half-closed and everything complete has been answered
+        elif not self._reading:
+            self._update_reading()
+
+    def _dispatch(self, head: _Head, body: bytes) -> None:
+        target = head.target
+        q = target.find("?")
+        if q < 0:
+            raw_path, qs = target, ""
+        else:
+            raw_path, qs = target[:q], target[q + 1 :]
+        headers = head.headers
+        keep_alive = head.keep_alive and not self._server.closing
+        conn = head.conn if keep_alive else _CONN_CLOSE
+        try:
+            request = Request(head.method, raw_path, qs, headers, body, self._remote)
+            handler, public, params = self._router.resolve(head.method, raw_path)
+            request.path_params = params
+            auth = self._router.auth
+            if not public and auth is not None and not auth(request):
+                raise _unauthorized()
+        except HTTPError as e:
+            self._write(e.to_response(), keep_alive, conn)
+            return
+        except Exception:
+            log.exception("error before handler for %s %s", head.method, raw_path)
+            self._write(_internal_error(), keep_alive, conn)
+            return
+        self._busy = True
+        self._task = self._loop.create_task(self._run(handler, request, keep_alive, conn))
+
+    async def _run(self, handler: Handler, request: Request, keep_alive: bool, conn: bytes) -> None:
+        try:
+            resp = await handler(request)
+            if not isinstance(resp, Response):
+                raise TypeError(f"handler returned {type(resp).__name__}, not Response")
+        except HTTPError as e:
+            resp = e.to_response()
+        except Exception:
+            log.exception("unhandled error in handler for %s %s", request.method, request.path)
+            resp = _internal_error()
+        self._task = None
+        self._busy = False
+        if self._server.closing and keep_alive:  # shutdown began while the handler ran
+            keep_alive, conn = False, _CONN_CLOSE
+        self._write(resp, keep_alive, conn)
+        if keep_alive and (self._buf or self._eof):
+            self._process()
+
+    def _write(self, resp: Response, keep_alive: bool, conn: bytes) -> None:
+        t = self._transport
+        if t is None or t.is_closing():
+            return  # client went away; the response is dropped
+        try:
+            data = _encode(resp, conn)
+        except Exception:  # e.g. CR/LF in a header value, non-bytes body
+            log.exception("cannot encode response %r", resp)
+            data = _encode(_internal_error(), conn)
+        t.write(data)
+        if not keep_alive:
+            self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, err: HTTPError) -> None:
+        """Answer a request we cannot frame, then close gracefully.
+
+        Half-close, keep discarding what the client still sends for LINGER_S, then close:
+        closing a socket with unread input makes the kernel send RST, which can destroy
+        the error response before the client reads it.
+        """
+        self._closing = True
+        self._buf = b""
+        self._pending = None
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        t.write(_encode(err.to_response(), _CONN_CLOSE))
+        if t.can_write_eof():
+            t.write_eof()
+            self._update_reading()  # make sure we keep draining
+            self._linger = self._loop.call_later(LINGER_S, t.close)
+        else:  # pragma: no cover - plain TCP always can
+            t.close()
+
+    # -- used by the server
+
+    def _idle_for(self, now: float) -> float:
+        return 0.0 if self._busy else now - self._last_active
+
+    def _shutdown(self) -> None:
+        """Server closing: close now if idle, else after the current response."""
+        if not self._busy:
+            self._close()
+
+    def _abort(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _internal_error() -> Response:
+    return json_response(
+        500, {"error": "internal", "message": "internal server error; see the node log"}
+    )
+
+
+# --------------------------------------------------------------------------- server
+
+
+class HTTPServer:
+    """A running server; create with :func:`start_server`."""
+
+    def __init__(
+        self,
+        router: Router,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_body: int,
+        max_header: int,
+        idle_timeout: float,
+    ) -> None:
+        self.router = router
+        self.loop = loop
+        self.max_body = max_body
+        self.max_header = max_header
+        self.idle_timeout = idle_timeout
+        self.closing = False
+        self.host = ""  # bound address, set by start_server (kept after close)
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[_Connection] = set()
+        self._all_closed = asyncio.Event()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_every = max(0.05, min(idle_timeout / 4, 5.0))
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        """The listening sockets (empty once closed)."""
+        assert self._server is not None
+        return tuple(self._server.sockets)
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._conns)
+
+    def close(self) -> None:
+        """Stop accepting, close idle connections; busy ones close after their response."""
+        if self.closing:
+            return
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for c in list(self._conns):
+            c._shutdown()
+        if not self._conns:
+            self._all_closed.set()
+
+    async def wait_closed(self, grace: float = 5.0) -> None:
+        """Wait for connections to finish; after ``grace`` seconds cancel and abort them."""
+        self.close()
+        try:
+            await asyncio.wait_for(self._all_closed.wait(), grace)
+        except TimeoutError:
+            for c in list(self._conns):
+                c._abort()
+            await self._all_closed.wait()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> HTTPServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.wait_closed()
+
+    # -- internals
+
+    async def _start(self, host: str, port: int, backlog: int) -> None:
+        self._server = await self.loop.create_server(
+            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
+        )
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        if self.idle_timeout > 0:
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        limit = self.idle_timeout
+        for c in list(self._conns):
+            if c._idle_for(now) > limit:
+                c._close()
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def _connection_made(self, conn: _Connection) -> None:
+        self._conns.add(conn)
+        if self.closing:
+            conn._close()
+
+    def _connection_lost(self, conn: _Connection) -> None:
+        self._conns.discard(conn)
+        if self.closing and not self._conns:
+            self._all_closed.set()
+
+
+async def start_server(
+    router: Router,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_header: int = DEFAULT_MAX_HEADER,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    backlog: int = 1024,
+) -> HTTPServer:
+    """Listen on ``host:port`` (``port=0`` picks a free port; see ``server.port``).
+
+    ``idle_timeout <= 0`` disables idle closing.
+    """
+    server = HTTPServer(
+        router,
+        asyncio.get_running_loop(),
+        max_body=max_body,
+        max_header=max_header,
+        idle_timeout=idle_timeout,
+    )
+    await server._start(host, port, backlog)
+    return server

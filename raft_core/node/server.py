@@ -1,0 +1,851 @@
+"""RaftNode: the engine driven by real time, a durable disk and TCP peers.
+
+This is the production twin of ``sim/node.py``: the same Ready loop (persist, send,
+apply, advance) on an asyncio event loop. It is also the library entry point: an
+application can run ``RaftNode`` inside its own loop with its own ``StateMachine``
+(the KV store is only the default) and call ``propose``/``read_barrier`` directly.
+
+Throughput comes from group commit: client requests that arrive while the previous
+batch is being fsynced (on a dedicated disk thread) are proposed together, written in
+one WAL record with one fsync, and replicated in the same AppendEntries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..confchange import ChangeOp, ConfChange, ConfChangeError
+from ..kv import KVStore
+from ..raft import RaftConfig
+from ..rawnode import PersistedState, RawNode, Ready
+from ..statemachine import ApplyResult, CommandError, Replica, StateMachine, encode_command
+from ..types import EntryType, NodeId, ProposalDropped, Role, Snapshot, SnapshotMeta
+from .config import NodeConfig, parse_address
+from .metrics import Registry
+from .storage import DiskStorage, StorageError
+from .transport import PeerTransport
+
+log = logging.getLogger("raft_core.node")
+
+
+# -- errors the API layer turns into HTTP statuses ------------------------------------
+
+
+class NodeError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class NotLeader(NodeError):
+    status = 421
+    code = "not_leader"
+
+
+class Unavailable(NodeError):
+    """No quorum, overloaded, or timed out; ``indeterminate`` if it may still commit."""
+
+    status = 503
+    code = "unavailable"
+
+
+class Conflict(NodeError):
+    status = 409
+    code = "conflict"
+
+
+class BadRequest(NodeError):
+    status = 400
+    code = "bad_request"
+
+
+class Forbidden(NodeError):
+    status = 403
+    code = "forbidden"
+
+
+# -- membership addresses -------------------------------------------------------------
+
+
+@dataclass
+class MemberAddress:
+    peer: str
+    api: str | None
+
+
+def _member_context(node: NodeId, peer: str | None, api: str | None) -> bytes:
+    return msgpack.packb({"id": node, "peer": peer, "api": api})
+
+
+def _decode_member_context(data: bytes) -> dict | None:
+    if not data:
+        return None
+    try:
+        ctx = msgpack.unpackb(data)
+    except (ValueError, msgpack.ExtraData):
+        return None
+    return ctx if isinstance(ctx, dict) and isinstance(ctx.get("id"), str) else None
+
+
+@dataclass
+class _PendingWrite:
+    term: int
+    future: asyncio.Future
+
+
+class RaftNode:
+    def __init__(self, cfg: NodeConfig, state_machine: StateMachine | None = None) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.sm: StateMachine = state_machine if state_machine is not None else KVStore()
+        self.replica = Replica(self.sm)
+        self.metrics = Registry()
+        self._init_metrics()
+        self.storage: DiskStorage | None = None
+        self.raw: RawNode
+        self.transport: PeerTransport
+        self.addresses: dict[NodeId, MemberAddress] = {}
+        self._loop: asyncio.AbstractEventLoop
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{cfg.id}")
+        self._scheduled = False
+        self._persisting = False
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._queue: list[tuple[bytes, asyncio.Future]] = []
+        self._pending: dict[int, _PendingWrite] = {}
+        self._read_waiters: list[asyncio.Future] = []
+        self._read_batches: dict[bytes, list[asyncio.Future]] = {}
+        self._ready_reads: list[tuple[int, list[asyncio.Future]]] = []
+        self._ctx_ids = itertools.count(1)
+        self._leader_waiters: list[asyncio.Future] = []
+        self._apply_waiters: list[tuple[int, asyncio.Future]] = []
+        self._tick_task: asyncio.Task | None = None
+        self._snapshotting = False
+        self._last_snapshot_index = 0
+        self._started = time.monotonic()
+        self._last_leader: NodeId | None = None
+
+    # -- metrics ---------------------------------------------------------------
+
+    def _init_metrics(self) -> None:
+        m = self.metrics
+        self.m_proposals = m.counter("raft_proposals_total", "Client commands proposed")
+        self.m_proposals_failed = m.counter(
+            "raft_proposals_failed_total", "Client commands refused or lost", "reason"
+        )
+        self.m_elections = m.counter("raft_elections_total", "Elections started by this node")
+        self.m_leader_changes = m.counter("raft_leader_changes_total", "Leader changes seen")
+        self.m_snapshots = m.counter("raft_snapshots_total", "Snapshots taken locally")
+        self.m_snapshots_installed = m.counter(
+            "raft_snapshots_installed_total", "Snapshots received from the leader"
+        )
+        self.m_batches = m.counter("raft_ready_batches_total", "Ready batches processed")
+        self.m_fsync = m.histogram(
+            "raft_fsync_seconds",
+            "Duration of WAL fsyncs",
+            [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+        )
+        self.m_batch_entries = m.histogram(
+            "raft_batch_entries",
+            "Entries persisted per Ready batch",
+            [1, 2, 4, 8, 16, 32, 64, 128, 512],
+        )
+
+        def status_value(key: str) -> Callable[[], float]:
+            return lambda: float(self.raw.status()[key]) if hasattr(self, "raw") else 0.0
+
+        m.gauge("raft_term", "Current term", status_value("term"))
+        m.gauge("raft_commit_index", "Commit index", status_value("commit_index"))
+        m.gauge("raft_applied_index", "Applied index", status_value("applied_index"))
+        m.gauge("raft_last_index", "Last log index", status_value("last_index"))
+        m.gauge(
+            "raft_snapshot_index", "Index of the latest snapshot", status_value("snapshot_index")
+        )
+        m.gauge(
+            "raft_role",
+            "1 for the role this node has",
+            lambda: {
+                r: float(hasattr(self, "raw") and self.raw.status()["role"] == r)
+                for r in ("leader", "follower", "candidate", "pre_candidate", "learner")
+            },
+            label="role",
+        )
+        m.gauge(
+            "raft_messages_sent_total",
+            "Raft messages sent, by type",
+            lambda: dict(self.transport.stats.sent_messages) if hasattr(self, "transport") else {},
+            label="type",
+        )
+        m.gauge(
+            "raft_messages_received_total",
+            "Raft messages received, by type",
+            lambda: (
+                dict(self.transport.stats.received_messages) if hasattr(self, "transport") else {}
+            ),
+            label="type",
+        )
+        m.gauge(
+            "raft_messages_dropped_total",
+            "Raft messages dropped by the transport, by reason",
+            lambda: dict(self.transport.stats.dropped) if hasattr(self, "transport") else {},
+            label="reason",
+        )
+        m.gauge(
+            "raft_pending_proposals", "Client commands waiting", lambda: float(self.pending_count())
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self.storage = await self._loop.run_in_executor(
+            self._disk,
+            lambda: DiskStorage.open(cfg.data_dir, fsync=cfg.fsync, on_fsync=self.m_fsync.observe),  # type: ignore[arg-type]
+        )
+        rec = self.storage.recovered
+        fresh = rec.hard_state.term == 0 and rec.snapshot is None and not rec.entries
+        if fresh and not cfg.join:
+            founders = sorted(cfg.peers) if cfg.peers else [cfg.id]
+            state = PersistedState.bootstrap(founders)
+            await self._loop.run_in_executor(
+                self._disk, self.storage.save, state.hard_state, state.entries, None
+            )
+            log.info("%s: founded a new cluster with voters %s", cfg.id, ", ".join(founders))
+        elif fresh:
+            state = PersistedState.joining()
+            log.info("%s: empty node waiting to be added to a cluster", cfg.id)
+        else:
+            state = PersistedState(rec.hard_state, rec.snapshot, rec.entries)
+            log.info(
+                "%s: recovered term %d, commit %d, log %d..%d, snapshot %d",
+                cfg.id,
+                rec.hard_state.term,
+                rec.hard_state.commit,
+                (rec.snapshot.meta.index if rec.snapshot else 0) + 1,
+                (rec.entries[-1].index if rec.entries else 0),
+                rec.snapshot.meta.index if rec.snapshot else 0,
+            )
+        for node, peer in cfg.peers.items():
+            self.addresses[node] = MemberAddress(peer, cfg.peer_apis.get(node))
+        self.addresses[cfg.id] = MemberAddress(cfg.advertised_peer, cfg.advertised_api)
+        if state.snapshot is not None:
+            self._restore_snapshot(state.snapshot)
+        raft_cfg = RaftConfig(
+            id=cfg.id,
+            election_tick=cfg.election_ticks,
+            heartbeat_tick=cfg.heartbeat_ticks,
+        )
+        self.raw = RawNode(raft_cfg, state, random.Random())
+        self.raw.raft.on_event = self._on_engine_event
+        self._last_snapshot_index = state.snapshot.meta.index if state.snapshot else 0
+        host, port = parse_address(cfg.peer_listen, "--peer-listen")
+        self.transport = PeerTransport(
+            cfg.id,
+            host,
+            port,
+            on_message=self._on_message,
+            on_unreachable=self._on_unreachable,
+            cluster_secret=cfg.read_secret("cluster_secret_file"),
+        )
+        self._update_peers()
+        await self.transport.start()
+        self._tick_task = asyncio.create_task(self._ticker(), name=f"raft-tick-{cfg.id}")
+        self._schedule()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+        await self.transport.close()
+        self._fail_everything(Unavailable("the node is shutting down", indeterminate=True))
+        # Wait for the disk thread to finish what it is doing, then close.
+        await self._loop.run_in_executor(self._disk, lambda: None)
+        if self.storage is not None:
+            await self._loop.run_in_executor(self._disk, self.storage.close)
+        self._disk.shutdown(wait=True)
+
+    async def _ticker(self) -> None:
+        interval = self.cfg.tick_ms / 1000
+        next_at = self._loop.time()
+        while True:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - self._loop.time()))
+            if self._fatal is not None:
+                return
+            self.raw.tick()
+            self._schedule()
+
+    # -- inputs ----------------------------------------------------------------
+
+    def _on_message(self, m) -> None:
+        if self._fatal is not None or self._stopping:
+            return
+        self.raw.step(m)
+        self._schedule()
+
+    def _on_unreachable(self, node: NodeId) -> None:
+        if self._fatal is None:
+            self.raw.report_unreachable(node)
+
+    def _on_engine_event(self, name: str, fields: dict) -> None:
+        if name == "election":
+            self.m_elections.inc()
+        elif name == "snapshot_installed":
+            self.m_snapshots_installed.inc()
+        if name in ("became_leader", "stepped_down", "transfer_aborted", "check_quorum_step_down"):
+            log.info("%s: %s %s", self.id, name.replace("_", " "), fields)
+
+    # -- the Ready loop --------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._fatal is None:
+            self._scheduled = True
+            self._loop.call_soon(self._process)
+
+    def _process(self) -> None:
+        self._scheduled = False
+        if self._fatal is not None or self._persisting:
+            return
+        self._propose_queued()
+        self._start_reads()
+        if not self.raw.has_ready():
+            return
+        rd = self.raw.ready()
+        self.m_batches.inc()
+        if rd.must_sync():
+            self._persisting = True
+            fut = self._loop.run_in_executor(self._disk, self._persist, rd)
+            fut.add_done_callback(lambda f: self._persisted(rd, f.exception()))
+        else:
+            self._persisted(rd, None)
+
+    def _persist(self, rd: Ready) -> None:
+        assert self.storage is not None
+        self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+
+    def _persisted(self, rd: Ready, error: BaseException | None) -> None:
+        self._persisting = False
+        if error is not None:
+            self._die(error)
+            return
+        if rd.entries:
+            self.m_batch_entries.observe(len(rd.entries))
+        # Only now may anything that depends on the batch leave the node.
+        self.transport.send(rd.messages)
+        if rd.snapshot is not None:
+            self._restore_snapshot(rd.snapshot)
+            self._fail_pending_below(rd.snapshot.meta.index)
+        for e in rd.committed_entries:
+            result = self.replica.apply(e)
+            if e.type is EntryType.CONF_CHANGE:
+                self._apply_member_context(e.data)
+            waiting = self._pending.pop(e.index, None)
+            if waiting is not None and not waiting.future.done():
+                if waiting.term != e.term:
+                    self.m_proposals_failed.inc(label_value="lost")
+                    waiting.future.set_exception(
+                        Unavailable(
+                            "the entry was replaced by a new leader's log; it did not commit",
+                            indeterminate=False,
+                        )
+                    )
+                else:
+                    waiting.future.set_result(result)
+        for rs in rd.read_states:
+            self._ready_reads.append((rs.index, self._read_batches.pop(rs.context, [])))
+        for ctx in rd.dropped_reads:
+            for fut in self._read_batches.pop(ctx, []):
+                if not fut.done():
+                    fut.set_exception(self._not_leader("leadership was lost during the read"))
+        confs = self.raw.advance(rd)
+        if confs:
+            self._update_peers()
+        if rd.soft_state is not None:
+            self._on_soft_state()
+        self._serve_reads()
+        self._wake_apply_waiters()
+        self._maybe_snapshot()
+        self._schedule()
+
+    def _die(self, error: BaseException) -> None:
+        """A failed disk write leaves the on-disk state unknown: stop, don't guess."""
+        self._fatal = error
+        log.critical(
+            "%s: storage failed (%s); this node stops serving. Restart it: recovery will "
+            "check the log and refuse to start if data is damaged.",
+            self.id,
+            error,
+        )
+        self._fail_everything(Unavailable(f"storage failure: {error}", indeterminate=True))
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+
+    def _fail_everything(self, error: NodeError) -> None:
+        for _, fut in self._queue:
+            if not fut.done():
+                fut.set_exception(error)
+        self._queue.clear()
+        for w in self._pending.values():
+            if not w.future.done():
+                w.future.set_exception(error)
+        self._pending.clear()
+        for futs in [
+            *self._read_batches.values(),
+            *(f for _, f in self._ready_reads),
+            self._read_waiters,
+        ]:
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(error)
+        self._read_batches.clear()
+        self._ready_reads.clear()
+        self._read_waiters = []
+        for fut in self._leader_waiters:
+            if not fut.done():
+                fut.set_exception(error)
+        for _, fut in self._apply_waiters:
+            if not fut.done():
+                fut.set_exception(error)
+
+    def _fail_pending_below(self, index: int) -> None:
+        """A snapshot install skipped these entries: we cannot tell their fate here."""
+        for i in [i for i in self._pending if i <= index]:
+            w = self._pending.pop(i)
+            if not w.future.done():
+                w.future.set_exception(
+                    Unavailable(
+                        "outcome unknown: this node installed a snapshot", indeterminate=True
+                    )
+                )
+
+    def _on_soft_state(self) -> None:
+        r = self.raw.raft
+        if r.lead != self._last_leader:
+            self._last_leader = r.lead
+            if r.lead is not None:
+                self.m_leader_changes.inc()
+                for fut in self._leader_waiters:
+                    if not fut.done():
+                        fut.set_result((r.lead, r.term))
+                self._leader_waiters = [f for f in self._leader_waiters if not f.done()]
+
+    # -- proposals and reads ---------------------------------------------------
+
+    def pending_count(self) -> int:
+        return len(self._queue) + len(self._pending)
+
+    def _not_leader(self, why: str = "this node is not the leader") -> NotLeader:
+        lead = self.raw.raft.lead
+        lead = None if lead == self.id else lead
+        addr = self.addresses.get(lead) if lead else None
+        return NotLeader(why, leader=lead, leader_api=addr.api if addr else None)
+
+    def _check_serving(self) -> None:
+        if self._fatal is not None:
+            raise Unavailable(f"storage failure: {self._fatal}", indeterminate=False)
+        if self._stopping:
+            raise Unavailable("the node is shutting down", indeterminate=False)
+
+    async def propose(
+        self, command: Any, client_id: str | None = None, seq: int | None = None
+    ) -> ApplyResult:
+        """Replicate one state-machine command; its result once applied here."""
+        self._check_serving()
+        if self.raw.raft.role is not Role.LEADER:
+            raise self._not_leader()
+        if self.pending_count() >= self.cfg.max_pending_proposals:
+            self.m_proposals_failed.inc(label_value="overloaded")
+            raise Unavailable("too many requests in flight; retry shortly", indeterminate=False)
+        data = encode_command(command, client_id, seq, int(time.time() * 1000))
+        fut: asyncio.Future = self._loop.create_future()
+        self._queue.append((data, fut))
+        self.m_proposals.inc()
+        self._schedule()
+        return await self._wait(fut, write=True)
+
+    async def _wait(self, fut: asyncio.Future, *, write: bool) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.cfg.request_timeout_ms / 1000)
+        except TimeoutError:
+            raise Unavailable(
+                "timed out waiting for a quorum"
+                + ("; the write may still commit" if write else ""),
+                indeterminate=write,
+            ) from None
+
+    def _propose_queued(self) -> None:
+        if not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        try:
+            first, term = self.raw.propose_batch([data for data, _ in batch])
+        except ProposalDropped as e:
+            if self.raw.raft.role is not Role.LEADER:
+                err: NodeError = self._not_leader()
+            else:
+                err = Unavailable(e.reason, indeterminate=False)
+            self.m_proposals_failed.inc(len(batch), label_value="refused")
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for i, (_, fut) in enumerate(batch):
+            self._pending[first + i] = _PendingWrite(term, fut)
+
+    async def read_barrier(self) -> int:
+        """Wait until this leader can serve a linearizable read; the index it is at.
+
+        ReadIndex (dissertation 6.4): reads arriving together share one round of
+        heartbeats, and the answer waits until the applied index reaches the read
+        index.
+        """
+        self._check_serving()
+        if self.raw.raft.role is not Role.LEADER:
+            raise self._not_leader()
+        fut: asyncio.Future = self._loop.create_future()
+        self._read_waiters.append(fut)
+        self._schedule()
+        return await self._wait(fut, write=False)
+
+    def _start_reads(self) -> None:
+        if not self._read_waiters:
+            return
+        batch, self._read_waiters = self._read_waiters, []
+        ctx = f"{self.id}:{next(self._ctx_ids)}".encode()
+        try:
+            self.raw.read_index(ctx)
+        except ProposalDropped:
+            err = self._not_leader()
+            for fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        self._read_batches[ctx] = batch
+
+    def _serve_reads(self) -> None:
+        if not self._ready_reads:
+            return
+        applied = self.replica.applied_index
+        still = []
+        for index, futs in self._ready_reads:
+            if index <= applied:
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_result(applied)
+            else:
+                still.append((index, futs))
+        self._ready_reads = still
+
+    async def wait_applied(self, index: int, timeout_s: float) -> None:
+        if self.replica.applied_index >= index:
+            return
+        fut: asyncio.Future = self._loop.create_future()
+        self._apply_waiters.append((index, fut))
+        await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+
+    def _wake_apply_waiters(self) -> None:
+        if not self._apply_waiters:
+            return
+        applied = self.replica.applied_index
+        keep = []
+        for index, fut in self._apply_waiters:
+            if index <= applied:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((index, fut))
+        self._apply_waiters = keep
+
+    # -- leadership --------------------------------------------------------------
+
+    def _election_timeout_s(self) -> float:
+        return self.cfg.tick_ms * self.cfg.election_ticks / 1000
+
+    async def transfer_leadership(self, target: NodeId | None) -> tuple[NodeId, int]:
+        self._check_serving()
+        r = self.raw.raft
+        if r.role is not Role.LEADER:
+            raise self._not_leader()
+        if target is None:
+            candidates = [
+                (pr.match, n)
+                for n, pr in r.prs.items()
+                if n != self.id and n in r.conf.all_voters()
+            ]
+            if not candidates:
+                raise Conflict("no other voter to transfer leadership to")
+            target = max(candidates)[1]
+        if target == self.id:
+            return self.id, r.term
+        if target not in r.conf.all_voters():
+            raise BadRequest(f"{target} is not a voter of this cluster")
+        fut: asyncio.Future = self._loop.create_future()
+        self._leader_waiters.append(fut)
+        try:
+            self.raw.transfer_leadership(target)
+        except ProposalDropped as e:
+            raise Conflict(e.reason) from None
+        self._schedule()
+        deadline = self._election_timeout_s() * 3
+        try:
+            while True:
+                lead, term = await asyncio.wait_for(asyncio.shield(fut), deadline)
+                if lead != self.id:
+                    return lead, term
+                fut = self._loop.create_future()
+                self._leader_waiters.append(fut)
+        except TimeoutError:
+            raise Unavailable(
+                f"leadership did not move to {target} within {deadline:.1f}s; the transfer "
+                "was aborted (is the target reachable and caught up?)"
+            ) from None
+
+    def campaign(self) -> int:
+        self._check_serving()
+        if self.raw.raft.role is Role.LEADER:
+            raise Conflict("this node is already the leader")
+        if not self.raw.raft.promotable():
+            raise Conflict("this node is not a voter, so it cannot campaign")
+        self.raw.campaign()
+        self._schedule()
+        return self.raw.raft.term
+
+    # -- membership ----------------------------------------------------------------
+
+    async def change_membership(
+        self, action: str, node: NodeId, peer_address: str | None, api_address: str | None
+    ) -> dict:
+        self._check_serving()
+        r = self.raw.raft
+        if r.role is not Role.LEADER:
+            raise self._not_leader()
+        if action == "add_learner":
+            if not peer_address:
+                raise BadRequest("add_learner needs peer_address (where the new node listens)")
+            parse_address(peer_address, "peer_address")
+            if api_address:
+                parse_address(api_address, "api_address")
+            cc = ConfChange(
+                [(ChangeOp.ADD_LEARNER, node)], _member_context(node, peer_address, api_address)
+            )
+        elif action == "promote":
+            if node not in r.conf.learners:
+                raise BadRequest(f"{node} is not a learner; add it as a learner first")
+            cc = ConfChange([(ChangeOp.ADD_VOTER, node)])
+        elif action == "remove":
+            cc = ConfChange([(ChangeOp.REMOVE, node)])
+        else:
+            raise BadRequest(f"unknown action {action!r}: use add_learner, promote or remove")
+        try:
+            index, term = self.raw.propose_conf_change(cc)
+        except ProposalDropped as e:
+            if self.raw.raft.role is not Role.LEADER:
+                raise self._not_leader() from None
+            if "in flight" in e.reason or "joint" in e.reason:
+                raise Conflict(e.reason) from None
+            raise BadRequest(e.reason) from None
+        self._schedule()
+        timeout = self.cfg.request_timeout_ms / 1000
+        try:
+            await self.wait_applied(index, timeout)
+            # A voter change goes through a joint configuration: answer once it is left.
+            deadline = self._loop.time() + timeout
+            while self.raw.raft.conf.joint and self._loop.time() < deadline:
+                await self.wait_applied(
+                    self.replica.applied_index + 1, deadline - self._loop.time()
+                )
+        except TimeoutError:
+            raise Unavailable(
+                f"configuration change at index {index} not applied within {timeout:.0f}s",
+                indeterminate=True,
+            ) from None
+        lg = self.raw.raft.log
+        if lg.term(index) not in (None, term):
+            raise Unavailable("the change was replaced by a new leader's log", indeterminate=False)
+        conf = self.raw.raft.conf
+        return {"index": index, "voters": sorted(conf.voters), "learners": sorted(conf.learners)}
+
+    def _apply_member_context(self, data: bytes) -> None:
+        try:
+            cc = ConfChange.decode(data)
+        except ConfChangeError:
+            return
+        ctx = _decode_member_context(cc.context)
+        for op, node in cc.changes:
+            if op is ChangeOp.REMOVE and node != self.id:
+                self.addresses.pop(node, None)
+            elif ctx is not None and ctx["id"] == node and isinstance(ctx.get("peer"), str):
+                self.addresses[node] = MemberAddress(ctx["peer"], ctx.get("api"))
+
+    def _update_peers(self) -> None:
+        peers = {n: a.peer for n, a in self.addresses.items() if n != self.id}
+        try:
+            self.transport.set_peers(peers)
+        except ValueError as e:
+            log.error("%s: bad peer address in the membership: %s", self.id, e)
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def _restore_snapshot(self, snap: Snapshot) -> None:
+        extra = self.replica.restore(snap.data) if snap.data else None
+        if isinstance(extra, dict) and isinstance(extra.get("addresses"), dict):
+            for node, (peer, api) in extra["addresses"].items():
+                if node != self.id:
+                    self.addresses[node] = MemberAddress(peer, api)
+            for node in list(self.addresses):
+                if node != self.id and node not in extra["addresses"]:
+                    del self.addresses[node]
+        self._last_snapshot_index = max(self._last_snapshot_index, snap.meta.index)
+        if hasattr(self, "transport"):
+            self._update_peers()
+
+    def _maybe_snapshot(self) -> None:
+        if (
+            not self._snapshotting
+            and self.replica.applied_index - self._last_snapshot_index >= self.cfg.snapshot_entries
+        ):
+            self._loop.create_task(self.take_snapshot())
+
+    async def take_snapshot(self) -> tuple[int, int]:
+        """Snapshot the state machine at its applied index and compact the log."""
+        self._check_serving()
+        if self._snapshotting:
+            raise Conflict("a snapshot is already being taken")
+        index = self.replica.applied_index
+        if index <= self._last_snapshot_index:
+            return self._last_snapshot_index, 0
+        self._snapshotting = True
+        try:
+            r = self.raw.raft
+            addresses = {n: [a.peer, a.api] for n, a in self.addresses.items()}
+            meta = SnapshotMeta(index, self.replica.applied_term, r.conf)
+            snap = Snapshot(meta, self.replica.snapshot(extra={"addresses": addresses}))
+            assert self.storage is not None
+            storage = self.storage
+
+            def write() -> None:
+                storage.save_snapshot(snap)
+                storage.compact(max(0, index - self.cfg.keep_entries))
+
+            await self._loop.run_in_executor(self._disk, write)
+            self.raw.compact(snap, self.cfg.keep_entries)
+            self._last_snapshot_index = index
+            self.m_snapshots.inc()
+            log.info("%s: snapshot at %d (%d bytes)", self.id, index, len(snap.data))
+            return index, len(snap.data)
+        except StorageError as e:
+            self._die(e)
+            raise Unavailable(f"storage failure: {e}") from None
+        finally:
+            self._snapshotting = False
+
+    # -- introspection ---------------------------------------------------------------
+
+    def status(self) -> dict:
+        st = self.raw.status()
+        lead = st["leader"]
+        addr = self.addresses.get(lead) if lead else None
+        st["leader_api"] = addr.api if addr else None
+        if "progress" in st:
+            st["progress"] = {
+                n: {
+                    "match": p["match"],
+                    "next": p["next"],
+                    "state": p["state"],
+                    "learner": p["learner"],
+                    "recent_active": p["recent_active"],
+                }
+                for n, p in st["progress"].items()
+            }
+        st["fsync"] = self.cfg.fsync
+        st["members"] = {
+            n: {"peer_address": a.peer, "api_address": a.api}
+            for n, a in sorted(self.addresses.items())
+        }
+        st["uptime_s"] = round(time.monotonic() - self._started, 1)
+        st["faults"] = self.transport.faults
+        st["healthy"] = self._fatal is None
+        return st
+
+    def digest(self, at: int | None = None) -> dict:
+        if at is None:
+            d = self.replica.digest()
+            return d
+        chain = self.replica.chain_at(at)
+        if chain is None:
+            raise BadRequest(
+                f"the chain at index {at} is not retained here "
+                f"(applied {self.replica.applied_index})"
+            )
+        term = self.raw.raft.log.term(at)
+        return {"applied_index": at, "applied_term": term, "chain": chain.hex()}
+
+    def log_entries(self, start: int | None, end: int | None, limit: int = 1000) -> dict:
+        lg = self.raw.raft.log
+        first, last = lg.first_index(), lg.last_index()
+        lo = max(first, start if start is not None else first)
+        hi = min(last, end if end is not None else last, lo + limit - 1)
+        entries = []
+        if lo <= hi:
+            for e in lg.slice(lo, hi + 1):
+                kind = (
+                    "conf_change"
+                    if e.type is EntryType.CONF_CHANGE
+                    else ("noop" if not e.data else "normal")
+                )
+                entries.append(
+                    {
+                        "index": e.index,
+                        "term": e.term,
+                        "type": kind,
+                        "digest": hashlib.sha256(e.data).hexdigest()[:16],
+                    }
+                )
+        return {"first_index": first, "last_index": last, "entries": entries}
+
+    def set_faults(self, drop: list[str] | None, delay_ms: int | None, clear: bool) -> dict:
+        if not self.cfg.allow_fault_injection:
+            raise Forbidden(
+                "fault injection is disabled; start the node with --allow-fault-injection"
+            )
+        if clear:
+            self.transport.set_faults()
+        else:
+            current = self.transport.faults
+            new_drop = set(drop) if drop is not None else set(current["drop"])
+            new_delay = delay_ms if delay_ms is not None else current["delay_ms"]
+            self.transport.set_faults(frozenset(new_drop), new_delay)
+        return self.transport.faults
+
+
+__all__ = [
+    "BadRequest",
+    "CommandError",
+    "Conflict",
+    "Forbidden",
+    "NodeError",
+    "NotLeader",
+    "RaftNode",
+    "Unavailable",
+]
