@@ -193,7 +193,7 @@ class Raft:
         pr.inflights.max_count = self.cfg.max_inflight_msgs
         pr.inflights.max_bytes = self.cfg.max_inflight_bytes
         if node == self.id:
-            pr.match = last
+            pr.match = self.log.stable  # only what is durable counts toward commit
         return pr
 
     # -- role transitions ----------------------------------------------------
@@ -495,11 +495,21 @@ class Raft:
     # -- log replication: leader side ---------------------------------------
 
     def _append(self, entries: list[Entry]) -> None:
+        # Our own copy counts toward commit only once it is on disk (persisted_to):
+        # that is what lets the driver send these entries to followers before its
+        # own write finishes [10.2.1].
         self.log.append(entries)
+
+    def persisted_to(self) -> None:
+        """The driver made the log durable up to ``log.stable`` (RawNode.advance)."""
         me = self.prs.get(self.id)
-        if me is not None:
-            me.maybe_update(self.log.last_index())
-        self._maybe_commit()
+        if (
+            self.role is Role.LEADER
+            and me is not None
+            and me.maybe_update(self.log.stable)
+            and self._maybe_commit()
+        ):
+            self._broadcast_append()
 
     def _maybe_commit(self) -> bool:
         def match(n: NodeId) -> int:
@@ -692,7 +702,10 @@ class Raft:
             # leader's: commit up to it and keep the entries that follow (Figure 13,
             # step 6) instead of replacing the log. Only the committed prefix is known
             # to match, so that is what we acknowledge.
-            self.incoming_snapshot = None
+            inc = self.incoming_snapshot
+            if inc is not None and inc.index <= meta.index:
+                # A late duplicate of an older snapshot must not wipe a newer transfer.
+                self.incoming_snapshot = None
             if self.log.match_term(meta.index, meta.term):
                 self.log.commit_to(meta.index)
             self._send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.committed))
@@ -701,8 +714,8 @@ class Raft:
         if chunk.offset == 0 and (inc is None or (inc.index, inc.term) != (meta.index, meta.term)):
             inc = self.incoming_snapshot = IncomingSnapshot(meta.index, meta.term, bytearray())
         if inc is None or (inc.index, inc.term) != (meta.index, meta.term):
-            # A later chunk overtook the first one: drop it and let the first arrive
-            # (or the leader's stall timer resend it) rather than restart the stream.
+            # We hold nothing of this snapshot: ask for it from the start.
+            self._send(Message(MT.SNAP_RESP, m.frm, self.id, index=meta.index, reject=True))
             return
         have = len(inc.buffer)
         if chunk.offset > have:

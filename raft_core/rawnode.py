@@ -2,11 +2,15 @@
 
 The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
 
-1. persist ``rd.snapshot`` (if any), ``rd.entries`` and ``rd.hard_state`` durably,
-   with a single sync for the batch; ``rd.entries[0].index`` may be at or below the
-   last persisted index: everything from there on is replaced;
-2. only then send ``rd.messages`` (votes, acknowledgements and the commit index all
-   depend on what was just persisted);
+1. send the messages for which ``sendable_before_persist(m)`` holds: what a leader
+   sends (appends, heartbeats, snapshot chunks, TimeoutNow) depends on nothing
+   unpersisted, because a leader's term was persisted before it could win, and its
+   own entries count toward commit only once persisted [10.2.1];
+2. persist ``rd.snapshot`` (if any), ``rd.entries`` and ``rd.hard_state`` durably,
+   with a single sync for the batch when ``rd.must_sync()``;
+   ``rd.entries[0].index`` may be at or below the last persisted index: everything
+   from there on is replaced; then send the other messages (votes and
+   acknowledgements promise what was just persisted);
 3. restore the state machine from ``rd.snapshot``, then apply
    ``rd.committed_entries`` in order; serve ``rd.read_states`` once the applied
    index reaches theirs; fail ``rd.dropped_reads`` (leadership was lost);
@@ -32,6 +36,7 @@ from .types import (
     EntryType,
     HardState,
     Message,
+    MessageType,
     NodeId,
     ProposalDropped,
     ReadState,
@@ -41,6 +46,15 @@ from .types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+_LEADER_MESSAGES = frozenset(
+    {MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP, MessageType.TIMEOUT_NOW}
+)
+
+
+def sendable_before_persist(m: Message) -> bool:
+    return m.type in _LEADER_MESSAGES
 
 
 @dataclass(slots=True)
@@ -54,7 +68,9 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
     dropped_reads: list[bytes] = field(default_factory=list)
 
-    def must_sync(self) -> bool:
+    must_sync: bool = False
+
+    def needs_write(self) -> bool:
         return bool(self.entries) or self.snapshot is not None or self.hard_state is not None
 
     def empty(self) -> bool:
@@ -170,11 +186,15 @@ class RawNode:
         hs = r.hard_state()
         if hs != self._prev_hard:
             rd.hard_state = hs
+            # A new commit index alone need not be synced: if it is lost in a crash,
+            # it is learned again from the leader.
+            rd.must_sync = hs.term != self._prev_hard.term or hs.vote != self._prev_hard.vote
         ss = SoftState(r.lead, r.role)
         if ss != self._prev_soft:
             rd.soft_state = ss
         rd.snapshot = lg.pending_snapshot
         rd.entries = lg.unstable_entries()
+        rd.must_sync = rd.must_sync or bool(rd.entries) or rd.snapshot is not None
         rd.committed_entries = lg.next_committed(r.cfg.max_committed_bytes_per_ready)
         if rd.committed_entries:
             lg.applying = rd.committed_entries[-1].index
@@ -200,6 +220,7 @@ class RawNode:
         if rd.entries:
             last = rd.entries[-1]
             lg.stable_to(last.index, last.term)
+            r.persisted_to()
         applied_confs: list[ConfState] = []
         if rd.committed_entries:
             last_applied = rd.committed_entries[-1].index

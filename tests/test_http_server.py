@@ -12,24 +12,16 @@ import json
 import logging
 import socket
 import struct
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-# `benchmarks` is a top-level directory, not an installed package: make it importable
-# under plain `pytest` too (the lead may prefer `pythonpath = ["."]` in pyproject).
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from benchmarks.loadgen import run_load  # noqa: E402
-from raft_core.node.http_server import (  # noqa: E402
+from benchmarks.loadgen import run_load
+from raft_core.node.http_server import (
     HTTPError,
     HTTPServer,
     Request,
@@ -376,6 +368,41 @@ def test_missing_host_is_tolerated() -> None:
         c = await Conn.open(server)
         await c.send(b"GET /v1/status HTTP/1.1\r\n\r\n")
         assert (await c.read()).status == 200
+        c.close()
+
+    serve_test(t)
+
+
+def test_header_parsing_lower_cases_joins_repeats_and_allows_colons_in_values() -> None:
+    captured: list[Request] = []
+
+    async def grab(r: Request) -> Response:
+        captured.append(r)
+        return json_response(200, {})
+
+    async def main() -> None:
+        router = Router()
+        router.add("GET", "/h", grab)
+        async with await start_server(router) as server:
+            c = await Conn.open(server)
+            await c.send(
+                b"GET /h HTTP/1.1\r\nX-Time: 12 :30 : 45\r\nX-Many: a\r\nx-many:  b \t\r\n"
+                b"Empty:\r\n\r\n"
+            )
+            assert (await c.read()).status == 200
+            c.close()
+        (r,) = captured
+        assert r.headers == {"x-time": "12 :30 : 45", "x-many": "a, b", "empty": ""}
+
+    run(main())
+
+
+@pytest.mark.parametrize("bad", [b"Name\t: v", b"A: 1\r\nName : v"])
+def test_whitespace_before_colon_is_rejected(bad: bytes) -> None:
+    async def t(server: HTTPServer, state: dict[str, Any]) -> None:
+        c = await Conn.open(server)
+        await c.send(b"GET /v1/status HTTP/1.1\r\nX-Ok: a :b\r\n" + bad + b"\r\n\r\n")
+        assert (await c.read()).status == 400
         c.close()
 
     serve_test(t)

@@ -784,14 +784,20 @@ def test_whole_cluster_crash_after_compaction_recovers_everything_committed():
     c.run_for(800)
     ids = sorted(c.nodes)
     assert all(c.nodes[n].disk.snapshot is not None for n in ids), "compaction happened"
-    unsynced = [
-        n
-        for n in ids
-        if c.nodes[n]._waiting_disk
-        or c.nodes[n].raw.raft.log.last_index()
-        > max([e.index for e in c.nodes[n].disk.entries] or [0])
-    ]
-    assert unsynced, "the crash must catch some writes before they reached the disk"
+
+    def unsynced() -> list[str]:
+        return [
+            n
+            for n in ids
+            if c.nodes[n]._waiting_disk
+            or c.nodes[n].raw.raft.log.last_index()
+            > max([e.index for e in c.nodes[n].disk.entries] or [0])
+        ]
+
+    # Crash at a moment when some node still has writes on their way to disk.
+    assert c.run_until(lambda: bool(unsynced()), 2000), (
+        "the crash must catch some writes before they reached the disk"
+    )
     for n in ids:
         c.crash(n)
     c.run_for(50)

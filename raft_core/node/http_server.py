@@ -260,7 +260,8 @@ def bearer_auth(token: str) -> AuthHook:
         scheme, _, given = value.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(given.strip().encode(), expected)
+        # Header values were decoded as latin-1: encoding back gives the bytes as sent.
+        return hmac.compare_digest(given.strip(" \t").encode("latin-1"), expected)
 
     return check
 
@@ -280,18 +281,25 @@ _PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class _Route:
-    __slots__ = ("literals", "methods", "params", "pattern")
+    __slots__ = ("literals", "methods", "params", "pattern", "prefix")
 
-    def __init__(self, pattern: str, literals: tuple[tuple[int, str], ...], params) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        literals: tuple[tuple[int, str], ...],
+        params: tuple[tuple[int, str], ...],
+    ) -> None:
         self.pattern = pattern
-        self.literals = literals
-        self.params: tuple[tuple[int, str], ...] = params
+        self.params = params
         self.methods: dict[str, tuple[Handler, bool]] = {}
+        # Literal segments before the first parameter are checked with one startswith();
+        # only those after it need a per-segment comparison.
+        first = params[0][0] if params else len(pattern.split("/"))
+        self.prefix = "/".join(pattern.split("/")[:first]) + "/"
+        self.literals = tuple((i, lit) for i, lit in literals if i > first)
 
 
 def _decode_param(seg: str) -> str:
-    if "%" not in seg:
-        return seg
     try:
         return unquote(seg, errors="strict")
     except UnicodeDecodeError:
@@ -359,15 +367,23 @@ class Router:
             allowed.extend(route.methods)
         candidates = self._dynamic.get(raw_path.count("/") + 1)
         if candidates:
-            segs = raw_path.split("/")
+            segs: list[str] | None = None
             for route in candidates:
+                if not raw_path.startswith(route.prefix):
+                    continue
+                if segs is None:
+                    segs = raw_path.split("/")
                 if not _matches(route, segs):
                     continue
                 hit = route.methods.get(method)
                 if hit is None:
                     allowed.extend(route.methods)
                     continue
-                return hit[0], hit[1], {name: _decode_param(segs[i]) for i, name in route.params}
+                params = {}
+                for i, name in route.params:
+                    seg = segs[i]
+                    params[name] = _decode_param(seg) if "%" in seg else seg
+                return hit[0], hit[1], params
         if allowed:
             allow = ", ".join(sorted(set(allowed)))
             raise HTTPError(
@@ -383,7 +399,10 @@ def _matches(route: _Route, segs: list[str]) -> bool:
     for i, lit in route.literals:
         if segs[i] != lit:
             return False
-    return all(segs[i] for i, _ in route.params)
+    for i, _ in route.params:  # noqa: SIM110 - a loop beats all(<genexpr>) here
+        if not segs[i]:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- wire format
@@ -484,15 +503,16 @@ def _bad(message: str) -> HTTPError:
 
 def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
     """Parse ``buf[:end]`` (request line + headers, no final blank line)."""
-    text = bytes(buf[:end]).decode("latin-1")
+    text = buf[:end].decode("latin-1")
     lines = text.split("\r\n")
+    n = len(lines) - 1
     # A bare CR or LF anywhere is a framing ambiguity (request smuggling): reject.
-    if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+    if text.count("\n") != n or text.count("\r") != n:
         raise _bad("bare CR or LF in request head")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise _bad("malformed request line")
-    method, target, version = parts
+    try:
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        raise _bad("malformed request line") from None
     if method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(method):
         raise _bad("malformed request method")
     if version == "HTTP/1.1":
@@ -503,7 +523,7 @@ def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
         raise HTTPError(505, "http_version_not_supported", f"{version} not supported")
     else:
         raise _bad("malformed HTTP version")
-    if not target.startswith("/"):
+    if target[:1] != "/":
         target = _origin_form(target)
     if not target.isascii():
         try:
@@ -511,19 +531,24 @@ def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
         except UnicodeDecodeError:
             raise _bad("request target is not valid UTF-8") from None
 
+    # Obsolete line folding, an empty name, whitespace before the colon: all 400 (RFC 9112
+    # 5.1, 5.2). Searched once over the whole head; the per-line check below runs only if
+    # " :" occurs somewhere (it may legitimately sit inside a value).
+    if "\r\n " in text or "\r\n\t" in text or "\r\n:" in text:
+        raise _bad("malformed header line")
+    strict = " :" in text or "\t:" in text
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+        if not sep or (strict and name[-1] in " \t"):
             raise _bad("malformed header line")
         name = name.lower()
-        value = value.strip(" \t")
         if name in headers:
             if name == "content-length" or name == "host":
                 raise _bad(f"duplicate {name} header")
-            headers[name] += ", " + value
+            headers[name] += ", " + value.strip(" \t")
         else:
-            headers[name] = value
+            headers[name] = value.strip(" \t")
 
     if "transfer-encoding" in headers:
         raise HTTPError(
@@ -531,13 +556,12 @@ def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
             "length_required",
             "Transfer-Encoding is not supported; send the body with Content-Length",
         )
+    clen = 0
     cl = headers.get("content-length")
-    if cl is None:
-        clen = 0
-    elif cl.isdigit() and cl.isascii() and len(cl) < 19:
+    if cl is not None:
+        if not (len(cl) < 19 and cl.isascii() and cl.isdigit()):
+            raise _bad("malformed Content-Length")
         clen = int(cl)
-    else:
-        raise _bad("malformed Content-Length")
 
     conn_value = headers.get("connection")
     if conn_value is None:
@@ -546,8 +570,9 @@ def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
         tokens = {t.strip() for t in conn_value.lower().split(",")}
         keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
     conn = (_CONN_KEEP if http11 else _CONN_KEEP_10) if keep_alive else _CONN_CLOSE
-    expect = headers.get("expect")
-    expect_continue = http11 and expect is not None and expect.lower() == "100-continue"
+    expect_continue = False
+    if "expect" in headers:
+        expect_continue = http11 and headers["expect"].lower() == "100-continue"
     return _Head(method, target, headers, clen, end + 4, keep_alive, conn, expect_continue)
 
 

@@ -43,7 +43,7 @@ async def serve(cfg: NodeConfig) -> None:
     await stop.wait()
     log.info("%s: shutting down", cfg.id)
     http.close()
-    await http.wait_closed()
+    await http.wait_closed(grace=2.0)
     await node.stop()
 
 

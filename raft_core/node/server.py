@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import itertools
 import logging
 import os
@@ -30,7 +31,7 @@ import msgpack
 from ..confchange import ChangeOp, ConfChange, ConfChangeError
 from ..kv import KVStore
 from ..raft import RaftConfig
-from ..rawnode import PersistedState, RawNode, Ready
+from ..rawnode import PersistedState, RawNode, Ready, sendable_before_persist
 from ..statemachine import ApplyResult, CommandError, Replica, StateMachine, encode_command
 from ..types import EntryType, NodeId, ProposalDropped, Role, Snapshot, SnapshotMeta
 from .config import NodeConfig, parse_address
@@ -134,6 +135,8 @@ class RaftNode:
         self._read_batches: dict[bytes, list[asyncio.Future]] = {}
         self._ready_reads: list[tuple[int, list[asyncio.Future]]] = []
         self._ctx_ids = itertools.count(1)
+        self._deadlines: list[tuple[float, int, asyncio.Future, bool]] = []
+        self._deadline_ids = itertools.count()
         self._leader_waiters: list[asyncio.Future] = []
         self._apply_waiters: list[tuple[int, asyncio.Future]] = []
         self._tick_task: asyncio.Task | None = None
@@ -294,6 +297,7 @@ class RaftNode:
             if self._fatal is not None:
                 return
             self.raw.tick()
+            self._expire_requests()
             self._schedule()
 
     # -- inputs ----------------------------------------------------------------
@@ -333,16 +337,32 @@ class RaftNode:
             return
         rd = self.raw.ready()
         self.m_batches.inc()
-        if rd.must_sync():
+        # A leader's appends go out while its own disk write is in progress [10.2.1].
+        early = [m for m in rd.messages if sendable_before_persist(m)]
+        if early:
+            self.transport.send(early)
+            rd.messages = [m for m in rd.messages if not sendable_before_persist(m)]
+        if (rd.must_sync and self.cfg.fsync == "always") or (
+            rd.needs_write() and self._snapshotting
+        ):
+            # The fsync runs on the disk thread; meanwhile requests keep arriving and
+            # become the next batch (group commit). While a snapshot is being written
+            # there, every write queues behind it: DiskStorage has one owner at a time.
             self._persisting = True
             fut = self._loop.run_in_executor(self._disk, self._persist, rd)
             fut.add_done_callback(lambda f: self._persisted(rd, f.exception()))
         else:
-            self._persisted(rd, None)
+            error = None
+            if rd.needs_write():
+                try:
+                    self._persist(rd)
+                except Exception as e:
+                    error = e
+            self._persisted(rd, error)
 
     def _persist(self, rd: Ready) -> None:
         assert self.storage is not None
-        self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
 
     def _persisted(self, rd: Ready, error: BaseException | None) -> None:
         self._persisting = False
@@ -485,14 +505,24 @@ class RaftNode:
         return await self._wait(fut, write=True)
 
     async def _wait(self, fut: asyncio.Future, *, write: bool) -> Any:
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.cfg.request_timeout_ms / 1000)
-        except TimeoutError:
-            raise Unavailable(
-                "timed out waiting for a quorum"
-                + ("; the write may still commit" if write else ""),
-                indeterminate=write,
-            ) from None
+        # One heap swept every tick instead of a timer per request (wait_for costs
+        # a task and a timer handle per call, which shows on the hot path).
+        deadline = self._loop.time() + self.cfg.request_timeout_ms / 1000
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_ids), fut, write))
+        return await fut
+
+    def _expire_requests(self) -> None:
+        now = self._loop.time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, fut, write = heapq.heappop(self._deadlines)
+            if not fut.done():
+                fut.set_exception(
+                    Unavailable(
+                        "timed out waiting for a quorum"
+                        + ("; the write may still commit" if write else ""),
+                        indeterminate=write,
+                    )
+                )
 
     def _propose_queued(self) -> None:
         if not self._queue:
@@ -757,6 +787,10 @@ class RaftNode:
         except StorageError as e:
             self._die(e)
             raise Unavailable(f"storage failure: {e}") from None
+        except ValueError as e:
+            # e.g. a snapshot installed from the leader meanwhile is newer than ours.
+            log.warning("%s: snapshot at %d skipped: %s", self.id, index, e)
+            return self._last_snapshot_index, 0
         finally:
             self._snapshotting = False
 

@@ -272,8 +272,14 @@ class DiskStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
+        *,
+        sync: bool = True,
     ) -> None:
-        """Persist one ready batch: snapshot file first, then one WAL record, one fsync."""
+        """Persist one ready batch: snapshot file first, then one WAL record, one fsync.
+
+        ``sync=False`` writes without the fsync: for batches whose loss in a machine
+        crash is harmless (a new commit index alone). A snapshot is always synced.
+        """
         self._check_usable()
         snap_index = self.snapshot_index
         next_index = self.last_index + 1
@@ -323,7 +329,7 @@ class DiskStorage:
             assert self._fd is not None
             write_all(self._fd, (header, payload))
             self._active_size += len(header) + len(payload)
-            if self._durable:
+            if self._durable and (sync or snapshot is not None):
                 t0 = time.perf_counter()
                 datasync(self._fd)
                 fsync_seconds = time.perf_counter() - t0
@@ -695,10 +701,7 @@ class DiskStorage:
                 continue
             if parsed == live:
                 continue
-            if live is not None and parsed[0] == live[0]:
-                p.unlink()  # same index, other term: superseded by the live one
-                continue
-            if live is None or parsed[0] > live[0]:
+            if live is None or parsed > live:
                 if at_open:
                     log.warning("removing snapshot %s that the WAL never recorded", p)
                     p.unlink()

@@ -7,6 +7,16 @@ A segment file is a sequence of records::
     u8  type     RecordType
     ...payload   msgpack, length - 1 bytes
 
+Payloads (msgpack arrays; hs = [term, vote, commit])::
+
+    SEGMENT_HEADER (1)  [version=1, seq, first_index, hs, [snap_index, snap_term] | nil]
+    BATCH (2)           [hs | nil, [snap_index, snap_term, reset_log] | nil,
+                         first_index, [[term, type, data], ...]]   # entries contiguous
+
+A segment is named ``<seq:016d>-<first_index:016d>.wal``; ``first_index`` is the index
+the next appended entry had when the segment was created, and its header repeats the
+hard state and live snapshot then current, so older segments can be deleted freely.
+
 Every segment starts with a SEGMENT_HEADER record; every ``DiskStorage.save`` call
 appends exactly one BATCH record (snapshot marker, entries, hard state) and then
 fsyncs. Because a save is a single record, a crash can tear at most the last record of
@@ -139,9 +149,10 @@ def find_valid_record(data: bytes | memoryview, start: int) -> int | None:
     """Offset of the first complete, CRC-valid record starting at or after ``start``.
 
     This is the torn-vs-corrupt test. Each save is one record followed by an fsync, so
-    a crash can only leave a *prefix* of the last record (or zeros/garbage from block
-    allocation) at the end of the last segment. A valid record after a bad one means the
-    bad bytes were once acknowledged data that has since been damaged.
+    a crash can only damage the last record of the last segment (cut short, or with
+    some of its sectors never written), possibly followed by zeros or garbage from block
+    allocation. A valid record after a bad one means the bad bytes were once
+    acknowledged data that has since been damaged.
     """
     view = memoryview(data)
     if start >= len(view) or view[start:].tobytes().count(0) == len(view) - start:

@@ -58,6 +58,10 @@ class RunPlan:
     fault_ms: float
     settle_ms: float
     membership: bool
+    # Leader churn: frequent leader crashes and isolations with quick recovery, the
+    # conditions under which a leader inherits uncommitted entries of older terms
+    # (the paper's Figure 8).
+    churn: bool
     config: SimConfig
 
 
@@ -93,6 +97,7 @@ def plan_run(seed: int) -> RunPlan:
         fault_ms=rng.uniform(1500, 3500),
         settle_ms=3000,
         membership=rng.random() < 0.6,
+        churn=rng.random() < 0.25,
         config=config,
     )
 
@@ -112,6 +117,10 @@ class Chaos:
 
     def _act(self) -> None:
         if not self.active:
+            return
+        if self.plan.churn and self.rng.random() < 0.6:
+            self._churn()
+            self.c.schedule(self.rng.uniform(15, 80), self._act)
             return
         roll = self.rng.random()
         try:
@@ -135,6 +144,18 @@ class Chaos:
 
     def _members(self) -> list[str]:
         return sorted(n for n in self.c.nodes if n not in self.c.removed)
+
+    def _churn(self) -> None:
+        """Knock out the current leader, right after it may have appended entries."""
+        leader = self.c.leader()
+        if leader is None:
+            return
+        if self.rng.random() < 0.5:
+            self.c.crash(leader.id)
+            self.c.schedule(self.rng.uniform(20, 200), lambda nid=leader.id: self.c.restart(nid))
+        else:
+            self.c.isolate(leader.id)
+            self.c.schedule(self.rng.uniform(20, 200), self.c.heal)
 
     def _crash(self) -> None:
         up = [n for n in self._members() if self.c.nodes[n].up]

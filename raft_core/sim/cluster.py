@@ -417,6 +417,12 @@ class SimCluster:
                 f"last={st['last_index']}/{st['last_term']} first={st['first_index']} "
                 f"voters={st['voters']} out={st['voters_outgoing']} learners={st['learners']}"
             )
+            for peer, p in st.get("progress", {}).items():
+                lines.append(
+                    f"      -> {peer}: match={p['match']} next={p['next']} {p['state']} "
+                    f"inflight={p['inflight']} active={p['recent_active']} "
+                    f"snap_acked={p['snapshot_bytes_acked']}"
+                )
         return "\n".join(lines)
 
     def send_raw(self, m: Message) -> None:

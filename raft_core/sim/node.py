@@ -16,7 +16,7 @@ from typing import Any
 from ..confchange import ConfChange
 from ..kv import KVStore
 from ..raft import RaftConfig
-from ..rawnode import PersistedState, RawNode, Ready
+from ..rawnode import PersistedState, RawNode, Ready, sendable_before_persist
 from ..statemachine import ApplyResult, Replica
 from ..types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 
@@ -140,7 +140,15 @@ class SimNode:
         rd = self.raw.ready()
         # The term of the entry before the batch, as of now (for log-matching checks).
         prev_term = self.raw.raft.log.term(rd.entries[0].index - 1) if rd.entries else None
-        if rd.must_sync() and self.disk_latency_ms[1] > 0:
+        # What a leader sends may leave before its own write completes [10.2.1].
+        after_persist = []
+        for m in rd.messages:
+            if sendable_before_persist(m):
+                self.send(m)
+            else:
+                after_persist.append(m)
+        rd.messages = after_persist
+        if rd.must_sync and self.disk_latency_ms[1] > 0:
             self._waiting_disk = True
             incarnation = self.incarnation
             delay = self.rng.uniform(*self.disk_latency_ms)

@@ -1,0 +1,119 @@
+"""Helpers for the manager tests: real local clusters that start fast and always stop.
+
+Clusters use short ticks (20 ms, elections after 10-20 ticks) and their own block of
+ports from 23000 up (skipping blocks something else holds). Teardown reloads
+``cluster.yaml`` so processes the manager added (``member add-learner``) stop too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from mcp_server.audit import AuditLog
+from mcp_server.config import ClusterConfig, Config
+from mcp_server.local import free_base_port
+from mcp_server.local_cluster import LocalCluster, LocalSettings
+from mcp_server.operations import Manager
+from mcp_server.plans import PlanStore
+
+_blocks = itertools.count()
+FAST = {"tick_ms": 20, "election_ticks": 10}
+
+
+def next_base() -> int:
+    # Spread over 23000-33000 by pid so parallel pytest sessions rarely collide.
+    offset = (os.getpid() % 25) * 400
+    return free_base_port(23000 + offset + 200 * next(_blocks), step=200)
+
+
+@contextlib.contextmanager
+def local_cluster(directory: Path, nodes: int = 3, **settings: Any) -> Iterator[LocalCluster]:
+    opts = {**FAST, "allow_fault_injection": True, **settings}
+    lc = None
+    try:
+        lc = LocalCluster.up(
+            directory, nodes=nodes, base_port=next_base(), settings=LocalSettings(**opts)
+        )
+        yield lc
+    finally:
+        with contextlib.suppress(Exception):
+            LocalCluster.load(directory).down(grace_s=2.0)
+
+
+def make_manager(
+    directory: Path,
+    state: Path,
+    *,
+    name: str = "t",
+    mode: str = "sandbox",
+    **cluster: Any,
+) -> Manager:
+    c = ClusterConfig(name=name, dir=str(directory), mode=mode, **cluster)
+    cfg = Config(clusters={name: c}, default=name, audit_log=str(state / "audit.jsonl"))
+    return Manager(c, config=cfg, plans=PlanStore(state / "plans"))
+
+
+def audit_lines(state: Path) -> list[dict]:
+    return AuditLog(state / "audit.jsonl").read()
+
+
+def last_audit(state: Path) -> dict:
+    lines = audit_lines(state)
+    assert lines, "the audit log is empty"
+    return lines[-1]
+
+
+def write_config(path: Path, clusters: dict[str, dict], **top: Any) -> Path:
+    path.write_text(yaml.safe_dump({"clusters": clusters, **top}))
+    return path
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def node_api(lc: LocalCluster, node: str) -> str:
+    return f"http://{LocalCluster.load(lc.dir).node(node).api_address}"
+
+
+def node_status(lc: LocalCluster, node: str) -> dict:
+    return httpx.get(f"{node_api(lc, node)}/v1/status", timeout=2).json()
+
+
+def leader_of(lc: LocalCluster) -> str:
+    def find() -> str | None:
+        for n in LocalCluster.load(lc.dir).nodes:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                if node_status(lc, n.id).get("role") == "leader":
+                    return n.id
+        return None
+
+    return wait_until(find, 10)
+
+
+def set_faults(lc: LocalCluster, node: str, body: dict) -> dict:
+    r = httpx.post(f"{node_api(lc, node)}/v1/admin/faults", json=body, timeout=2)
+    r.raise_for_status()
+    return r.json()
+
+
+def parse_json(text: str) -> Any:
+    """stdout of a --json command: exactly one JSON document."""
+    return json.loads(text)

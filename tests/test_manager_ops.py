@@ -1,0 +1,178 @@
+"""Every manager operation against real local raft_core clusters (raft-node processes)."""
+
+from __future__ import annotations
+
+import pytest
+from manager_helpers import (
+    audit_lines,
+    last_audit,
+    leader_of,
+    local_cluster,
+    make_manager,
+    node_status,
+    wait_until,
+)
+
+from mcp_server.models import ElectionResult, MembershipChange, Plan, RecoverResult
+
+pytestmark = pytest.mark.processes
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(d))
+    return d
+
+
+def test_status_health_replicate_read_snapshot_verify(tmp_path, state):
+    with local_cluster(tmp_path / "c") as lc:
+        leader = leader_of(lc)
+        with make_manager(lc.dir, state) as mgr:
+            st = mgr.status()
+            assert st.leader == leader and st.term and st.quorum == 2
+            assert st.voters == ["n1", "n2", "n3"] and st.learners == []
+            assert [m.id for m in st.members] == ["n1", "n2", "n3"]
+            assert all(m.reachable and m.voter and m.process == "running" for m in st.members)
+            assert {m.role for m in st.members} == {"leader", "follower"}
+            assert st.warnings == []
+
+            h = mgr.health_check("change_membership")
+            assert h.healthy and h.safe and h.leader == leader
+
+            r = mgr.replicate([{"key": "a", "value": "1"}, {"key": "b", "value": "2"}])
+            assert [e.key for e in r.entries] == ["a", "b"] and r.leader == leader
+            assert r.entries[1].index == r.entries[0].index + 1
+            assert mgr.read("a").value == "1"
+            assert mgr.read("missing").value is None
+            wait_until(lambda: mgr.read("b", "stale").value == "2")
+            d = mgr.replicate({"a": None})
+            assert d.entries[0].deleted is True and mgr.read("a").value is None
+            assert last_audit(state)["operation"] == "replicate"
+
+            snap = mgr.snapshot()
+            assert [s.node for s in snap.snapshots] == ["n1", "n2", "n3"]
+            assert all(s.ok and s.snapshot_index >= 3 for s in snap.snapshots)
+            one = mgr.snapshot("n2")
+            assert [s.node for s in one.snapshots] == ["n2"]
+
+            v = mgr.verify_consistency()
+            assert v.consistent is True, v
+            assert v.divergences == [] and v.checked == ["n1", "n2", "n3"]
+            assert v.common_index >= 5 and v.log_indexes_checked >= 1
+
+            ops = [x["operation"] for x in audit_lines(state)]
+            assert "snapshot" in ops and "cluster_status" not in ops  # reads are not audited
+
+
+def test_elect_transfers_and_campaigns(tmp_path, state):
+    # Longer election timeouts (0.6-1.2 s) leave a leaderless window after a kill.
+    with local_cluster(tmp_path / "c", election_ticks=30) as lc, make_manager(lc.dir, state) as mgr:
+        st = mgr.status()
+        old = st.leader
+        target = next(m.id for m in st.members if m.id != old)
+        e = mgr.elect_leader(target)
+        assert isinstance(e, ElectionResult)
+        assert (e.method, e.previous_leader, e.leader) == ("transfer", old, target)
+        assert e.term > e.previous_term and e.seconds < 5
+        assert mgr.status().leader == target
+
+        same = mgr.elect_leader()
+        assert same.method == "none" and same.leader == target
+
+        # Leaderless: kill the leader, then make the cluster elect at once.
+        mgr.inject_fault("kill", [target])
+        e = mgr.elect_leader()
+        assert e.method in ("campaign", "none")  # "none" if the timers beat us
+        assert e.leader not in (None, target) and e.previous_leader in (None, target)
+        assert mgr.status().leader == e.leader
+
+
+def test_membership_add_promote_remove_leader_with_processes(tmp_path, state):
+    with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
+        plan = mgr.change_membership("add_learner", "n4")  # dry run by default
+        assert isinstance(plan, MembershipChange) and plan.safe and not plan.applied
+        assert [s.action for s in plan.steps] == [
+            "start_process",
+            "add_learner",
+            "wait_caught_up",
+        ]
+        assert last_audit(state)["outcome"] == "planned"
+
+        r = mgr.change_membership("add_learner", "n4", dry_run=False)
+        assert r.applied and r.learners_after == ["n4"]
+        assert all(s.ok for s in r.results)
+        st = mgr.status()
+        n4 = next(m for m in st.members if m.id == "n4")
+        assert n4.learner and n4.role == "learner" and n4.process == "running"
+
+        r = mgr.change_membership("promote", "n4", dry_run=False)
+        assert r.voters_after == ["n1", "n2", "n3", "n4"] and r.quorum_after == 3
+
+        leader = mgr.status().leader
+        r = mgr.change_membership("remove", leader, dry_run=False)
+        actions = [s.action for s in r.results]
+        assert actions == ["transfer_leadership", "remove", "stop_process"], actions
+        st = mgr.status()
+        assert leader not in st.voters and st.leader != leader and len(st.voters) == 3
+        assert leader not in [m.id for m in st.members]  # its process is gone too
+        assert mgr.verify_consistency().consistent is True
+        lines = [x for x in audit_lines(state) if x["operation"] == "change_membership"]
+        assert [x["outcome"] for x in lines] == ["planned", "ok", "ok", "ok"]
+
+
+def test_add_voter_flow_and_learner_removal(tmp_path, state):
+    with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
+        r = mgr.change_membership("add_voter", "n4", dry_run=False)
+        assert [s.action for s in r.results] == [
+            "start_process",
+            "add_learner",
+            "wait_caught_up",
+            "promote",
+        ]
+        assert r.voters_after == ["n1", "n2", "n3", "n4"]
+        r = mgr.change_membership("add_learner", "n5", dry_run=False)
+        r = mgr.change_membership("remove", "n5", dry_run=False)
+        assert r.learners_after == [] and [s.action for s in r.results] == [
+            "remove",
+            "stop_process",
+        ]
+
+
+def test_recover_restarts_and_waits_for_catch_up(tmp_path, state):
+    with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
+        leader = mgr.status().leader
+        victim = next(n for n in ("n1", "n2", "n3") if n != leader)
+        mgr.inject_fault("kill", [victim])
+        mgr.replicate({f"k{i}": str(i) for i in range(20)})
+        st = mgr.status()
+        assert any(f"{victim} is unreachable" in w for w in st.warnings)
+        seen = []
+        r = mgr.recover_node(victim, progress=lambda d, t, m: seen.append(m))
+        assert isinstance(r, RecoverResult)
+        assert r.action == "restarted" and r.caught_up and r.applied_index >= r.target_index
+        assert r.target_index >= 22 and seen
+        assert mgr.status().warnings == []
+        again = mgr.recover_node(victim)
+        assert again.action == "waited" and again.caught_up
+
+
+def test_fault_injection_partition_heal_restart(tmp_path, state):
+    with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
+        leader = mgr.status().leader
+        victim = next(n for n in ("n1", "n2", "n3") if n != leader)
+        f = mgr.inject_fault("partition", [victim])
+        assert f.kind == "partition" and sorted(f.affected) == ["n1", "n2", "n3"]
+        assert sorted(f.faults[victim]["drop"]) == sorted({"n1", "n2", "n3"} - {victim})
+        wait_until(lambda: node_status(lc, victim)["role"] in ("pre_candidate", "candidate"))
+        st = mgr.status()
+        assert any(f"{victim} does not follow" in w for w in st.warnings)
+        assert st.leader == leader  # the majority side keeps its leader
+        h = mgr.inject_fault("heal")
+        assert sorted(h.affected) == ["n1", "n2", "n3"]
+        wait_until(lambda: mgr.health_check().healthy, 10)
+        r = mgr.inject_fault("restart", [victim])
+        assert r.affected == [victim]
+        wait_until(lambda: mgr.health_check().healthy, 10)
+        plan = mgr.inject_fault("kill", ["n1", "n2"], dry_run=True)
+        assert isinstance(plan, Plan) and any("stops committing" in x for x in plan.risks)

@@ -1,0 +1,353 @@
+"""Unit tests of the manager's pure parts: config, policy, audit, plans, views, planning.
+
+Real-cluster behaviour is in test_manager_ops.py / test_manager_refusals.py; these pin
+the rules themselves on synthetic member statuses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from mcp_server import policy
+from mcp_server.adapters.base import NodeStatus, Progress
+from mcp_server.audit import REDACTED, AuditLog, redact
+from mcp_server.config import load_config, resolve_token, state_dir
+from mcp_server.errors import ConfigError, Refused
+from mcp_server.health import report
+from mcp_server.membership import plan_change
+from mcp_server.models import Plan
+from mcp_server.plans import PlanStore, plan_id, timestamps
+from mcp_server.view import ClusterView
+
+# -- synthetic clusters ----------------------------------------------------------------
+
+
+def member(
+    id: str,
+    role: str = "follower",
+    *,
+    term: int = 2,
+    leader: str | None = "n1",
+    last: int = 10,
+    reachable: bool = True,
+    voters=("n1", "n2", "n3"),
+    learners=(),
+    joint: bool = False,
+    pending: int = 0,
+    progress: dict | None = None,
+) -> NodeStatus:
+    return NodeStatus(
+        id=id,
+        reachable=reachable,
+        role=role if reachable else "unknown",
+        term=term if reachable else None,
+        leader=leader if reachable else None,
+        commit_index=last,
+        applied_index=last,
+        last_index=last,
+        last_term=term,
+        first_index=1,
+        voters=list(voters),
+        learners=list(learners),
+        joint=joint,
+        voters_outgoing=["n1", "n2", "n3"] if joint else [],
+        pending_conf_index=pending,
+        progress=progress,
+    )
+
+
+def healthy(n: int = 3, **kw) -> dict[str, NodeStatus]:
+    ids = [f"n{i}" for i in range(1, n + 1)]
+    prog = {i: Progress(10, 11, "replicate") for i in ids}
+    out = {"n1": member("n1", "leader", progress=prog, voters=ids, **kw)}
+    for i in ids[1:]:
+        out[i] = member(i, voters=ids)
+    return out
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+def test_embedded_default_lives_in_the_xdg_state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.delenv("RAFT_MANAGER_CONFIG", raising=False)
+    cfg = load_config(None)
+    c = cfg.cluster(None)
+    assert c.name == "local" and c.auto_start and c.mode == "sandbox"
+    assert c.dir == str(tmp_path / "agent-raft-manager" / "local")
+    assert state_dir() == tmp_path / "agent-raft-manager"
+
+
+def test_config_refuses_inline_secrets_without_echoing_them(tmp_path):
+    p = tmp_path / "clusters.yaml"
+    p.write_text(json.dumps({"clusters": {"x": {"dir": "/tmp/x", "token": "hunter2-secret"}}}))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "inline secret" in e.value.reason and "token_env" in e.value.next_step
+    assert "hunter2" not in str(e.value)
+
+
+def test_config_modes_default_and_validation(tmp_path):
+    p = tmp_path / "clusters.yaml"
+    p.write_text(
+        json.dumps(
+            {
+                "default": "local",
+                "clusters": {
+                    "local": {"dir": str(tmp_path / "c")},
+                    "remote": {"endpoints": ["10.0.0.1:7201"], "token_env": "X_TOKEN"},
+                    "ro": {"dir": "/tmp/y", "allowed_operations": ["status", "get", "verify"]},
+                },
+            }
+        )
+    )
+    cfg = load_config(p)
+    assert cfg.cluster(None).name == "local" and cfg.cluster("local").mode == "sandbox"
+    assert cfg.cluster("remote").mode == "production"  # remote clusters default to production
+    assert cfg.cluster("ro").allowed_operations == ["cluster_status", "read", "verify_consistency"]
+    with pytest.raises(ConfigError, match="no cluster named"):
+        cfg.cluster("nope")
+    p.write_text(json.dumps({"clusters": {"x": {"dir": "/tmp/x", "allowed_operations": ["rm"]}}}))
+    with pytest.raises(ConfigError, match="unknown operation"):
+        load_config(p)
+    p.write_text(json.dumps({"clusters": {"x": {"kind": "raft_core"}}}))
+    with pytest.raises(ConfigError, match="needs `dir`"):
+        load_config(p)
+
+
+def test_tokens_come_from_env_or_file(tmp_path, monkeypatch):
+    p = tmp_path / "clusters.yaml"
+    tok = tmp_path / "tok"
+    tok.write_text("file-token\n")
+    p.write_text(
+        json.dumps(
+            {
+                "clusters": {
+                    "a": {"dir": "/tmp/a", "token_env": "T_ENV"},
+                    "b": {"dir": "/tmp/b", "token_file": str(tok)},
+                }
+            }
+        )
+    )
+    cfg = load_config(p)
+    monkeypatch.delenv("T_ENV", raising=False)
+    with pytest.raises(ConfigError, match="T_ENV"):
+        resolve_token(cfg.cluster("a"))
+    monkeypatch.setenv("T_ENV", "env-token")
+    assert resolve_token(cfg.cluster("a")) == "env-token"
+    assert resolve_token(cfg.cluster("b")) == "file-token"
+
+
+# -- policy ----------------------------------------------------------------------------
+
+
+def _check(**kw):
+    base = {
+        "cluster": "c",
+        "mode": "sandbox",
+        "read_only": False,
+        "allowed_operations": None,
+        "operation": "replicate",
+    }
+    policy.check(**{**base, **kw})
+
+
+def test_policy_rules():
+    _check()
+    _check(mode="production", plan_id="p-1")
+    _check(mode="production", dry_run=True)
+    _check(read_only=True, operation="cluster_status")
+    _check(read_only=True, dry_run=True, operation="change_membership")
+    with pytest.raises(Refused, match="needs a plan id"):
+        _check(mode="production")
+    with pytest.raises(Refused, match="fault injection is refused"):
+        _check(mode="production", operation="inject_fault", plan_id="p-1")
+    with pytest.raises(Refused, match="read-only"):
+        _check(read_only=True)
+    with pytest.raises(Refused, match="not in the allowed_operations"):
+        _check(allowed_operations=["cluster_status"], operation="read")
+    with pytest.raises(Refused, match="sandbox clusters only"):
+        _check(mode="production", operation="cluster_kill")
+    assert policy.canonical("put") == "replicate"
+    with pytest.raises(ValueError):
+        policy.canonical("format_disk")
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+def test_audit_redacts_secret_keys_and_known_secret_values(tmp_path):
+    a = AuditLog(tmp_path / "a.jsonl", secrets=["s3cr3t-value"])
+    a.record(
+        cluster="c",
+        mode="sandbox",
+        operation="replicate",
+        arguments={"token": "abc", "api_token_file": "/x", "key": "k", "v": "has s3cr3t-value"},
+        outcome="ok",
+    )
+    line = (tmp_path / "a.jsonl").read_text()
+    doc = json.loads(line)
+    assert doc["arguments"]["token"] == REDACTED
+    assert doc["arguments"]["api_token_file"] == "/x"  # a path, not a secret
+    assert doc["arguments"]["key"] == "k"
+    assert "s3cr3t" not in line
+    assert set(doc) >= {"time", "cluster", "operation", "arguments", "plan_id", "outcome"}
+    assert redact({"Authorization": "Bearer x"}) == {"Authorization": REDACTED}
+
+
+# -- plans -----------------------------------------------------------------------------
+
+
+def test_plan_ids_bind_the_cluster_state():
+    base = {"term": 2, "leader": "n1", "voters": ["n1", "n2"], "learners": []}
+    a = plan_id("c", "change_membership", {"node": "n3"}, **base)
+    assert a == plan_id("c", "change_membership", {"node": "n3"}, **base)
+    assert a != plan_id("c", "change_membership", {"node": "n3"}, **{**base, "term": 3})
+    assert a != plan_id("c", "change_membership", {"node": "n3"}, **{**base, "leader": "n2"})
+    assert a != plan_id("c", "change_membership", {"node": "n4"}, **base)
+
+
+def test_plan_store_expiry_and_single_use(tmp_path):
+    store = PlanStore(tmp_path)
+    created, expires = timestamps(60)
+    plan = Plan(
+        plan_id="p-abc",
+        cluster="c",
+        operation="snapshot",
+        arguments={},
+        safe=True,
+        steps=[],
+        reasons=[],
+        leader="n1",
+        term=2,
+        voters=["n1"],
+        learners=[],
+        created_at=created,
+        expires_at=expires,
+    )
+    store.save(plan)
+    assert store.load("p-abc", "c", "snapshot").plan_id == "p-abc"
+    with pytest.raises(Refused, match="is for snapshot"):
+        store.load("p-abc", "other", "snapshot")
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+    store.save(plan.model_copy(update={"expires_at": old}))
+    with pytest.raises(Refused, match="expired"):
+        store.load("p-abc", "c", "snapshot")
+    with pytest.raises(Refused, match="unknown plan id"):
+        store.load("p-abc", "c", "snapshot")
+    with pytest.raises(Refused, match="not a plan id"):
+        store.load("../../etc/passwd", "c", "snapshot")
+
+
+# -- views and warnings ----------------------------------------------------------------
+
+
+def test_status_warnings_name_each_problem():
+    v = ClusterView.build(healthy())
+    assert v.warnings() == [] and v.has_quorum() and v.caught_up("n2")
+    st = healthy()
+    st["n3"] = member("n3", reachable=False)
+    st["n3"].error = "connection refused"
+    w = ClusterView.build(st).warnings()
+    assert any("n3 is unreachable" in x for x in w)
+    assert any("quorum at risk: exactly 2 of 3" in x for x in w)
+    st["n2"] = member("n2", reachable=False)
+    assert any("quorum lost" in x for x in ClusterView.build(st).warnings())
+    # two leaders
+    st = healthy()
+    st["n2"] = member("n2", "leader", term=1, leader="n2")
+    w = ClusterView.build(st).warnings()
+    assert any("2 members claim leadership" in x for x in w)
+    assert ClusterView.build(st).leader.id == "n1"  # the higher term
+    # no leader, lagging follower, joint
+    st = {k: member(k, "follower", leader=None) for k in ("n1", "n2", "n3")}
+    assert any("no leader" in x for x in ClusterView.build(st).warnings())
+    st = healthy()
+    st["n1"].progress["n3"] = Progress(2, 3, "probe")
+    w = ClusterView.build(st).warnings()
+    assert any("n3 is lagging" in x and "8 entries behind" in x for x in w)
+    st = healthy(joint=True)
+    assert any("joint configuration" in x for x in ClusterView.build(st).warnings())
+    st = healthy(pending=11)
+    assert ClusterView.build(st).change_in_flight
+
+
+def test_health_report_names_the_operation_and_its_reasons():
+    st = healthy()
+    st["n2"] = member("n2", reachable=False)
+    st["n3"] = member("n3", reachable=False)
+    h = report(
+        ClusterView.build(st),
+        cluster="c",
+        mode="production",
+        read_only=False,
+        allowed_operations=None,
+        operation="inject_fault",
+    )
+    assert not h.healthy and not h.safe
+    assert any("production" in r for r in h.reasons)
+    h = report(
+        ClusterView.build(healthy()),
+        cluster="c",
+        mode="sandbox",
+        read_only=False,
+        allowed_operations=None,
+        operation="change_membership",
+    )
+    assert (
+        h.healthy
+        and h.safe
+        and {c.name for c in h.checks}
+        == {
+            "members_reachable",
+            "quorum",
+            "leader",
+            "stable_leader",
+            "caught_up",
+            "no_change_in_flight",
+        }
+    )
+
+
+# -- membership planning ---------------------------------------------------------------
+
+
+def _plan(st, action, node, **kw):
+    return plan_change(ClusterView.build(st), cluster="c", action=action, node=node, **kw)
+
+
+def test_plans_add_voters_as_learners_first():
+    p = _plan(healthy(), "add_voter", "n4", local_addresses=("127.0.0.1:1", "127.0.0.1:2"))
+    assert p.safe, p.reasons
+    assert [s.action for s in p.steps] == [
+        "start_process",
+        "add_learner",
+        "wait_caught_up",
+        "promote",
+    ]
+    assert (p.quorum_before, p.quorum_after) == (2, 3)
+    assert any("4 voters tolerate" in r for r in p.risks)
+    p = _plan(healthy(), "add_learner", "n4")
+    assert not p.safe and "needs --peer-address" in p.reasons[0]
+
+
+def test_plan_refusals_in_pure_form():
+    # joint configuration in force
+    p = _plan(healthy(joint=True), "remove", "n3")
+    assert not p.safe and any("joint configuration" in r for r in p.reasons)
+    # removing the last voter
+    st = {
+        "n1": member("n1", "leader", voters=["n1"], progress={"n1": Progress(10, 11, "replicate")})
+    }
+    p = _plan(st, "remove", "n1")
+    assert not p.safe and any("last voter" in r for r in p.reasons)
+    # removing the leader transfers first, to the most caught-up voter
+    st = healthy()
+    st["n1"].progress["n2"] = Progress(9, 10, "replicate")
+    p = _plan(st, "remove", "n1")
+    assert p.safe and p.steps[0].action == "transfer_leadership" and "to n3" in p.steps[0].detail
+    # promote a non-learner
+    assert "not a learner" in _plan(healthy(), "promote", "n9").reasons[0]
