@@ -64,9 +64,9 @@ def decode_command(data: bytes) -> tuple[Any, str | None, int | None, int]:
 @dataclass(slots=True)
 class Session:
     last_active_ms: int
-    # Responses to executed sequence numbers at or above ``floor``; anything below
-    # the floor was forgotten, so it can no longer be answered safely.
-    responses: dict[int, Any] = field(default_factory=dict)
+    # (index, term, result) of executed sequence numbers at or above ``floor``;
+    # anything below the floor was forgotten, so it can no longer be answered safely.
+    responses: dict[int, tuple[int, int, Any]] = field(default_factory=dict)
     floor: int = 0
 
 
@@ -121,12 +121,14 @@ class Replica:
         result = ApplyResult(entry.index, entry.term)
         if entry.type is EntryType.NORMAL and entry.data:
             try:
-                result.value = self._apply_command(entry.data)
+                # A duplicate answers with the original's index and term too.
+                result.index, result.term, result.value = self._apply_command(entry)
             except CommandError as e:
                 result.error = e
         return result
 
-    def _apply_command(self, data: bytes) -> Any:
+    def _apply_command(self, entry: Entry) -> tuple[int, int, Any]:
+        data = entry.data
         try:
             payload, client_id, seq, ts_ms = decode_command(data)
         except (ValueError, TypeError, msgpack.ExtraData) as e:
@@ -135,7 +137,7 @@ class Replica:
             self.clock_ms = ts_ms
             self._expire_sessions()
         if client_id is None or seq is None:
-            return self.sm.apply(payload)
+            return entry.index, entry.term, self.sm.apply(payload)
         session = self.sessions.get(client_id)
         if session is None:
             tomb = self.tombstones.get(client_id)
@@ -158,13 +160,13 @@ class Replica:
                 f"request {seq} of {client_id} is older than the responses kept "
                 f"(from {session.floor}); it was not executed",
             )
-        value = self.sm.apply(payload)
-        session.responses[seq] = value
+        response = (entry.index, entry.term, self.sm.apply(payload))
+        session.responses[seq] = response
         if len(session.responses) > self.responses_per_session:
             oldest = min(session.responses)
             del session.responses[oldest]
             session.floor = max(session.floor, oldest + 1)
-        return value
+        return response
 
     def _expire_sessions(self) -> None:
         deadline = self.clock_ms - self.session_ttl_ms
@@ -224,7 +226,9 @@ class Replica:
                 raise ValueError(f"unknown snapshot version {img.get('v')!r}")
             self.sm.restore(img["sm"])
             self.sessions = {
-                cid: Session(last, {int(k): v for k, v in responses}, floor)
+                cid: Session(
+                    last, {int(k): (int(i), int(t), v) for k, (i, t, v) in responses}, floor
+                )
                 for cid, (last, floor, responses) in img["sessions"].items()
             }
             self.tombstones = {c: (int(t[0]), int(t[1])) for c, t in img["tombstones"].items()}

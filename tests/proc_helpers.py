@@ -109,7 +109,6 @@ class ClusterFactory:
         self.tmp_path = tmp_path
         self.clusters: list[LocalCluster] = []
         self.base_ports: dict[int, int] = {}
-        self.extra_pids: list[int] = []
 
     def up(self, nodes: int = 3, **settings: Any) -> LocalCluster:
         s = LocalSettings(**{**FAST, **settings})
@@ -132,14 +131,14 @@ class ClusterFactory:
 
     def close(self) -> None:
         for c in self.clusters:
-            pids = [n.pid for n in c.nodes if n.pid]
             try:
-                c.down(grace_s=5.0)
+                c.down(grace_s=5.0)  # SIGTERM, then SIGKILL after the grace period
             except Exception as e:  # still make sure nothing outlives the test
                 print(f"down() failed: {e!r}")
-            for pid in [*pids, *self.extra_pids]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+                for n in c.nodes:
+                    if n.pid and c.alive(n):  # only our own, still-running children
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(n.pid, signal.SIGKILL)
             for n in c.nodes:
                 lines = log_text(c, n.id).splitlines()[-40:]
                 print(f"----- {n.id}.log (last {len(lines)} lines) -----")
@@ -158,13 +157,21 @@ def kv_path(key: str) -> str:
     return "/v1/kv/" + quote(key, safe="")
 
 
-def status_of(node: LocalNode, http: httpx.Client | None = None) -> dict | None:
+_local = threading.local()
+
+
+def shared_http() -> httpx.Client:
+    """A per-thread client for quick probes (creating one per call costs tens of ms)."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = httpx.Client(timeout=3.0)
+    return client
+
+
+def status_of(node: LocalNode) -> dict | None:
     """GET /v1/status of one node, None if it does not answer 200."""
     try:
-        if http is None:
-            r = httpx.get(url(node, "/v1/status"), timeout=2.0)
-        else:
-            r = http.get(url(node, "/v1/status"))
+        r = shared_http().get(url(node, "/v1/status"))
     except httpx.HTTPError:
         return None
     return r.json() if r.status_code == 200 else None
@@ -431,7 +438,7 @@ def metric(samples: dict, name: str, **labels: str) -> float | None:
 
 
 def metrics_of(node: LocalNode) -> dict:
-    r = httpx.get(url(node, "/metrics"), timeout=5.0)
+    r = shared_http().get(url(node, "/metrics"))
     assert r.status_code == 200, r.text
     return parse_metrics(r.text)
 

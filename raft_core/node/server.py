@@ -34,7 +34,7 @@ from ..raft import RaftConfig
 from ..rawnode import PersistedState, RawNode, Ready, sendable_before_persist
 from ..statemachine import ApplyResult, CommandError, Replica, StateMachine, encode_command
 from ..types import EntryType, NodeId, ProposalDropped, Role, Snapshot, SnapshotMeta
-from .config import NodeConfig, parse_address
+from .config import ConfigError, NodeConfig, parse_address
 from .metrics import Registry
 from .storage import DiskStorage, StorageError
 from .transport import PeerTransport
@@ -673,9 +673,12 @@ class RaftNode:
         if action == "add_learner":
             if not peer_address:
                 raise BadRequest("add_learner needs peer_address (where the new node listens)")
-            parse_address(peer_address, "peer_address")
-            if api_address:
-                parse_address(api_address, "api_address")
+            try:
+                parse_address(peer_address, "peer_address")
+                if api_address:
+                    parse_address(api_address, "api_address")
+            except ConfigError as e:
+                raise BadRequest(str(e)) from None
             cc = ConfChange(
                 [(ChangeOp.ADD_LEARNER, node)], _member_context(node, peer_address, api_address)
             )

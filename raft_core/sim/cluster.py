@@ -98,6 +98,8 @@ class SimCluster:
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}
         self.apply_hooks: list[Callable[[NodeId, Entry, ApplyResult], None]] = []
+        # Called after a node persisted a Ready, before its messages leave.
+        self.persist_hooks: list[Callable[[SimNode, Ready], None]] = []
         ids = [f"n{i + 1}" for i in range(self.cfg.nodes)]
         for nid in ids:
             self._add(nid, PersistedState.bootstrap(ids))
@@ -250,6 +252,8 @@ class SimCluster:
         self.checker.leader_complete(node.id, r.term, r.log.first_index(), entry_at)
 
     def _on_persisted(self, node: SimNode, rd: Ready, prev_term: int | None) -> None:
+        for hook in self.persist_hooks:
+            hook(node, rd)
         if not self.cfg.check_invariants:
             return
         ck = self.checker
