@@ -1,0 +1,75 @@
+"""The randomized simulation campaign, run as users run it (the DESIGN.md contract)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from raft_core.sim.campaign import run_one
+
+CONTRACT_KEYS = {
+    "runs",
+    "failures",
+    "invariant_violations",
+    "linearizability_violations",
+    "elections",
+    "commits",
+    "leadership_transfers",
+    "membership_changes",
+    "snapshots_installed",
+    "crashes",
+    "partitions",
+    "seconds",
+}
+
+
+def test_campaign_200_seeds_finds_nothing_and_reports_the_contract_summary():
+    out = subprocess.run(
+        [sys.executable, "-m", "raft_core.sim", "campaign", "--seeds", "200", "--start", "0",
+         "--json"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary.keys() >= CONTRACT_KEYS
+    assert summary["failures"] == [], summary["failures"]
+    assert out.returncode == 0
+    assert summary["runs"] == 200
+    assert summary["invariant_violations"] == summary["linearizability_violations"] == 0
+    # The campaign only has teeth if the faults actually happen.
+    assert summary["elections"] > 200
+    assert summary["crashes"] > 200
+    assert summary["partitions"] > 200
+    assert summary["leadership_transfers"] > 50
+    assert summary["membership_changes"] > 50
+    assert summary["snapshots_installed"] > 50
+    assert summary["runs_with_membership_changes"] > 60
+    assert summary["runs_with_snapshots_installed"] > 40
+
+
+def test_a_failing_seed_exits_non_zero_and_prints_its_replay_command(monkeypatch, capsys):
+    from raft_core.sim import __main__ as cli
+    from raft_core.sim import campaign
+
+    real = campaign.run_one
+
+    def broken(seed: int, **kw):
+        res = real(seed, **kw)
+        if seed == 3:
+            res.ok, res.kind, res.reason = False, "invariant", "planted failure"
+        return res
+
+    monkeypatch.setattr(campaign, "run_one", broken)
+    code = cli.main(["campaign", "--seeds", "5", "--jobs", "1", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["failures"] == [{"seed": 3, "kind": "invariant", "reason": "planted failure"}]
+    assert summary["invariant_violations"] == 1
+    assert "python -m raft_core.sim replay --seed 3" in captured.err
+
+
+def test_a_run_is_a_pure_function_of_its_seed():
+    a, b = run_one(42), run_one(42)
+    assert a.ok and b.ok
+    assert a.stats == b.stats and a.operations == b.operations
