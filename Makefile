@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m raft_core.sim story
+	$(BIN)/raft-manager demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,9 +8,11 @@ ports from 23000 up (skipping blocks something else holds). Teardown reloads
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,33 +23,68 @@ import yaml
 
 from mcp_server.audit import AuditLog
 from mcp_server.config import ClusterConfig, Config
-from mcp_server.local import free_base_port
+from mcp_server.local import ports_free
 from mcp_server.local_cluster import LocalCluster, LocalSettings
 from mcp_server.operations import Manager
 from mcp_server.plans import PlanStore
 
-_blocks = itertools.count()
 FAST = {"tick_ms": 20, "election_ticks": 10}
+
+# Port blocks for these tests: 12000-20800, below the ranges the raft-node tests use
+# (21000+) and the kernel's ephemeral ports (32768+). A block is reserved across
+# concurrent pytest sessions with a lock file while its cluster runs.
+PORT_LOW, PORT_HIGH, PORT_BLOCK = 12000, 20800, 200
+_LOCK_DIR = Path(tempfile.gettempdir()) / "agent-raft-manager-test-ports"
+_blocks = itertools.count()
+_held: dict[int, Any] = {}
 
 
 def next_base() -> int:
-    # Spread over 23000-33000 by pid so parallel pytest sessions rarely collide.
-    offset = (os.getpid() % 25) * 400
-    return free_base_port(23000 + offset + 200 * next(_blocks), step=200)
+    """A free block of ports (peers base+1.., APIs base+101..), reserved until released."""
+    _LOCK_DIR.mkdir(exist_ok=True)
+    n = (PORT_HIGH - PORT_LOW) // PORT_BLOCK
+    start = os.getpid() % n
+    for _ in range(n):
+        base = PORT_LOW + ((start + next(_blocks)) % n) * PORT_BLOCK
+        if base in _held:
+            continue
+        f = open(_LOCK_DIR / f"{base}.lock", "w")  # noqa: SIM115 - held while in use
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        if ports_free(base, 20):
+            _held[base] = f
+            return base
+        f.close()
+    raise RuntimeError(f"no free block of ports in {PORT_LOW}..{PORT_HIGH}")
+
+
+def release_base(base: int) -> None:
+    f = _held.pop(base, None)
+    if f is not None:
+        f.close()
 
 
 @contextlib.contextmanager
 def local_cluster(directory: Path, nodes: int = 3, **settings: Any) -> Iterator[LocalCluster]:
     opts = {**FAST, "allow_fault_injection": True, **settings}
-    lc = None
+    base = next_base()
     try:
-        lc = LocalCluster.up(
-            directory, nodes=nodes, base_port=next_base(), settings=LocalSettings(**opts)
+        yield LocalCluster.up(
+            directory, nodes=nodes, base_port=base, settings=LocalSettings(**opts), wait_s=30
         )
-        yield lc
     finally:
         with contextlib.suppress(Exception):
             LocalCluster.load(directory).down(grace_s=2.0)
+        release_base(base)
+
+
+def spare_address(lc: LocalCluster, k: int = 0) -> str:
+    """An address in the cluster's reserved block that no process listens on."""
+    base = int(lc.nodes[0].peer_address.rpartition(":")[2]) - 1
+    return f"127.0.0.1:{base + 150 + k}"
 
 
 def make_manager(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from manager_helpers import leader_of, next_base, write_config
+from manager_helpers import leader_of, next_base, release_base, write_config
 
 from mcp_server import cli
 from mcp_server.adapters.raft_core import RaftCoreAdapter
@@ -113,7 +113,9 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         assert code == 0 and h["healthy"] is True and h["checks"]
         code, h, _ = call(capsys, *c, "health", "--operation", "inject_fault", "--json")
         assert code == 0 and h["safe"] is True
-        code, h, _ = call(capsys, *c, "--cluster", "prod", "health", "--operation", "fault", "--json")
+        code, h, _ = call(
+            capsys, *c, "--cluster", "prod", "health", "--operation", "fault", "--json"
+        )
         assert code == 1  # production: fault injection is never safe
 
         code, w, _ = call(capsys, *c, "put", "greeting", "hello", "--json")
@@ -165,8 +167,9 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         code, k, _ = call(capsys, *c, "cluster", "kill", target, "--json")
         assert code == 0 and not next(n for n in k["nodes"] if n["id"] == target)["running"]
         # a sandbox never applies an unsafe plan: exit 1, nothing changed
-        other = next(n for n in ("n1", "n2", "n3") if n != target and n != leader_of(
-            LocalCluster.load(d)))
+        other = next(
+            n for n in ("n1", "n2", "n3") if n != target and n != leader_of(LocalCluster.load(d))
+        )
         code, err, _ = call(capsys, *c, "member", "remove", other, "--json")
         assert code == 1 and err["error"] == "refused" and "quorum" in err["reason"]
         code, h, _ = call(capsys, *c, "health", "--json")
@@ -186,7 +189,7 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         assert code == 0 and "leader" in capsys.readouterr().out
 
         code, cl, _ = call(capsys, *c, "clusters", "--json")
-        assert code == 0 and [x["name"] for x in cl["clusters"]] == ["t", "prod"]
+        assert code == 0 and sorted(x["name"] for x in cl["clusters"]) == ["prod", "t"]
         code, au, _ = call(capsys, *c, "audit", "--tail", "100", "--json")
         outcomes = {x["outcome"] for x in au["entries"]}
         assert outcomes >= {"ok", "refused", "planned"}
@@ -211,13 +214,15 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         human = capsys.readouterr().out
         assert "leader" in human and "n1" in human
 
+        leader = leader_of(LocalCluster.load(d))
         for n in ("n1", "n2", "n3"):
-            if n != leader_of(LocalCluster.load(d)):
+            if n != leader:
                 call(capsys, *c, "cluster", "kill", n, "--json")
         vf = run([*c, "verify", "--json"], env)
         assert vf.returncode == 2 and json.loads(vf.stdout)["consistent"] is None
     finally:
         down = run(["cluster", "down", "--dir", str(d), "--json"], env)
+        release_base(base)
     assert down.returncode == 0, down.stderr
     assert not any(n["running"] for n in json.loads(down.stdout)["nodes"])
 
@@ -230,7 +235,7 @@ def test_cli_usage_and_config_errors(tmp_path, env, capsys):
     cfg = write_config(tmp_path / "c.yaml", {"a": {"dir": str(tmp_path / "a")}})
     code, err, _ = call(capsys, "--config", str(cfg), "--cluster", "b", "status", "--json")
     assert code == 2 and "no cluster named 'b'" in err["reason"]
-    # a configured cluster that is not running: status still answers, all unreachable
+    # a configured local cluster that was never started: the error says how to start it
     code, st, _ = call(capsys, "--config", str(cfg), "status", "--json")
     assert code == 1 and "run `cluster up` first" in st["reason"]
     assert cli.main(["--help"]) == 0
@@ -239,7 +244,11 @@ def test_cli_usage_and_config_errors(tmp_path, env, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_fresh_state_dir(tmp_path, env):
-    r = run(["demo", "--json", "--base-port", str(next_base())], env, timeout=120)
+    base = next_base()
+    try:
+        r = run(["demo", "--json", "--base-port", str(base)], env, timeout=120)
+    finally:
+        release_base(base)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] is True

@@ -17,11 +17,11 @@ from manager_helpers import (
     node_api,
     node_status,
     set_faults,
+    spare_address,
     wait_until,
 )
 
 from mcp_server.errors import Refused
-from mcp_server.local import free_base_port
 from mcp_server.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.processes
@@ -52,17 +52,13 @@ def assert_audited(state, operation: str, *reason: str) -> dict:
     return line
 
 
-def unused_peer_address() -> str:
-    return f"127.0.0.1:{free_base_port(39000) + 1}"
-
-
 # -- membership ------------------------------------------------------------------------
 
 
 def test_promote_of_a_lagging_learner_is_refused(tmp_path, state):
     with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
         # A learner whose process does not run: the leader can replicate nothing to it.
-        peer = unused_peer_address()
+        peer = spare_address(lc)
         mgr.change_membership("add_learner", "n9", peer_address=peer, dry_run=True)
         r = mgr.adapter.add_learner("n9", peer, None)  # add it without waiting to catch up
         assert "n9" in r.learners
@@ -110,7 +106,7 @@ def test_change_while_another_is_in_flight_or_joint_is_refused(tmp_path, state):
         leader = leader_of(lc)
         set_faults(lc, leader, {"delay_ms": 300})
         url = f"{node_api(lc, leader)}/v1/admin/membership"
-        peer = unused_peer_address()
+        peer = spare_address(lc)
 
         def change(body: dict) -> None:
             httpx.post(url, json=body, timeout=15)
@@ -127,7 +123,7 @@ def test_change_while_another_is_in_flight_or_joint_is_refused(tmp_path, state):
             )
             refused(
                 lambda: mgr.change_membership(
-                    "add_learner", "n8", peer_address=unused_peer_address(), dry_run=False
+                    "add_learner", "n8", peer_address=spare_address(lc, 1), dry_run=False
                 ),
                 "another membership change is in flight",
             )

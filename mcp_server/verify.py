@@ -1,0 +1,231 @@
+"""verify_consistency: do the members' applied state and committed logs agree?
+
+1. *Applied state.* Every raft_core member keeps a running hash (``chain``) over each
+   entry it applied. Take the lowest applied index N among the reachable members and
+   compare everyone's chain at N. Members that do not agree with the largest group
+   (ties go to the leader's group) diverge; a binary search over retained chains finds
+   the first index where they differ. Members at the same applied index also compare
+   their state-machine hashes.
+2. *Committed logs.* Over the committed prefix every member still retains, compare
+   each entry's (term, digest) -- all of them when the range is small, a sample of
+   indexes otherwise.
+
+``consistent`` is true when at least two members were compared and nothing diverged,
+false when something diverged (each divergence names the member and index), and null
+when fewer than two members could be compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+
+from .adapters.base import ClusterAdapter, StateDigest
+from .errors import ManagerError, NotSupported
+from .models import Divergence, VerifyReport
+from .view import ClusterView
+
+FULL_LOG_LIMIT = 1000
+LOG_SAMPLES = 64
+
+
+def verify(adapter: ClusterAdapter, view: ClusterView, cluster: str) -> VerifyReport:
+    t0 = time.monotonic()
+    members = [m for m in view.members() if view.is_voter(m) or view.is_learner(m)]
+    pool = [m for m in members if view.reachable(m)]
+    unchecked = [m for m in members if m not in pool]
+    reasons = [f"{m} is unreachable: not compared" for m in unchecked]
+    divergences: list[Divergence] = []
+
+    def done(consistent: bool | None, **kw) -> VerifyReport:
+        return VerifyReport(
+            cluster=cluster,
+            consistent=consistent,
+            checked=sorted(pool),
+            unchecked=sorted(unchecked),
+            divergences=divergences,
+            reasons=reasons,
+            seconds=round(time.monotonic() - t0, 3),
+            **{"common_index": None, **kw},
+        )
+
+    if len(pool) < 2:
+        reasons.insert(
+            0, f"only {len(pool)} member(s) reachable: at least two are needed to compare"
+        )
+        return done(None)
+
+    # -- 1. applied-state chains at a common index ------------------------------------------
+    digests: dict[str, StateDigest] = {}
+    n = 0
+    while len(pool) >= 2:
+        applied = {m: view.statuses[m].applied_index or 0 for m in pool}
+        n = min(applied.values())
+        digests, missing = {}, []
+        for m in pool:
+            try:
+                digests[m] = adapter.state_digest(m, at=n)
+            except ManagerError:
+                missing.append(m)
+        if not missing:
+            break
+        laggards = [m for m in pool if applied[m] == n]
+        for m in laggards:
+            pool.remove(m)
+            unchecked.append(m)
+            reasons.append(
+                f"{m} (applied {n}) is behind the state history others retain: not compared"
+            )
+    if len(pool) < 2:
+        reasons.insert(0, "no common applied index that two or more members still retain")
+        return done(None)
+
+    groups: dict[str, list[str]] = defaultdict(list)
+    for m, d in digests.items():
+        groups[d.chain].append(m)
+    leader = view.leader.id if view.leader else None
+    ref_chain = max(groups, key=lambda c: (len(groups[c]), leader in groups[c], -len(c)))
+    ref_members = sorted(groups[ref_chain])
+    ref = leader if leader in ref_members else ref_members[0]
+    for chain, ms in groups.items():
+        if chain == ref_chain:
+            continue
+        for m in sorted(ms):
+            index, exact = _first_difference(adapter, ref, m, n)
+            divergences.append(
+                Divergence(
+                    member=m,
+                    index=index,
+                    kind="applied_state",
+                    expected=ref_chain[:16],
+                    found=chain[:16],
+                    detail=(
+                        f"{m}'s applied state differs from {', '.join(ref_members)} "
+                        + (f"first at index {index}" if exact else f"at or before index {index}")
+                    ),
+                )
+            )
+
+    # State-machine hashes of members now at the same applied index.
+    current: dict[str, StateDigest] = {}
+    for m in pool:
+        with contextlib.suppress(ManagerError):
+            current[m] = adapter.state_digest(m)
+    by_index: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for m, d in current.items():
+        by_index[(d.index, d.chain)].append(m)
+    for (idx, _), ms in by_index.items():
+        hashes = {current[m].state_hash for m in ms if current[m].state_hash}
+        if len(hashes) > 1:
+            counts = defaultdict(list)
+            for m in ms:
+                counts[current[m].state_hash].append(m)
+            good = max(counts, key=lambda h: (len(counts[h]), leader in counts[h]))
+            for h, bad in counts.items():
+                if h == good:
+                    continue
+                for m in bad:
+                    divergences.append(
+                        Divergence(
+                            member=m,
+                            index=idx,
+                            kind="state_hash",
+                            expected=(good or "")[:16],
+                            found=(h or "")[:16],
+                            detail=f"{m}'s state machine differs at index {idx} although it "
+                            "applied the same entries",
+                        )
+                    )
+
+    # -- 2. committed log prefixes ----------------------------------------------------------------
+    log_range = None
+    checked = 0
+    if adapter.supports_log_digests:
+        firsts = [view.statuses[m].first_index or 1 for m in pool]
+        commits = [view.statuses[m].commit_index or 0 for m in pool]
+        lo, hi = max(firsts), min(commits)
+        if hi >= lo:
+            log_range = [lo, hi]
+            checked, log_div = _compare_logs(adapter, pool, ref, lo, hi)
+            divergences.extend(log_div)
+        else:
+            reasons.append("no committed log range is retained by every compared member")
+    else:
+        reasons.append(f"{adapter.kind} does not expose log digests: compared state hashes only")
+
+    return done(
+        not divergences,
+        common_index=n,
+        chain=ref_chain,
+        log_range=log_range,
+        log_indexes_checked=checked,
+    )
+
+
+def _first_difference(adapter: ClusterAdapter, ref: str, m: str, n: int) -> tuple[int, bool]:
+    """First index where ``m``'s chain differs from ``ref``'s (exact if history allows)."""
+    lo, hi = 0, n  # chains agree at lo (empty), differ at hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            a = adapter.state_digest(ref, at=mid).chain
+            b = adapter.state_digest(m, at=mid).chain
+        except ManagerError:
+            return hi, False
+        if a == b:
+            lo = mid
+        else:
+            hi = mid
+    return hi, True
+
+
+def _compare_logs(
+    adapter: ClusterAdapter, pool: list[str], ref: str, lo: int, hi: int
+) -> tuple[int, list[Divergence]]:
+    if hi - lo + 1 <= FULL_LOG_LIMIT:
+        indexes = list(range(lo, hi + 1))
+        ranges = [(lo, hi)]
+    else:
+        step = (hi - lo) / (LOG_SAMPLES - 1)
+        indexes = sorted({lo + round(i * step) for i in range(LOG_SAMPLES)} | {hi})
+        ranges = [(i, i) for i in indexes]
+    entries: dict[str, dict[int, tuple[int, str]]] = {}
+    for m in pool:
+        got: dict[int, tuple[int, str]] = {}
+        try:
+            for a, b in ranges:
+                for e in adapter.log_digests(m, a, b).entries:
+                    got[e.index] = (e.term, e.digest)
+        except NotSupported:
+            return 0, []
+        except ManagerError:
+            continue
+        entries[m] = got
+    base = entries.get(ref, {})
+    out: list[Divergence] = []
+    compared = 0
+    for i in indexes:
+        if i not in base:
+            continue
+        compared += 1
+    for m in pool:
+        if m == ref or m not in entries:
+            continue
+        for i in indexes:
+            if i not in base or i not in entries[m]:
+                continue
+            if entries[m][i] != base[i]:
+                (t1, d1), (t2, d2) = base[i], entries[m][i]
+                out.append(
+                    Divergence(
+                        member=m,
+                        index=i,
+                        kind="log_entry",
+                        expected=f"term {t1} digest {d1}",
+                        found=f"term {t2} digest {d2}",
+                        detail=f"{m}'s committed log entry {i} differs from {ref}'s",
+                    )
+                )
+                break
+    return compared, out
