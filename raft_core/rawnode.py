@@ -71,7 +71,14 @@ class Ready:
     must_sync: bool = False
 
     def needs_write(self) -> bool:
-        return bool(self.entries) or self.snapshot is not None or self.hard_state is not None
+        """Whether anything must reach the disk before this batch is acted on.
+
+        A hard state that differs only in its commit index need not: a commit index
+        lost in a crash is learned again from the leader, and entries are applied
+        only after they are durable anyway. Such a batch is applied at once, and the
+        new commit index is written with the next batch that writes anything.
+        """
+        return bool(self.entries) or self.snapshot is not None or self.must_sync
 
     def empty(self) -> bool:
         return not (

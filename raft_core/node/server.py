@@ -41,6 +41,9 @@ from .transport import PeerTransport
 
 log = logging.getLogger("raft_core.node")
 
+# Batches of at most this many entries are fsynced on the event loop thread.
+INLINE_SYNC_ENTRIES = 4
+
 
 # -- errors the API layer turns into HTTP statuses ------------------------------------
 
@@ -342,23 +345,32 @@ class RaftNode:
         if early:
             self.transport.send(early)
             rd.messages = [m for m in rd.messages if not sendable_before_persist(m)]
-        if (rd.must_sync and self.cfg.fsync == "always") or (
-            rd.needs_write() and self._snapshotting
+        if not rd.needs_write():
+            self._persisted(rd, None)
+        elif self._snapshotting or (
+            rd.must_sync and self.cfg.fsync == "always" and len(rd.entries) > INLINE_SYNC_ENTRIES
         ):
-            # The fsync runs on the disk thread; meanwhile requests keep arriving and
-            # become the next batch (group commit). While a snapshot is being written
-            # there, every write queues behind it: DiskStorage has one owner at a time.
+            # A big batch is fsynced on the disk thread; meanwhile requests keep
+            # arriving and become the next batch (group commit). While a snapshot is
+            # being written there, every write queues behind it: DiskStorage has one
+            # owner at a time.
             self._persisting = True
             fut = self._loop.run_in_executor(self._disk, self._persist, rd)
             fut.add_done_callback(lambda f: self._persisted(rd, f.exception()))
         else:
-            error = None
-            if rd.needs_write():
-                try:
-                    self._persist(rd)
-                except Exception as e:
-                    error = e
-            self._persisted(rd, error)
+            # A small batch (light load): syncing here is quicker than a round trip
+            # through the disk thread. Yield once first, so that the appends queued
+            # above reach the sockets before the loop blocks in fsync.
+            self._persisting = True
+            self._loop.call_soon(self._persist_inline, rd)
+
+    def _persist_inline(self, rd: Ready) -> None:
+        error = None
+        try:
+            self._persist(rd)
+        except Exception as e:
+            error = e
+        self._persisted(rd, error)
 
     def _persist(self, rd: Ready) -> None:
         assert self.storage is not None

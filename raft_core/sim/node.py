@@ -160,8 +160,9 @@ class SimNode:
         if incarnation != self.incarnation or not self.up:
             return  # crashed while the write was in flight: it never happened
         self._waiting_disk = False
-        self.disk.persist(rd)
-        self.on_ready_persisted(self, rd, prev_term)
+        if rd.needs_write():  # as the node server does: a new commit index alone waits
+            self.disk.persist(rd)
+            self.on_ready_persisted(self, rd, prev_term)
         for m in rd.messages:
             self.send(m)
         if rd.snapshot is not None:
