@@ -130,6 +130,7 @@ class RawNode:
         # Conf changes between the snapshot and the commit index are re-applied as the
         # driver re-applies those entries; until then the snapshot's config holds.
         self._prev_hard = self.raft.hard_state()
+        self._durable_hard = self._prev_hard  # what the driver last wrote
         self._prev_soft = SoftState(None, Role.FOLLOWER)
         self._in_flight: Ready | None = None
 
@@ -190,18 +191,27 @@ class RawNode:
         r = self.raft
         lg = r.log
         rd = Ready()
+        rd.snapshot = lg.pending_snapshot
+        rd.entries = lg.unstable_entries()
         hs = r.hard_state()
-        if hs != self._prev_hard:
+        durable = self._durable_hard
+        # A new commit index alone need not be written at once: lost in a crash, it
+        # is learned again from the leader. But entries are always written together
+        # with the commit index current when they arrived. That keeps a node that
+        # holds a configuration change in its log from restarting with a commit
+        # index older than the change before it, which would let it campaign under
+        # a configuration two steps old (etcd-io/etcd#7625, #11284).
+        if hs != self._prev_hard or ((rd.entries or rd.snapshot) and hs != durable):
             rd.hard_state = hs
-            # A new commit index alone need not be synced: if it is lost in a crash,
-            # it is learned again from the leader.
-            rd.must_sync = hs.term != self._prev_hard.term or hs.vote != self._prev_hard.vote
+        rd.must_sync = (
+            hs.term != durable.term
+            or hs.vote != durable.vote
+            or bool(rd.entries)
+            or rd.snapshot is not None
+        )
         ss = SoftState(r.lead, r.role)
         if ss != self._prev_soft:
             rd.soft_state = ss
-        rd.snapshot = lg.pending_snapshot
-        rd.entries = lg.unstable_entries()
-        rd.must_sync = rd.must_sync or bool(rd.entries) or rd.snapshot is not None
         rd.committed_entries = lg.next_committed(r.cfg.max_committed_bytes_per_ready)
         if rd.committed_entries:
             lg.applying = rd.committed_entries[-1].index
@@ -220,6 +230,8 @@ class RawNode:
         lg = r.log
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
+            if rd.needs_write():
+                self._durable_hard = rd.hard_state
         if rd.soft_state is not None:
             self._prev_soft = rd.soft_state
         if rd.snapshot is not None and lg.pending_snapshot is rd.snapshot:

@@ -1,0 +1,77 @@
+"""The Ready/advance contract between the engine and its drivers."""
+
+from __future__ import annotations
+
+import random
+
+from raft_core.raft import RaftConfig
+from raft_core.rawnode import PersistedState, RawNode, sendable_before_persist
+from raft_core.sim.campaign import run_one
+from raft_core.types import Entry, Message, MessageType
+
+MT = MessageType
+
+
+def _follower() -> RawNode:
+    node = RawNode(RaftConfig("n2"), PersistedState.bootstrap(["n1", "n2", "n3"]), random.Random(1))
+    node.advance(node.ready())  # apply the founding configuration
+    return node
+
+
+def _append(node: RawNode, prev: int, entries: list[Entry], commit: int) -> None:
+    node.step(
+        Message(MT.APP, "n2", "n1", term=2, index=prev, log_term=1 if prev == 1 else 2,
+                entries=entries, commit=commit)
+    )  # fmt: skip
+
+
+def test_entries_are_written_with_the_commit_index_current_when_they_arrived():
+    """A commit-only batch may skip the disk; the next write must carry the commit.
+
+    Otherwise a node can hold configuration changes in its log while its persisted
+    commit index lags behind several of them, and after a restart campaign under a
+    configuration two steps old (seed 3251 of the campaign found exactly that).
+    """
+    n = _follower()
+    _append(n, 1, [Entry(2, 2), Entry(3, 2)], commit=1)
+    rd = n.ready()
+    assert rd.needs_write() and rd.hard_state is not None
+    n.advance(rd)
+
+    n.step(Message(MT.HEARTBEAT, "n2", "n1", term=2, commit=3))  # commit moves alone
+    rd = n.ready()
+    assert rd.hard_state is not None and rd.hard_state.commit == 3
+    assert not rd.must_sync and not rd.needs_write(), "a commit alone is not written"
+    n.advance(rd)
+
+    _append(n, 3, [Entry(4, 2)], commit=3)  # same commit index, new entries
+    rd = n.ready()
+    assert rd.entries and rd.needs_write()
+    assert rd.hard_state is not None and rd.hard_state.commit == 3, (
+        "entries went to disk without the commit index the node already knew"
+    )
+
+
+def test_a_term_or_vote_change_must_be_synced_before_the_vote_leaves():
+    n = _follower()
+    n.step(Message(MT.VOTE, "n2", "n3", term=5, index=1, log_term=1))
+    rd = n.ready()
+    assert rd.hard_state is not None and rd.hard_state.vote == "n3" and rd.must_sync
+    assert [m.type for m in rd.messages] == [MT.VOTE_RESP]
+    assert not any(sendable_before_persist(m) for m in rd.messages)
+
+
+def test_only_what_a_leader_sends_may_leave_before_its_write():
+    assert sendable_before_persist(Message(MT.APP, "a", "b"))
+    assert sendable_before_persist(Message(MT.HEARTBEAT, "a", "b"))
+    assert sendable_before_persist(Message(MT.SNAP, "a", "b"))
+    assert sendable_before_persist(Message(MT.TIMEOUT_NOW, "a", "b"))
+    for t in (MT.APP_RESP, MT.VOTE, MT.VOTE_RESP, MT.PRE_VOTE, MT.PRE_VOTE_RESP,
+              MT.HEARTBEAT_RESP, MT.SNAP_RESP):  # fmt: skip
+        assert not sendable_before_persist(Message(t, "a", "b"))
+
+
+def test_campaign_seed_3251_stays_fixed():
+    """Three removed nodes with stale commit indexes once elected one of them leader
+    of an obsolete configuration (leader completeness violated)."""
+    assert run_one(3251).ok
