@@ -761,6 +761,12 @@ class Raft:
         for node, pr in self.prs.items():
             pr.is_learner = node in conf.learners
         self._event("conf_applied", conf=conf.to_dict(), old=old.to_dict())
+        if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            # Votes gathered under the old configuration mean nothing under the new
+            # one (and we may no longer be a voter at all): give up this election.
+            # A candidate applies a change when a vote refusal taught it a commit.
+            self.become_follower(self.term, None)
+            return
         if self.role is not Role.LEADER:
             return
         if self.id not in conf.all_voters():

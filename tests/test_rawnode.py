@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 
+from raft_core.confchange import ChangeOp, ConfChange
 from raft_core.raft import RaftConfig
 from raft_core.rawnode import PersistedState, RawNode, sendable_before_persist
 from raft_core.sim.campaign import run_one
-from raft_core.types import Entry, Message, MessageType
+from raft_core.types import Entry, EntryType, Message, MessageType, Role
 
 MT = MessageType
 
@@ -75,3 +76,36 @@ def test_campaign_seed_3251_stays_fixed():
     """Three removed nodes with stale commit indexes once elected one of them leader
     of an obsolete configuration (leader completeness violated)."""
     assert run_one(3251).ok
+
+
+def test_a_configuration_change_ends_an_election_in_progress():
+    """A candidate that applies a change mid-election must not count old votes.
+
+    n3 campaigns with a stale commit index; n1's refusal tells it that entries 3-4
+    (which remove n1 and n3) are committed; it applies them while still a candidate.
+    n2's vote would then be a majority of the new configuration {n2}: n3 must not
+    become leader of a configuration it is not in (campaign seed 360).
+    """
+    cfg = RaftConfig("n3", pre_vote=False)
+    state = PersistedState.bootstrap(["n1", "n2", "n3"])
+    remove = ConfChange([(ChangeOp.REMOVE, "n3"), (ChangeOp.REMOVE, "n1")]).encode()
+    state.entries += [
+        Entry(2, 2),
+        Entry(3, 2, EntryType.CONF_CHANGE, remove),
+        Entry(4, 2, EntryType.CONF_CHANGE, ConfChange().encode()),
+    ]
+    state.hard_state.term = 2
+    n = RawNode(cfg, state, random.Random(3))
+    n.advance(n.ready())
+    n.campaign()
+    rd = n.ready()
+    assert n.raft.role is Role.CANDIDATE and {m.to for m in rd.messages} == {"n1", "n2"}
+    n.advance(rd)
+    term = n.raft.term
+    n.step(Message(MT.VOTE_RESP, "n3", "n1", term=term, reject=True, index=4, log_term=2))
+    rd = n.ready()
+    assert [e.index for e in rd.committed_entries] == [2, 3, 4]
+    n.advance(rd)
+    assert n.raft.conf.voters == frozenset({"n2"})
+    n.step(Message(MT.VOTE_RESP, "n3", "n2", term=term))
+    assert n.raft.role is not Role.LEADER

@@ -278,6 +278,10 @@ class Chaos:
             ]
         leader.propose_conf_change(ConfChange(changes))
         self.c.note(f"chaos: proposed {choice} {changes}")
+        if self.rng.random() < 0.4:
+            # Split the cluster while the change is in flight: the joint phase is
+            # where quorums of the old and the new configuration must both hold.
+            self.c.schedule(self.rng.uniform(1, 40), self._partition)
         for op, nid in changes:
             if op is ChangeOp.REMOVE:
                 # The removed process keeps running (it may try to disturb us);
