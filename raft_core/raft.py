@@ -529,10 +529,12 @@ class Raft:
             for ctx in waiting:
                 self._start_read(ctx)
 
-    def _broadcast_append(self) -> None:
+    def _broadcast_append(self, send_if_empty: bool = True) -> None:
+        """Send every follower what it lacks; with ``send_if_empty`` also an empty
+        append to those that lack nothing (it carries the new commit index)."""
         for node in self.prs:
             if node != self.id:
-                self._send_append(node)
+                self._send_append(node, send_if_empty)
 
     def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
         pr = self.prs[to]
@@ -774,12 +776,8 @@ class Raft:
             return
         if self.lead_transferee is not None and self.lead_transferee not in conf.all_voters():
             self._abort_transfer("the target is no longer a voter")
-        if self._maybe_commit():
-            self._broadcast_append()
-        else:
-            for node in self.prs:
-                if node != self.id:
-                    self._send_append(node, send_if_empty=False)
+        # A changed quorum may commit at once; new members need their first append.
+        self._broadcast_append(send_if_empty=self._maybe_commit())
 
     def _hand_over_after_removal(self, conf: ConfState) -> None:
         """C_new, which no longer holds us, is committed: step down, but hand over first.
@@ -835,13 +833,8 @@ class Raft:
         entries = [Entry(first + i, self.term, EntryType.NORMAL, p) for i, p in enumerate(payloads)]
         self.uncommitted_bytes += size
         self._append(entries)
-        self._broadcast_append_new()
+        self._broadcast_append(send_if_empty=False)
         return first, self.term
-
-    def _broadcast_append_new(self) -> None:
-        for node in self.prs:
-            if node != self.id:
-                self._send_append(node, send_if_empty=False)
 
     def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
         """Propose a membership change; refused while another one is in flight."""
@@ -859,7 +852,7 @@ class Raft:
         index = self.log.last_index() + 1
         self._append([Entry(index, self.term, EntryType.CONF_CHANGE, cc.encode())])
         self.pending_conf_index = index
-        self._broadcast_append_new()
+        self._broadcast_append(send_if_empty=False)
         return index, self.term
 
     def maybe_auto_leave(self) -> None:
