@@ -22,13 +22,6 @@ from mcp_server.plans import PlanStore
 pytestmark = pytest.mark.processes
 
 
-@pytest.fixture
-def state(tmp_path, monkeypatch):
-    d = tmp_path / "state"
-    monkeypatch.setenv("XDG_STATE_HOME", str(d))
-    return d
-
-
 def test_status_health_replicate_read_snapshot_verify(tmp_path, state):
     with local_cluster(tmp_path / "c") as lc:
         leader = leader_of(lc)

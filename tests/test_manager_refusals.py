@@ -27,13 +27,6 @@ from mcp_server.local_cluster import LocalCluster
 pytestmark = pytest.mark.processes
 
 
-@pytest.fixture
-def state(tmp_path, monkeypatch):
-    d = tmp_path / "state"
-    monkeypatch.setenv("XDG_STATE_HOME", str(d))
-    return d
-
-
 def refused(fn, *match: str) -> Refused:
     with pytest.raises(Refused) as e:
         fn()

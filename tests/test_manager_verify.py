@@ -13,13 +13,6 @@ from mcp_server.adapters.base import LogSlice
 pytestmark = pytest.mark.processes
 
 
-@pytest.fixture
-def state(tmp_path, monkeypatch):
-    d = tmp_path / "state"
-    monkeypatch.setenv("XDG_STATE_HOME", str(d))
-    return d
-
-
 def test_verify_consistent_divergent_and_unverifiable(tmp_path, state, monkeypatch):
     with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
         leader = leader_of(lc)
