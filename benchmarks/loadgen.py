@@ -361,17 +361,7 @@ def run_load_processes(
     be picklable), started together and merged into one result. Synchronous."""
     processes = max(1, min(processes, clients))
     if processes == 1:
-        return asyncio.run(
-            run_load(
-                host,
-                port,
-                clients=clients,
-                duration_s=duration_s,
-                make_request=make_request,
-                warmup_s=warmup_s,
-                headers=headers,
-            )
-        )
+        return _worker((host, port, clients, 0, duration_s, warmup_s, make_request, headers, None))
     ctx = multiprocessing.get_context("spawn")
     start_at = time.time() + 2.0  # spawn + import + connect
     jobs = []

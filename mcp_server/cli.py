@@ -385,29 +385,34 @@ def cmd_cluster_down(args: argparse.Namespace, ui: UI) -> int:
     return EXIT_OK
 
 
-def cmd_cluster_kill(args: argparse.Namespace, ui: UI) -> int:
-    def kill(c: ClusterConfig, d: Path):
+def _cluster_node_command(
+    args: argparse.Namespace, ui: UI, action: str, act: Callable[[LocalCluster], None], done: str
+) -> int:
+    """`cluster kill|start NODE`: one launcher action on one node, audited."""
+
+    def run(c: ClusterConfig, d: Path):
         t0 = time.monotonic()
         lc = LocalCluster.load(d)
-        lc.kill(args.node)
-        return describe(lc, "kill", time.monotonic() - t0, f"killed {args.node} (SIGKILL)")
+        act(lc)
+        return describe(lc, action, time.monotonic() - t0, done)
 
     arguments = {"dir": args.dir, "node": args.node}
-    ui.emit(_launch(args, "cluster_kill", arguments, kill), render.local_view)
+    ui.emit(_launch(args, f"cluster_{action}", arguments, run), render.local_view)
     return EXIT_OK
+
+
+def cmd_cluster_kill(args: argparse.Namespace, ui: UI) -> int:
+    return _cluster_node_command(
+        args, ui, "kill", lambda lc: lc.kill(args.node), f"killed {args.node} (SIGKILL)"
+    )
 
 
 def cmd_cluster_start(args: argparse.Namespace, ui: UI) -> int:
-    def start(c: ClusterConfig, d: Path):
-        t0 = time.monotonic()
-        lc = LocalCluster.load(d)
+    def start(lc: LocalCluster) -> None:
         with ui.spinner(f"starting {args.node}"):
             lc.start(args.node)
-        return describe(lc, "start", time.monotonic() - t0, f"started {args.node}")
 
-    arguments = {"dir": args.dir, "node": args.node}
-    ui.emit(_launch(args, "cluster_start", arguments, start), render.local_view)
-    return EXIT_OK
+    return _cluster_node_command(args, ui, "start", start, f"started {args.node}")
 
 
 def cmd_cluster_status(args: argparse.Namespace, ui: UI) -> int:
