@@ -73,6 +73,7 @@ class SimNode:
         send: Callable[[Any], None],
         on_apply: Callable[[SimNode, Entry, ApplyResult], None],
         on_ready_persisted: Callable[[SimNode, Ready, int | None], None],
+        on_sent_early: Callable[[SimNode, Ready], None],
         on_read: Callable[[SimNode, bytes, int], None],
         on_read_dropped: Callable[[SimNode, bytes], None],
         disk_latency_ms: tuple[float, float] = (0.0, 0.0),
@@ -87,6 +88,7 @@ class SimNode:
         self.send = send
         self.on_apply = on_apply
         self.on_ready_persisted = on_ready_persisted
+        self.on_sent_early = on_sent_early
         self.on_read = on_read
         self.on_read_dropped = on_read_dropped
         self.disk_latency_ms = disk_latency_ms
@@ -147,7 +149,10 @@ class SimNode:
                 self.send(m)
             else:
                 after_persist.append(m)
+        sent_early = len(after_persist) < len(rd.messages)
         rd.messages = after_persist
+        if sent_early:
+            self.on_sent_early(self, rd)
         if rd.must_sync and self.disk_latency_ms[1] > 0:
             self._waiting_disk = True
             incarnation = self.incarnation
