@@ -118,7 +118,7 @@ class Cli:
             self.config = str(generated)
         self._require_running()
 
-    def run(self, *command: str) -> tuple[int, dict[str, Any]]:
+    def run(self, *command: str) -> dict[str, Any]:
         argv = [self.exe]
         if self.config:
             argv += ["--config", self.config]
@@ -141,11 +141,11 @@ class Cli:
         if isinstance(doc, dict) and "error" in doc and "operation" in doc:
             hint = f"; next: {doc['next_step']}" if doc.get("next_step") else ""
             raise CouldNotCheck(f"{doc.get('reason') or doc['error']}{hint}")
-        return proc.returncode, doc
+        return doc
 
     def _select(self) -> tuple[str, str]:
         """The selected cluster's name and location (a directory, or endpoints)."""
-        _, doc = self.run("clusters")
+        doc = self.run("clusters")
         clusters = doc.get("clusters") or []
         for c in clusters:
             if (self.cluster and c["name"] == self.cluster) or (
@@ -221,7 +221,7 @@ def takeover_candidates(status: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 def pre(cli: Cli, task: str) -> Verdict:
     operation = task_operation(task)
-    _, health = cli.run("health", *(["--operation", operation] if operation else []))
+    health = cli.run("health", *(["--operation", operation] if operation else []))
     leader, term = health.get("leader"), health.get("term")
     where = f"cluster {cli.name}: " + (f"leader {leader} (term {term})" if leader else "no leader")
     checks = {c["name"]: c for c in health.get("checks", [])}
@@ -241,15 +241,18 @@ def pre(cli: Cli, task: str) -> Verdict:
     elif operation:
         problems.append(f"{operation} is not safe now: " + "; ".join(health.get("reasons", [])))
     if ELECTION.search(task):
-        _, status = cli.run("status")
         if checks.get("stable_leader", {}).get("ok"):
             notes.append(f"leader stable: {checks['stable_leader']['detail']}")
-        ready, not_ready = takeover_candidates(status)
-        excuses = f" (not: {'; '.join(not_ready)})" if not_ready else ""
-        if ready:
-            notes.append(f"could take over: {', '.join(ready)}{excuses}")
-        elif leader:
-            problems.append(f"no voter could take over from {leader} now{excuses}")
+        try:
+            ready, not_ready = takeover_candidates(cli.run("status"))
+        except CouldNotCheck as e:  # e.g. a cluster whose allowed_operations omit status
+            problems.append(f"could not tell who could take over: {e}")
+        else:
+            excuses = f" (not: {'; '.join(not_ready)})" if not_ready else ""
+            if ready:
+                notes.append(f"could take over: {', '.join(ready)}{excuses}")
+            elif leader:
+                problems.append(f"no voter could take over from {leader} now{excuses}")
     notes += [f"warning: {w}" for w in health.get("warnings", [])]
     if not problems and health.get("healthy"):
         return Verdict(OK, f"{where}; healthy", notes)
@@ -261,7 +264,7 @@ def pre(cli: Cli, task: str) -> Verdict:
 
 
 def post(cli: Cli, task: str) -> Verdict:
-    _, v = cli.run("verify")
+    v = cli.run("verify")
     checked = ", ".join(v.get("checked", [])) or "none"
     if v.get("consistent") is True:
         chain = (v.get("chain") or "")[:12]
