@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.loadgen import run_load
+from mcp_server.bench.loadgen import run_load
 from raft_core.node.http_server import (
     HTTPError,
     HTTPServer,
