@@ -1,4 +1,4 @@
-"""Tests for the lean HTTP/1.1 server (raft_core.node.http_server) and benchmarks.loadgen.
+"""Tests for the lean HTTP/1.1 server (raft_core.node.http_server) and mcp_server.bench.loadgen.
 
 Every test runs its own server on port 0 inside ``asyncio.run``; clients speak raw bytes
 so the wire format itself is what is checked.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from manager_helpers import (
     audit_lines,
@@ -10,14 +12,15 @@ from manager_helpers import (
     local_cluster,
     make_manager,
     node_status,
-    wait_until,
 )
+from testkit import wait_until
 
 from mcp_server.core import Manager
 from mcp_server.core.config import ClusterConfig, Config
-from mcp_server.core.errors import Refused
+from mcp_server.core.errors import Refused, Unreachable
 from mcp_server.core.models import ElectionResult, MembershipChange, Plan, RecoverResult
 from mcp_server.core.plans import PlanStore
+from mcp_server.local import LocalCluster
 
 pytestmark = pytest.mark.processes
 
@@ -206,3 +209,22 @@ def test_remote_cluster_by_endpoints(tmp_path, state):
             lc.start(victim)
             r = mgr.recover_node(victim).result
             assert r.action == "waited" and r.caught_up
+
+
+def test_only_start_local_starts_the_embedded_cluster(state):
+    """A read never starts the embedded default cluster; ``start_local=True`` does, and
+    says so in the manager and in the next status answer."""
+    with Manager.open() as mgr, pytest.raises(Unreachable, match="cluster up"):
+        mgr.status()
+    d = state / "agent-raft-manager" / "local"
+    assert not (d / "cluster.yaml").exists()
+    try:
+        with Manager.open(start_local=True) as mgr:
+            assert mgr.started is not None and mgr.started.dir == str(d)
+            st = mgr.status()
+            assert st.notices == [f"started the local cluster in {d}"] and st.leader
+        with Manager.open(start_local=True) as again:  # already running: nothing started
+            assert again.started is None and again.status().notices == []
+    finally:
+        with contextlib.suppress(Exception):
+            LocalCluster.load(d).down(grace_s=2.0)

@@ -18,8 +18,8 @@ from manager_helpers import (
     node_status,
     set_faults,
     spare_address,
-    wait_until,
 )
+from testkit import wait_until
 
 from mcp_server.core.errors import Refused
 from mcp_server.local import LocalCluster

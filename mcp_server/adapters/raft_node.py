@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,13 +48,15 @@ class RaftNodeAdapter(ClusterAdapter):
         self,
         *,
         endpoints: list[str] | None = None,
-        local_dir: str | Path | None = None,
+        processes: LocalProcesses | None = None,
         token: str | None = None,
         tls: Any = None,
     ) -> None:
-        if not endpoints and not local_dir:
-            raise ValueError("a raft_core cluster needs endpoints or a local dir")
-        self.processes = LocalProcesses(local_dir) if local_dir else None
+        """``processes``: the local cluster's process control, when raft-manager runs its
+        members (it also names them); None for a cluster known only by ``endpoints``."""
+        if not endpoints and processes is None:
+            raise ValueError("a raft_core cluster needs endpoints or a local cluster")
+        self.processes = processes
         self.endpoints = list(endpoints or [])
         self.can_control_processes = self.processes is not None
         self.scheme = "https" if tls else "http"

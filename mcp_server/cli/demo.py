@@ -67,8 +67,13 @@ class _Story:
 
     def start(self, progress: Progress) -> str:
         t0 = time.monotonic()
-        lc = LocalCluster.up(self.d, nodes=3, base_port=self.base, settings=self.settings)
         self.mgr = Manager(self.cfg)
+        args = {"dir": str(self.d), "nodes": 3, "base_port": self.base}
+        lc = self.mgr.guarded(  # the launcher, audited like `raft-manager cluster up`
+            "cluster_up",
+            args,
+            lambda: LocalCluster.up(self.d, nodes=3, base_port=self.base, settings=self.settings),
+        )
         leader = lc.wait_for_leader()
         return (
             f"3 raft-node processes in {self.d}; {leader} elected in {time.monotonic() - t0:.1f}s"
@@ -167,11 +172,12 @@ class _Story:
         )
 
     def stop(self, progress: Progress) -> str:
-        if self.mgr is not None:
-            self.mgr.close()
-        if not (self.d / "cluster.yaml").exists():
+        if self.mgr is None or not (self.d / "cluster.yaml").exists():
             return "nothing to stop"
-        stopped = LocalCluster.load(self.d).down()
+        with self.mgr as mgr:
+            stopped = mgr.guarded(
+                "cluster_down", {"dir": str(self.d)}, lambda: LocalCluster.load(self.d).down()
+            )
         return f"{len(stopped)} processes stopped"
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ..adapters.base import ClusterAdapter
+from ..adapters.processes import LocalProcesses
 from ..adapters.raft_node import RaftNodeAdapter
 from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
 from ..operations import (
@@ -75,7 +76,15 @@ from .plans import Decision, PlanStore, check_saved, refuse_unsafe
 from .view import status_model
 
 R = TypeVar("R", bound=Request)
-O = TypeVar("O", bound=Outcome)  # noqa: E741
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+
+
+class PlannedOperation(Protocol):
+    """What ``_mutate`` needs of an operation module (see ``mcp_server.operations``)."""
+
+    OPERATION: str
+
+    def plan(self, ctx: Context, request: Any) -> Plan: ...
 
 
 def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
@@ -92,7 +101,9 @@ def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
         except ClusterError:
             local_token = None
     token = resolve_token(c, local_token)
-    return RaftNodeAdapter(endpoints=c.endpoints, local_dir=c.dir, token=token, tls=c.tls), token
+    processes = LocalProcesses(c.dir) if c.dir else None
+    adapter = RaftNodeAdapter(endpoints=c.endpoints, processes=processes, token=token, tls=c.tls)
+    return adapter, token
 
 
 def list_clusters(config: Config) -> ClusterList:
@@ -203,18 +214,18 @@ class Manager:
 
     def _mutate(
         self,
-        op: Any,
+        op: PlannedOperation,
         req: Request,
-        outcome: type[O],
+        outcome: type[OutcomeT],
         *,
         dry_run: bool,
         plan_id: str | None,
         run: Callable[[Plan], BaseModel],
-    ) -> O:
+    ) -> OutcomeT:
         """Plan ``req`` with ``op.plan``; then, as the dry-run rule decides, return the
         plan or apply it with ``run``."""
 
-        def body(decision: Decision) -> O:
+        def body(decision: Decision) -> OutcomeT:
             plan = op.plan(self.ctx, req)
             if decision == "plan":
                 self.plans.save(plan)

@@ -274,7 +274,7 @@ class ClusterView:
             w.append("a configuration change is in flight (proposed, not yet applied)")
         if self.voters:
             avail, q = len(self.available_voters()), self.quorum()
-            if avail < q:
+            if not self.has_quorum():
                 w.append(f"quorum lost: {avail} of {len(self.voters)} voters available, {q} needed")
             elif avail == q and len(self.voters) > 1:
                 w.append(

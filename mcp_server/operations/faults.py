@@ -12,7 +12,7 @@ from typing import Any
 
 from ..core.context import Context, ProgressFn
 from ..core.models import FaultRequest, FaultResult, Plan, PlanStep
-from ..core.view import ClusterView
+from ..core.view import ClusterView, is_quorum
 
 OPERATION = "inject_fault"
 KINDS = ("partition", "heal", "kill", "restart")
@@ -37,7 +37,7 @@ def plan(ctx: Context, request: FaultRequest) -> Plan:
         reasons.append(f"{kind} needs a local cluster (raft-manager does not run these processes)")
     if kind in ("partition", "kill"):
         left = [v for v in view.available_voters() if v not in nodes]
-        if view.voters and len(left) < view.quorum():
+        if view.voters and not is_quorum(view.voters, left, view.voters_outgoing):
             risks.append(
                 f"{kind} leaves {len(left)} of {len(view.voters)} voters on the majority side: "
                 "the cluster stops committing"
