@@ -29,6 +29,7 @@ from . import policy, render
 from .audit import AuditLog
 from .config import ClusterConfig, Config, load_config, state_dir
 from .errors import ConfigError, ManagerError, Refused
+from .faults import KINDS as FAULT_KINDS
 from .local import describe, free_base_port, ports_free
 from .local_cluster import ClusterError, LocalCluster, LocalSettings
 from .models import DemoStep, ErrorReport, Plan
@@ -608,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--timeout", type=float, default=60.0)
     _mutation_flags(rc)
     ft = cmd(sub, "fault", "inject a fault (sandbox only): partition|heal|kill|restart", cmd_fault)
-    ft.add_argument("kind", choices=["partition", "heal", "kill", "restart"])
+    ft.add_argument("kind", choices=list(FAULT_KINDS))
     ft.add_argument("nodes", nargs="*")
     _mutation_flags(ft)
 

@@ -1,9 +1,10 @@
-"""inject_fault (sandbox clusters only): partition, heal, kill, restart.
+"""inject_fault (sandbox clusters only): partition, heal, kill, restart, stop, continue.
 
 partition cuts ``nodes`` off from every other member in both directions (each node's
 ``/v1/admin/faults`` drop list; the nodes must run with ``--allow-fault-injection``);
 heal clears the faults on ``nodes`` (default: every member); kill (SIGKILL) and
-restart need a local cluster, whose processes raft-manager runs.
+restart need a local cluster, whose processes raft-manager runs; so do stop (SIGSTOP:
+the member freezes, its connections stay open) and continue (SIGCONT).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .view import ClusterView
 if TYPE_CHECKING:
     from .operations import Manager
 
-KINDS = ("partition", "heal", "kill", "restart")
+KINDS = ("partition", "heal", "kill", "restart", "stop", "continue")
 
 
 def plan_fault(
@@ -32,9 +33,16 @@ def plan_fault(
         reasons.append(f"{kind} needs at least one node")
     if kind == "partition" and nodes and not [m for m in everyone if m not in nodes]:
         reasons.append("a partition needs members on both sides")
-    if kind in ("kill", "restart") and not mgr.adapter.can_control_processes:
+    if kind in ("kill", "restart", "stop", "continue") and not mgr.adapter.can_control_processes:
         reasons.append(f"{kind} needs a local cluster (raft-manager does not run these processes)")
-    if kind in ("partition", "kill"):
+    if kind in ("stop", "continue") and not nodes:
+        reasons.append(f"{kind} needs at least one node")
+    if kind in ("partition", "heal") and not mgr.adapter.supports_faults:
+        reasons.append(
+            f"{mgr.adapter.kind} members cannot be partitioned from here (no fault API); "
+            "use kill, stop or restart on a local cluster"
+        )
+    if kind in ("partition", "kill", "stop"):
         left = [v for v in view.available_voters() if v not in nodes]
         if view.voters and len(left) < view.quorum():
             risks.append(
@@ -69,6 +77,11 @@ def run_fault(mgr: Manager, view: ClusterView, kind: str, nodes: list[str]) -> F
             adapter.kill(m)
             affected.append(m)
         detail = f"killed {', '.join(nodes)} (SIGKILL)"
+    elif kind in ("stop", "continue"):
+        for m in nodes:
+            (adapter.pause if kind == "stop" else adapter.resume)(m)
+            affected.append(m)
+        detail = f"{'stopped (SIGSTOP)' if kind == 'stop' else 'continued'} {', '.join(nodes)}"
     else:
         for m in nodes:
             if adapter.running(m):

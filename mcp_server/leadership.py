@@ -31,7 +31,17 @@ class ElectionPlan:
     reasons: list[str] = field(default_factory=list)
 
 
-def plan_election(view: ClusterView, target: str | None) -> ElectionPlan:
+NO_CAMPAIGN = (
+    "{kind} cannot be forced to elect a leader: its members have no campaign call; they "
+    "start an election by themselves once they miss the leader's heartbeats for an "
+    "election timeout, and one succeeds only when a quorum of voters is up and connected"
+)
+
+
+def plan_election(
+    view: ClusterView, target: str | None, *, can_campaign: bool = True, kind: str = "raft_core"
+) -> ElectionPlan:
+    """``can_campaign`` is false for etcd: a leaderless cluster is refused with the why."""
     p = ElectionPlan()
     leader = view.leader
     reachable_voters = [v for v in view.voters if view.reachable(v)]
@@ -45,6 +55,8 @@ def plan_election(view: ClusterView, target: str | None) -> ElectionPlan:
             return p
         if not view.has_quorum():
             p.reasons.append(view.no_quorum_reason())
+        if not can_campaign:
+            p.reasons.append(NO_CAMPAIGN.format(kind=kind))
         p.method, p.candidate = "campaign", view.most_up_to_date(reachable_voters)
         if p.candidate is None:
             p.reasons.append("no voter is reachable")
@@ -84,6 +96,8 @@ def plan_election(view: ClusterView, target: str | None) -> ElectionPlan:
             )
         if not view.has_quorum():
             p.reasons.append(view.no_quorum_reason())
+        if not can_campaign:
+            p.reasons.append(NO_CAMPAIGN.format(kind=kind))
         p.method, p.candidate = "campaign", target
         p.steps.append(PlanStep(action="campaign", detail=f"{target} starts an election"))
     elif target == leader.id:

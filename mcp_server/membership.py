@@ -28,12 +28,15 @@ def plan_change(
     peer_address: str | None = None,
     api_address: str | None = None,
     local_addresses: tuple[str, str] | None = None,
+    start_after_add: bool = False,
     ttl_s: int = 900,
 ) -> MembershipChange:
     """The plan for ``action`` on ``node`` in the cluster as ``view`` saw it.
 
     ``local_addresses`` is where a local cluster would start the new node's process
     (used when no ``peer_address`` is given); None for clusters we do not run.
+    ``start_after_add``: the process can only start once the cluster has added the
+    member (etcd), so the start step follows the add instead of preceding it.
     """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
@@ -84,15 +87,16 @@ def plan_change(
                 f"{node} is already a learner"
                 + ("; promote it instead" if action == "add_voter" else "")
             )
+        start = None
         if peer is None:
             if local_addresses is not None:
                 peer, api = local_addresses
-                steps.append(
-                    PlanStep(
-                        action="start_process",
-                        detail=f"start an empty raft-node {node} (peer {peer}, API {api})",
-                    )
+                start = PlanStep(
+                    action="start_process",
+                    detail=f"start an empty member process {node} (peer {peer}, API {api})",
                 )
+                if not start_after_add:
+                    steps.append(start)
             else:
                 reasons.append(
                     f"{node} needs --peer-address (and --api-address): this cluster's "
@@ -101,6 +105,8 @@ def plan_change(
         steps.append(
             PlanStep(action="add_learner", detail=f"add {node} as a learner (peer {peer})")
         )
+        if start is not None and start_after_add:
+            steps.append(start)
         steps.append(
             PlanStep(
                 action="wait_caught_up",

@@ -44,6 +44,13 @@ class Member(_Model):
     )
     pid: int | None = None
     error: str | None = Field(None, description="why it is unreachable")
+    name: str | None = Field(None, description="etcd: the member's name")
+    member_id: str | None = Field(None, description="etcd: the member's ID (hex)")
+    peer_urls: list[str] | None = Field(None, description="etcd: the member's peer URLs")
+    db_size: int | None = Field(None, description="etcd: backend database size, bytes")
+    revision: int | None = Field(None, description="etcd: the member's key-space revision")
+    version: str | None = Field(None, description="etcd: the server version")
+    alarms: list[str] | None = Field(None, description="etcd: active alarms (NOSPACE, CORRUPT)")
 
 
 class ClusterStatus(_Model):
@@ -244,7 +251,7 @@ class RecoverResult(_Model):
 
 class FaultResult(_Model):
     cluster: str
-    kind: Literal["partition", "heal", "kill", "restart"]
+    kind: Literal["partition", "heal", "kill", "restart", "stop", "continue"]
     nodes: list[str]
     affected: list[str]
     faults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per node, after")

@@ -29,12 +29,18 @@ from . import policy
 from .adapters.base import ClusterAdapter, WriteResult
 from .adapters.raft_core import RaftCoreAdapter
 from .audit import AuditLog
-from .config import ClusterConfig, Config, load_config, resolve_token, state_dir
+from .config import (
+    ClusterConfig,
+    Config,
+    load_config,
+    resolve_password,
+    resolve_token,
+    state_dir,
+)
 from .errors import (
     ConfigError,
     ManagerError,
     NodeRequestError,
-    NotSupported,
     Refused,
 )
 from .faults import KINDS as FAULT_KINDS
@@ -80,10 +86,17 @@ def _quiet(done: float, total: float | None, message: str) -> None:
 def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
     """The adapter for cluster ``c`` and the token it uses (for redaction)."""
     if c.kind == "etcd":
-        raise NotSupported(
-            f"cluster {c.name!r} is an etcd cluster: the etcd adapter is not available yet",
-            "use a raft_core cluster for now",
+        from .adapters.etcd import EtcdAdapter
+
+        password = resolve_password(c)
+        adapter = EtcdAdapter(
+            endpoints=c.endpoints,
+            local_dir=c.dir,
+            tls=c.tls,
+            username=c.username,
+            password=password,
         )
+        return adapter, password
     local_token = None
     if c.dir and (Path(c.dir) / CLUSTER_FILE).exists():
         try:
@@ -423,7 +436,9 @@ class Manager:
 
         def body() -> ElectionResult | Plan:
             view = self.read_view()
-            ep = plan_election(view, target)
+            ep = plan_election(
+                view, target, can_campaign=self.adapter.supports_campaign, kind=self.adapter.kind
+            )
             plan = self.make_plan("elect_leader", args, view, steps=ep.steps, reasons=ep.reasons)
             early = self.gate_plan(plan, dry_run, plan_id)
             if early is not None:
@@ -564,6 +579,7 @@ class Manager:
                 peer_address=peer_address,
                 api_address=api_address,
                 local_addresses=local,
+                start_after_add=self.adapter.member_joins_after_add,
                 ttl_s=self.config.plan_ttl_s,
             )
             early = self.gate_plan(plan, dry_run, plan_id)

@@ -64,12 +64,7 @@ def run_recovery(
             applied_index=None,
             target_index=view.leader.commit_index if view.leader else None,
             seconds=round(time.monotonic() - t0, 3),
-            instructions=[
-                f"{node} ({where}) does not answer and raft-manager does not run its process",
-                f"restart raft-node for {node} on its host with the same --data-dir "
-                "(systemctl restart ..., or your orchestrator)",
-                f"then run `raft-manager recover {node}` again to wait until it has caught up",
-            ],
+            instructions=mgr.adapter.restart_instructions(node, where),
         )
     action = "waited"
     if plan.start:

@@ -10,6 +10,10 @@
    each entry's (term, digest) -- all of them when the range is small, a sample of
    indexes otherwise.
 
+Clusters that can hash only their current state (etcd: ``supports_state_history`` is
+false) compare the hashes of members standing at the same revision instead, and say
+what that cannot prove.
+
 ``consistent`` is true when at least two members were compared and nothing diverged,
 false when something diverged (each divergence names the member and index), and null
 when fewer than two members could be compared.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from .adapters.base import ClusterAdapter, StateDigest
 from .errors import ManagerError, NotSupported
@@ -28,6 +33,7 @@ from .view import ClusterView
 
 FULL_LOG_LIMIT = 1000
 LOG_SAMPLES = 64
+SAME_REVISION_TRIES = 10
 
 
 def verify(adapter: ClusterAdapter, view: ClusterView, cluster: str) -> VerifyReport:
@@ -55,6 +61,8 @@ def verify(adapter: ClusterAdapter, view: ClusterView, cluster: str) -> VerifyRe
             0, f"only {len(pool)} member(s) reachable: at least two are needed to compare"
         )
         return done(None)
+    if not adapter.supports_state_history:
+        return _verify_current_state(adapter, view, pool, unchecked, reasons, divergences, done)
 
     # -- 1. applied-state chains at a common index ------------------------------------------
     digests: dict[str, StateDigest] = {}
@@ -161,6 +169,73 @@ def verify(adapter: ClusterAdapter, view: ClusterView, cluster: str) -> VerifyRe
         log_range=log_range,
         log_indexes_checked=checked,
     )
+
+
+def _verify_current_state(
+    adapter: ClusterAdapter,
+    view: ClusterView,
+    pool: list[str],
+    unchecked: list[str],
+    reasons: list[str],
+    divergences: list[Divergence],
+    done: Callable[..., VerifyReport],
+) -> VerifyReport:
+    """Members whose state can only be hashed now (etcd): compare hashes taken while
+    every compared member stands at the same revision, retrying while writes move them."""
+    digests: dict[str, StateDigest] = {}
+    for _ in range(SAME_REVISION_TRIES):
+        digests = {}
+        for m in list(pool):
+            try:
+                digests[m] = adapter.state_digest(m)
+            except ManagerError as e:
+                pool.remove(m)
+                unchecked.append(m)
+                reasons.append(f"{m} did not answer a hash request: {e.reason}")
+        if len({d.index for d in digests.values()}) <= 1:
+            break
+        time.sleep(0.2)
+    else:
+        revs = ", ".join(f"{m} {d.index}" for m, d in sorted(digests.items()))
+        reasons.insert(0, f"the members never stood at one revision (writes kept coming): {revs}")
+        return done(None)
+    if len(digests) < 2:
+        reasons.insert(0, "fewer than two members answered a hash request")
+        return done(None)
+    revision = next(iter(digests.values())).index
+    groups: dict[str, list[str]] = defaultdict(list)
+    for m, d in digests.items():
+        groups[d.chain].append(m)
+    leader = view.leader.id if view.leader else None
+    ref = max(groups, key=lambda h: (len(groups[h]), leader in groups[h]))
+    for h, ms in groups.items():
+        if h == ref:
+            continue
+        for m in sorted(ms):
+            divergences.append(
+                Divergence(
+                    member=m,
+                    index=revision,
+                    kind="state_hash",
+                    expected=ref,
+                    found=h,
+                    detail=f"{m}'s key space hashes differently from "
+                    f"{', '.join(sorted(groups[ref]))} at revision {revision}",
+                )
+            )
+    applied = {m: view.statuses[m].applied_index for m in digests if m in view.statuses}
+    reasons.append(
+        f"compared the hash of each member's key space at revision {revision} "
+        f"(applied indexes when read: "
+        + ", ".join(f"{m} {a}" for m, a in sorted(applied.items()))
+        + ")"
+    )
+    reasons.append(
+        f"{adapter.kind} cannot prove more through its gateway: it hashes only the current "
+        "revision (no hash of a past revision), and exposes no raft log, so past "
+        "revisions and log entries were not compared"
+    )
+    return done(not divergences, common_index=revision, chain=ref)
 
 
 def _first_difference(adapter: ClusterAdapter, ref: str, m: str, n: int) -> tuple[int, bool]:

@@ -11,7 +11,9 @@ processes, which this adapter can kill, start, add and retire.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +47,7 @@ class RaftCoreAdapter(ClusterAdapter):
     supports_campaign = True
     supports_log_digests = True
     supports_faults = True
+    supports_state_history = True
 
     def __init__(
         self,
@@ -102,6 +105,22 @@ class RaftCoreAdapter(ClusterAdapter):
             lc.kill(node)
         except ClusterError as e:
             raise ManagerError(str(e)) from None
+
+    def _signal(self, node: str, sig: signal.Signals) -> None:
+        lc = self._local_or_refuse()
+        try:
+            n = lc.node(node)
+        except ClusterError as e:
+            raise ManagerError(str(e)) from None
+        if not lc.alive(n):
+            raise ManagerError(f"{node} is not running")
+        os.kill(n.pid, sig)  # type: ignore[arg-type]
+
+    def pause(self, node: str) -> None:
+        self._signal(node, signal.SIGSTOP)
+
+    def resume(self, node: str) -> None:
+        self._signal(node, signal.SIGCONT)
 
     def start(self, node: str) -> None:
         lc = self._local_or_refuse()
