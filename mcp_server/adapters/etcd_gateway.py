@@ -20,6 +20,7 @@ rejected token is renewed once. The password and token are never put in a messag
 from __future__ import annotations
 
 import base64
+import ssl
 import threading
 from typing import Any
 
@@ -101,12 +102,7 @@ class EtcdGateway:
         password: str | None = None,
     ) -> None:
         self.scheme = "https" if tls else "http"
-        kwargs: dict[str, Any] = {}
-        if tls is not None and tls is not True:
-            kwargs["verify"] = tls.ca_file or tls.verify
-            if tls.cert_file:
-                kwargs["cert"] = (tls.cert_file, tls.key_file) if tls.key_file else tls.cert_file
-        self._client = httpx.Client(timeout=TIMEOUT, **kwargs)
+        self._client = httpx.Client(timeout=TIMEOUT, verify=ssl_context(tls))
         self._username = username
         self._password = password
         self._token: str | None = None
@@ -194,6 +190,21 @@ class EtcdGateway:
                     )
                 self._token = doc["token"]
             return self._token
+
+
+def ssl_context(tls: Any) -> ssl.SSLContext | bool:
+    """The TLS settings of clusters.yaml as an SSL context (CA, client certificate)."""
+    if tls is None or tls is True:
+        return True
+    if not tls.verify and not tls.cert_file:
+        return False
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    return ctx
 
 
 def gateway_error(
