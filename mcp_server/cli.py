@@ -429,6 +429,63 @@ def cmd_cluster_status(args: argparse.Namespace, ui: UI) -> int:
     return EXIT_OK
 
 
+# -- commands: a local etcd cluster (etcd_launch) -----------------------------------------
+
+
+def _etcd_launch(args: argparse.Namespace, ui: UI, operation: str, arguments: dict, fn) -> int:
+    """`etcd up|down`: run ``fn``, audited like `cluster up|down` (kind etcd)."""
+    audit = _audit_for(args)
+    rec = lambda outcome, reason=None, result=None: audit.record(  # noqa: E731
+        cluster=args.name,
+        mode="sandbox",
+        operation=operation,
+        arguments={"kind": "etcd", **arguments},
+        outcome=outcome,
+        reason=reason,
+        result=result,
+    )
+    try:
+        out = fn()
+    except ClusterError as e:
+        rec("failed", str(e))
+        raise ManagerError(str(e), "see the member logs in the cluster directory") from None
+    except ManagerError as e:
+        rec("failed", e.reason)
+        raise
+    rec("ok", result={"detail": out.detail})
+    ui.emit(out, render.local_view)
+    return EXIT_OK
+
+
+def cmd_etcd_up(args: argparse.Namespace, ui: UI) -> int:
+    from . import etcd_launch
+
+    def up():
+        with ui.spinner(f"starting {args.nodes} etcd members and waiting for a leader"):
+            return etcd_launch.up(
+                args.dir,
+                nodes=args.nodes,
+                base_port=args.base_port,
+                name=args.name,
+                config=args.config,
+                heartbeat_ms=args.heartbeat_ms,
+                election_ms=args.election_ms,
+            )
+
+    arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
+    return _etcd_launch(args, ui, "cluster_up", arguments, up)
+
+
+def cmd_etcd_down(args: argparse.Namespace, ui: UI) -> int:
+    from . import etcd_launch
+
+    def down():
+        with ui.spinner("stopping the etcd members"):
+            return etcd_launch.down(args.dir, name=args.name, config=args.config)
+
+    return _etcd_launch(args, ui, "cluster_down", {"dir": args.dir}, down)
+
+
 # -- commands: demo, bench, mcp, audit -------------------------------------------------
 
 
@@ -565,6 +622,19 @@ def build_parser() -> argparse.ArgumentParser:
         sp = cmd(cls, name, help, func)
         sp.add_argument("node")
         sp.add_argument("--dir")
+
+    et = sub.add_parser("etcd", help="start/stop a local etcd cluster (to try the etcd adapter)")
+    ets = et.add_subparsers(dest="etcd_command", required=True, metavar="ACTION")
+    eu = cmd(ets, "up", "start N etcd members, wait for a leader, write clusters.yaml", cmd_etcd_up)
+    eu.add_argument("--nodes", type=int, default=3)
+    eu.add_argument("--dir", help="cluster directory (default: STATE_DIR/etcd)")
+    eu.add_argument("--base-port", type=int, help="peers on P+1.., clients on P+101..")
+    eu.add_argument("--heartbeat-ms", type=int, default=100)
+    eu.add_argument("--election-ms", type=int, default=1000)
+    ed = cmd(ets, "down", "stop every etcd member (data kept)", cmd_etcd_down)
+    ed.add_argument("--dir", help="cluster directory (default: the config entry's dir)")
+    for sp in (eu, ed):
+        sp.add_argument("--name", default="etcd", help="the cluster's name in clusters.yaml")
 
     cmd(sub, "clusters", "list configured clusters", cmd_clusters)
     cmd(sub, "status", "members, roles, indexes, lag, warnings", cmd_status)

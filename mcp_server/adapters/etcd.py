@@ -369,9 +369,14 @@ class EtcdAdapter(ClusterAdapter):
             time.sleep(0.1)
 
     def _name_of_url(self, url: str) -> str:
-        for n, r in self._members.items():
-            if url in (r.get("clientURLs") or []):
-                return n
+        for _ in range(2):
+            for n, r in self._members.items():
+                if url in (r.get("clientURLs") or []):
+                    return n
+            try:
+                self._members = {self._node_id(r): r for r in self._member_list()[0]}
+            except Unreachable:
+                break
         return url
 
     def put(self, key: str, value: str, *, client_id: str, seq: int) -> WriteResult:
@@ -553,11 +558,13 @@ def _derive_progress(out: dict[str, NodeStatus]) -> None:
         return
     progress = {}
     for node, st in out.items():
+        if not st.reachable:
+            continue  # nothing known: the leader's view of it is not exposed
         follows = st.reachable and (
             node == leader.id or (st.leader == leader.id and st.term == leader.term)
         )
         progress[node] = Progress(
-            match=st.commit_index or 0 if st.reachable else 0,
+            match=st.commit_index or 0,
             next=(st.commit_index or 0) + 1,
             state="replicate" if follows else "probe",
             learner=st.role == "learner",
