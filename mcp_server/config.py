@@ -9,9 +9,13 @@ Shape (DESIGN.md)::
       prod:   {kind: raft_core, endpoints: ["10.0.0.1:7201"], mode: production,
                read_only: true, allowed_operations: [cluster_status, read],
                token_env: PROD_RAFT_TOKEN, tls: {ca_file: ca.pem}}
+      etcd:   {kind: etcd, endpoints: ["https://10.0.0.5:2379"], tls: {ca_file: ca.pem,
+               cert_file: client.pem, key_file: client.key}, username: ops,
+               password_file: /etc/raft-manager/etcd.password}
 
 Secrets are never inline: ``token_env`` names an environment variable and
-``token_file`` a file that holds the API token;
+``token_file`` a file that holds the API token (etcd: ``password_env`` /
+``password_file`` hold the password of ``username``);
 ``mode`` defaults to sandbox for a local cluster (``dir``) and to production for a
 cluster given by ``endpoints``; a local cluster started with an API
 token file is read from its ``cluster.yaml``. With no config file (no ``--config``,
