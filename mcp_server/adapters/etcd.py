@@ -63,6 +63,7 @@ from .etcd_gateway import (
 # ("unhealthy cluster"); such answers are retried for this long.
 RECONFIG_WAIT_S = 12.0
 LEADER_WAIT_S = 6.0
+PROMOTE_WAIT_S = 5.0
 
 
 class EtcdAdapter(ClusterAdapter):
@@ -206,7 +207,8 @@ class EtcdAdapter(ClusterAdapter):
         last: ManagerError | None = None
         for url in self._candidate_urls():
             try:
-                return self.gw.call(url, "cluster/member/list").get("members", []), url
+                doc = self.gw.call(url, "cluster/member/list", timeout=STATUS_TIMEOUT)
+                return doc.get("members", []), url
             except ManagerError as e:
                 last = e
         raise Unreachable(
@@ -246,7 +248,7 @@ class EtcdAdapter(ClusterAdapter):
 
     def statuses(self) -> dict[str, NodeStatus]:
         try:
-            members, _ = self._member_list()
+            members, answered = self._member_list()
         except Unreachable as e:
             return {
                 u: NodeStatus(id=u, reachable=False, api_address=u, error=e.reason)
@@ -270,7 +272,7 @@ class EtcdAdapter(ClusterAdapter):
                 return node, e
 
         answers = dict(self._pool.map(fetch, list(self._members)))
-        alarms = self._alarms(by_hex)
+        alarms = self._alarms(answered, by_hex)
         out: dict[str, NodeStatus] = {}
         for node, rec in self._members.items():
             ans = answers.get(node)
@@ -298,10 +300,11 @@ class EtcdAdapter(ClusterAdapter):
                 self._leader_url = st.api_address
         return self._decorate(out)
 
-    def _alarms(self, by_hex: dict[int, str]) -> dict[str, list[str]]:
+    def _alarms(self, url: str, by_hex: dict[int, str]) -> dict[str, list[str]]:
+        """Active alarms by member, asked of ``url`` (a member that just answered)."""
         try:
-            doc = self.gw.call(self._candidate_urls()[0], "maintenance/alarm", {"action": "GET"})
-        except (ManagerError, IndexError):
+            doc = self.gw.call(url, "maintenance/alarm", {"action": "GET"}, timeout=STATUS_TIMEOUT)
+        except ManagerError:
             return {}
         out: dict[str, list[str]] = {}
         for a in doc.get("alarms") or []:
@@ -456,8 +459,20 @@ class EtcdAdapter(ClusterAdapter):
         )
 
     def promote(self, node: str) -> ConfResult:
+        """Promote; a running learner that etcd does not yet count as in sync (its match
+        must reach 90% of the leader's) is given ``PROMOTE_WAIT_S`` more, one that does
+        not run is refused at once."""
         member_id = num(self._record(node), "ID")
-        return self._conf(self._reconfig("cluster/member/promote", {"ID": str(member_id)}))
+        running = self.status(node).reachable
+        deadline = time.monotonic() + (PROMOTE_WAIT_S if running else 0)
+        while True:
+            try:
+                doc = self._reconfig("cluster/member/promote", {"ID": str(member_id)})
+                return self._conf(doc)
+            except NodeRequestError as e:
+                if "in sync" not in e.reason or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.2)
 
     def remove(self, node: str) -> ConfResult:
         member_id = num(self._record(node), "ID")
