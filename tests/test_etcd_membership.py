@@ -124,6 +124,14 @@ def test_unsafe_removal_is_refused_and_changes_nothing(mgr, cluster, state):
         line = assert_audited(state, "change_membership", "fewer than its quorum")
         assert line["arguments"]["node"] == a
         assert mgr.status().voters == ["n1", "n2", "n3"]
+        # The unsafe plan, saved by a dry run, is never applied either.
+        plan = mgr.change_membership("remove", a, dry_run=True)
+        assert not plan.safe and not plan.applied
+        refused(
+            lambda: mgr.change_membership("remove", a, dry_run=False, plan_id=plan.plan_id),
+            "fewer than its quorum",
+        )
+        assert mgr.status().voters == ["n1", "n2", "n3"]
         # Removing the dead member instead would be safe.
         assert mgr.change_membership("remove", b, dry_run=True).safe
     finally:
@@ -162,11 +170,19 @@ def test_production_needs_a_plan_and_refuses_fault_injection(cluster, state):
         plan = prod.replicate({"k": "v"}, dry_run=True)
         assert prod.replicate({"k": "v"}, plan_id=plan.plan_id).entries[0].key == "k"
         assert prod.read("k").value == "v"
-        # A remote member that does not answer: manual steps, not a process restart.
-        assert not prod.adapter.can_control_processes
+        assert not prod.adapter.can_control_processes  # remote: no process control
+    with etcd_manager(cluster, state, name="ro", read_only=True) as ro:
+        refused(lambda: ro.replicate({"k": "w"}), "read-only")
+        assert_audited(state, "replicate", "read-only")
+        assert ro.change_membership("remove", "n3", dry_run=True).safe  # plans still work
+        assert ro.read("k").value == "v"
+    with etcd_manager(cluster, state, name="allow", allowed_operations=["status", "get"]) as al:
+        refused(lambda: al.verify_consistency(), "not in the allowed_operations")
+        assert_audited(state, "verify_consistency", "allowed_operations")
+        assert al.status().leader is not None and al.read("k").value == "v"
 
 
-def test_leader_killed_then_a_new_leader_within_a_bound(mgr, cluster):
+def test_leader_killed_then_a_new_leader_within_a_bound(mgr, cluster, state):
     old = mgr.status()
     mgr.inject_fault("kill", [old.leader])
     t0 = time.monotonic()
@@ -179,6 +195,13 @@ def test_leader_killed_then_a_new_leader_within_a_bound(mgr, cluster):
     dead = next(m for m in st.members if m.id == old.leader)
     assert not dead.reachable and dead.process == "stopped"
     assert any(f"voter {old.leader} is unreachable" in w for w in st.warnings)
+    # Seen as a remote cluster, recovery is the operator's: the manual steps.
+    with etcd_manager(cluster, state, name="remote", mode="production", local=False) as remote:
+        plan = remote.recover_node(old.leader, dry_run=True)
+        assert [s.action for s in plan.steps] == ["manual", "wait_caught_up"]
+        manual = remote.recover_node(old.leader, plan_id=plan.plan_id)
+        assert manual.action == "manual" and not manual.caught_up
+        assert any(f"restart etcd for {old.leader}" in i for i in manual.instructions)
     r = mgr.recover_node(old.leader)
     assert r.action == "restarted" and r.caught_up
     assert mgr.status().reachable_voters == 3

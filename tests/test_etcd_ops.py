@@ -133,8 +133,8 @@ def test_etcd_cannot_be_forced_to_elect(cluster, state):
     with etcd_manager(cluster, state) as mgr:
         leader = mgr.status().leader
         frozen = [n for n in ("n1", "n2", "n3") if n != leader]
-        for n in frozen:
-            mgr.inject_fault("stop", [n])
+        stop = mgr.inject_fault("stop", frozen)
+        assert stop.affected == frozen
         try:
             deadline = time.monotonic() + 10
             while mgr.status().leader is not None and time.monotonic() < deadline:
