@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
+from ..etcd_local import EtcdLocalCluster, find_binary
 from ..local_cluster import ClusterError
 from .base import (
     ClusterAdapter,
@@ -101,18 +102,16 @@ class EtcdAdapter(ClusterAdapter):
 
     # -- local processes -------------------------------------------------------------------
 
-    def local(self):
+    def local(self) -> EtcdLocalCluster | None:
         """The ``etcd up`` cluster behind ``dir`` (None for a remote cluster)."""
         if self.local_dir is None:
             return None
-        from ..etcd_local import EtcdLocalCluster
-
         try:
             return EtcdLocalCluster.load(self.local_dir)
         except ClusterError as e:
             raise Unreachable(str(e), "start it with `raft-manager etcd up`") from None
 
-    def _local_or_refuse(self):
+    def _local_or_refuse(self) -> EtcdLocalCluster:
         lc = self.local()
         if lc is None:
             raise Refused(
@@ -483,8 +482,6 @@ class EtcdAdapter(ClusterAdapter):
     def snapshot(self, node: str) -> tuple[int, int]:
         """``etcdctl snapshot save`` from ``node`` into the cluster dir (or a temp dir);
         (revision, bytes)."""
-        from ..etcd_local import find_binary
-
         etcdctl = find_binary("etcdctl")
         if etcdctl is None:
             raise NotSupported(
@@ -512,8 +509,6 @@ class EtcdAdapter(ClusterAdapter):
         return self._snapshot_revision(path, env), path.stat().st_size
 
     def _snapshot_revision(self, path: Path, env: dict[str, str]) -> int:
-        from ..etcd_local import find_binary
-
         tool = find_binary("etcdutl") or find_binary("etcdctl")
         if tool is None:
             return 0
@@ -541,8 +536,9 @@ class EtcdAdapter(ClusterAdapter):
             ):
                 if value:
                     env[var] = value
-        if self.gw._username:
-            env["ETCDCTL_USER"] = f"{self.gw._username}:{self.gw._password or ''}"
+        user = self.gw.user_spec()
+        if user:
+            env["ETCDCTL_USER"] = user
         return env
 
 

@@ -111,6 +111,10 @@ class EtcdGateway:
     def close(self) -> None:
         self._client.close()
 
+    def user_spec(self) -> str | None:
+        """``user:password`` for etcdctl's ETCDCTL_USER (an environment variable, not argv)."""
+        return f"{self._username}:{self._password or ''}" if self._username else None
+
     def url(self, endpoint: str) -> str:
         return base_url(endpoint, self.scheme)
 
