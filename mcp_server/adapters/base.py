@@ -11,7 +11,12 @@ shaped so that etcd fits as well as raft_core:
 - ``state_digest`` compares applied state; ``supports_log_digests`` says whether
   per-entry log digests exist (raft_core: yes; etcd reports hashes, not digests);
 - ``can_control_processes`` says whether the adapter can kill/start member processes
-  (local raft_core clusters only); otherwise recovery is the operator's job.
+  (local clusters only); otherwise recovery is the operator's job;
+- ``supports_state_history`` says whether ``state_digest`` can answer for a past
+  index (raft_core keeps a chain of applied-state hashes; etcd's gateway hashes only
+  the current revision, so verify compares members standing at the same revision);
+- ``member_joins_after_add`` says whether a new member's process can only start once
+  the cluster has added it (etcd) rather than before (raft_core starts it empty).
 """
 
 from __future__ import annotations
@@ -58,6 +63,14 @@ class NodeStatus:
     error: str | None = None
     process: str | None = None  # "running" / "stopped" when the adapter controls processes
     pid: int | None = None
+    # Kind-specific facts, shown in status when known (etcd: names, IDs, URLs, db, alarms).
+    name: str | None = None
+    member_id: str | None = None
+    peer_urls: list[str] = field(default_factory=list)
+    db_size: int | None = None
+    revision: int | None = None
+    version: str | None = None
+    alarms: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +131,8 @@ class ClusterAdapter(ABC):
     supports_log_digests: bool = False
     supports_faults: bool = False
     can_control_processes: bool = False
+    supports_state_history: bool = False
+    member_joins_after_add: bool = False
 
     # -- observation ---------------------------------------------------------------
 
@@ -194,6 +209,18 @@ class ClusterAdapter(ABC):
 
         raise NotSupported("this cluster's processes are not managed here")
 
+    def pause(self, node: str) -> None:
+        """Freeze ``node``'s process (SIGSTOP) without killing it (local clusters)."""
+        from ..core.errors import NotSupported
+
+        raise NotSupported(f"{self.kind} clusters cannot stop a member's process here")
+
+    def resume(self, node: str) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        from ..core.errors import NotSupported
+
+        raise NotSupported(f"{self.kind} clusters cannot continue a member's process here")
+
     def start(self, node: str) -> None:
         from ..core.errors import NotSupported
 
@@ -209,6 +236,15 @@ class ClusterAdapter(ABC):
         from ..core.errors import NotSupported
 
         raise NotSupported("this cluster's processes are not managed here")
+
+    def restart_instructions(self, node: str, where: str) -> list[str]:
+        """What the operator does to bring back a member whose process is not ours."""
+        return [
+            f"{node} ({where}) does not answer and raft-manager does not run its process",
+            f"restart raft-node for {node} on its host with the same --data-dir "
+            "(systemctl restart ..., or your orchestrator)",
+            f"then run `raft-manager recover {node}` again to wait until it has caught up",
+        ]
 
     def retire_process(self, node: str) -> None:  # noqa: B027 - optional hook
         """Stop a removed member's process and forget it (local clusters)."""

@@ -31,6 +31,7 @@ from .base import (
     WriteResult,
 )
 from .processes import LocalProcesses
+from .tls import ssl_context
 
 STATUS_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 WRITE_TIMEOUT = httpx.Timeout(10.0, connect=1.0)
@@ -43,6 +44,7 @@ class RaftNodeAdapter(ClusterAdapter):
     supports_campaign = True
     supports_log_digests = True
     supports_faults = True
+    supports_state_history = True
 
     def __init__(
         self,
@@ -60,13 +62,10 @@ class RaftNodeAdapter(ClusterAdapter):
         self.endpoints = list(endpoints or [])
         self.can_control_processes = self.processes is not None
         self.scheme = "https" if tls else "http"
-        kwargs: dict[str, Any] = {}
-        if tls is not None and tls is not True:
-            kwargs["verify"] = tls.ca_file or tls.verify
-            if tls.cert_file:
-                kwargs["cert"] = (tls.cert_file, tls.key_file) if tls.key_file else tls.cert_file
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(headers=headers, timeout=STATUS_TIMEOUT, **kwargs)
+        self._client = httpx.Client(
+            headers=headers, timeout=STATUS_TIMEOUT, verify=ssl_context(tls)
+        )
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="raft-manager")
         self._addr: dict[str, str] = {}  # node id -> API address (learned)
         self._leader_addr: str | None = None
@@ -97,6 +96,12 @@ class RaftNodeAdapter(ClusterAdapter):
 
     def start(self, node: str) -> None:
         self._processes().start(node)
+
+    def pause(self, node: str) -> None:
+        self._processes().pause(node)
+
+    def resume(self, node: str) -> None:
+        self._processes().resume(node)
 
     def new_process(self, node: str) -> NewProcess:
         np = self._processes().new_process(node)
