@@ -13,6 +13,7 @@ import pytest
 from etcd_helpers import BINARIES, audit_lines, etcd_cluster, etcd_manager, require
 
 from mcp_server.adapters.etcd_gateway import EtcdGateway
+from mcp_server.adapters.raft_node import RaftNodeAdapter
 from mcp_server.core.config import TLSConfig
 from mcp_server.core.errors import ConfigError, ManagerError
 
@@ -99,6 +100,14 @@ def test_tls_with_client_certificates(tmp_path, state):
         with pytest.raises(ManagerError):
             bare.call(lc.endpoints()[0], "maintenance/status")
         bare.close()
+        # The raft-node adapter builds its client with the same TLS helper: it sends the
+        # client certificate too (httpx drops ``cert=`` next to a CA path).
+        addr = lc.endpoints()[0].removeprefix("https://")
+        node = RaftNodeAdapter(endpoints=[addr], tls=tls)
+        try:
+            assert "etcdserver" in node._call("GET", addr, "/version")
+        finally:
+            node.close()
 
 
 def enable_auth(url: str, user: str, password: str) -> None:

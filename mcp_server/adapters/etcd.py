@@ -35,12 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
+from ..core.errors import ManagerError, NodeRequestError, NotSupported, Unreachable
 from ..local.etcd import find_binary
 from .base import (
     ClusterAdapter,
     ConfResult,
-    NewProcess,
     NodeStatus,
     Progress,
     ReadOutcome,
@@ -69,6 +68,7 @@ PROMOTE_WAIT_S = 5.0
 
 class EtcdAdapter(ClusterAdapter):
     kind = "etcd"
+    service = "etcd"
     supports_campaign = False
     supports_log_digests = False
     supports_faults = False  # no network partitions; kill/stop/continue on local members
@@ -88,7 +88,7 @@ class EtcdAdapter(ClusterAdapter):
         runs its members; None for a cluster known only by ``endpoints``."""
         if not endpoints and processes is None:
             raise ValueError("an etcd cluster needs endpoints (or a local dir)")
-        self.processes = processes
+        self.processes: EtcdProcesses | None = processes
         self.tls = tls
         self.gw = EtcdGateway(tls=tls, username=username, password=password)
         self.endpoints = [self.gw.url(e) for e in endpoints or []]
@@ -101,42 +101,6 @@ class EtcdAdapter(ClusterAdapter):
     def close(self) -> None:
         self.gw.close()
         self._pool.shutdown(wait=False)
-
-    # -- processes (local clusters only): delegated to EtcdProcesses ----------------------
-
-    def _processes(self) -> EtcdProcesses:
-        if self.processes is None:
-            raise Refused(
-                "this etcd cluster's processes are not run by raft-manager (it has no `dir`)",
-                "run the command on the member's host (e.g. systemctl restart etcd)",
-            )
-        return self.processes
-
-    def running(self, node: str) -> bool | None:
-        return self.processes.running(node) if self.processes is not None else None
-
-    def kill(self, node: str) -> None:
-        self._processes().kill(node)
-
-    def pause(self, node: str) -> None:
-        self._processes().pause(node)
-
-    def resume(self, node: str) -> None:
-        self._processes().resume(node)
-
-    def start(self, node: str) -> None:
-        self._processes().start(node)
-
-    def planned_addresses(self, node: str) -> tuple[str, str] | None:
-        return self.processes.planned_addresses(node) if self.processes is not None else None
-
-    def new_process(self, node: str) -> NewProcess:
-        """Start the member the cluster has just added (etcd: add first, then start)."""
-        return self._processes().new_process(node)
-
-    def retire_process(self, node: str) -> None:
-        if self.processes is not None:
-            self.processes.retire_process(node)
 
     def restart_instructions(self, node: str, where: str) -> list[str]:
         return [

@@ -306,7 +306,7 @@ class EtcdLocalCluster:
         by_itself = not self.alive(m)
         if not by_itself:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(m.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                pids.send(m.pid, signal.SIGKILL)  # type: ignore[arg-type]  # waits, reaps
         self.members = [x for x in self.members if x.name != name]
         self.save()
         if Path(m.data_dir).exists():

@@ -23,7 +23,8 @@ def state(pid: int) -> str:
 
 
 def alive(pid: int | None) -> bool:
-    """Is ``pid`` a live process? A zombie child of ours counts as dead (and is reaped)."""
+    """Is ``pid`` a live process? A zombie child of ours counts as dead (and is reaped,
+    so that the pid is really gone once this says so)."""
     if not pid:
         return False
     try:
@@ -36,7 +37,13 @@ def alive(pid: int | None) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return state(pid) not in ("Z", "X")
+    if state(pid) in ("Z", "X"):
+        # Exited, but a multi-threaded child (etcd is Go) shows "Z" while its other
+        # threads finish and cannot be reaped without waiting: wait, it takes moments.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        return False
+    return True
 
 
 def frozen(pid: int | None) -> bool:
