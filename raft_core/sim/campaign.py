@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..checker.linearizability import check_history
 from ..confchange import ChangeOp, ConfChange
 from ..progress import ProgressState
-from ..types import ProposalDropped, Role
+from ..types import ProposalDropped
 from .clients import SimClient
 from .cluster import SimCluster, SimConfig
 from .invariants import InvariantViolation
@@ -134,7 +134,7 @@ class Chaos:
             return
         hs = rd.hard_state
         voted = hs is not None and hs.vote is not None and hs.vote != node.id
-        leader_wrote = bool(rd.entries) and node.raw.raft.role is Role.LEADER
+        leader_wrote = bool(rd.entries) and node.raw.is_leader
         if voted or leader_wrote:
             self.c.schedule(0, lambda: self.c.crash(node.id))
             self.c.schedule(self.rng.uniform(1, 40), lambda: self.c.restart(node.id))
@@ -262,8 +262,8 @@ class Chaos:
             changes = [(ChangeOp.ADD_LEARNER, nid)]
         elif choice == "promote":
             nid = self.rng.choice(learners)
-            pr = leader.raw.raft.prs.get(nid)
-            caught_up = pr is not None and pr.state is ProgressState.REPLICATE
+            pr = leader.raw.progress(nid)
+            caught_up = pr is not None and pr.state == ProgressState.REPLICATE.value
             if not caught_up and self.rng.random() < 0.7:
                 return  # what a careful operator does: wait for the learner
             changes = [(ChangeOp.ADD_VOTER, nid)]
@@ -313,7 +313,7 @@ def _converged(c: SimCluster) -> bool:
     if leader is None or leader.conf.joint:
         return False
     target = leader.replica.applied_index
-    if leader.raw.raft.log.committed != leader.raw.raft.log.last_index():
+    if leader.raw.commit_index != leader.raw.last_index():
         return False
     for nid in leader.conf.members():
         n = c.nodes.get(nid)
