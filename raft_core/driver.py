@@ -46,6 +46,14 @@ from .types import ConfState, DropCode, Entry, Message, NodeId, ProposalDropped,
 
 Token = TypeVar("Token")
 
+# Without a scheduler, passes run in a loop until nothing is ready; an engine that
+# never stops producing Ready batches is a livelock, reported rather than spun.
+MAX_PASSES_PER_KICK = 10_000
+
+
+class Livelock(RuntimeError):
+    """The engine kept producing Ready batches without any new input."""
+
 
 class Storage(Protocol):
     def write(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
@@ -148,6 +156,8 @@ class Driver(Generic[Token]):
         self._call_soon = call_soon
         self._hooks = hooks
         self._scheduled = False
+        self._looping = False  # without a scheduler: a loop of passes is running
+        self._again = False
         # From ready() until the batch is advanced: no other pass may start.
         self._busy = False
         self._stopped = False
@@ -164,11 +174,27 @@ class Driver(Generic[Token]):
         """Something may have changed: run a pass soon."""
         if self._scheduled or self._stopped:
             return
-        if self._call_soon is None:
-            self._pass()
-        else:
+        if self._call_soon is not None:
             self._scheduled = True
             self._call_soon(self._pass)
+        elif self._looping:
+            self._again = True  # the loop below runs another pass
+        else:
+            self._run_passes()
+
+    def _run_passes(self) -> None:
+        self._looping = True
+        try:
+            for _ in range(MAX_PASSES_PER_KICK):
+                self._again = False
+                self._pass()
+                if not self._again or self._stopped:
+                    return
+            raise Livelock(
+                f"{self.raw.id}: {MAX_PASSES_PER_KICK} Ready batches in a row without new input"
+            )
+        finally:
+            self._looping = False
 
     def submit(self, data: bytes, token: Token) -> None:
         """Propose ``data`` at the next pass; ``token`` is answered through the hooks."""
@@ -326,6 +352,7 @@ __all__ = [
     "DriverHooks",
     "Failure",
     "FailureCode",
+    "Livelock",
     "ReplicatedState",
     "Storage",
     "Transport",

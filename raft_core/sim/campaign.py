@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 from ..checker.linearizability import check_history
 from ..confchange import ChangeOp, ConfChange
+from ..driver import Livelock
 from ..progress import ProgressState
 from ..types import ProposalDropped
 from .clients import SimClient
-from .cluster import SimCluster, SimConfig
+from .cluster import LivenessFailure, SimCluster, SimConfig
 from .invariants import InvariantViolation
 from .network import LinkProfile
 
@@ -62,6 +63,12 @@ class RunPlan:
     # conditions under which a leader inherits uncommitted entries of older terms
     # (the paper's Figure 8).
     churn: bool
+    # Stale tails: one entry per append, late duplicates and frequent leader changes.
+    # Followers then hold entries of old terms past what a leader's append vouches
+    # for, and a late duplicate of an old append makes the leader resend from the
+    # follower's commit index, one entry at a time: the window where a follower that
+    # commits min(leader commit, its last index) commits a stale entry.
+    stale_tails: bool
     config: SimConfig
 
 
@@ -95,15 +102,30 @@ def plan_run(seed: int) -> RunPlan:
         max_inflight_msgs=rng.choice([1, 4, 64]),
         snapshot_chunk_bytes=rng.choice([64, 256, 1024, 1 << 16]),
     )
+    clients = rng.randint(2, 5)
+    keys = rng.randint(1, 4)
+    fault_ms = rng.uniform(1500, 3500)
+    membership = rng.random() < 0.6
+    churn = rng.random() < 0.25
+    # Drawn last, so that the plans of runs without it stay as they were.
+    stale_tails = rng.random() < 0.1
+    if stale_tails:
+        churn = True
+        config.max_size_per_msg = 1
+        config.max_inflight_msgs = rng.choice([4, 64])
+        link.duplicate_rate = rng.choice([0.05, 0.1])
+        link.spike_rate = rng.choice([0.05, 0.1])
+        link.spike_ms = rng.uniform(20, 80)
     return RunPlan(
         seed=seed,
         nodes=nodes,
-        clients=rng.randint(2, 5),
-        keys=rng.randint(1, 4),
-        fault_ms=rng.uniform(1500, 3500),
+        clients=clients,
+        keys=keys,
+        fault_ms=fault_ms,
         settle_ms=3000,
-        membership=rng.random() < 0.6,
-        churn=rng.random() < 0.25,
+        membership=membership,
+        churn=churn,
+        stale_tails=stale_tails,
         config=config,
     )
 
@@ -352,6 +374,8 @@ def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
             )
         if result.ok:
             _check_replicas_agree(c)
+    except (LivenessFailure, Livelock) as e:
+        result.ok, result.kind, result.reason = False, "liveness", str(e)
     except InvariantViolation as e:
         result.ok, result.kind, result.reason = False, "invariant", str(e)
     except Exception as e:  # a crash of the engine is a failure too

@@ -66,6 +66,13 @@ class SimConfig:
     max_inflight_msgs: int = 256
     snapshot_chunk_bytes: int = 256 << 10
     check_invariants: bool = True
+    # A run that handles more events than this is livelocked (the busiest campaign
+    # runs handle ~15k): it fails at once, naming its seed, instead of spinning.
+    max_events: int = 250_000
+
+
+class LivenessFailure(AssertionError):
+    """A simulated run exhausted its event budget."""
 
 
 class SimCluster:
@@ -75,6 +82,7 @@ class SimCluster:
         self.rng = random.Random(seed)
         self.now = 0.0
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self.events_handled = 0
         self._seq = itertools.count()
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)), self.schedule, self.cfg.link)
         self.checker = SafetyChecker()
@@ -113,6 +121,13 @@ class SimCluster:
             return False
         t, _, fn = heapq.heappop(self._queue)
         self.now = t
+        self.events_handled += 1
+        if self.events_handled > self.cfg.max_events:
+            raise LivenessFailure(
+                f"seed {self.seed}: event budget of {self.cfg.max_events} exhausted at "
+                f"t={t:.1f}ms (a livelock?); replay: python -m raft_core.sim replay "
+                f"--seed {self.seed}"
+            )
         fn()
         return True
 
@@ -400,4 +415,11 @@ class SimCluster:
         return "\n".join(lines)
 
 
-__all__ = ["ClientRequest", "ClientResponse", "InvariantViolation", "SimCluster", "SimConfig"]
+__all__ = [
+    "ClientRequest",
+    "ClientResponse",
+    "InvariantViolation",
+    "LivenessFailure",
+    "SimCluster",
+    "SimConfig",
+]
