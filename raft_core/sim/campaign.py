@@ -34,6 +34,8 @@ COUNTERS = (
     "snapshots_installed",
     "crashes",
     "partitions",
+    "corruptions_refused",
+    "torn_tails_dropped",
 )
 
 
@@ -213,6 +215,10 @@ class Chaos:
         if leader is not None and self.rng.random() < 0.4:
             victim = leader.id
         self.c.crash(victim)
+        if self.rng.random() < 0.2:
+            # Bit rot while it is down: it must refuse to start, not serve without
+            # what it acknowledged.
+            self.c.nodes[victim].disk.corrupt(self.rng)
         self.c.schedule(self.rng.uniform(30, 900), lambda: self.c.restart(victim))
 
     def _partition(self) -> None:
@@ -392,6 +398,7 @@ def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
             result.stats["linearizability_unknown"] = 1
     result.stats.update({k: c.stats.get(k, 0) for k in COUNTERS})
     result.stats["snapshots_taken"] = sum(n.snapshots_taken for n in c.nodes.values())
+    result.stats["torn_tails_dropped"] = sum(n.disk.torn_tails_dropped for n in c.nodes.values())
     if keep_trace or not result.ok:
         result.trace = [*c.trace[-400:], c.dump()]
     return result

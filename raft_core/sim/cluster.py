@@ -16,13 +16,15 @@ from typing import Any
 
 from ..confchange import ChangeOp, ConfChange
 from ..driver import Failure, FailureCode
+from ..node.wal import StorageCorruption
 from ..raft import RaftConfig
 from ..rawnode import PersistedState, Ready
 from ..statemachine import ApplyResult, encode_command
 from ..types import DropCode, Entry, EntryType, NodeId
+from .disk import Disk
 from .invariants import InvariantViolation, SafetyChecker
 from .network import LinkProfile, SimNetwork
-from .node import Disk, SimNode
+from .node import SimNode
 
 # -- client <-> node protocol (simulated RPCs) ---------------------------------
 
@@ -100,6 +102,7 @@ class SimCluster:
             "snapshots_taken": 0,
             "crashes": 0,
             "partitions": 0,
+            "corruptions_refused": 0,
         }
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}
@@ -227,7 +230,22 @@ class SimCluster:
         node = self.nodes[nid]
         if node.up:
             return
-        node.start()
+        damaged = node.disk.damaged
+        try:
+            node.start()
+        except StorageCorruption as e:
+            if not damaged:
+                raise InvariantViolation(f"{nid} refused an undamaged WAL: {e}") from e
+            # Refusing is right; an operator restores the bytes and starts it again.
+            self.stats["corruptions_refused"] += 1
+            self.note(f"{nid} REFUSED TO START: {e}")
+            node.disk.repair()
+            node.start()
+        else:
+            if damaged:
+                raise InvariantViolation(
+                    f"{nid} started from a WAL whose acknowledged records are damaged"
+                )
         self._hook_events(node)
         self.note(f"{nid} RESTART term={node.term} commit={node.raw.commit_index}")
 

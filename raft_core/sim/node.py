@@ -11,56 +11,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..confchange import ConfChange
 from ..driver import Driver, DriverHooks, Failure
 from ..kv import KVStore
 from ..raft import RaftConfig
-from ..rawnode import PersistedState, RawNode, Ready
+from ..rawnode import RawNode, Ready
 from ..statemachine import ApplyResult, Replica
-from ..types import ConfState, Entry, HardState, Message, NodeId, Snapshot, SnapshotMeta
-
-
-@dataclass
-class Disk:
-    """What survives a crash."""
-
-    hard_state: HardState = field(default_factory=HardState)
-    snapshot: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
-
-    def persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            # An installed snapshot replaces the log (RaftLog.restore).
-            self.snapshot = rd.snapshot
-            self.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
-            base = self.snapshot.meta.index if self.snapshot else 0
-            keep = first - base - 1
-            if keep < 0:
-                raise AssertionError(f"persisting entry {first} below snapshot {base}")
-            del self.entries[keep:]
-            self.entries.extend(rd.entries)
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-
-    def save_snapshot(self, snapshot: Snapshot) -> None:
-        """A locally taken snapshot: the log before it is no longer needed on disk."""
-        base = self.snapshot.meta.index if self.snapshot else 0
-        if snapshot.meta.index <= base:
-            return
-        self.entries = self.entries[snapshot.meta.index - base :]
-        self.snapshot = snapshot
-
-    def recovered(self) -> PersistedState:
-        return PersistedState(
-            HardState(self.hard_state.term, self.hard_state.vote, self.hard_state.commit),
-            self.snapshot,
-            list(self.entries),
-        )
+from ..types import ConfState, Entry, Message, NodeId, Snapshot, SnapshotMeta
+from .disk import Disk
 
 
 class SimHooks(DriverHooks[Any]):
@@ -137,7 +97,7 @@ class SimNode:
         self.kv: KVStore
         self.driver: Driver[Any]
         self._prev_term: int | None = None
-        self.writing = False  # a write is on its way to the disk
+        self.writing: Ready | None = None  # a write on its way to the disk
         self.snapshots_taken = 0
         self.start()
 
@@ -152,7 +112,7 @@ class SimNode:
             self.replica.restore(state.snapshot.data)
         self.up = True
         self.incarnation += 1
-        self.writing = False
+        self.writing = None
         self.driver = Driver(
             self.raw,
             storage=self,
@@ -166,6 +126,9 @@ class SimNode:
         self.up = False
         self.incarnation += 1  # invalidates scheduled disk completions
         self.driver.stop()
+        if self.writing is not None:
+            self.disk.crash_during(self.writing, self.rng)
+            self.writing = None
 
     # -- what the driver plugs into ------------------------------------------
 
@@ -179,13 +142,13 @@ class SimNode:
         def complete() -> None:
             if incarnation != self.incarnation or not self.up:
                 return  # crashed while the write was in flight: it never happened
-            self.writing = False
+            self.writing = None
             self.disk.persist(rd)
             self._prev_term = prev_term
             done(None)
 
         if rd.must_sync and self.disk_latency_ms[1] > 0:
-            self.writing = True
+            self.writing = rd
             self.schedule(self.rng.uniform(*self.disk_latency_ms), complete)
         else:
             complete()
