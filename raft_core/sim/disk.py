@@ -20,6 +20,7 @@ from ..node.storage import replay_segment
 from ..node.wal import RecordType, SegmentHeader, encode_batch, encode_header, frame
 from ..rawnode import PersistedState, Ready
 from ..types import Entry, HardState, Snapshot
+from .invariants import InvariantViolation
 
 _Batch = tuple[HardState | None, tuple[int, int, bool] | None, list[Entry]]
 
@@ -28,7 +29,7 @@ def _record(rtype: RecordType, payload: bytes) -> bytes:
     return frame(rtype, payload) + payload
 
 
-class DiskMismatch(AssertionError):
+class DiskMismatch(InvariantViolation):
     """Recovery from the WAL bytes disagrees with what was persisted."""
 
 
