@@ -105,6 +105,9 @@ class Failure:
 class DriverHooks(Generic[Token]):
     """What the host does around the loop; every method may be left as is."""
 
+    def sent_early(self, rd: Ready) -> None:
+        """What may leave before the write has left; the write has not started."""
+
     def persisted(self, rd: Ready) -> None:
         """``rd`` was written; its messages have not left yet."""
 
@@ -246,6 +249,7 @@ class Driver(Generic[Token]):
         if early:
             self._transport.send(early)
             rd.messages = [m for m in rd.messages if not sendable_before_persist(m)]
+            self._hooks.sent_early(rd)
         if rd.needs_write():
             self._storage.write(rd, lambda error: self._persisted(rd, error))
         else:

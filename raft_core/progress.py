@@ -142,10 +142,16 @@ class Progress:
             return self.inflights.full()
         return True
 
-    def sent_entries(self, last_index: int, size: int) -> None:
-        """Account for an AppendEntries carrying entries up to ``last_index``."""
+    def sent_entries(self, last_index: int, size: int, has_entries: bool = True) -> None:
+        """Account for an AppendEntries carrying entries up to ``last_index``.
+
+        Only a message with entries takes an inflight slot: an empty one (it carries
+        the commit index) is acknowledged at ``match``, which frees nothing, so its
+        slot would stay taken until some later acknowledgement.
+        """
         if self.state is ProgressState.REPLICATE:
             self.next = last_index + 1
-            self.inflights.add(last_index, size)
+            if has_entries:
+                self.inflights.add(last_index, size)
         elif self.state is ProgressState.PROBE:
             self.probe_sent = True

@@ -131,6 +131,9 @@ class Raft:
         self.ticks = 0
         # Outputs, drained by RawNode.ready().
         self.msgs: list[Message] = []
+        # Messages to ourselves that may be stepped only once the Ready that carries
+        # the current hard state is durable (RawNode steps them in advance()).
+        self.steps_after_persist: list[Message] = []
         self.read_states: list[ReadState] = []
         self.dropped_reads: list[bytes] = []
         # Observers, for metrics and the simulator's statistics.
@@ -295,12 +298,19 @@ class Raft:
             self._become_candidate()
             term = self.term
             self._event("election", term=term)
-        if self._poll(self.id, granted=True) is quorum.VoteResult.WON:
-            if kind is MT.PRE_VOTE:
+        if kind is MT.PRE_VOTE:
+            # A pre-vote promises nothing durable, so our own counts at once.
+            if self._poll(self.id, granted=True) is quorum.VoteResult.WON:
                 self._campaign(MT.VOTE, False)
-            else:
-                self._become_leader()
-            return
+                return
+        else:
+            # Our own vote counts only once the new term and vote are on disk: it is
+            # handed back by RawNode.advance. Counted now, a single voter would lead
+            # (and send appends, which are sendable before persist) in a term that a
+            # crash could take back, then win the same term again with other entries
+            # at the same indexes.
+            own = Message(MT.VOTE_RESP, self.id, self.id, term=self.term)
+            self.steps_after_persist.append(own)
         ctx = TRANSFER_CONTEXT if transfer else b""
         for node in sorted(self.conf.all_voters()):
             if node == self.id:
@@ -485,7 +495,9 @@ class Raft:
             if pr.state is ProgressState.REPLICATE and pr.inflights.full():
                 # A lost append would otherwise stall a full window forever.
                 pr.inflights.free_first_one()
-            if pr.match < self.log.last_index():
+            if pr.match < self.log.last_index() or pr.state is ProgressState.PROBE:
+                # A probing follower that lacks nothing still needs one (empty)
+                # append: its acknowledgement is what moves it back to replicate.
                 self._send_append(m.frm)
             if m.context:
                 self._handle_read_ack(m.frm, m.context)
@@ -562,7 +574,7 @@ class Raft:
                 commit=self.log.committed,
             )
         )
-        pr.sent_entries(entries[-1].index if entries else prev_index, size)
+        pr.sent_entries(entries[-1].index if entries else prev_index, size, bool(entries))
         return True
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
@@ -577,13 +589,22 @@ class Raft:
                 self._send_append(m.frm)
             return
         was_paused = pr.is_paused()
-        if not pr.maybe_update(m.index):
+        updated = pr.maybe_update(m.index)
+        # A probe answered at exactly the known match (a caught-up follower) carries
+        # no news about the log, but it does prove where the logs match.
+        confirms_probe = pr.state is ProgressState.PROBE and m.index == pr.match
+        if not updated and not confirms_probe:
             return
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
         elif pr.state is ProgressState.SNAPSHOT:
+            # Appends can continue as soon as the follower's log reaches our first
+            # index; waiting for the snapshot's index would send it all again. A
+            # transfer that completed below our first index (we compacted past it
+            # meanwhile) ends too: the next append starts a newer snapshot.
             assert pr.transfer is not None
-            if pr.match >= pr.transfer.snapshot.meta.index:
+            pending = pr.transfer.snapshot.meta.index
+            if pr.match + 1 >= self.log.first_index() or pr.match >= pending:
                 pr.become_probe()
                 pr.become_replicate()
         else:

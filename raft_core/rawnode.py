@@ -5,7 +5,10 @@ The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
 1. send the messages for which ``sendable_before_persist(m)`` holds: what a leader
    sends (appends, heartbeats, snapshot chunks, TimeoutNow) depends on nothing
    unpersisted, because a leader's term was persisted before it could win, and its
-   own entries count toward commit only once persisted [10.2.1];
+   own entries count toward commit only once persisted [10.2.1]. The first half is
+   a rule of this module: a candidate's own vote is counted only in ``advance()`` of
+   the Ready that carried its new term and vote, so no node (a single voter
+   included) leads in a term that is not yet durable;
 2. persist ``rd.snapshot`` (if any), ``rd.entries`` and ``rd.hard_state`` durably,
    with a single sync for the batch when ``rd.must_sync()``;
    ``rd.entries[0].index`` may be at or below the last persisted index: everything
@@ -14,7 +17,10 @@ The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
 3. restore the state machine from ``rd.snapshot``, then apply
    ``rd.committed_entries`` in order; serve ``rd.read_states`` once the applied
    index reaches theirs; fail ``rd.dropped_reads`` (leadership was lost);
-4. call ``advance(rd)``. Configuration changes take effect there.
+4. call ``advance(rd)``. Configuration changes take effect there, and messages
+   that waited for ``rd`` to be durable (a candidate's vote for itself) are stepped;
+   a single voter therefore becomes leader in ``advance()``, and its no-op comes in
+   the next Ready.
 
 Inputs (``step``, ``tick``, proposals) may be given between ``ready()`` and
 ``advance()``; ``ready()`` must not be called again before ``advance()``.
@@ -92,14 +98,15 @@ class PersistedState:
     entries: list[Entry] = field(default_factory=list)
 
     @classmethod
-    def bootstrap(cls, voters: list[NodeId]) -> PersistedState:
+    def bootstrap(cls, voters: list[NodeId], learners: list[NodeId] = ()) -> PersistedState:
         """A founding member of a new cluster.
 
         Its log starts with one committed entry, identical on every founding member,
-        that adds all of them as voters. Being a log entry, it reaches members that
-        join later like any other entry (or inside a snapshot).
+        that adds all of them (as voters, or as learners). Being a log entry, it
+        reaches members that join later like any other entry (or inside a snapshot).
         """
-        cc = ConfChange([(ChangeOp.ADD_VOTER, v) for v in sorted(voters)])
+        ops = [(ChangeOp.ADD_VOTER, v) for v in sorted(voters)]
+        cc = ConfChange(ops + [(ChangeOp.ADD_LEARNER, n) for n in sorted(learners)])
         founding = Entry(1, 1, EntryType.CONF_CHANGE, cc.encode())
         return cls(hard_state=HardState(1, None, 1), entries=[founding])
 
@@ -123,6 +130,9 @@ class RawNode:
         self._durable_hard = self._prev_hard  # what the driver last wrote
         self._prev_soft = SoftState(None, Role.FOLLOWER)
         self._in_flight: Ready | None = None
+        # Taken from raft with each Ready, stepped back in by advance(): they depend on
+        # that Ready's hard state being durable (a candidate's own vote).
+        self._steps_on_advance: list[Message] = []
 
     # -- inputs --------------------------------------------------------------
 
@@ -169,6 +179,7 @@ class RawNode:
         # Field by field: this runs on every input, so it builds no objects.
         return bool(
             r.msgs
+            or r.steps_after_persist
             or r.read_states
             or r.dropped_reads
             or lg.pending_snapshot is not None
@@ -212,6 +223,7 @@ class RawNode:
         if rd.committed_entries:
             lg.applying = rd.committed_entries[-1].index
         rd.messages, r.msgs = r.msgs, []
+        self._steps_on_advance, r.steps_after_persist = r.steps_after_persist, []
         rd.read_states, r.read_states = r.read_states, []
         rd.dropped_reads, r.dropped_reads = r.dropped_reads, []
         self._in_flight = rd
@@ -256,6 +268,9 @@ class RawNode:
                 r.maybe_auto_leave()
             except ProposalDropped as e:
                 log.info("%s: cannot leave the joint configuration yet: %s", r.id, e.reason)
+        steps, self._steps_on_advance = self._steps_on_advance, []
+        for m in steps:
+            r.step(m)
         return applied_confs
 
     def _apply_conf_entry(self, e: Entry) -> ConfState | None:

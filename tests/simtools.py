@@ -331,8 +331,8 @@ def install_recording_kv(node: SimNode) -> RecordingKV:
 # -- a hand-driven network of RawNodes -----------------------------------------
 
 
-def founding_entry(ids: list[NodeId]) -> Entry:
-    return PersistedState.bootstrap(ids).entries[0]
+def founding_entry(ids: list[NodeId], learners: list[NodeId] | None = None) -> Entry:
+    return PersistedState.bootstrap(ids, learners or []).entries[0]
 
 
 def fake_entries(first: int, term: int, count: int, tag: str = "") -> list[Entry]:
@@ -387,12 +387,14 @@ class HandNet:
         self,
         ids: list[NodeId],
         *,
+        learners: list[NodeId] | None = None,
         logs: dict[NodeId, tuple[HardState, list[Entry]]] | None = None,
         seed: int = 1,
         **config: Any,
     ) -> None:
-        self.ids = list(ids)
-        founding = founding_entry(self.ids)
+        """``ids`` are the founding voters; ``learners`` founding learners besides them."""
+        self.ids = [*ids, *(learners or [])]
+        founding = founding_entry(list(ids), learners)
         self.nodes: dict[NodeId, HandNode] = {}
         for k, nid in enumerate(self.ids):
             hs, extra = (logs or {}).get(nid, (HardState(1, None, 1), []))

@@ -205,6 +205,7 @@ def test_replace_the_leader_in_one_joint_step():
     wait_applied(c, last, sorted(new_voters))
     history = stop_clients_and_check(c, clients)
     assert acknowledged_writes(history) > 20
+    converge(c, sorted(new_voters))
     assert_same_state(c, sorted(new_voters))
 
 

@@ -54,7 +54,8 @@ class ClientResponse:
 
 @dataclass
 class SimConfig:
-    nodes: int = 3
+    nodes: int = 3  # founding voters
+    learners: int = 0  # founding learners besides them
     tick_ms: float = 10.0
     election_tick: int = 10
     heartbeat_tick: int = 2
@@ -109,9 +110,12 @@ class SimCluster:
         self.apply_hooks: list[Callable[[NodeId, Entry, ApplyResult], None]] = []
         # Called after a node persisted a Ready, before its messages leave.
         self.persist_hooks: list[Callable[[SimNode, Ready], None]] = []
-        ids = [f"n{i + 1}" for i in range(self.cfg.nodes)]
+        # Called after a node sent what may leave before its write, before the write.
+        self.early_send_hooks: list[Callable[[SimNode, Ready], None]] = []
+        n_voters, n_all = self.cfg.nodes, self.cfg.nodes + self.cfg.learners
+        ids = [f"n{i + 1}" for i in range(n_all)]
         for nid in ids:
-            self._add(nid, PersistedState.bootstrap(ids))
+            self._add(nid, PersistedState.bootstrap(ids[:n_voters], ids[n_voters:]))
         self._tick_all()
 
     # -- the event loop ------------------------------------------------------
@@ -186,6 +190,7 @@ class SimCluster:
             on_apply=self._on_apply,
             on_ready_persisted=self._on_persisted,
             on_write_done=self._on_write_done,
+            on_sent_early=self._on_sent_early,
             on_read=self._on_read,
             on_request_failed=self._on_request_failed,
             disk_latency_ms=self.cfg.disk_latency_ms,
@@ -272,6 +277,10 @@ class SimCluster:
         raw = node.raw
         self.checker.leader_elected(node.id, raw.term)
         self.checker.leader_complete(node.id, raw.term, raw.first_index(), raw.entry_at)
+
+    def _on_sent_early(self, node: SimNode, rd: Ready) -> None:
+        for hook in self.early_send_hooks:
+            hook(node, rd)
 
     def _on_persisted(self, node: SimNode, rd: Ready, prev_term: int | None) -> None:
         for hook in self.persist_hooks:

@@ -29,6 +29,9 @@ class SimHooks(DriverHooks[Any]):
     def __init__(self, node: SimNode) -> None:
         self.node = node
 
+    def sent_early(self, rd: Ready) -> None:
+        self.node.on_sent_early(self.node, rd)
+
     def persisted(self, rd: Ready) -> None:
         node = self.node
         node.on_ready_persisted(node, rd, node._prev_term)
@@ -69,6 +72,7 @@ class SimNode:
         send: Callable[[Any], None],
         on_apply: Callable[[SimNode, Entry, ApplyResult], None],
         on_ready_persisted: Callable[[SimNode, Ready, int | None], None],
+        on_sent_early: Callable[[SimNode, Ready], None],
         on_write_done: Callable[[SimNode, Any, ApplyResult], None],
         on_read: Callable[[SimNode, Any, int], None],
         on_request_failed: Callable[[SimNode, Any, Failure], None],
@@ -85,6 +89,7 @@ class SimNode:
         self.on_apply = on_apply
         self.on_ready_persisted = on_ready_persisted
         self.on_write_done = on_write_done
+        self.on_sent_early = on_sent_early
         self.on_read = on_read
         self.on_request_failed = on_request_failed
         self.disk_latency_ms = disk_latency_ms
