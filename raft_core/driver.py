@@ -245,11 +245,14 @@ class Driver(Generic[Token]):
             return
         self._busy = True
         rd = raw.ready()
-        early = [m for m in rd.messages if sendable_before_persist(m)]
-        if early:
-            self._transport.send(early)
-            rd.messages = [m for m in rd.messages if not sendable_before_persist(m)]
-            self._hooks.sent_early(rd)
+        if rd.messages:
+            early, later = [], []
+            for m in rd.messages:
+                (early if sendable_before_persist(m) else later).append(m)
+            if early:
+                self._transport.send(early)
+                rd.messages = later
+                self._hooks.sent_early(rd)
         if rd.needs_write():
             self._storage.write(rd, lambda error: self._persisted(rd, error))
         else:

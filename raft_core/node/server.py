@@ -623,7 +623,7 @@ class RaftNode:
         st = self.raw.status()
         addr = self.addresses.get(st.leader) if st.leader else None
         return NodeStatus(
-            raft=st,
+            engine=st,
             leader_api=addr.api if addr else None,
             fsync=self.cfg.fsync,
             members=dict(self.addresses),

@@ -17,7 +17,7 @@ class MemberAddress:
 
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
-    raft: RaftStatus
+    engine: RaftStatus  # the consensus state, from RawNode.status()
     leader_api: str | None
     fsync: str
     members: dict[NodeId, MemberAddress]
@@ -27,13 +27,13 @@ class NodeStatus:
 
     def __getattr__(self, name: str) -> Any:
         # The engine's fields read as the node's own: status.role, status.term, ...
-        if name.startswith("__") or name == "raft":
+        if name.startswith("__") or name == "engine":
             raise AttributeError(name)
-        return getattr(self.raft, name)
+        return getattr(self.engine, name)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document of the node API contract (GET /v1/status)."""
-        r = self.raft
+        r = self.engine
         doc: dict[str, Any] = {
             "id": r.id,
             "role": r.role.value,
