@@ -9,12 +9,15 @@ from __future__ import annotations
 import copy
 import random
 
+import pytest
 from simtools import Client, MessageCounter, election_timeout_ms
 from simtools_membership import make_cluster
 
 from raft_core.driver import Livelock
+from raft_core.node.wal import StorageCorruption
 from raft_core.raft import RaftConfig
-from raft_core.rawnode import PersistedState, RawNode
+from raft_core.rawnode import PersistedState, RawNode, Ready
+from raft_core.sim.disk import Disk
 from raft_core.types import Entry, HardState, Message, MessageType
 
 MT = MessageType
@@ -124,3 +127,62 @@ def test_a_late_duplicate_snapshot_older_than_the_commit_index_is_acknowledged_n
     assert fol.raw.commit_index >= 60
     acks = [m for _, src, _, m in seen.passed if src == f and m.type is MT.APP_RESP]
     assert acks and acks[-1].index >= 60, "the duplicate was not acknowledged"
+
+
+# -- the simulated disk tears and rots like a real one ------------------------------
+
+
+class _Always:
+    """An rng whose every draw lands in the "it happens" branch."""
+
+    def random(self) -> float:
+        return 0.0
+
+    def randrange(self, n: int) -> int:
+        return n // 2
+
+
+def _disk_with_three_batches() -> Disk:
+    boot = PersistedState.bootstrap(["n1", "n2", "n3"])
+    disk = Disk(boot.hard_state, None, list(boot.entries))
+    for i in (2, 3, 4):
+        disk.persist(Ready(hard_state=HardState(2, "n1", i - 1), entries=[Entry(i, 2, data=b"x")]))
+    return disk
+
+
+def test_a_write_torn_by_a_crash_is_dropped_at_recovery():
+    """A crash in the middle of a write leaves part of its record at the tail of the
+    WAL. Recovery drops it (it was never acknowledged) and starts from the rest."""
+    disk = _disk_with_three_batches()
+    before = disk.recovered()
+    in_flight = Ready(hard_state=HardState(2, "n1", 3), entries=[Entry(5, 2, data=b"y")])
+    disk.crash_during(in_flight, _Always())  # type: ignore[arg-type]
+    after = disk.recovered()
+    assert disk.torn_tails_dropped == 1
+    assert (after.hard_state, after.entries) == (before.hard_state, before.entries)
+
+
+def test_damage_to_acknowledged_records_makes_recovery_refuse():
+    """A flipped byte inside a record that has valid records after it cannot be a torn
+    write: the node must refuse to start rather than serve without that record."""
+    disk = _disk_with_three_batches()
+    assert disk.corrupt(random.Random(3))
+    with pytest.raises(StorageCorruption, match="not a torn write"):
+        disk.recovered()
+    disk.repair()
+    assert [e.index for e in disk.recovered().entries] == [1, 2, 3, 4]
+
+
+def test_a_node_with_a_damaged_wal_refuses_to_start_until_repaired():
+    c = make_cluster(132)
+    ld = c.leader()
+    assert ld is not None
+    client = Client(c, "cl")
+    for i in range(5):
+        client.write("put", f"k{i}", f"v{i}")
+    f = next(n for n in sorted(c.nodes) if n != ld.id)
+    c.crash(f)
+    assert c.nodes[f].disk.corrupt(random.Random(1))
+    c.restart(f)  # refuses (counted), is repaired, starts
+    assert c.stats["corruptions_refused"] == 1 and c.nodes[f].up
+    assert c.run_until(lambda: c.nodes[f].replica.applied_index >= ld.replica.applied_index)
