@@ -1,76 +1,35 @@
 """Helpers for the manager tests: real local clusters that start fast and always stop.
 
 Clusters use short ticks (20 ms, elections after 10-20 ticks) and their own block of
-ports from 23000 up (skipping blocks something else holds). Teardown reloads
+ports (``testkit.reserve_base_port``). Teardown reloads
 ``cluster.yaml`` so processes the manager added (``member add-learner``) stop too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import itertools
 import json
-import os
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from testkit import release_base_port, reserve_base_port, wait_until
 
-from mcp_server.audit import AuditLog
-from mcp_server.config import ClusterConfig, Config
-from mcp_server.local import ports_free
-from mcp_server.local_cluster import LocalCluster, LocalSettings
-from mcp_server.operations import Manager
-from mcp_server.plans import PlanStore
+from mcp_server.core import Manager
+from mcp_server.core.audit import AuditLog
+from mcp_server.core.config import ClusterConfig, Config
+from mcp_server.core.plans import PlanStore
+from mcp_server.local import LocalCluster, LocalSettings
 
 FAST = {"tick_ms": 20, "election_ticks": 10}
-
-# Port blocks for these tests: 12000-20800, below the ranges the raft-node tests use
-# (21000+) and the kernel's ephemeral ports (32768+). A block is reserved across
-# concurrent pytest sessions with a lock file while its cluster runs.
-PORT_LOW, PORT_HIGH, PORT_BLOCK = 12000, 20800, 200
-_LOCK_DIR = Path(tempfile.gettempdir()) / "agent-raft-manager-test-ports"
-_blocks = itertools.count()
-_held: dict[int, Any] = {}
-
-
-def next_base() -> int:
-    """A free block of ports (peers base+1.., APIs base+101..), reserved until released."""
-    _LOCK_DIR.mkdir(exist_ok=True)
-    n = (PORT_HIGH - PORT_LOW) // PORT_BLOCK
-    start = os.getpid() % n
-    for _ in range(n):
-        base = PORT_LOW + ((start + next(_blocks)) % n) * PORT_BLOCK
-        if base in _held:
-            continue
-        f = open(_LOCK_DIR / f"{base}.lock", "w")  # noqa: SIM115 - held while in use
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        if ports_free(base, 20):
-            _held[base] = f
-            return base
-        f.close()
-    raise RuntimeError(f"no free block of ports in {PORT_LOW}..{PORT_HIGH}")
-
-
-def release_base(base: int) -> None:
-    f = _held.pop(base, None)
-    if f is not None:
-        f.close()
 
 
 @contextlib.contextmanager
 def local_cluster(directory: Path, nodes: int = 3, **settings: Any) -> Iterator[LocalCluster]:
     opts = {**FAST, "allow_fault_injection": True, **settings}
-    base = next_base()
+    base = reserve_base_port()
     try:
         yield LocalCluster.up(
             directory, nodes=nodes, base_port=base, settings=LocalSettings(**opts), wait_s=30
@@ -78,7 +37,7 @@ def local_cluster(directory: Path, nodes: int = 3, **settings: Any) -> Iterator[
     finally:
         with contextlib.suppress(Exception):
             LocalCluster.load(directory).down(grace_s=2.0)
-        release_base(base)
+        release_base_port(base)
 
 
 def spare_address(lc: LocalCluster, k: int = 0) -> str:
@@ -115,17 +74,6 @@ def write_config(path: Path, clusters: dict[str, dict], **top: Any) -> Path:
     return path
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
 def node_api(lc: LocalCluster, node: str) -> str:
     return f"http://{LocalCluster.load(lc.dir).node(node).api_address}"
 
@@ -142,7 +90,7 @@ def leader_of(lc: LocalCluster) -> str:
                     return n.id
         return None
 
-    return wait_until(find, 10)
+    return wait_until(find, 10, "a leader")
 
 
 def set_faults(lc: LocalCluster, node: str, body: dict) -> dict:

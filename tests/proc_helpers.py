@@ -1,7 +1,7 @@
 """Helpers for tests that run real ``raft-node`` processes through ``LocalCluster``.
 
-* :func:`allocate_base_port` hands every cluster its own block of ports in a high range
-  (21000+), checked free, so tests (and concurrent test runs) never collide.
+* every cluster gets its own block of ports (``testkit.reserve_base_port``), checked
+  free and reserved across concurrent test runs, so tests never collide.
 * :class:`ClusterFactory` starts clusters with fast timing settings and always tears
   them down (``down()``), printing the tail of every node's log so a failing test shows
   what the nodes said (pytest only displays it on failure).
@@ -9,7 +9,7 @@
   rotates over nodes on connection errors and (optionally) retries 503s; with
   :class:`SessionClient` every write carries ``client_id``/``seq`` so retries are
   exactly-once.
-* bounded polling (:func:`wait_until`) instead of bare sleeps, WAL damage helpers, a
+* bounded polling (``testkit.wait_until``) instead of bare sleeps, WAL damage helpers, a
   Prometheus text parser.
 """
 
@@ -23,72 +23,22 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from testkit import release_base_port, reserve_base_port, wait_until
 
-from mcp_server.local_cluster import LocalCluster, LocalNode, LocalSettings
+from mcp_server.local import LocalCluster, LocalNode, LocalSettings
 
 T = TypeVar("T")
 
 # Fast timing: a 20 ms tick and elections after 10-20 ticks (200-400 ms).
 FAST = {"tick_ms": 20, "election_ticks": 10}
 ELECTION_TIMEOUT_MAX_S = FAST["tick_ms"] * FAST["election_ticks"] * 2 / 1000
-
-# -- ports -------------------------------------------------------------------------------
-
-# LocalCluster puts node i's peer port at base+i and its API port at base+100+i, and
-# add_node(base_port=base+10) uses base+11.. / base+111..: a block of 200 ports covers
-# a cluster and the nodes a test adds.
-PORT_LOW, PORT_HIGH, PORT_BLOCK = 21000, 32600, 200  # below the ephemeral range (32768+)
-_BLOCKS = (PORT_HIGH - PORT_LOW) // PORT_BLOCK
-_block_counter = itertools.count()
-_port_lock = threading.Lock()
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio servers do
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def allocate_base_port() -> int:
-    """A base port whose whole block (peer and API ports of up to 20 nodes) is free."""
-    start = os.getpid() % _BLOCKS  # concurrent test runs start in different blocks
-    with _port_lock:
-        for _ in range(_BLOCKS):
-            base = PORT_LOW + ((start + next(_block_counter)) % _BLOCKS) * PORT_BLOCK
-            ports = [base + i for i in range(1, 21)] + [base + 100 + i for i in range(1, 21)]
-            if all(port_free(p) for p in ports):
-                return base
-    raise RuntimeError(f"no free block of {PORT_BLOCK} ports in {PORT_LOW}..{PORT_HIGH}")
-
-
-# -- polling -----------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.1f}s waiting for {what} (last={last!r})"
-            )
-        time.sleep(interval)
-
 
 # -- clusters ----------------------------------------------------------------------------
 
@@ -112,7 +62,7 @@ class ClusterFactory:
 
     def up(self, nodes: int = 3, **settings: Any) -> LocalCluster:
         s = LocalSettings(**{**FAST, **settings})
-        base = allocate_base_port()
+        base = reserve_base_port()
         d = self.tmp_path / f"cluster{len(self.clusters)}"
         try:
             c = LocalCluster.up(d, nodes=nodes, base_port=base, settings=s, wait_s=30)
@@ -121,6 +71,9 @@ class ClusterFactory:
             with contextlib.suppress(Exception):
                 c = LocalCluster.load(d)
                 self.clusters.append(c)
+                self.base_ports[id(c)] = base
+            if not self.clusters or self.base_ports.get(id(self.clusters[-1])) != base:
+                release_base_port(base)
             raise
         self.clusters.append(c)
         self.base_ports[id(c)] = base
@@ -139,6 +92,7 @@ class ClusterFactory:
                     if n.pid and c.alive(n):  # only our own, still-running children
                         with contextlib.suppress(ProcessLookupError, PermissionError):
                             os.kill(n.pid, signal.SIGKILL)
+            release_base_port(self.base_ports.pop(id(c), -1))
             for n in c.nodes:
                 lines = log_text(c, n.id).splitlines()[-40:]
                 print(f"----- {n.id}.log (last {len(lines)} lines) -----")

@@ -1,4 +1,4 @@
-"""The randomized simulation campaign, run as users run it (the DESIGN.md contract)."""
+"""The randomized simulation campaign, run as users run it (the contract in docs/design.md)."""
 
 from __future__ import annotations
 

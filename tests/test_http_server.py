@@ -1,4 +1,4 @@
-"""Tests for the lean HTTP/1.1 server (raft_core.node.http_server) and benchmarks.loadgen.
+"""Tests for the lean HTTP/1.1 server (raft_core.node.http_server) and mcp_server.bench.loadgen.
 
 Every test runs its own server on port 0 inside ``asyncio.run``; clients speak raw bytes
 so the wire format itself is what is checked.
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.loadgen import run_load
+from mcp_server.bench.loadgen import run_load
 from raft_core.node.http_server import (
     HTTPError,
     HTTPServer,

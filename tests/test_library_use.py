@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
+
+from testkit import free_port
 
 from raft_core.node.config import NodeConfig
 from raft_core.node.server import RaftNode
@@ -32,18 +33,12 @@ class Counter:
         return json.dumps(self.totals, sort_keys=True)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(data_dir: Path) -> NodeConfig:
     return NodeConfig(
         id="app1",
         data_dir=data_dir,
-        peer_listen=f"127.0.0.1:{_port()}",
-        api_listen=f"127.0.0.1:{_port()}",
+        peer_listen=f"127.0.0.1:{free_port()}",
+        api_listen=f"127.0.0.1:{free_port()}",
         tick_ms=10,
         snapshot_entries=50,
         keep_entries=5,

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from manager_helpers import leader_of, next_base, release_base, write_config
+from manager_helpers import leader_of, write_config
+from testkit import release_base_port, reserve_base_port
 
 from mcp_server import cli
-from mcp_server.adapters.raft_core import RaftCoreAdapter
-from mcp_server.local_cluster import LocalCluster
+from mcp_server.adapters.raft_node import RaftNodeAdapter
+from mcp_server.local import LocalCluster
 
 pytestmark = pytest.mark.processes
 
@@ -53,7 +54,7 @@ def call(capsys, *args: str) -> tuple[int, dict | list, str]:
 def test_cli_end_to_end(tmp_path, env, capsys):
     d = tmp_path / "cluster"
     (tmp_path / "token").write_text(TOKEN)
-    base = next_base()
+    base = reserve_base_port()
     cfg = write_config(
         tmp_path / "clusters.yaml",
         {
@@ -196,17 +197,17 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         assert TOKEN not in (tmp_path / "audit.jsonl").read_text()
 
         # verify exit codes: 1 divergent, 2 could not verify
-        real = RaftCoreAdapter.state_digest
+        real = RaftNodeAdapter.state_digest
 
         def doctored(self, node, at=None):
             d_ = real(self, node, at)
             return d_ if node != target else type(d_)(d_.index, d_.term, "e" * 64, d_.state_hash)
 
-        RaftCoreAdapter.state_digest = doctored  # type: ignore[method-assign]
+        RaftNodeAdapter.state_digest = doctored  # type: ignore[method-assign]
         try:
             code, v, _ = call(capsys, *c, "verify", "--json")
         finally:
-            RaftCoreAdapter.state_digest = real  # type: ignore[method-assign]
+            RaftNodeAdapter.state_digest = real  # type: ignore[method-assign]
         assert code == 1 and v["consistent"] is False
         assert v["divergences"][0]["member"] == target
         # human output too
@@ -222,7 +223,7 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         assert vf.returncode == 2 and json.loads(vf.stdout)["consistent"] is None
     finally:
         down = run(["cluster", "down", "--dir", str(d), "--json"], env)
-        release_base(base)
+        release_base_port(base)
     assert down.returncode == 0, down.stderr
     assert not any(n["running"] for n in json.loads(down.stdout)["nodes"])
 
@@ -244,11 +245,11 @@ def test_cli_usage_and_config_errors(tmp_path, env, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_fresh_state_dir(tmp_path, env):
-    base = next_base()
+    base = reserve_base_port()
     try:
         r = run(["demo", "--json", "--base-port", str(base)], env, timeout=120)
     finally:
-        release_base(base)
+        release_base_port(base)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] is True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from manager_helpers import (
     audit_lines,
@@ -10,14 +12,15 @@ from manager_helpers import (
     local_cluster,
     make_manager,
     node_status,
-    wait_until,
 )
+from testkit import wait_until
 
-from mcp_server.config import ClusterConfig, Config
-from mcp_server.errors import Refused
-from mcp_server.models import ElectionResult, MembershipChange, Plan, RecoverResult
-from mcp_server.operations import Manager
-from mcp_server.plans import PlanStore
+from mcp_server.core import Manager
+from mcp_server.core.config import ClusterConfig, Config
+from mcp_server.core.errors import Refused, Unreachable
+from mcp_server.core.models import ElectionResult, MembershipChange, Plan, RecoverResult
+from mcp_server.core.plans import PlanStore
+from mcp_server.local import LocalCluster
 
 pytestmark = pytest.mark.processes
 
@@ -37,20 +40,20 @@ def test_status_health_replicate_read_snapshot_verify(tmp_path, state):
             h = mgr.health_check("change_membership")
             assert h.healthy and h.safe and h.leader == leader
 
-            r = mgr.replicate([{"key": "a", "value": "1"}, {"key": "b", "value": "2"}])
+            r = mgr.replicate([{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]).result
             assert [e.key for e in r.entries] == ["a", "b"] and r.leader == leader
             assert r.entries[1].index == r.entries[0].index + 1
             assert mgr.read("a").value == "1"
             assert mgr.read("missing").value is None
             wait_until(lambda: mgr.read("b", "stale").value == "2")
-            d = mgr.replicate({"a": None})
+            d = mgr.replicate({"a": None}).result
             assert d.entries[0].deleted is True and mgr.read("a").value is None
             assert last_audit(state)["operation"] == "replicate"
 
-            snap = mgr.snapshot()
+            snap = mgr.snapshot().result
             assert [s.node for s in snap.snapshots] == ["n1", "n2", "n3"]
             assert all(s.ok and s.snapshot_index >= 3 for s in snap.snapshots)
-            one = mgr.snapshot("n2")
+            one = mgr.snapshot("n2").result
             assert [s.node for s in one.snapshots] == ["n2"]
 
             v = mgr.verify_consistency()
@@ -68,18 +71,20 @@ def test_elect_transfers_and_campaigns(tmp_path, state):
         st = mgr.status()
         old = st.leader
         target = next(m.id for m in st.members if m.id != old)
-        e = mgr.elect_leader(target)
+        out = mgr.elect_leader(target)
+        assert out.outcome == "applied" and out.plan.safe
+        e = out.result
         assert isinstance(e, ElectionResult)
         assert (e.method, e.previous_leader, e.leader) == ("transfer", old, target)
         assert e.term > e.previous_term and e.seconds < 5
         assert mgr.status().leader == target
 
-        same = mgr.elect_leader()
+        same = mgr.elect_leader().result
         assert same.method == "none" and same.leader == target
 
         # Leaderless: kill the leader, then make the cluster elect at once.
         mgr.inject_fault("kill", [target])
-        e = mgr.elect_leader()
+        e = mgr.elect_leader().result
         assert e.method in ("campaign", "none")  # "none" if the timers beat us
         assert e.leader not in (None, target)
         assert e.method == "none" or e.previous_leader == target
@@ -88,7 +93,9 @@ def test_elect_transfers_and_campaigns(tmp_path, state):
 
 def test_membership_add_promote_remove_leader_with_processes(tmp_path, state):
     with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
-        plan = mgr.change_membership("add_learner", "n4")  # dry run by default
+        out = mgr.change_membership("add_learner", "n4")  # dry run by default
+        assert out.outcome == "planned" and out.result is None
+        plan = out.plan
         assert isinstance(plan, MembershipChange) and plan.safe and not plan.applied
         assert [s.action for s in plan.steps] == [
             "start_process",
@@ -97,18 +104,18 @@ def test_membership_add_promote_remove_leader_with_processes(tmp_path, state):
         ]
         assert last_audit(state)["outcome"] == "planned"
 
-        r = mgr.change_membership("add_learner", "n4", dry_run=False)
+        r = mgr.change_membership("add_learner", "n4", dry_run=False).result
         assert r.applied and r.learners_after == ["n4"]
         assert all(s.ok for s in r.results)
         st = mgr.status()
         n4 = next(m for m in st.members if m.id == "n4")
         assert n4.learner and n4.role == "learner" and n4.process == "running"
 
-        r = mgr.change_membership("promote", "n4", dry_run=False)
+        r = mgr.change_membership("promote", "n4", dry_run=False).result
         assert r.voters_after == ["n1", "n2", "n3", "n4"] and r.quorum_after == 3
 
         leader = mgr.status().leader
-        r = mgr.change_membership("remove", leader, dry_run=False)
+        r = mgr.change_membership("remove", leader, dry_run=False).result
         actions = [s.action for s in r.results]
         assert actions == ["transfer_leadership", "remove", "stop_process"], actions
         st = mgr.status()
@@ -121,7 +128,7 @@ def test_membership_add_promote_remove_leader_with_processes(tmp_path, state):
 
 def test_add_voter_flow_and_learner_removal(tmp_path, state):
     with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
-        r = mgr.change_membership("add_voter", "n4", dry_run=False)
+        r = mgr.change_membership("add_voter", "n4", dry_run=False).result
         assert [s.action for s in r.results] == [
             "start_process",
             "add_learner",
@@ -130,7 +137,7 @@ def test_add_voter_flow_and_learner_removal(tmp_path, state):
         ]
         assert r.voters_after == ["n1", "n2", "n3", "n4"]
         r = mgr.change_membership("add_learner", "n5", dry_run=False)
-        r = mgr.change_membership("remove", "n5", dry_run=False)
+        r = mgr.change_membership("remove", "n5", dry_run=False).result
         assert r.learners_after == [] and [s.action for s in r.results] == [
             "remove",
             "stop_process",
@@ -146,12 +153,12 @@ def test_recover_restarts_and_waits_for_catch_up(tmp_path, state):
         st = mgr.status()
         assert any(f"{victim} is unreachable" in w for w in st.warnings)
         seen = []
-        r = mgr.recover_node(victim, progress=lambda d, t, m: seen.append(m))
+        r = mgr.recover_node(victim, progress=lambda d, t, m: seen.append(m)).result
         assert isinstance(r, RecoverResult)
         assert r.action == "restarted" and r.caught_up and r.applied_index >= r.target_index
         assert r.target_index >= 22 and seen
         assert mgr.status().warnings == []
-        again = mgr.recover_node(victim)
+        again = mgr.recover_node(victim).result
         assert again.action == "waited" and again.caught_up
 
 
@@ -159,20 +166,20 @@ def test_fault_injection_partition_heal_restart(tmp_path, state):
     with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
         leader = mgr.status().leader
         victim = next(n for n in ("n1", "n2", "n3") if n != leader)
-        f = mgr.inject_fault("partition", [victim])
+        f = mgr.inject_fault("partition", [victim]).result
         assert f.kind == "partition" and sorted(f.affected) == ["n1", "n2", "n3"]
         assert sorted(f.faults[victim]["drop"]) == sorted({"n1", "n2", "n3"} - {victim})
         wait_until(lambda: node_status(lc, victim)["role"] in ("pre_candidate", "candidate"))
         st = mgr.status()
         assert any(f"{victim} does not follow" in w for w in st.warnings)
         assert st.leader == leader  # the majority side keeps its leader
-        h = mgr.inject_fault("heal")
+        h = mgr.inject_fault("heal").result
         assert sorted(h.affected) == ["n1", "n2", "n3"]
         wait_until(lambda: mgr.health_check().healthy, 10)
-        r = mgr.inject_fault("restart", [victim])
+        r = mgr.inject_fault("restart", [victim]).result
         assert r.affected == [victim]
         wait_until(lambda: mgr.health_check().healthy, 10)
-        plan = mgr.inject_fault("kill", ["n1", "n2"], dry_run=True)
+        plan = mgr.inject_fault("kill", ["n1", "n2"], dry_run=True).plan
         assert isinstance(plan, Plan) and any("stops committing" in x for x in plan.risks)
 
 
@@ -189,9 +196,9 @@ def test_remote_cluster_by_endpoints(tmp_path, state):
             assert all(m.process is None for m in st.members)  # not ours to manage
             leader = st.leader
             victim = next(n for n in ("n2", "n3") if n != leader)
-            assert mgr.replicate({"r": "1"}).entries[0].key == "r"
+            assert mgr.replicate({"r": "1"}).result.entries[0].key == "r"
             lc.kill(victim)
-            r = mgr.recover_node(victim)
+            r = mgr.recover_node(victim).result
             assert r.action == "manual" and not r.caught_up
             assert any("restart raft-node" in i for i in r.instructions)
             with pytest.raises(Refused, match="needs a local cluster"):
@@ -200,5 +207,24 @@ def test_remote_cluster_by_endpoints(tmp_path, state):
                 mgr.inject_fault("partition", [leader])
             # once the operator restarted it, recover waits until it has caught up
             lc.start(victim)
-            r = mgr.recover_node(victim)
+            r = mgr.recover_node(victim).result
             assert r.action == "waited" and r.caught_up
+
+
+def test_only_start_local_starts_the_embedded_cluster(state):
+    """A read never starts the embedded default cluster; ``start_local=True`` does, and
+    says so in the manager and in the next status answer."""
+    with Manager.open() as mgr, pytest.raises(Unreachable, match="cluster up"):
+        mgr.status()
+    d = state / "agent-raft-manager" / "local"
+    assert not (d / "cluster.yaml").exists()
+    try:
+        with Manager.open(start_local=True) as mgr:
+            assert mgr.started is not None and mgr.started.dir == str(d)
+            st = mgr.status()
+            assert st.notices == [f"started the local cluster in {d}"] and st.leader
+        with Manager.open(start_local=True) as again:  # already running: nothing started
+            assert again.started is None and again.status().notices == []
+    finally:
+        with contextlib.suppress(Exception):
+            LocalCluster.load(d).down(grace_s=2.0)

@@ -18,11 +18,11 @@ from manager_helpers import (
     node_status,
     set_faults,
     spare_address,
-    wait_until,
 )
+from testkit import wait_until
 
-from mcp_server.errors import Refused
-from mcp_server.local_cluster import LocalCluster
+from mcp_server.core.errors import Refused
+from mcp_server.local import LocalCluster
 
 pytestmark = pytest.mark.processes
 
@@ -64,7 +64,7 @@ def test_promote_of_a_lagging_learner_is_refused(tmp_path, state):
         )
         assert_audited(state, "change_membership", "lagging learner")
         assert mgr.status().learners == ["n9"]  # nothing changed
-        plan = mgr.change_membership("promote", "n9", dry_run=True)
+        plan = mgr.change_membership("promote", "n9", dry_run=True).plan
         assert not plan.safe and plan.reasons
 
 
@@ -83,7 +83,7 @@ def test_removal_that_breaks_quorum_is_refused(tmp_path, state):
         assert line["arguments"]["node"] == a and line["arguments"]["action"] == "remove"
         assert sorted(mgr.status().voters) == ["n1", "n2", "n3"]
         # Removing the dead member instead is fine (2 of the 2 remaining are available).
-        plan = mgr.change_membership("remove", b, dry_run=True)
+        plan = mgr.change_membership("remove", b, dry_run=True).plan
         assert plan.safe, plan.reasons
         # Two voters down: no election can succeed; `elect` refuses to pretend.
         lc.kill(a)
@@ -112,7 +112,7 @@ def test_change_while_another_is_in_flight_or_joint_is_refused(tmp_path, state):
             wait_until(
                 lambda: (s := node_status(lc, leader))["pending_conf_index"] > s["applied_index"],
                 5,
-                0.01,
+                interval=0.01,
             )
             refused(
                 lambda: mgr.change_membership(
@@ -128,7 +128,7 @@ def test_change_while_another_is_in_flight_or_joint_is_refused(tmp_path, state):
         t = threading.Thread(target=change, args=({"action": "promote", "id": "n9"},))
         t.start()
         try:
-            wait_until(lambda: node_status(lc, leader)["joint"], 5, 0.01)
+            wait_until(lambda: node_status(lc, leader)["joint"], 5, interval=0.01)
             refused(
                 lambda: mgr.change_membership("remove", "n9", dry_run=False),
                 "joint configuration",
@@ -143,7 +143,7 @@ def test_stale_plan_id_is_refused(tmp_path, state):
     with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
         leader = leader_of(lc)
         follower = next(n for n in ("n1", "n2", "n3") if n != leader)
-        plan = mgr.change_membership("remove", follower, dry_run=True)
+        plan = mgr.change_membership("remove", follower, dry_run=True).plan
         assert plan.safe and plan.plan_id.startswith("p-")
         other = next(n for n in ("n1", "n2", "n3") if n not in (leader, follower))
         mgr.elect_leader(other)  # the term and the leader change
@@ -157,12 +157,14 @@ def test_stale_plan_id_is_refused(tmp_path, state):
         assert line["plan_id"] == plan.plan_id
         assert follower in mgr.status().voters
         # A plan for other arguments, or one already used, is refused too.
-        fresh = mgr.change_membership("remove", follower, dry_run=True)
+        fresh = mgr.change_membership("remove", follower, dry_run=True).plan
         refused(
             lambda: mgr.change_membership("remove", other, dry_run=False, plan_id=fresh.plan_id),
             "was made for",
         )
-        done = mgr.change_membership("remove", follower, dry_run=False, plan_id=fresh.plan_id)
+        done = mgr.change_membership(
+            "remove", follower, dry_run=False, plan_id=fresh.plan_id
+        ).result
         assert done.applied and follower not in done.voters_after
         refused(
             lambda: mgr.change_membership("remove", follower, dry_run=False, plan_id=fresh.plan_id),
@@ -235,9 +237,9 @@ def test_policy_refusals_on_a_real_cluster(tmp_path, state, monkeypatch):
         refused(lambda: prod.change_membership("remove", "n3", dry_run=False), "needs a plan id")
         refused(lambda: prod.elect_leader("n1"), "needs a plan id")
         refused(lambda: prod.snapshot(), "needs a plan id")
-        plan = prod.replicate({"k": "v"}, dry_run=True)
+        plan = prod.replicate({"k": "v"}, dry_run=True).plan
         assert plan.safe and plan.steps[0].detail == "put k"
-        done = prod.replicate({"k": "v"}, plan_id=plan.plan_id)
+        done = prod.replicate({"k": "v"}, plan_id=plan.plan_id).result
         assert done.entries[0].key == "k"
         assert prod.read("k").value == "v"  # reads need no plan
         assert prod.status().leader is not None
@@ -247,7 +249,7 @@ def test_policy_refusals_on_a_real_cluster(tmp_path, state, monkeypatch):
         assert_audited(state, "replicate", "read-only")
         refused(lambda: ro.elect_leader(), "read-only")
         refused(lambda: ro.recover_node("n1"), "read-only")
-        assert ro.change_membership("remove", "n3", dry_run=True).safe
+        assert ro.change_membership("remove", "n3", dry_run=True).plan.safe
         assert ro.read("k").value == "v"
 
         # Operations outside allowed_operations are refused, reads included.
@@ -281,7 +283,7 @@ def test_sandbox_never_applies_an_unsafe_plan(tmp_path, state):
         LocalCluster.load(lc.dir).kill(b)
         time.sleep(0.1)
         refused(lambda: mgr.change_membership("remove", a, dry_run=False), "fewer than its quorum")
-        plan = mgr.change_membership("remove", a, dry_run=True)
+        plan = mgr.change_membership("remove", a, dry_run=True).plan
         assert not plan.safe and not plan.applied
         refused(
             lambda: mgr.change_membership("remove", a, dry_run=False, plan_id=plan.plan_id),

@@ -11,16 +11,16 @@ import json
 
 import pytest
 
-from mcp_server import policy
 from mcp_server.adapters.base import NodeStatus, Progress
-from mcp_server.audit import REDACTED, AuditLog, redact
-from mcp_server.config import load_config, resolve_token, state_dir
-from mcp_server.errors import ConfigError, Refused
-from mcp_server.health import report
-from mcp_server.membership import plan_change
-from mcp_server.models import Plan
-from mcp_server.plans import PlanStore, plan_id, timestamps
-from mcp_server.view import ClusterView
+from mcp_server.core import policy
+from mcp_server.core.audit import REDACTED, AuditLog, redact
+from mcp_server.core.config import load_config, resolve_token, state_dir
+from mcp_server.core.errors import ConfigError, Refused
+from mcp_server.core.models import Plan
+from mcp_server.core.plans import PlanStore, dry_run_rule, plan_id, timestamps
+from mcp_server.core.view import ClusterView
+from mcp_server.operations.health import report
+from mcp_server.operations.membership import plan_change
 
 # -- synthetic clusters ----------------------------------------------------------------
 
@@ -157,14 +157,13 @@ def _check(**kw):
 
 def test_policy_rules():
     _check()
-    _check(mode="production", plan_id="p-1")
-    _check(mode="production", dry_run=True)
+    _check(mode="production")  # the dry-run rule, not policy, asks for a plan id
     _check(read_only=True, operation="cluster_status")
     _check(read_only=True, dry_run=True, operation="change_membership")
-    with pytest.raises(Refused, match="needs a plan id"):
-        _check(mode="production")
     with pytest.raises(Refused, match="fault injection is refused"):
-        _check(mode="production", operation="inject_fault", plan_id="p-1")
+        _check(mode="production", operation="inject_fault")
+    with pytest.raises(Refused, match="sandbox clusters only"):
+        _check(mode="production", operation="bench")
     with pytest.raises(Refused, match="read-only"):
         _check(read_only=True)
     with pytest.raises(Refused, match="not in the allowed_operations"):
@@ -172,6 +171,30 @@ def test_policy_rules():
     with pytest.raises(Refused, match="sandbox clusters only"):
         _check(mode="production", operation="cluster_kill")
     assert policy.canonical("put") == "replicate"
+
+
+@pytest.mark.parametrize(
+    ("mode", "dry_run", "plan_id", "decision"),
+    [
+        ("sandbox", True, None, "plan"),
+        ("sandbox", False, "p-1", "apply_saved"),
+        ("sandbox", False, None, "apply_now"),
+        ("production", True, None, "plan"),
+        ("production", False, "p-1", "apply_saved"),
+        ("production", False, None, "refused"),
+    ],
+)
+def test_the_dry_run_rule(mode, dry_run, plan_id, decision):
+    def rule():
+        return dry_run_rule(
+            cluster="c", mode=mode, operation="replicate", dry_run=dry_run, plan_id=plan_id
+        )
+
+    if decision == "refused":
+        with pytest.raises(Refused, match="needs a plan id"):
+            rule()
+    else:
+        assert rule() == decision
     with pytest.raises(ValueError):
         policy.canonical("format_disk")
 

@@ -1,4 +1,4 @@
-"""Input validation of the node HTTP API (DESIGN.md "The node HTTP API (contract)").
+"""Input validation of the node HTTP API (docs/design.md, "The engine and the node API").
 
 One single-node ``raft-node`` process serves the whole module (it is its own leader, so
 every route is reachable quickly). Every error must be the contract body

@@ -42,10 +42,10 @@ from proc_helpers import (
     url,
     wait_applied,
     wait_leader,
-    wait_until,
 )
+from testkit import wait_until
 
-from mcp_server.local_cluster import LocalCluster
+from mcp_server.local import LocalCluster
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 

@@ -13,13 +13,13 @@ import hmac
 import logging
 import os
 import random
-import socket
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
 import pytest
+from testkit import free_port
 
 from raft_core.codec import encode_message
 from raft_core.node.transport import PeerTransport, parse_address
@@ -105,14 +105,6 @@ async def close_all(nodes: dict[str, Node] | list[Node]) -> None:
 
 def hb(frm: str, to: str, i: int, term: int = 1) -> Message:
     return Message(MT.HEARTBEAT, to, frm, term=term, commit=i)
-
-
-def dead_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def warnings_about(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
@@ -369,7 +361,7 @@ def test_queue_is_bounded_while_peer_is_down() -> None:
     async def main() -> None:
         a = Node("a", queue_limit=100, queue_max_bytes=1 << 30)
         await a.t.start()
-        a.t.set_peers({"b": f"127.0.0.1:{dead_port()}"})
+        a.t.set_peers({"b": f"127.0.0.1:{free_port()}"})
         try:
             payload = b"p" * 1000
             mk = lambda i: Message(  # noqa: E731
@@ -401,7 +393,7 @@ def test_queue_byte_limit() -> None:
     async def main() -> None:
         a = Node("a", queue_limit=10_000, queue_max_bytes=10_000)
         await a.t.start()
-        a.t.set_peers({"b": f"127.0.0.1:{dead_port()}"})
+        a.t.set_peers({"b": f"127.0.0.1:{free_port()}"})
         try:
             big = Message(MT.APP, "b", "a", index=0, entries=[Entry(1, 0, data=b"x" * 3000)])
             a.t.send([big] * 10)
@@ -420,7 +412,7 @@ def test_backoff_is_bounded_and_jittered_by_injected_rng() -> None:
         rng = random.Random(7)
         a = Node("a", backoff_initial=0.05, backoff_max=0.2, rng=rng)
         await a.t.start()
-        a.t.set_peers({"b": f"127.0.0.1:{dead_port()}"})
+        a.t.set_peers({"b": f"127.0.0.1:{free_port()}"})
         try:
             await asyncio.sleep(1.0)
             attempts = a.t.stats.connect_attempts
@@ -572,7 +564,7 @@ def test_wrong_mac_from_a_raw_dialer_is_rejected() -> None:
     async def main() -> None:
         b = Node("b", cluster_secret=SECRET)
         await b.t.start()
-        b.t.set_peers({"a": f"127.0.0.1:{dead_port()}"})
+        b.t.set_peers({"a": f"127.0.0.1:{free_port()}"})
         try:
             r, w, resp = await raw_dial(b.t.bound_port, "a", "b", secret=SECRET, bad_mac=True)
             assert resp[0] == 5 and resp[1] == 2 and "authentication failed" in resp[2]
@@ -596,7 +588,7 @@ def test_handshake_checks_identity_cluster_and_membership() -> None:
     async def main() -> None:
         b = Node("b", cluster_id="blue")
         await b.t.start()
-        b.t.set_peers({"a": f"127.0.0.1:{dead_port()}"})
+        b.t.set_peers({"a": f"127.0.0.1:{free_port()}"})
         port = b.t.bound_port
         try:
             cases = [
@@ -629,7 +621,7 @@ def test_spoofed_sender_is_dropped(caplog) -> None:
     async def main() -> None:
         b = Node("b", cluster_secret=SECRET)
         await b.t.start()
-        b.t.set_peers({"a": f"127.0.0.1:{dead_port()}", "c": f"127.0.0.1:{dead_port()}"})
+        b.t.set_peers({"a": f"127.0.0.1:{free_port()}", "c": f"127.0.0.1:{free_port()}"})
         try:
             r, w, resp = await raw_dial(b.t.bound_port, "a", "b", secret=SECRET)
             assert resp == [4]
@@ -710,7 +702,7 @@ def test_drop_fault_discards_already_queued_messages() -> None:
     async def main() -> None:
         a = Node("a")
         await a.t.start()
-        a.t.set_peers({"b": f"127.0.0.1:{dead_port()}"})
+        a.t.set_peers({"b": f"127.0.0.1:{free_port()}"})
         try:
             a.t.send([hb("a", "b", i) for i in range(5)])
             a.t.set_faults(drop={"b"})

@@ -1,6 +1,6 @@
 """The adapter interface every cluster kind implements.
 
-The operations in ``operations.py`` only speak this interface. It is deliberately
+The operations (``mcp_server/operations/``) only speak this interface. It is deliberately
 shaped so that etcd fits as well as raft_core:
 
 - leadership moves only through the current leader (``transfer_leadership`` is sent
@@ -133,7 +133,7 @@ class ClusterAdapter(ABC):
         """Applied-state hash of ``node`` (at index ``at`` when it still retains it)."""
 
     def log_digests(self, node: str, start: int, end: int) -> LogSlice:
-        from ..errors import NotSupported
+        from ..core.errors import NotSupported
 
         raise NotSupported(f"{self.kind} clusters do not expose per-entry log digests")
 
@@ -155,7 +155,7 @@ class ClusterAdapter(ABC):
         """Ask the current leader to hand over to ``target``; (leader, term) after."""
 
     def campaign(self, node: str) -> int:
-        from ..errors import NotSupported
+        from ..core.errors import NotSupported
 
         raise NotSupported(f"{self.kind} members cannot be told to campaign")
 
@@ -179,7 +179,7 @@ class ClusterAdapter(ABC):
     def set_faults(
         self, node: str, *, drop: list[str] | None = None, clear: bool = False
     ) -> dict[str, Any]:
-        from ..errors import NotSupported
+        from ..core.errors import NotSupported
 
         raise NotSupported(f"{self.kind} clusters do not support fault injection")
 
@@ -190,23 +190,32 @@ class ClusterAdapter(ABC):
         return None
 
     def kill(self, node: str) -> None:
-        from ..errors import NotSupported
+        from ..core.errors import NotSupported
 
         raise NotSupported("this cluster's processes are not managed here")
 
     def start(self, node: str) -> None:
-        from ..errors import NotSupported
+        from ..core.errors import NotSupported
 
         raise NotSupported("this cluster's processes are not managed here")
 
+    def planned_addresses(self, node: str) -> tuple[str, str] | None:
+        """Where ``new_process`` would start ``node`` (peer, API), for plans; None if we
+        do not run this cluster's processes."""
+        return None
+
     def new_process(self, node: str) -> NewProcess:
         """Start an empty member process to be added (local clusters)."""
-        from ..errors import NotSupported
+        from ..core.errors import NotSupported
 
         raise NotSupported("this cluster's processes are not managed here")
 
     def retire_process(self, node: str) -> None:  # noqa: B027 - optional hook
         """Stop a removed member's process and forget it (local clusters)."""
+
+    def auth_headers(self) -> dict[str, str]:
+        """HTTP headers a raw client (the load generator) needs to talk to the members."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -1,0 +1,215 @@
+"""``raft-manager cluster up|down|kill|start|status``: the local launcher.
+
+Each command runs under the manager's one guard-and-audit path (``core.guard.Guard``):
+policy (production clusters refuse the launcher), one audit line per action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..core import (
+    ClusterConfig,
+    Config,
+    ConfigError,
+    LocalClusterState,
+    LocalNodeInfo,
+    ManagerError,
+)
+from ..core.audit import AuditLog
+from ..core.config import state_dir
+from ..core.guard import Guard
+from ..local import ClusterError, LocalCluster, LocalSettings, free_base_port, ports_free
+from . import render
+from .ui import EXIT_OK, UI, config_of
+
+# -- commands: the local launcher ------------------------------------------------------
+
+
+def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
+    """The cluster a `cluster ...` command acts on: --dir, else the selected local cluster."""
+    cfg: Config | None = None
+    if args.dir:
+        d = Path(args.dir).expanduser().resolve()
+        with contextlib.suppress(ConfigError):
+            cfg = config_of(args)
+        for c in cfg.clusters.values() if cfg else []:
+            if c.dir and Path(c.dir) == d:
+                return c, d
+        return ClusterConfig(name=f"dir:{d}", dir=str(d), mode="sandbox"), d
+    cfg = config_of(args)
+    c = cfg.cluster(args.cluster)
+    if not c.is_local:
+        raise ConfigError(
+            f"cluster {c.name!r} is not a local cluster (it has no `dir`)",
+            "pass --dir DIR, or pick a local cluster with --cluster",
+        )
+    return c, Path(c.dir)  # type: ignore[arg-type]
+
+
+def audit_for(args: argparse.Namespace) -> AuditLog:
+    try:
+        return AuditLog(config_of(args).audit_path())
+    except ConfigError:
+        return AuditLog(state_dir() / "audit.jsonl")
+
+
+def _launch(
+    args: argparse.Namespace,
+    operation: str,
+    arguments: dict[str, Any],
+    fn: Callable[[ClusterConfig, Path], LocalClusterState],
+) -> LocalClusterState:
+    c, d = _launcher_target(args)
+
+    def body(_decision: object) -> LocalClusterState:
+        try:
+            return fn(c, d)
+        except ClusterError as e:
+            raise ManagerError(str(e), f"see the node logs in {d}", operation=operation) from None
+
+    return Guard(c, audit_for(args)).run(operation, arguments, body)
+
+
+def describe(lc: LocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
+    """The answer of a launcher command: each process, its pid, role and term."""
+    nodes: list[LocalNodeInfo] = []
+    leader = None
+    with httpx.Client(timeout=httpx.Timeout(1.0, connect=0.5)) as client:
+        for n in lc.nodes:
+            alive = lc.alive(n)
+            role = term = None
+            if alive:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    st = client.get(f"http://{n.api_address}/v1/status").json()
+                    role, term = st.get("role"), st.get("term")
+                    if role == "leader":
+                        leader = n.id
+            nodes.append(
+                LocalNodeInfo(
+                    id=n.id,
+                    peer_address=n.peer_address,
+                    api_address=n.api_address,
+                    data_dir=n.data_dir,
+                    pid=n.pid if alive else None,
+                    running=alive,
+                    role=role,
+                    term=term,
+                    log=str(lc.dir / f"{n.id}.log"),
+                )
+            )
+    return LocalClusterState(
+        dir=str(lc.dir),
+        action=action,  # type: ignore[arg-type]
+        nodes=nodes,
+        leader=leader,
+        seconds=round(seconds, 3),
+        detail=detail,
+    )
+
+
+def cmd_cluster_up(args: argparse.Namespace, ui: UI) -> int:
+    def up(c: ClusterConfig, d: Path) -> LocalClusterState:
+        if args.base_port is not None:
+            base = args.base_port
+            if not ports_free(base, args.nodes):
+                raise ConfigError(
+                    f"ports {base + 1}-{base + args.nodes} or "
+                    f"{base + 101}-{base + 100 + args.nodes} are in use",
+                    "pick another --base-port (or stop what uses them)",
+                )
+        else:
+            base = free_base_port(c.base_port or 7100)
+            if base is None:
+                raise ConfigError("no free block of loopback ports found", "pass --base-port")
+        token_file = str(Path(args.api_token_file).resolve()) if args.api_token_file else None
+        settings = LocalSettings(
+            allow_fault_injection=args.allow_fault_injection,
+            tick_ms=args.tick_ms,
+            election_ticks=args.election_ticks,
+            fsync=args.fsync,
+            api_token_file=token_file,
+        )
+        t0 = time.monotonic()
+        with ui.spinner(f"starting {args.nodes} nodes and waiting for a leader"):
+            lc = LocalCluster.up(d, nodes=args.nodes, base_port=base, settings=settings)
+        took = time.monotonic() - t0
+        st = describe(lc, "up", took, "")
+        st.detail = f"{args.nodes} nodes up in {d}; leader {st.leader} (in {took:.1f}s)"
+        return st
+
+    arguments = {
+        "dir": args.dir,
+        "nodes": args.nodes,
+        "base_port": args.base_port,
+        "allow_fault_injection": args.allow_fault_injection,
+    }
+    ui.emit(_launch(args, "cluster_up", arguments, up), render.local_view)
+    return EXIT_OK
+
+
+def cmd_cluster_down(args: argparse.Namespace, ui: UI) -> int:
+    def down(c: ClusterConfig, d: Path) -> LocalClusterState:
+        t0 = time.monotonic()
+        lc = LocalCluster.load(d)
+        with ui.spinner("stopping the cluster"):
+            stopped = lc.down()
+        return describe(
+            lc,
+            "down",
+            time.monotonic() - t0,
+            f"stopped {len(stopped)} process(es): {', '.join(stopped) or 'none was running'}",
+        )
+
+    ui.emit(_launch(args, "cluster_down", {"dir": args.dir}, down), render.local_view)
+    return EXIT_OK
+
+
+def _cluster_node_command(
+    args: argparse.Namespace, ui: UI, action: str, act: Callable[[LocalCluster], None], done: str
+) -> int:
+    """`cluster kill|start NODE`: one launcher action on one node, audited."""
+
+    def run(c: ClusterConfig, d: Path) -> LocalClusterState:
+        t0 = time.monotonic()
+        lc = LocalCluster.load(d)
+        act(lc)
+        return describe(lc, action, time.monotonic() - t0, done)
+
+    arguments = {"dir": args.dir, "node": args.node}
+    ui.emit(_launch(args, f"cluster_{action}", arguments, run), render.local_view)
+    return EXIT_OK
+
+
+def cmd_cluster_kill(args: argparse.Namespace, ui: UI) -> int:
+    return _cluster_node_command(
+        args, ui, "kill", lambda lc: lc.kill(args.node), f"killed {args.node} (SIGKILL)"
+    )
+
+
+def cmd_cluster_start(args: argparse.Namespace, ui: UI) -> int:
+    def start(lc: LocalCluster) -> None:
+        with ui.spinner(f"starting {args.node}"):
+            lc.start(args.node)
+
+    return _cluster_node_command(args, ui, "start", start, f"started {args.node}")
+
+
+def cmd_cluster_status(args: argparse.Namespace, ui: UI) -> int:
+    def status(c: ClusterConfig, d: Path) -> LocalClusterState:
+        t0 = time.monotonic()
+        lc = LocalCluster.load(d)
+        running = sum(lc.alive(n) for n in lc.nodes)
+        return describe(
+            lc, "status", time.monotonic() - t0, f"{running}/{len(lc.nodes)} running in {d}"
+        )
+
+    ui.emit(_launch(args, "cluster_status", {"dir": args.dir}, status), render.local_view)
+    return EXIT_OK

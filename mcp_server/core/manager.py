@@ -1,0 +1,407 @@
+"""The Manager: one cluster's guarded, audited operations, for every face.
+
+The CLI, the MCP server, the demo and the benchmark all call these methods. Each one:
+
+1. builds the operation's one request model from its arguments (bad input is a
+   ``ConfigError`` naming the field);
+2. runs under ``Guard.run``: policy, the dry-run rule, one audit line per mutation,
+   plan and refusal;
+3. for a mutation: the operation's ``plan(ctx, request)`` makes a plan against the
+   cluster as it is; a dry run saves and returns it (``outcome: planned``); applying
+   checks a saved plan still matches, refuses an unsafe one, and then
+   ``run(ctx, plan, progress)`` carries it out (``outcome: applied``).
+
+Refusals raise ``Refused``; failures raise ``ManagerError``; both say what to do next.
+Long operations take ``progress(done, total, message)`` (the MCP server forwards it as
+progress notifications, the CLI shows a spinner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..adapters.base import ClusterAdapter
+from ..adapters.processes import LocalProcesses
+from ..adapters.raft_node import RaftNodeAdapter
+from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
+from ..operations import (
+    faults,
+    health,
+    leadership,
+    membership,
+    read,
+    recovery,
+    replicate,
+    snapshot,
+    verify,
+)
+from . import policy
+from .audit import AuditLog
+from .config import ClusterConfig, Config, load_config, resolve_token, state_dir
+from .context import Context, ProgressFn, quiet
+from .errors import ConfigError, ManagerError, NotSupported
+from .guard import Guard
+from .models import (
+    ClusterInfo,
+    ClusterList,
+    ClusterStatus,
+    ElectionOutcome,
+    ElectRequest,
+    FaultOutcome,
+    FaultRequest,
+    HealthReport,
+    HealthRequest,
+    KVEntry,
+    LocalStart,
+    MembershipOutcome,
+    MembershipRequest,
+    Outcome,
+    Plan,
+    ReadRequest,
+    ReadResult,
+    RecoverOutcome,
+    RecoverRequest,
+    ReplicateOutcome,
+    ReplicateRequest,
+    Request,
+    SnapshotOutcome,
+    SnapshotRequest,
+    VerifyReport,
+)
+from .plans import Decision, PlanStore, check_saved, refuse_unsafe
+from .view import status_model
+
+R = TypeVar("R", bound=Request)
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+
+
+class PlannedOperation(Protocol):
+    """What ``_mutate`` needs of an operation module (see ``mcp_server.operations``)."""
+
+    OPERATION: str
+
+    def plan(self, ctx: Context, request: Any) -> Plan: ...
+
+
+def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
+    """The adapter for cluster ``c`` and the token it uses (for redaction)."""
+    if c.kind == "etcd":
+        raise NotSupported(
+            f"cluster {c.name!r} is an etcd cluster: the etcd adapter is not available yet",
+            "use a raft_core cluster for now",
+        )
+    local_token = None
+    if c.dir and (Path(c.dir) / CLUSTER_FILE).exists():
+        try:
+            local_token = LocalCluster.load(c.dir).settings.api_token_file
+        except ClusterError:
+            local_token = None
+    token = resolve_token(c, local_token)
+    processes = LocalProcesses(c.dir) if c.dir else None
+    adapter = RaftNodeAdapter(endpoints=c.endpoints, processes=processes, token=token, tls=c.tls)
+    return adapter, token
+
+
+def list_clusters(config: Config) -> ClusterList:
+    default = config.default or (next(iter(config.clusters)) if len(config.clusters) == 1 else None)
+    return ClusterList(
+        config=config.path,
+        clusters=[
+            ClusterInfo(
+                name=c.name,
+                kind=c.kind,
+                mode=c.mode,
+                read_only=c.read_only,
+                allowed_operations=c.allowed_operations,
+                location=c.location,
+                default=c.name == default,
+            )
+            for c in config.clusters.values()
+        ],
+    )
+
+
+def request(model: type[R], **fields: Any) -> R:
+    """``model`` built from ``fields``; a ``ConfigError`` naming the bad field otherwise."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or model.__name__
+        raise ConfigError(f"bad {where}: {err['msg']}", "check the arguments") from None
+
+
+class Manager:
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        *,
+        config: Config | None = None,
+        adapter: ClusterAdapter | None = None,
+        audit: AuditLog | None = None,
+        plans: PlanStore | None = None,
+        started: LocalStart | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.config = config or Config(clusters={cluster.name: cluster}, default=cluster.name)
+        token = None
+        if adapter is None:
+            adapter, token = make_adapter(cluster)
+        self.adapter = adapter
+        self.audit = audit or AuditLog(self.config.audit_path())
+        self.audit.add_secret(token)
+        self.plans = plans or PlanStore(state_dir() / "plans")
+        self.guard = Guard(cluster, self.audit)
+        self.ctx = Context(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
+        self.started = started
+        """Set when ``open(start_local=True)`` started the embedded local cluster."""
+
+    @classmethod
+    def open(
+        cls,
+        config: Config | str | None = None,
+        cluster: str | None = None,
+        *,
+        start_local: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> Manager:
+        """The manager for ``cluster`` in ``config`` (a path, a Config, or None: the default).
+
+        With ``start_local``, a cluster marked ``auto_start`` (the embedded default) is
+        started when none of its processes runs, and ``manager.started`` says so (the
+        status answer repeats it in ``notices``). Without it nothing is started: a read
+        of a stopped cluster reports it unreachable.
+        """
+        cfg = config if isinstance(config, Config) else load_config(config)
+        c = cfg.cluster(cluster)
+        started = None
+        if start_local and c.auto_start and c.is_local:
+            try:
+                if ensure_running(c.dir, nodes=c.nodes, base_port=c.base_port, progress=progress):
+                    started = LocalStart(
+                        dir=str(c.dir), detail=f"started the local cluster in {c.dir}"
+                    )
+            except ClusterError as e:
+                raise ManagerError(str(e), "see the node logs in the cluster directory") from None
+        return cls(c, config=cfg, started=started)
+
+    def close(self) -> None:
+        self.adapter.close()
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return self.cluster.name
+
+    # -- the guarded paths -------------------------------------------------------------------
+
+    def guarded(self, operation: str, arguments: dict[str, Any], body: Callable[[], Any]) -> Any:
+        """Run ``body`` under the guard (policy, audit) as ``operation``: for faces with
+        work of their own, such as ``raft-manager bench``."""
+        return self.guard.run(operation, arguments, lambda _decision: body())
+
+    def _read(self, operation: str, req: Request, body: Callable[[], Any]) -> Any:
+        return self.guard.run(operation, req.arguments(), lambda _decision: body())
+
+    def _mutate(
+        self,
+        op: PlannedOperation,
+        req: Request,
+        outcome: type[OutcomeT],
+        *,
+        dry_run: bool,
+        plan_id: str | None,
+        run: Callable[[Plan], BaseModel],
+    ) -> OutcomeT:
+        """Plan ``req`` with ``op.plan``; then, as the dry-run rule decides, return the
+        plan or apply it with ``run``."""
+
+        def body(decision: Decision) -> OutcomeT:
+            plan = op.plan(self.ctx, req)
+            if decision == "plan":
+                self.plans.save(plan)
+                return outcome(outcome="planned", plan=plan)
+            if decision == "apply_saved":
+                assert plan_id is not None
+                check_saved(self.plans, plan_id, plan)
+            refuse_unsafe(plan)
+            return outcome(outcome="applied", plan=plan, result=run(plan))
+
+        return self.guard.run(op.OPERATION, req.arguments(), body, plan_id=plan_id, dry_run=dry_run)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def list_clusters(self) -> ClusterList:
+        return self._read("list_clusters", Request(), lambda: list_clusters(self.config))
+
+    def status(self) -> ClusterStatus:
+        def body() -> ClusterStatus:
+            st = status_model(
+                self.ctx.view(), cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
+            )
+            if self.started is not None:
+                st.notices.append(self.started.detail)
+            return st
+
+        return self._read("cluster_status", Request(), body)
+
+    cluster_status = status  # the MCP tool's name
+
+    def health_check(self, operation: str | None = None) -> HealthReport:
+        if operation is not None:
+            try:
+                operation = policy.canonical(operation)
+            except ValueError as e:
+                raise ConfigError(str(e), "name one of the MCP tool operations") from None
+        req = request(HealthRequest, operation=operation)
+        return self._read(health.OPERATION, req, lambda: health.check(self.ctx, req))
+
+    def read(self, key: str, consistency: str = "linearizable") -> ReadResult:
+        req = request(ReadRequest, key=key, consistency=consistency)
+        return self._read(read.OPERATION, req, lambda: read.read(self.ctx, req))
+
+    def verify_consistency(self) -> VerifyReport:
+        return self._read(verify.OPERATION, Request(), lambda: verify.verify(self.ctx))
+
+    # -- mutations -----------------------------------------------------------------------------
+
+    def elect_leader(
+        self,
+        target: str | None = None,
+        *,
+        dry_run: bool = False,
+        plan_id: str | None = None,
+        progress: ProgressFn | None = None,
+        timeout_s: float = 15.0,
+    ) -> ElectionOutcome:
+        """Move leadership to ``target``, or make a leaderless cluster elect one."""
+        req = request(ElectRequest, target=target)
+        return self._mutate(
+            leadership,
+            req,
+            ElectionOutcome,
+            dry_run=dry_run,
+            plan_id=plan_id,
+            run=lambda p: leadership.run(self.ctx, p, progress or quiet, timeout_s),
+        )
+
+    def replicate(
+        self,
+        entries: list[KVEntry] | list[dict] | dict[str, str | None],
+        *,
+        dry_run: bool = False,
+        plan_id: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> ReplicateOutcome:
+        """Commit ``entries`` ([{key, value}], or {key: value}; a null value deletes)."""
+        if isinstance(entries, dict):
+            entries = [{"key": k, "value": v} for k, v in entries.items()]
+        items = [e.model_dump() if isinstance(e, KVEntry) else e for e in entries]
+        req = request(ReplicateRequest, entries=items)
+        return self._mutate(
+            replicate,
+            req,
+            ReplicateOutcome,
+            dry_run=dry_run,
+            plan_id=plan_id,
+            run=lambda p: replicate.run(self.ctx, p, progress or quiet),
+        )
+
+    def change_membership(
+        self,
+        action: str,
+        node_id: str,
+        peer_address: str | None = None,
+        api_address: str | None = None,
+        *,
+        dry_run: bool = True,
+        plan_id: str | None = None,
+        progress: ProgressFn | None = None,
+        catch_up_timeout_s: float = 30.0,
+    ) -> MembershipOutcome:
+        """Plan (``dry_run``) or apply a membership change.
+
+        ``action``: add_learner, add_voter (learner, catch up, promote), promote, remove.
+        """
+        req = request(
+            MembershipRequest,
+            action=action.replace("-", "_"),
+            node_id=node_id,
+            peer_address=peer_address,
+            api_address=api_address,
+        )
+        return self._mutate(
+            membership,
+            req,
+            MembershipOutcome,
+            dry_run=dry_run,
+            plan_id=plan_id,
+            run=lambda p: membership.run(self.ctx, p, progress or quiet, catch_up_timeout_s),  # type: ignore[arg-type]
+        )
+
+    def snapshot(
+        self,
+        node: str | None = None,
+        *,
+        dry_run: bool = False,
+        plan_id: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> SnapshotOutcome:
+        req = request(SnapshotRequest, node=node)
+        return self._mutate(
+            snapshot,
+            req,
+            SnapshotOutcome,
+            dry_run=dry_run,
+            plan_id=plan_id,
+            run=lambda p: snapshot.run(self.ctx, p, progress or quiet),
+        )
+
+    def recover_node(
+        self,
+        node_id: str,
+        *,
+        dry_run: bool = False,
+        plan_id: str | None = None,
+        progress: ProgressFn | None = None,
+        timeout_s: float = 60.0,
+    ) -> RecoverOutcome:
+        """Bring a crashed or lagging member back and wait until it has caught up."""
+        req = request(RecoverRequest, node_id=node_id)
+        return self._mutate(
+            recovery,
+            req,
+            RecoverOutcome,
+            dry_run=dry_run,
+            plan_id=plan_id,
+            run=lambda p: recovery.run(self.ctx, p, progress or quiet, timeout_s),
+        )
+
+    def inject_fault(
+        self,
+        kind: str,
+        nodes: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        plan_id: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> FaultOutcome:
+        """partition (cut ``nodes`` off from the rest), heal, kill, restart: sandbox only."""
+        req = request(FaultRequest, kind=kind, nodes=list(nodes or []))
+        return self._mutate(
+            faults,
+            req,
+            FaultOutcome,
+            dry_run=dry_run,
+            plan_id=plan_id,
+            run=lambda p: faults.run(self.ctx, p, progress or quiet),
+        )

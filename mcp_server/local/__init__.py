@@ -1,0 +1,25 @@
+"""Local process management: ``raft-node`` clusters on this machine, and their ports."""
+
+from .cluster import (
+    CLUSTER_FILE,
+    ClusterError,
+    LocalCluster,
+    LocalNode,
+    LocalSettings,
+    ensure_running,
+    is_running,
+)
+from .ports import free_base_port, port_free, ports_free
+
+__all__ = [
+    "CLUSTER_FILE",
+    "ClusterError",
+    "LocalCluster",
+    "LocalNode",
+    "LocalSettings",
+    "ensure_running",
+    "free_base_port",
+    "is_running",
+    "port_free",
+    "ports_free",
+]

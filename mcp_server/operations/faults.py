@@ -1,0 +1,93 @@
+"""inject_fault (sandbox clusters only): partition, heal, kill, restart.
+
+partition cuts ``nodes`` off from every other member in both directions (each node's
+``/v1/admin/faults`` drop list; the nodes must run with ``--allow-fault-injection``);
+heal clears the faults on ``nodes`` (default: every member); kill (SIGKILL) and
+restart need a cluster whose processes raft-manager runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.context import Context, ProgressFn
+from ..core.models import FaultRequest, FaultResult, Plan, PlanStep
+from ..core.view import ClusterView, is_quorum
+
+OPERATION = "inject_fault"
+KINDS = ("partition", "heal", "kill", "restart")
+
+
+def plan(ctx: Context, request: FaultRequest) -> Plan:
+    view = ctx.view()
+    kind, nodes = request.kind, request.nodes
+    everyone = view.members()
+    reasons: list[str] = []
+    risks: list[str] = []
+    unknown = [n for n in nodes if n not in everyone]
+    if unknown:
+        reasons.append(f"unknown node(s): {', '.join(unknown)}")
+    if kind in ("partition", "kill", "restart") and not nodes:
+        reasons.append(f"{kind} needs at least one node")
+    if kind == "partition" and nodes and not [m for m in everyone if m not in nodes]:
+        reasons.append("a partition needs members on both sides")
+    if kind in ("partition", "heal") and not ctx.adapter.supports_faults:
+        reasons.append(f"{ctx.adapter.kind} clusters do not support network fault injection")
+    if kind in ("kill", "restart") and not ctx.adapter.can_control_processes:
+        reasons.append(f"{kind} needs a local cluster (raft-manager does not run these processes)")
+    if kind in ("partition", "kill"):
+        left = [v for v in view.available_voters() if v not in nodes]
+        if view.voters and not is_quorum(view.voters, left, view.voters_outgoing):
+            risks.append(
+                f"{kind} leaves {len(left)} of {len(view.voters)} voters on the majority side: "
+                "the cluster stops committing"
+            )
+    steps = [PlanStep(action=kind, detail=f"{kind} {', '.join(nodes) or 'all members'}")]
+    return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons, risks=risks)
+
+
+def run(ctx: Context, plan: Plan, progress: ProgressFn) -> FaultResult:
+    request = FaultRequest.model_validate(plan.arguments)
+    view = ctx.view()
+    kind, nodes = request.kind, request.nodes
+    faults: dict[str, dict[str, Any]] = {}
+    affected: list[str] = []
+    if kind == "partition":
+        detail = _partition(ctx, view, nodes, faults, affected)
+    elif kind == "heal":
+        for m in nodes or view.members():
+            if view.reachable(m):
+                faults[m] = ctx.adapter.set_faults(m, clear=True)
+                affected.append(m)
+        detail = f"faults cleared on {', '.join(affected) or 'no member'}"
+    elif kind == "kill":
+        for m in nodes:
+            ctx.adapter.kill(m)
+            affected.append(m)
+        detail = f"killed {', '.join(nodes)} (SIGKILL)"
+    else:
+        for m in nodes:
+            if ctx.adapter.running(m):
+                ctx.adapter.kill(m)
+            ctx.adapter.start(m)
+            affected.append(m)
+        detail = f"restarted {', '.join(nodes)}"
+    return FaultResult(
+        cluster=ctx.name, kind=kind, nodes=nodes, affected=affected, faults=faults, detail=detail
+    )
+
+
+def _partition(
+    ctx: Context,
+    view: ClusterView,
+    nodes: list[str],
+    faults: dict[str, dict[str, Any]],
+    affected: list[str],
+) -> str:
+    rest = [m for m in view.members() if m not in nodes]
+    for side, other in ((nodes, rest), (rest, nodes)):
+        for m in side:
+            if view.reachable(m):
+                faults[m] = ctx.adapter.set_faults(m, drop=other)
+                affected.append(m)
+    return f"{', '.join(nodes)} cut off from {', '.join(rest)}"

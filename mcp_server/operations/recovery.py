@@ -1,0 +1,113 @@
+"""recover_node: bring a crashed or lagging member back and wait until it has caught up.
+
+Local clusters: start the process if it is not running, then wait. Other clusters:
+wait if the member answers; otherwise return what the operator must do (raft-manager
+does not run its process). The plan's steps say which: ``start_process`` or
+``manual``, then ``wait_caught_up``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..core.context import Context, ProgressFn
+from ..core.errors import ManagerError
+from ..core.models import Plan, PlanStep, RecoverRequest, RecoverResult
+from ..core.view import ClusterView
+
+OPERATION = "recover_node"
+
+
+def plan(ctx: Context, request: RecoverRequest) -> Plan:
+    view = ctx.view()
+    node = request.node_id
+    reasons, steps = [], []
+    if not (view.is_voter(node) or view.is_learner(node)):
+        reasons.append(f"{node} is not a member of this cluster")
+    adapter = ctx.adapter
+    if adapter.can_control_processes and adapter.running(node) is False:
+        steps.append(PlanStep(action="start_process", node=node, detail=f"start {node}'s process"))
+    elif not adapter.can_control_processes and not view.reachable(node):
+        steps.append(
+            PlanStep(action="manual", node=node, detail=f"the operator restarts {node} on its host")
+        )
+    steps.append(
+        PlanStep(action="wait_caught_up", node=node, detail=f"wait until {node} has caught up")
+    )
+    return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons)
+
+
+def run(ctx: Context, plan: Plan, progress: ProgressFn, timeout_s: float = 60.0) -> RecoverResult:
+    t0 = time.monotonic()
+    node = plan.arguments["node"]
+    actions = {s.action for s in plan.steps}
+    if "manual" in actions:
+        return _manual(ctx, ctx.view(), node, t0)
+    action = "waited"
+    if "start_process" in actions:
+        progress(0, None, f"starting {node}")
+        ctx.adapter.start(node)
+        action = "restarted"
+    applied, target = _wait_caught_up(ctx, node, progress, timeout_s)
+    progress(1, 1, f"{node} caught up")
+    return RecoverResult(
+        cluster=ctx.name,
+        node=node,
+        action=action,  # type: ignore[arg-type]
+        caught_up=True,
+        applied_index=applied,
+        target_index=target,
+        seconds=round(time.monotonic() - t0, 3),
+    )
+
+
+def _manual(ctx: Context, view: ClusterView, node: str, t0: float) -> RecoverResult:
+    st = view.statuses.get(node)
+    where = (st.api_address if st else None) or "address unknown"
+    return RecoverResult(
+        cluster=ctx.name,
+        node=node,
+        action="manual",
+        caught_up=False,
+        applied_index=None,
+        target_index=view.leader.commit_index if view.leader else None,
+        seconds=round(time.monotonic() - t0, 3),
+        instructions=[
+            f"{node} ({where}) does not answer and raft-manager does not run its process",
+            f"restart raft-node for {node} on its host with the same --data-dir "
+            "(systemctl restart ..., or your orchestrator)",
+            f"then run `raft-manager recover {node}` again to wait until it has caught up",
+        ],
+    )
+
+
+def _wait_caught_up(
+    ctx: Context, node: str, progress: ProgressFn, timeout_s: float
+) -> tuple[int | None, int | None]:
+    """Wait until ``node`` applied the leader's commit index (as of when it answered)."""
+    target: dict[str, int] = {}
+
+    def caught(v: ClusterView) -> bool:
+        st = v.statuses.get(node)
+        if v.leader is None or st is None or not st.reachable:
+            return False
+        if "index" not in target:  # the leader's commit index once the node answers
+            target["index"] = v.leader.commit_index or 0
+        return (st.applied_index or 0) >= target["index"] and bool(v.caught_up(node))
+
+    def message(v: ClusterView) -> str:
+        st = v.statuses.get(node)
+        applied = st.applied_index if st and st.reachable else None
+        return f"{node} catching up: applied {applied} of {target.get('index', '?')}"
+
+    ok, v = ctx.wait_for(caught, timeout_s, progress, message, interval=0.1)
+    st = v.statuses.get(node)
+    applied = st.applied_index if st and st.reachable else None
+    if not ok:
+        log = f" ({ctx.cluster.dir}/{node}.log)" if ctx.cluster.dir else ""
+        raise ManagerError(
+            f"{node} did not catch up within {timeout_s:.0f}s (applied {applied}, target "
+            f"{target.get('index')})",
+            f"check {node}'s log{log}",
+        )
+    return applied, target.get("index")

@@ -1,0 +1,87 @@
+"""What every test file shares for waiting and ports: one ``wait_until``, one port
+allocator (``reserve_base_port`` / ``release_base_port``) and ``free_port``.
+
+Port blocks: a local cluster's node i listens on base+i (peers) and base+100+i (API);
+``add_node(base_port=base+10)`` uses base+11.. and base+111..; a block of 200 ports
+covers a cluster and the nodes a test adds. Blocks lie in 12000..32600, below the
+kernel's ephemeral range (32768+), and a block is reserved across concurrent pytest
+sessions with a lock file for as long as its cluster runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from mcp_server.local.ports import ephemeral_port, ports_free
+
+T = TypeVar("T")
+
+PORT_LOW, PORT_HIGH, PORT_BLOCK = 12000, 32600, 200
+NODES_PER_BLOCK = 20
+_LOCK_DIR = Path(tempfile.gettempdir()) / "agent-raft-manager-test-ports"
+_blocks = itertools.count()
+_held: dict[int, IO[str]] = {}
+_mutex = threading.Lock()
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    *,
+    interval: float = 0.05,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last: Any = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.1f}s waiting for {what} (last={last!r})"
+            )
+        time.sleep(interval)
+
+
+def reserve_base_port() -> int:
+    """A free block of ports, reserved (also against other pytest sessions) until released."""
+    _LOCK_DIR.mkdir(exist_ok=True)
+    n = (PORT_HIGH - PORT_LOW) // PORT_BLOCK
+    start = os.getpid() % n  # concurrent test runs start in different blocks
+    with _mutex:
+        for _ in range(n):
+            base = PORT_LOW + ((start + next(_blocks)) % n) * PORT_BLOCK
+            if base in _held:
+                continue
+            f = open(_LOCK_DIR / f"{base}.lock", "w")  # noqa: SIM115 - held while in use
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            if ports_free(base, NODES_PER_BLOCK):
+                _held[base] = f
+                return base
+            f.close()
+    raise RuntimeError(f"no free block of ports in {PORT_LOW}..{PORT_HIGH}")
+
+
+def release_base_port(base: int) -> None:
+    with _mutex:
+        f = _held.pop(base, None)
+    if f is not None:
+        f.close()
+
+
+def free_port() -> int:
+    """One port nothing listens on right now (for a single listener, or a dead peer)."""
+    return ephemeral_port()
