@@ -12,6 +12,7 @@ from .config import ConfigError, NodeConfig, load_config, parse_address
 from .http_server import start_server
 from .server import RaftNode
 from .storage import StorageCorruption, StorageError
+from .tls import api_server_context
 
 log = logging.getLogger("raft_core.node")
 
@@ -21,21 +22,42 @@ async def serve(cfg: NodeConfig) -> None:
     await node.start()
     token = cfg.read_secret("api_token_file")
     host, port = parse_address(cfg.api_listen, "--api-listen")
+    ssl_context = None
+    if cfg.cert_file is not None and cfg.key_file is not None:
+        ssl_context = api_server_context(
+            cfg.cert_file, cfg.key_file, cfg.trusted_ca_file, client_cert_auth=cfg.client_cert_auth
+        )
     http = await start_server(
         build_router(node, token.decode() if token else None),
         host,
         port,
         max_body=cfg.max_value_bytes + 64 * 1024,
+        head_timeout=cfg.request_head_timeout_ms / 1000,
+        body_timeout=cfg.request_body_timeout_ms / 1000,
+        idle_timeout=cfg.api_idle_timeout_ms / 1000,
+        max_connections=cfg.max_api_connections,
+        ssl_context=ssl_context,
     )
     log.info(
-        "%s: serving peers on %s and the API on %s (fsync=%s%s%s)",
+        "%s: serving peers on %s (peer auth: %s) and the API on %s (%s, fsync=%s%s%s)",
         cfg.id,
         cfg.peer_listen,
+        node.transport.peer_auth,
         cfg.api_listen,
+        "HTTPS" + (" with client certificates" if cfg.client_cert_auth else "")
+        if ssl_context
+        else "plain HTTP",
         cfg.fsync,
         ", API token required" if token else "",
         ", fault injection ENABLED" if cfg.allow_fault_injection else "",
     )
+    if node.transport.peer_auth == "none":
+        log.warning(
+            "%s: PEER AUTHENTICATION IS OFF: any process that can reach %s can speak Raft "
+            "to this node; set --cluster-secret-file or the --peer-*-file TLS options",
+            cfg.id,
+            cfg.peer_listen,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

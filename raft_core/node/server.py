@@ -37,6 +37,7 @@ from ..types import EntryType, NodeId, ProposalDropped, Role, Snapshot, Snapshot
 from .config import ConfigError, NodeConfig, parse_address
 from .metrics import Registry
 from .storage import DiskStorage, StorageError
+from .tls import peer_tls_of
 from .transport import PeerTransport
 
 log = logging.getLogger("raft_core.node")
@@ -271,6 +272,7 @@ class RaftNode:
             on_message=self._on_message,
             on_unreachable=self._on_unreachable,
             cluster_secret=cfg.read_secret("cluster_secret_file"),
+            tls=peer_tls_of(cfg),  # harden: mutual TLS on the peer port
         )
         self._update_peers()
         await self.transport.start()
@@ -835,6 +837,7 @@ class RaftNode:
         st["uptime_s"] = round(time.monotonic() - self._started, 1)
         st["faults"] = self.transport.faults
         st["healthy"] = self._fatal is None
+        st["peer_auth"] = self.transport.peer_auth  # harden: "tls" | "secret" | "none"
         return st
 
     def digest(self, at: int | None = None) -> dict:
