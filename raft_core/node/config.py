@@ -102,10 +102,6 @@ class NodeConfig:
     def api_tls(self) -> bool:
         return self.cert_file is not None
 
-    @property
-    def peer_tls(self) -> bool:
-        return self.peer_cert_file is not None
-
     def validate_tls_and_limits(self) -> None:
         """The checks for the TLS and limit options (called by :meth:`validate`)."""
         if (self.cert_file is None) != (self.key_file is None):
