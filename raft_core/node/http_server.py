@@ -47,10 +47,12 @@ Scope, deliberately small:
     responses (our writes back up) or a closing connection that cannot flush is aborted
     after the same time.
   - **connection cap** (``max_connections``, default 1000): at the cap, a new connection
-    closes the oldest connection that has no handler running (idle ones first, then
-    ones still sending a head or body); if every connection is running a handler, the
-    new one is answered **503** ``{"error":"too_many_connections"}`` and closed. So a
-    flood of stalled connections cannot lock out a client that sends its request.
+    makes room by closing the oldest connection that is still sending a request head or
+    body (or sent nothing yet), else the oldest idle keep-alive connection (closed
+    gracefully, so a client's pool sees EOF, not a reset); if every connection is
+    running a handler, the new one is answered **503** ``{"error":"too_many_connections"}``
+    and closed. So a flood of stalled connections can neither lock out a client that
+    sends its request nor push out established clients' idle connections.
   - a handler's run time is not limited here (the node has its own request timeout).
 * No ``Date``/``Server`` headers: the node's clients do not need them and they cost time.
   ``HEAD`` is not derived from ``GET`` (register it if wanted; otherwise 405).
@@ -1087,19 +1089,22 @@ class HTTPServer:
         self._conns.add(conn)
 
     def _make_room(self) -> bool:
-        """At the cap: close the oldest connection with no handler running, idle ones
-        first. False if every connection is busy (the new one is then refused)."""
+        """At the cap: close the oldest connection with a request still arriving, else the
+        oldest idle one. False if every connection is busy (the new one is refused)."""
         victim: _Connection | None = None
         best = (True, 0.0)
         for c in self._conns:
             if c._evictable():
-                key = (c._phase != _IDLE, c._since)
+                key = (c._phase == _IDLE, c._since)
                 if victim is None or key < best:
                     victim, best = c, key
         if victim is None:
             return False
         self.evicted += 1
-        victim._abort()
+        if victim._phase == _IDLE:
+            victim._close()
+        else:
+            victim._abort()
         self._conns.discard(victim)  # its slot is free now; connection_lost follows
         return True
 

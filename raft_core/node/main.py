@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import sys
 
@@ -12,9 +14,31 @@ from .config import ConfigError, NodeConfig, load_config, parse_address
 from .http_server import start_server
 from .server import RaftNode
 from .storage import StorageCorruption, StorageError
-from .tls import api_server_context
+from .tls import api_tls_of
 
 log = logging.getLogger("raft_core.node")
+
+# File descriptors a node needs besides API connections: WAL, snapshots, peers, slack.
+_FDS_BESIDES_API = 128
+
+
+def _ensure_fd_limit(needed: int) -> None:
+    """Raise the soft open-files limit so the API connection cap, not EMFILE, is what
+    refuses clients (many systems default to 1024); warn if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        log.warning(
+            "open-files limit is %d, below the %d that --max-api-connections needs; "
+            "raise it (ulimit -n) or lower --max-api-connections",
+            soft,
+            needed,
+        )
 
 
 async def serve(cfg: NodeConfig) -> None:
@@ -22,11 +46,8 @@ async def serve(cfg: NodeConfig) -> None:
     await node.start()
     token = cfg.read_secret("api_token_file")
     host, port = parse_address(cfg.api_listen, "--api-listen")
-    ssl_context = None
-    if cfg.cert_file is not None and cfg.key_file is not None:
-        ssl_context = api_server_context(
-            cfg.cert_file, cfg.key_file, cfg.trusted_ca_file, client_cert_auth=cfg.client_cert_auth
-        )
+    ssl_context = api_tls_of(cfg)
+    _ensure_fd_limit(cfg.max_api_connections + _FDS_BESIDES_API)
     http = await start_server(
         build_router(node, token.decode() if token else None),
         host,

@@ -35,6 +35,7 @@ __all__ = [
     "PeerTLS",
     "api_client_context",
     "api_server_context",
+    "api_tls_of",
     "cert_names",
     "peer_tls",
     "peer_tls_of",
@@ -98,6 +99,15 @@ def peer_tls(cert_file: Path, key_file: Path, trusted_ca_file: Path) -> PeerTLS:
     # host name the peer was dialed at.
     client.check_hostname = False
     return PeerTLS(server, client)
+
+
+def api_tls_of(cfg: NodeConfig) -> ssl.SSLContext | None:
+    """The API server context a node configuration asks for, or None (plain HTTP)."""
+    if cfg.cert_file is None or cfg.key_file is None:
+        return None
+    return api_server_context(
+        cfg.cert_file, cfg.key_file, cfg.trusted_ca_file, client_cert_auth=cfg.client_cert_auth
+    )
 
 
 def peer_tls_of(cfg: NodeConfig) -> PeerTLS | None:
