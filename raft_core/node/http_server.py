@@ -6,8 +6,8 @@ and the node's hot path (small JSON ``PUT``/``GET``) is exactly where that matte
 
 Scope, deliberately small:
 
-* HTTP/1.1 and HTTP/1.0 over plain TCP; keep-alive by default on 1.1, on 1.0 only when the
-  client asks for it; ``Connection: close`` honoured.
+* HTTP/1.1 and HTTP/1.0 over TCP, or TLS (``ssl_context``); keep-alive by default on
+  1.1, on 1.0 only when the client asks for it; ``Connection: close`` honoured.
 * One request at a time per connection. Pipelined requests are buffered and answered in
   order. Different connections run concurrently: every handler runs in its own task.
 * Request bodies only with ``Content-Length``. Any ``Transfer-Encoding`` (chunked or other)
