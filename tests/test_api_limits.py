@@ -22,7 +22,7 @@ import pytest
 from raft_core.node.http_server import HTTPServer, Request, Response, Router, json_response
 from raft_core.node.http_server import start_server as _start_server
 from tests.node_procs import NodeProcs, wait_for_leader
-from tests.proc_helpers import kv_path
+from tests.proc_helpers import kv_path, metric, parse_metrics
 
 HEAD_TIMEOUT = 0.5
 # A connection's deadline is checked by a sweep every timeout/4; allow that, plus
@@ -312,5 +312,10 @@ def test_raft_node_under_2000_half_open_connections(tmp_path: Path) -> None:
                 s.close()
             assert open_count == 0, f"{open_count} of 2000 abusive connections still open"
             assert http.get(f"http://{node.api}/v1/status").status_code == 200
+            samples = parse_metrics(http.get(f"http://{node.api}/metrics").text)
+            evicted = metric(samples, "raft_api_connections_limited_total", reason="evicted")
+            timed_out = metric(samples, "raft_api_connections_limited_total", reason="timed_out")
+            assert evicted is not None and timed_out is not None
+            assert evicted >= 1500 and evicted + timed_out >= 2000, (evicted, timed_out)
     finally:
         procs.close()

@@ -59,6 +59,16 @@ async def serve(cfg: NodeConfig) -> None:
         max_connections=cfg.max_api_connections,
         ssl_context=ssl_context,
     )
+    node.metrics.gauge(
+        "raft_api_connections", "Open client API connections", lambda: http.active_connections
+    )
+    node.metrics.gauge(
+        "raft_api_connections_limited_total",
+        "API connections closed by a limit: evicted at the cap, refused at the cap, or "
+        "timed out sending a request",
+        lambda: {"evicted": http.evicted, "refused": http.refused, "timed_out": http.timed_out},
+        label="reason",
+    )
     log.info(
         "%s: serving peers on %s (peer auth: %s) and the API on %s (%s, fsync=%s%s%s)",
         cfg.id,
