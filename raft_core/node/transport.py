@@ -53,6 +53,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -477,8 +478,6 @@ class PeerTransport:
             self.listen_port,
             limit=_STREAM_LIMIT,
             reuse_address=True,
-            ssl=self._tls.server if self._tls else None,
-            ssl_handshake_timeout=self.handshake_timeout if self._tls else None,
         )
         self._bound_port = int(self._server.sockets[0].getsockname()[1])
         self._started = True
@@ -892,6 +891,11 @@ class PeerTransport:
             self._pending_handshakes += 1
             try:
                 async with asyncio.timeout(self.handshake_timeout):
+                    if self._tls is not None:
+                        # TLS is started here rather than by the server so that a failed
+                        # handshake is logged and counted, and TLS handshakes share the
+                        # pending-handshake cap and timeout.
+                        await writer.start_tls(self._tls.server)
                     peer_id = await self._accept_handshake(reader, writer, addr)
             finally:
                 self._pending_handshakes -= 1
@@ -914,6 +918,9 @@ class PeerTransport:
             if isinstance(exc, _AuthError):
                 self.stats.auth_failures += 1
             log.warning("rejected connection from %s: %s", addr, exc)
+        except ssl.SSLError as exc:
+            self.stats.auth_failures += 1
+            log.warning("rejected connection from %s: TLS handshake failed: %s", addr, exc)
         except TimeoutError:
             log.info("closing connection from %s: handshake timed out", addr)
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
