@@ -25,7 +25,7 @@ import pytest
 
 from raft_core.node.certs import ClusterPKI, make_cluster_pki
 from raft_core.node.tls import api_client_context
-from tests.node_procs import NodeProcs, wait_for_leader
+from tests.node_procs import NodeProc, NodeProcs, wait_for_leader
 from tests.proc_helpers import kv_path, wait_until
 
 pytestmark = pytest.mark.processes
@@ -86,16 +86,17 @@ def test_tls_cluster_end_to_end_and_plain_http_refused(procs: NodeProcs, pki: Cl
         assert w.status_code == 200, w.text
         r = http.get(f"https://{api}{kv_path('k')}", params={"consistency": "linearizable"})
         assert r.status_code == 200 and r.json()["value"] == "over-tls", r.text
+
         # Replicated to every node over the mTLS peer links.
+        def applied(n: NodeProc) -> bool:
+            try:
+                st = http.get(f"https://{n.api}/v1/status").json()
+            except httpx.HTTPError:  # a node may still be starting on a loaded machine
+                return False
+            return st["applied_index"] >= w.json()["index"]
+
         for n in nodes.values():
-            wait_until(
-                lambda n=n: (
-                    http.get(f"https://{n.api}/v1/status").json()["applied_index"]
-                    >= w.json()["index"]
-                ),
-                10,
-                f"{n.id} to apply the write",
-            )
+            wait_until(lambda n=n: applied(n), 20, f"{n.id} to apply the write")
     # A plain-HTTP client gets no HTTP answer from the HTTPS API.
     with httpx.Client(timeout=3.0) as plain, pytest.raises(httpx.HTTPError):
         plain.get(f"http://{api}/v1/status")
