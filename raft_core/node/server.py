@@ -53,6 +53,7 @@ from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unava
 from .metrics import Registry
 from .status import MemberAddress, NodeStatus
 from .storage import DiskStorage, StorageError
+from .tls import peer_tls_of
 from .transport import PeerTransport
 
 log = logging.getLogger("raft_core.node")
@@ -228,6 +229,7 @@ class RaftNode:
             on_message=self._on_message,
             on_unreachable=self._on_unreachable,
             cluster_secret=cfg.read_secret("cluster_secret_file"),
+            tls=peer_tls_of(cfg),
         )
         self._update_peers()
         self.driver = Driver(
@@ -630,6 +632,7 @@ class RaftNode:
             uptime_s=round(time.monotonic() - self._started, 1),
             faults=self.transport.faults,
             healthy=self._fatal is None,
+            peer_auth=self.transport.peer_auth,
         )
 
     def digest(self, at: int | None = None) -> dict:
