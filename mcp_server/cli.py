@@ -26,13 +26,15 @@ from rich.table import Table
 from rich.text import Text
 
 from . import policy, render
-from .audit import AuditLog
+from .audit import AuditLog, _user
 from .config import ClusterConfig, Config, load_config, state_dir
 from .errors import ConfigError, ManagerError, Refused
 from .local import describe, free_base_port, ports_free
 from .local_cluster import ClusterError, LocalCluster, LocalSettings
+from .mcp_args import add_arguments as add_server_arguments
 from .models import DemoStep, ErrorReport, Plan
 from .operations import Manager, ProgressFn, list_clusters
+from .plans import PlanStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -470,18 +472,93 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
 
 
 def cmd_mcp(args: argparse.Namespace, ui: UI) -> int:
-    try:
-        from . import server  # type: ignore[attr-defined]
-    except ImportError:
-        server = None
-    entry = getattr(server, "main", None) if server is not None else None
-    if entry is None:
-        raise ManagerError(
-            "the MCP server is not part of this build yet",
-            "it arrives as `raft-manager-mcp [--config FILE]`; until then use the CLI with --json",
+    from .server import serve
+
+    return serve(args)
+
+
+def cmd_approve(args: argparse.Namespace, ui: UI) -> int:
+    """A human's out-of-band approval of one plan: at a terminal, never through MCP."""
+    from .approvals import ApprovalStore, via_mcp
+
+    if via_mcp():
+        raise Refused(
+            "approve refused: this process runs under the MCP server, and an approval "
+            "must come from a human, not from the agent",
+            f"a human runs `raft-manager approve {args.plan_id}` in their own terminal",
+            operation="approve",
         )
-    argv = [*(["--config", args.config] if args.config else [])]
-    return int(entry(argv) or 0)
+    if not sys.stdin.isatty():
+        raise Refused(
+            "approve needs a terminal: it asks a human to confirm, and stdin is not a tty",
+            f"run `raft-manager approve {args.plan_id}` yourself in a terminal",
+            operation="approve",
+        )
+    plans = PlanStore(state_dir() / "plans")
+    approvals = ApprovalStore(plans.dir / "approvals")
+    audit = _audit_for(args)
+    cfg_mode = _mode_lookup(args)
+
+    def rec(plan_id: str, cluster: str, operation: str, outcome: str, reason: str | None) -> None:
+        audit.record(
+            cluster=cluster,
+            mode=cfg_mode(cluster),
+            operation="approve",
+            arguments={"operation": operation},
+            outcome=outcome,
+            plan_id=plan_id,
+            reason=reason,
+        )
+
+    for a in approvals.sweep():
+        rec(a.plan_id, a.cluster, a.operation, "expired", f"the plan expired at {a.expires_at}")
+    plan = plans.get(args.plan_id, "approve")
+    if not plan.safe:
+        raise Refused(
+            f"plan {plan.plan_id} is not safe: {plan.reasons[0]}",
+            "an unsafe plan is never applied; fix the cause and make a new plan",
+            operation="approve",
+            reasons=plan.reasons,
+        )
+    ui.err.print(render.plan_view(plan))
+    ui.err.print(
+        Text(
+            f"Approve {plan.operation} on cluster {plan.cluster!r} as planned "
+            f"(term {plan.term}, leader {plan.leader}, expires {plan.expires_at})? [y/N] ",
+            style="bold",
+        ),
+        end="",
+    )
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        rec(plan.plan_id, plan.cluster, plan.operation, "declined", "declined at the terminal")
+        raise Refused(
+            f"plan {plan.plan_id} was not approved",
+            "nothing was changed; the agent must not apply this plan",
+            operation="approve",
+        )
+    approval = approvals.grant(plan, _user())
+    rec(plan.plan_id, plan.cluster, plan.operation, "approved", None)
+    ui.emit(
+        approval,
+        lambda a: Text(
+            f"approved {a.plan_id} ({a.operation} on {a.cluster}) until {a.expires_at}; "
+            "it can be applied once",
+            style="green",
+        ),
+    )
+    return EXIT_OK
+
+
+def _mode_lookup(args: argparse.Namespace) -> Callable[[str], str]:
+    try:
+        clusters = _config(args).clusters
+    except ConfigError:
+        clusters = {}
+    return lambda name: clusters[name].mode if name in clusters else "sandbox"
 
 
 def cmd_audit(args: argparse.Namespace, ui: UI) -> int:
@@ -620,7 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--clients", type=int, default=16)
     bn.add_argument("--duration", type=float, default=3.0)
     bn.add_argument("--value-size", type=int, default=64)
-    cmd(sub, "mcp", "run the MCP server (stdio)", cmd_mcp)
+    mc = cmd(sub, "mcp", "run the MCP server (stdio; --http for streamable HTTP)", cmd_mcp)
+    add_server_arguments(mc)
+    ap = cmd(
+        sub, "approve", "a human approves a plan (needs a terminal; never via MCP)", cmd_approve
+    )
+    ap.add_argument("plan_id")
     au = cmd(sub, "audit", "show the audit log", cmd_audit)
     au.add_argument("--tail", type=int, default=20)
     return p

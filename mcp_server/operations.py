@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from . import policy
 from .adapters.base import ClusterAdapter, WriteResult
 from .adapters.raft_core import RaftCoreAdapter
+from .approvals import DESTRUCTIVE, ApprovalStore
 from .audit import AuditLog
 from .config import ClusterConfig, Config, load_config, resolve_token, state_dir
 from .errors import (
@@ -109,6 +110,7 @@ def list_clusters(config: Config) -> ClusterList:
                 mode=c.mode,
                 read_only=c.read_only,
                 allowed_operations=c.allowed_operations,
+                require_approval=c.approval_required,
                 location=c.location,
                 default=c.name == default,
             )
@@ -136,6 +138,7 @@ class Manager:
         self.audit = audit or AuditLog(self.config.audit_path())
         self.audit.add_secret(token)
         self.plans = plans or PlanStore(state_dir() / "plans")
+        self.approvals = ApprovalStore(self.plans.dir / "approvals")
         self.client_id = f"raft-manager-{uuid.uuid4().hex[:12]}"
         self._seq = 0
 
@@ -319,9 +322,20 @@ class Manager:
     def gate_plan(self, plan: Plan, dry_run: bool, given_plan_id: str | None) -> Plan | None:
         """Dry run: save and return the plan. Otherwise check it and return None to apply."""
         op = plan.operation
+        needs_approval = op in DESTRUCTIVE and self.cluster.approval_required
         if dry_run:
+            plan.requires_approval = needs_approval and plan.safe
             self.plans.save(plan)
             return plan
+        if needs_approval:
+            self._expire_approvals()
+            if not given_plan_id:
+                raise Refused(
+                    f"cluster {self.name!r} requires a human's approval for {op}",
+                    "make a plan with dry_run=true, ask a human to run "
+                    "`raft-manager approve PLAN_ID` at a terminal, then apply that plan_id",
+                    operation=op,
+                )
         if given_plan_id:
             stored = self.plans.load(given_plan_id, self.name, op)
             if _norm(stored.arguments) != _norm(plan.arguments):
@@ -338,7 +352,17 @@ class Manager:
                     "make a new plan with a dry run, review it, and apply its plan_id",
                     operation=op,
                 )
+            if needs_approval and self.approvals.valid_for(stored) is None:
+                self.record("approve", {"operation": op}, "requested", plan_id=given_plan_id)
+                raise Refused(
+                    f"plan {given_plan_id} needs a human's approval before it is applied "
+                    f"(cluster {self.name!r} has require_approval)",
+                    f"ask a human to run `raft-manager approve {given_plan_id}` at a terminal "
+                    "(it cannot be approved through MCP), then apply the same plan_id again",
+                    operation=op,
+                )
             self.plans.discard(given_plan_id)
+            self.approvals.consume(given_plan_id)  # used once, even if refused below
         if not plan.safe:
             raise Refused(
                 plan.reasons[0],
@@ -347,6 +371,18 @@ class Manager:
                 reasons=plan.reasons,
             )
         return None
+
+    def _expire_approvals(self) -> None:
+        for a in self.approvals.sweep():
+            self.audit.record(
+                cluster=a.cluster,
+                mode=self.cluster.mode,
+                operation="approve",
+                arguments={"operation": a.operation},
+                outcome="expired",
+                plan_id=a.plan_id,
+                reason=f"the plan expired at {a.expires_at} before it was applied",
+            )
 
     # -- reads -----------------------------------------------------------------------------
 

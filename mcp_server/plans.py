@@ -88,7 +88,8 @@ class PlanStore:
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self._path(plan.plan_id))
 
-    def load(self, pid: str, cluster: str, operation: str) -> Plan:
+    def get(self, pid: str, operation: str | None = None) -> Plan:
+        """The stored plan ``pid``, whatever it is for; refused when unknown or expired."""
         path = self._path(pid)
         try:
             doc = json.loads(path.read_text())
@@ -100,18 +101,22 @@ class PlanStore:
             ) from None
         model = MembershipChange if doc.get("kind") == "membership" else Plan
         plan = model.model_validate(doc["plan"])
-        if plan.cluster != cluster or plan.operation != operation:
-            raise Refused(
-                f"plan {pid} is for {plan.operation} on cluster {plan.cluster!r}, "
-                f"not {operation} on {cluster!r}",
-                "apply a plan made for this operation and cluster",
-                operation=operation,
-            )
         if _expired(plan):
             self.discard(pid)
             raise Refused(
                 f"plan {pid} expired at {plan.expires_at}",
                 "make a new plan with a dry run; plans are short-lived on purpose",
+                operation=operation,
+            )
+        return plan
+
+    def load(self, pid: str, cluster: str, operation: str) -> Plan:
+        plan = self.get(pid, operation)
+        if plan.cluster != cluster or plan.operation != operation:
+            raise Refused(
+                f"plan {pid} is for {plan.operation} on cluster {plan.cluster!r}, "
+                f"not {operation} on {cluster!r}",
+                "apply a plan made for this operation and cluster",
                 operation=operation,
             )
         return plan
