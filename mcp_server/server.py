@@ -516,7 +516,11 @@ def _add_resources(server: MCPServer, cfg: Config, runbooks: Path | None) -> Non
             name=f"runbook-{md.stem}",
             description=f"runbook: {md.stem.replace('-', ' ').replace('_', ' ')}",
             mime_type="text/markdown",
-        )(md.read_text)
+        )(_reader(md))
+
+
+def _reader(path: Path) -> Callable[[], str]:
+    return lambda: path.read_text()
 
 
 def _add_prompts(server: MCPServer) -> None:
