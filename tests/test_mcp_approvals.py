@@ -119,7 +119,7 @@ def test_destructive_plan_needs_an_out_of_band_approval(tmp_path, state):
             state_dir() / "plans" / "approvals" / f"{pid2}.json",
         ):
             doc = json.loads(path.read_text())
-            (doc["plan"] if "plan" in doc else doc)["expires_at"] = "2020-01-01T00:00:00Z"
+            doc.get("plan", doc)["expires_at"] = "2020-01-01T00:00:00Z"
             path.write_text(json.dumps(doc))
 
         async def expired(c):
