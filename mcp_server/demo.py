@@ -2,7 +2,10 @@
 
 Start, status, replicate, read, transfer leadership, kill the leader and watch the
 failover, see an unsafe change refused, recover the killed node, add a learner,
-promote it, remove the leader (leadership moves first), verify, stop. Each step is one
+promote it, remove the leader (leadership moves first), verify; then what an agent
+sees: a real MCP client session over stdio against ``raft-manager-mcp`` (status,
+health, a planned and applied membership change, an unsafe request refused, a
+leadership transfer, verification); stop. Each step is one
 narrated line with its result and timing. Transient failures (an election in flight)
 are retried; the cluster is always stopped at the end.
 """
@@ -202,10 +205,36 @@ def run_demo(
         ("remove the leader", remove_leader, 3),
         ("verify consistency", verify, 3),
     ]
+
+    def mcp_session() -> int:
+        """The agent's view: a real MCP session over stdio, one narrated step per call."""
+        from .demo_mcp import run_session
+
+        def report(call: str, ok: bool, summary: str, seconds: float) -> None:
+            s = DemoStep(
+                n=len(steps) + 1,
+                title=f"MCP {call}",
+                ok=ok,
+                result=summary,
+                seconds=round(seconds, 2),
+            )
+            steps.append(s)
+            narrate(s)
+
+        before = len(steps)
+        try:
+            run_session(d, report)
+        except Exception as e:  # the session itself could not run: one failed step
+            report("session over stdio", False, f"failed: {type(e).__name__}: {e}", 0.0)
+        return len(steps) - before
+
+    mcp_steps = 0
     try:
         for title, fn, retries in story:
             if not step(title, fn, retries=retries):
                 break
+        else:
+            mcp_steps = mcp_session()
     finally:
         if not keep:
 
@@ -220,5 +249,6 @@ def run_demo(
             step("stop the cluster", stop, retries=1)
         elif mgr is not None:
             mgr.close()
-    ok = all(s.ok for s in steps) and len(steps) == len(story) + (0 if keep else 1)
+    ok = all(s.ok for s in steps) and len(steps) == len(story) + mcp_steps + (0 if keep else 1)
+    ok = ok and mcp_steps > 0
     return DemoReport(ok=ok, dir=str(d), steps=steps, seconds=round(time.monotonic() - t_start, 2))

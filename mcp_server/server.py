@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -183,19 +184,44 @@ def tool_error(e: ManagerError) -> ToolError:
 
 
 class Backend:
-    """Opens the right Manager for each call and runs it off the event loop."""
+    """One Manager per cluster, kept for the server's life; calls run off the event loop.
+
+    Reads run concurrently; mutations on one cluster run one at a time (the manager's
+    session sequence numbers, and an operator's sanity, want that).
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self._managers: dict[str, Manager] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
-    def open(self, cluster: str | None, note: Callable[[str], None]) -> Manager:
-        return Manager.open(self.config, cluster, start=True, progress=note)
+    def manager(self, cluster: str | None, note: Callable[[str], None]) -> Manager:
+        name = self.config.cluster(cluster).name
+        with self._guard:
+            mgr = self._managers.get(name)
+            lock = self._locks.setdefault(name, threading.Lock())
+        if mgr is None:
+            with lock:  # the embedded cluster may be starting: once, under the lock
+                mgr = self._managers.get(name) or Manager.open(
+                    self.config, name, start=True, progress=note
+                )
+                self._managers[name] = mgr
+        return mgr
+
+    def close(self) -> None:
+        with self._guard:
+            managers, self._managers = list(self._managers.values()), {}
+        for mgr in managers:
+            mgr.close()
 
     async def run(
         self,
         ctx: Context | None,
         cluster: str | None,
         call: Callable[[Manager, ProgressFn], T],
+        *,
+        mutation: bool = False,
     ) -> T:
         sent = 0
 
@@ -211,7 +237,10 @@ class Backend:
                 anyio.from_thread.run(ctx.report_progress, sent, None, text)
 
         def work() -> T:
-            with self.open(cluster, lambda msg: progress(0, None, msg)) as mgr:
+            mgr = self.manager(cluster, lambda msg: progress(0, None, msg))
+            if not mutation:
+                return call(mgr, progress)
+            with self._locks[mgr.name]:
                 return call(mgr, progress)
 
         try:
@@ -225,6 +254,15 @@ class Backend:
 
 
 # -- the server ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _closing(backend: Backend) -> AsyncIterator[None]:
+    """The server's lifespan: the managers' connections close when it stops."""
+    try:
+        yield None
+    finally:
+        backend.close()
 
 
 def build_server(
@@ -242,6 +280,7 @@ def build_server(
         version=_version(),
         instructions=INSTRUCTIONS,
         log_level="WARNING",
+        lifespan=lambda _server: _closing(backend),
         hidden=hidden_tools(read_only=read_only, disable_destructive=disable_destructive),
     )
 
@@ -337,7 +376,7 @@ def build_server(
         ],
         cluster: ClusterArg = None,
     ) -> ReplicateResult:
-        return await backend.run(ctx, cluster, lambda m, p: m.replicate(entries))  # type: ignore[return-value]
+        return await backend.run(ctx, cluster, lambda m, p: m.replicate(entries), mutation=True)  # type: ignore[return-value]
 
     # -- change the cluster -------------------------------------------------------------------
 
@@ -363,6 +402,7 @@ def build_server(
             ctx,
             cluster,
             lambda m, p: m.elect_leader(target, dry_run=dry_run, plan_id=plan_id, progress=p),
+            mutation=True,
         )
         return ElectionOrPlan(result)
 
@@ -405,6 +445,7 @@ def build_server(
                 plan_id=plan_id,
                 progress=p,
             ),
+            mutation=True,
         )
 
     # -- maintain and recover -----------------------------------------------------------------
@@ -422,7 +463,7 @@ def build_server(
         cluster: ClusterArg = None,
         node: Annotated[str | None, Field(description="one member; omit for all")] = None,
     ) -> SnapshotResult:
-        return await backend.run(ctx, cluster, lambda m, p: m.snapshot(node))  # type: ignore[return-value]
+        return await backend.run(ctx, cluster, lambda m, p: m.snapshot(node), mutation=True)  # type: ignore[return-value]
 
     @tool(
         "recover_node",
@@ -439,7 +480,10 @@ def build_server(
         cluster: ClusterArg = None,
     ) -> RecoverResult:
         return await backend.run(  # type: ignore[return-value]
-            ctx, cluster, lambda m, p: m.recover_node(node_id, progress=p)
+            ctx,
+            cluster,
+            lambda m, p: m.recover_node(node_id, progress=p),
+            mutation=True,
         )
 
     @tool(
@@ -456,7 +500,9 @@ def build_server(
         nodes: Annotated[list[str], Field(description='member ids, e.g. ["n3"]')],
         cluster: ClusterArg = None,
     ) -> FaultResult:
-        return await backend.run(ctx, cluster, lambda m, p: m.inject_fault(kind, nodes))  # type: ignore[return-value]
+        return await backend.run(
+            ctx, cluster, lambda m, p: m.inject_fault(kind, nodes), mutation=True
+        )  # type: ignore[return-value]
 
     _add_resources(server, cfg, runbooks if runbooks is not None else runbook_dir())
     _add_prompts(server)
