@@ -171,3 +171,28 @@ def test_streamable_http_and_the_token_rule(tmp_path, state):
         proc.terminate()
         out, errs = proc.communicate(timeout=10)
     assert token not in (out + errs).decode()
+
+
+def test_raft_manager_mcp_command_takes_the_same_flags(tmp_path, state):
+    cfg = mcp_config(tmp_path, {"t": {"dir": str(tmp_path / "c"), "mode": "sandbox"}})
+    params = StdioServerParameters(
+        command=str(BIN / "raft-manager"),
+        args=["--config", str(cfg), "mcp", "--read-only"],
+        env={**os.environ},
+    )
+
+    async def main() -> None:
+        async with Client(params) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert names == {
+                "list_clusters",
+                "cluster_status",
+                "health_check",
+                "read",
+                "verify_consistency",
+            }
+            r = await c.call_tool("inject_fault", {"kind": "kill", "nodes": ["n1"]})
+            assert r.is_error and "--read-only" in r.content[0].text
+            assert not (await c.call_tool("list_clusters", {})).is_error
+
+    anyio.run(main)
