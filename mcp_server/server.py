@@ -64,8 +64,6 @@ from .models import (
 )
 from .operations import Manager, ProgressFn, list_clusters
 
-log = logging.getLogger("raft-manager-mcp")
-
 SERVER_NAME = "agent-raft-manager"
 AUDIT_TAIL = 50
 T = TypeVar("T")
@@ -89,6 +87,9 @@ class ElectionOrPlan(RootModel[ElectionResult | Plan]):
 
 @dataclass(frozen=True)
 class ToolSpec:
+    """A tool's annotations, and its group (observe, data, change, maintain), which is
+    sent in the tool's ``_meta`` so clients can show related tools together."""
+
     read_only: bool
     destructive: bool
     idempotent: bool
@@ -105,7 +106,10 @@ class ToolSpec:
         )
 
 
-def _spec(name: str, *, read_only: bool, idempotent: bool, group: str, open_world=True) -> ToolSpec:
+def _spec(
+    name: str, *, read_only: bool, idempotent: bool, group: str, open_world: bool = True
+) -> ToolSpec:
+    """Destructive is not a per-tool choice: it is the DESTRUCTIVE set approvals use too."""
     return ToolSpec(read_only, name in DESTRUCTIVE, idempotent, open_world, group)
 
 
@@ -232,7 +236,7 @@ class Backend:
             if ctx is None:
                 return
             sent += 1
-            text = message if total is None else f"{message} ({done:g}/{total:g})"
+            text = message if total is None else f"{message} ({done:.3g}/{total:.3g})"
             with contextlib.suppress(Exception):  # a lost notification never fails the call
                 anyio.from_thread.run(ctx.report_progress, sent, None, text)
 
@@ -285,8 +289,12 @@ def build_server(
     )
 
     def tool(name: str, title: str, description: str):
+        spec = TOOLS[name]
         return server.tool(
-            name=name, description=description, annotations=TOOLS[name].annotations(title)
+            name=name,
+            description=description,
+            annotations=spec.annotations(title),
+            meta={"group": spec.group},
         )
 
     # -- observe -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ and what to do next, nothing changes, and the refusal is audited."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
@@ -88,17 +89,21 @@ def test_quorum_lag_and_election_refusals(tmp_path, state):
         with_client(build_server(str(cfg)), body)
 
 
-def test_change_while_another_is_in_flight_is_refused(tmp_path, state):
+def test_change_while_another_is_in_flight_or_joint_is_refused(tmp_path, state):
+    # Slow elections (1-2 s) so a 300 ms delay on the leader's traffic keeps it leading
+    # while each configuration change takes ~1 s to commit.
     with local_cluster(tmp_path / "c", election_ticks=50) as lc:
         cfg = mcp_config(tmp_path, {"t": {"dir": str(lc.dir), "mode": "sandbox"}})
         leader = leader_of(lc)
         set_faults(lc, leader, {"delay_ms": 300})
-        body_ = {"action": "add_learner", "id": "n9", "peer_address": spare_address(lc)}
         url = f"{node_api(lc, leader)}/v1/admin/membership"
-        t = threading.Thread(target=lambda: httpx.post(url, json=body_, timeout=15))
-        t.start()
 
-        async def body(c):
+        def change_in_background(body: dict) -> threading.Thread:
+            t = threading.Thread(target=lambda: httpx.post(url, json=body, timeout=15))
+            t.start()
+            return t
+
+        async def in_flight(c):
             wait_until(
                 lambda: (s := node_status(lc, leader))["pending_conf_index"] > s["applied_index"],
                 5,
@@ -116,20 +121,62 @@ def test_change_while_another_is_in_flight_is_refused(tmp_path, state):
                 "another membership change is in flight",
             )
 
-        try:
-            with_client(build_server(str(cfg)), body)
-        finally:
-            t.join()
+        async def joint(c):
+            wait_until(lambda: node_status(lc, leader)["joint"], 5, 0.01)
+            await err(
+                c,
+                "change_membership",
+                {"action": "remove", "node_id": "n9", "dry_run": False},
+                "joint configuration",
+            )
+
+        server = build_server(str(cfg))
+        for body, check in (
+            ({"action": "add_learner", "id": "n9", "peer_address": spare_address(lc)}, in_flight),
+            ({"action": "promote", "id": "n9"}, joint),
+        ):
+            t = change_in_background(body)
+            try:
+                with_client(server, check)
+            finally:
+                t.join()
+        assert last_refusal(tmp_path)["operation"] == "change_membership"
         set_faults(lc, leader, {"clear": True})
 
 
-def test_policy_refusals_through_mcp(tmp_path, state):
-    with local_cluster(tmp_path / "c") as lc:
+def test_elect_refuses_lagging_and_cut_off_targets(tmp_path, state):
+    # Elections after 2-4 s, so a follower whose traffic is delayed 1.5 s keeps following.
+    with local_cluster(tmp_path / "c", election_ticks=100) as lc:
+        cfg = mcp_config(tmp_path, {"t": {"dir": str(lc.dir), "mode": "sandbox"}})
+        leader = leader_of(lc)
+        slow, cut = [n for n in ("n1", "n2", "n3") if n != leader]
+
+        async def body(c):
+            set_faults(lc, slow, {"delay_ms": 1500})
+            await ok(
+                c, "replicate", {"entries": [{"key": f"k{i}", "value": "v"} for i in range(20)]}
+            )
+            await err(c, "elect_leader", {"target": slow}, f"{slow} is lagging", "entries behind")
+            set_faults(lc, slow, {"clear": True})
+            await ok(c, "inject_fault", {"kind": "partition", "nodes": [cut]})
+            wait_until(lambda: node_status(lc, cut)["role"] != "follower", 10)
+            await err(c, "elect_leader", {"target": cut}, f"{cut} does not follow leader")
+            assert (await ok(c, "cluster_status"))["leader"] == leader
+            await ok(c, "inject_fault", {"kind": "heal", "nodes": []})
+
+        with_client(build_server(str(cfg)), body)
+
+
+def test_policy_refusals_through_mcp(tmp_path, state, monkeypatch):
+    token = "tok-" + "3c2b1a0f9e8d"
+    (tmp_path / "token").write_text(token + "\n")
+    monkeypatch.setenv("TEST_RAFT_TOKEN", token)
+    with local_cluster(tmp_path / "c", api_token_file=str(tmp_path / "token")) as lc:
         d = str(lc.dir)
         cfg = mcp_config(
             tmp_path,
             {
-                "prod": {"dir": d, "mode": "production"},
+                "prod": {"dir": d, "mode": "production", "token_env": "TEST_RAFT_TOKEN"},
                 "ro": {"dir": d, "mode": "sandbox", "read_only": True},
                 "allow": {"dir": d, "mode": "sandbox", "allowed_operations": ["status", "get"]},
             },
@@ -190,6 +237,14 @@ def test_policy_refusals_through_mcp(tmp_path, state):
                 "allowed_operations",
             )
             await ok(c, "read", {"cluster": "allow", "key": "k"})
+            # The API token never appears in an answer, a resource or the audit log.
+            seen = [
+                json.dumps(await ok(c, tool))
+                for tool in ("cluster_status", "health_check", "verify_consistency")
+            ]
+            seen.append((await c.read_resource("raft://audit")).contents[0].text)
+            seen.append((tmp_path / "audit.jsonl").read_text())
+            assert not any(token[4:] in text for text in seen)
 
         with_client(build_server(str(cfg)), body)
         refusals = [x for x in audit_lines(tmp_path) if x["outcome"] == "refused"]

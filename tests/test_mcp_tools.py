@@ -61,6 +61,7 @@ def test_tools_names_arguments_annotations_and_output_schemas(tmp_path, state):
             assert a.idempotent_hint is not None and a.open_world_hint is not None, name
             assert t.output_schema, f"{name} has no output schema"
             assert len(t.description) > 150, f"{name}: describe when to use it"
+            assert t.meta["group"] in ("observe", "data", "change", "maintain"), name
         assert tools["list_clusters"].annotations.open_world_hint is False
         assert tools["change_membership"].input_schema["properties"]["dry_run"]["default"] is True
         required = set(tools["change_membership"].input_schema["required"])
