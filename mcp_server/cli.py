@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import policy, render
-from .audit import AuditLog, _user
+from .audit import AuditLog, current_user
 from .config import ClusterConfig, Config, load_config, state_dir
 from .errors import ConfigError, ManagerError, Refused
 from .local import describe, free_base_port, ports_free
@@ -540,7 +540,7 @@ def cmd_approve(args: argparse.Namespace, ui: UI) -> int:
             "nothing was changed; the agent must not apply this plan",
             operation="approve",
         )
-    approval = approvals.grant(plan, _user())
+    approval = approvals.grant(plan, current_user())
     rec(plan.plan_id, plan.cluster, plan.operation, "approved", None)
     ui.emit(
         approval,

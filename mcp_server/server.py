@@ -721,8 +721,11 @@ def serve(args: argparse.Namespace) -> int:
     # Mark this process: `raft-manager approve` refuses to run under the MCP server.
     os.environ[ENV_VIA_MCP] = "1"
     try:
+        cfg = load_config(args.config)
+        if getattr(args, "cluster", None):  # `raft-manager --cluster NAME mcp`: the default
+            cfg.default = cfg.cluster(args.cluster).name
         server = build_server(
-            args.config, read_only=args.read_only, disable_destructive=args.disable_destructive
+            cfg, read_only=args.read_only, disable_destructive=args.disable_destructive
         )
         if not args.http:
             server.run()

@@ -8,6 +8,8 @@ import pytest
 from manager_helpers import leader_of, local_cluster
 from mcp_helpers import err, mcp_config, ok, with_client
 
+from mcp_server.config import state_dir
+from mcp_server.local_cluster import LocalCluster
 from mcp_server.models import (
     ClusterList,
     ClusterStatus,
@@ -319,3 +321,23 @@ def test_resources_and_prompts(tmp_path, state):
             assert "n4" in text and "health_check" in text and "promote" in text
 
         with_client(server, body)
+
+
+def test_cluster_defaults_to_the_embedded_local_cluster(tmp_path, state, monkeypatch):
+    monkeypatch.delenv("RAFT_MANAGER_CONFIG", raising=False)
+    progress: list = []
+
+    async def body(c):
+        st = await ok(c, "cluster_status", {}, progress)
+        assert st["cluster"] == "local" and st["leader"] and len(st["voters"]) == 3
+        assert any("local" in (m or "") for _, _, m in progress), progress  # it said so
+        cl = await ok(c, "list_clusters")
+        assert cl["config"] is None and cl["clusters"][0]["name"] == "local"
+        w = await ok(c, "replicate", {"entries": [{"key": "k", "value": "v"}]})
+        assert (await ok(c, "read", {"key": "k"}))["value"] == "v" and w["entries"]
+
+    try:
+        with_client(build_server(None), body)
+    finally:
+        if (state_dir() / "local" / "cluster.yaml").exists():
+            LocalCluster.load(state_dir() / "local").down(grace_s=2.0)
