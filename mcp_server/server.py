@@ -44,7 +44,7 @@ from pydantic import Field, RootModel
 from .approvals import DESTRUCTIVE, ENV_VIA_MCP
 from .audit import AuditLog
 from .config import Config, load_config
-from .errors import ConfigError, ManagerError
+from .errors import ConfigError, ManagerError, Refused
 from .local_cluster import ClusterError
 from .mcp_args import ENV_TOKEN, add_arguments
 from .models import (
@@ -226,7 +226,14 @@ class Backend:
         call: Callable[[Manager, ProgressFn], T],
         *,
         mutation: bool = False,
+        cli: str | None = None,
     ) -> T:
+        """Run ``call`` on the cluster's manager in a worker thread.
+
+        ``cli`` names the CLI command for tools that take no plan_id (the contract gives
+        plans to elect_leader and change_membership only): a production cluster's "needs
+        a plan id" refusal then points at the CLI, where the plan can be made and applied.
+        """
         sent = 0
 
         def progress(done: float, total: float | None, message: str) -> None:
@@ -250,6 +257,12 @@ class Backend:
         try:
             return await anyio.to_thread.run_sync(work)
         except ManagerError as e:
+            if cli and isinstance(e, Refused) and e.reason.endswith("needs a plan id"):
+                e.next_step = (
+                    "this tool takes no plan_id; on this cluster a human runs "
+                    f"`raft-manager --cluster {self.config.cluster(cluster).name} {cli} "
+                    "--dry-run`, reviews the plan, then applies it with --plan-id"
+                )
             raise tool_error(e) from None
         except ClusterError as e:
             raise ToolError(
@@ -384,7 +397,9 @@ def build_server(
         ],
         cluster: ClusterArg = None,
     ) -> ReplicateResult:
-        return await backend.run(ctx, cluster, lambda m, p: m.replicate(entries), mutation=True)  # type: ignore[return-value]
+        return await backend.run(
+            ctx, cluster, lambda m, p: m.replicate(entries), mutation=True, cli="put KEY VALUE"
+        )  # type: ignore[return-value]
 
     # -- change the cluster -------------------------------------------------------------------
 
@@ -471,7 +486,9 @@ def build_server(
         cluster: ClusterArg = None,
         node: Annotated[str | None, Field(description="one member; omit for all")] = None,
     ) -> SnapshotResult:
-        return await backend.run(ctx, cluster, lambda m, p: m.snapshot(node), mutation=True)  # type: ignore[return-value]
+        return await backend.run(
+            ctx, cluster, lambda m, p: m.snapshot(node), mutation=True, cli="snapshot"
+        )  # type: ignore[return-value]
 
     @tool(
         "recover_node",
@@ -492,6 +509,7 @@ def build_server(
             cluster,
             lambda m, p: m.recover_node(node_id, progress=p),
             mutation=True,
+            cli=f"recover {node_id}",
         )
 
     @tool(

@@ -198,7 +198,7 @@ def test_policy_refusals_through_mcp(tmp_path, state, monkeypatch):
                 "needs a plan id",
                 "next:",
             )
-            await err(c, "snapshot", {}, "needs a plan id")
+            await err(c, "snapshot", {}, "needs a plan id", "raft-manager --cluster prod snapshot")
             await err(c, "recover_node", {"node_id": "n1"}, "needs a plan id")
             await err(c, "elect_leader", {"target": "n1"}, "needs a plan id")
             await err(
