@@ -29,6 +29,7 @@ from mcp_server.operations import Manager
 from mcp_server.plans import PlanStore
 
 FAST = {"tick_ms": 20, "election_ticks": 10}
+STEADY = 50  # election_ticks for tests that need one term across several calls (1-2 s)
 
 # Port blocks for these tests: 12000-20800, below the ranges the raft-node tests use
 # (21000+) and the kernel's ephemeral ports (32768+). A block is reserved across

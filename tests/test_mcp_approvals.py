@@ -8,7 +8,7 @@ import json
 import subprocess
 
 import pytest
-from manager_helpers import audit_lines, leader_of, local_cluster
+from manager_helpers import STEADY, audit_lines, leader_of, local_cluster
 from mcp_helpers import BIN, approve_at_terminal, err, mcp_config, ok, with_client
 
 from mcp_server.config import state_dir
@@ -24,7 +24,9 @@ def approvals(tmp_path, outcome: str) -> list[dict]:
 
 
 def test_destructive_plan_needs_an_out_of_band_approval(tmp_path, state):
-    with local_cluster(tmp_path / "c") as lc:
+    # Plans are bound to the term: elections after 1-2 s, not 200-400 ms, so a loaded
+    # machine does not start one between a dry run and its apply.
+    with local_cluster(tmp_path / "c", election_ticks=STEADY) as lc:
         cfg = mcp_config(
             tmp_path,
             {

@@ -5,7 +5,7 @@ bad arguments, scoping flags, resources and prompts."""
 from __future__ import annotations
 
 import pytest
-from manager_helpers import leader_of, local_cluster
+from manager_helpers import STEADY, leader_of, local_cluster
 from mcp_helpers import err, mcp_config, ok, with_client
 
 from mcp_server.config import state_dir
@@ -74,7 +74,9 @@ def test_tools_names_arguments_annotations_and_output_schemas(tmp_path, state):
 
 
 def test_every_tool_against_a_real_cluster(tmp_path, state):
-    with local_cluster(tmp_path / "c") as lc:
+    # Plans are bound to the term: elections after 1-2 s, not 200-400 ms, so a loaded
+    # machine does not start one between a dry run and its apply.
+    with local_cluster(tmp_path / "c", election_ticks=STEADY) as lc:
         cfg = mcp_config(tmp_path, {"t": {"dir": str(lc.dir), "mode": "sandbox"}})
         server = build_server(str(cfg))
 

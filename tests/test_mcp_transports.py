@@ -15,7 +15,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from manager_helpers import local_cluster
+from manager_helpers import STEADY, local_cluster
 from mcp import StdioServerParameters
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -42,7 +42,9 @@ def _abridge(doc: dict) -> dict:
 
 def test_stdio_session_against_a_real_cluster(tmp_path, state):
     lines: list[str] = []
-    with local_cluster(tmp_path / "c") as lc:
+    # Plans are bound to the term: elections after 1-2 s, not 200-400 ms, so a loaded
+    # machine does not start one between a dry run and its apply.
+    with local_cluster(tmp_path / "c", election_ticks=STEADY) as lc:
         cfg = mcp_config(tmp_path, {"local": {"dir": str(lc.dir), "mode": "sandbox"}})
         params = StdioServerParameters(
             command=str(BIN / "raft-manager-mcp"),
