@@ -59,7 +59,14 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         tmp_path / "clusters.yaml",
         {
             "t": {"dir": str(d), "mode": "sandbox", "token_env": "CLI_TEST_TOKEN"},
-            "prod": {"dir": str(d), "mode": "production", "token_env": "CLI_TEST_TOKEN"},
+            # Plan-then-apply without a human's approval here; approvals have their own
+            # tests (test_mcp_approvals.py).
+            "prod": {
+                "dir": str(d),
+                "mode": "production",
+                "token_env": "CLI_TEST_TOKEN",
+                "require_approval": False,
+            },
         },
         default="t",
         audit_log=str(tmp_path / "audit.jsonl"),
