@@ -351,8 +351,11 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
         "Inject a fault (sandbox)",
         "For rehearsals on sandbox clusters only (refused on production): partition cuts "
         "`nodes` off from the rest, heal clears faults (all members when nodes is empty), "
-        "kill SIGKILLs their processes, restart starts them again. Partitions need nodes "
-        "started with --allow-fault-injection. Undo with heal / recover_node.",
+        "kill SIGKILLs their processes, restart starts them again, stop freezes them "
+        "(SIGSTOP, connections stay open) and continue resumes them. Partitions need "
+        "raft_core nodes started with --allow-fault-injection (etcd members cannot be "
+        "partitioned); process faults need a local cluster. Undo with heal, continue or "
+        "recover_node.",
     )
     async def inject_fault(
         ctx: Context,
