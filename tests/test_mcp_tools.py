@@ -349,3 +349,24 @@ def test_cluster_defaults_to_the_embedded_local_cluster(tmp_path, state, monkeyp
     finally:
         if (state_dir() / "local" / "cluster.yaml").exists():
             LocalCluster.load(state_dir() / "local").down(grace_s=2.0)
+
+
+def test_an_installed_wheel_finds_the_skill_under_its_prefix(tmp_path, monkeypatch):
+    """pyproject ships SKILL.md and the runbooks as data files under
+    share/agent-raft-manager; outside a checkout the server finds them there."""
+    import sys
+    import tomllib
+
+    from mcp_server.mcp import resources
+
+    data = tomllib.loads((RUNBOOKS.parents[1] / "pyproject.toml").read_text())
+    shipped = data["tool"]["setuptools"]["data-files"]
+    assert shipped["share/agent-raft-manager"] == ["SKILL.md"]
+    assert shipped["share/agent-raft-manager/skill/references"] == ["skill/references/*.md"]
+
+    share = tmp_path / "prefix" / "share" / "agent-raft-manager"
+    (share / "skill" / "references").mkdir(parents=True)
+    site = tmp_path / "prefix" / "lib" / "site-packages" / "mcp_server" / "mcp" / "resources.py"
+    monkeypatch.setattr(resources, "__file__", str(site))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    assert resources.skill_dir() == share
