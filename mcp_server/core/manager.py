@@ -177,6 +177,7 @@ class Manager:
         )
         self.ctx = Context(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
         self.started = started
+        self._start_reported = False
         """Set when ``open(start_local=True)`` started the embedded local cluster."""
 
     @classmethod
@@ -278,8 +279,11 @@ class Manager:
             st = status_model(
                 self.ctx.view(), cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
             )
-            if self.started is not None:
+            if self.started is not None and not self._start_reported:
+                # Said once, by the first status answer after the start; a long-lived
+                # manager (the MCP server's) would otherwise repeat old news.
                 st.notices.append(self.started.detail)
+                self._start_reported = True
             return st
 
         return self._read("cluster_status", Request(), body)
