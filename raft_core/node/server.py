@@ -563,7 +563,7 @@ class RaftNode:
 
     # -- snapshots -------------------------------------------------------------------
 
-    def _adopt_snapshot(self, snap: Snapshot, extra: Any) -> None:
+    def _adopt_snapshot(self, snap: Snapshot, extra: Any, leader: NodeId | None = None) -> None:
         """The state machine now holds ``snap``: take the member addresses it carried.
 
         Members the snapshot does not know were added after it: their additions follow
@@ -576,7 +576,7 @@ class RaftNode:
             for node, (peer, api) in extra["addresses"].items():
                 if node != self.id:
                     self.addresses[node] = MemberAddress(peer, api)
-            keep = {self.id, self.raw.leader, *extra["addresses"]}
+            keep = {self.id, leader, *extra["addresses"]}
             for node in list(self.addresses):
                 if node not in keep:
                     del self.addresses[node]
@@ -737,7 +737,7 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
             self.node.m_batch_entries.observe(len(rd.entries))
 
     def snapshot_restored(self, snapshot: Snapshot, extra: Any) -> None:
-        self.node._adopt_snapshot(snapshot, extra)
+        self.node._adopt_snapshot(snapshot, extra, leader=self.node.raw.leader)
 
     def applied(self, entry: Entry, result: ApplyResult) -> None:
         if entry.type is EntryType.CONF_CHANGE:
