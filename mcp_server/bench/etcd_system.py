@@ -62,11 +62,11 @@ class EtcdPuts:
     """``POST /v3/kv/put`` of key ``k{client}-{seq}`` with a ``value_size``-byte value."""
 
     def __init__(self, value_size: int) -> None:
-        self.value = _b64("x" * value_size)
+        self.value = _b64("x" * value_size).encode()
 
     def __call__(self, client: int, seq: int) -> tuple[str, str, bytes]:
-        body = '{"key":"%s","value":"%s"}' % (_b64(f"k{client}-{seq}"), self.value)
-        return "POST", "/v3/kv/put", body.encode()
+        key = _b64(f"k{client}-{seq}")
+        return "POST", "/v3/kv/put", b'{"key":"%s","value":"%s"}' % (key.encode(), self.value)
 
 
 @dataclass
