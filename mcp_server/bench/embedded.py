@@ -3,7 +3,7 @@
 The way PySyncObj measures itself: no HTTP, the callers are coroutines in the leader's
 own event loop calling ``await RaftNode.propose(...)`` (the library API, see
 ``tests/test_library_use.py``). The other two members are ordinary ``raft-node``
-processes. Prints one JSON list (one entry per concurrency level, medians of ``--runs``).
+processes. Prints one JSON list: per concurrency level, the results of ``--runs`` runs.
 
     python -m mcp_server.bench.embedded --fsync always --clients 1,16,64 --duration 5
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -93,8 +92,7 @@ async def _main(fsync: str, levels: list[int], duration_s: float, runs: int, d: 
         out = []
         for clients in levels:
             rs = [await _callers(node, clients, duration_s, value) for _ in range(runs)]
-            med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "clients"}
-            out.append({"clients": clients, **med, "runs": rs})
+            out.append({"clients": clients, "runs": rs})
         return out
     finally:
         await node.stop()
