@@ -11,6 +11,7 @@ builds it, :mod:`.report` renders it.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -93,11 +94,10 @@ def bench_ours(fsync: str, opts: BenchOptions, say: Progress) -> dict:
     from .ours import OursCluster, run_embedded
 
     name = "ours" if fsync == "always" else "ours-nosync"
-    sysd = _system(
-        name,
-        f"ours, --fsync {fsync}",
-        ["a follower answers linearizable reads with 421 today: reads go to the leader"],
-    )
+    notes = ["a follower answers linearizable reads with 421 today: reads go to the leader"]
+    if os.environ.get("RAFT_NODE_UVLOOP") == "1":
+        notes.append("raft-node processes on uvloop (RAFT_NODE_UVLOOP=1); embedded: asyncio")
+    sysd = _system(name, f"ours, --fsync {fsync}", notes)
     with OursCluster(fsync) as c:
         sysd["write"] = _cells(c.write, opts, say, f"{name} writes")
         sysd["read"] = _cells(c.read, opts, say, f"{name} linearizable reads")
