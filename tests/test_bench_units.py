@@ -76,21 +76,35 @@ def test_targets_without_peers_are_not_measured():
     assert by["durable writes at 16 clients >= 1.5x etcd"]["met"] is None
 
 
-def test_profile_summary_separates_idle_from_busy_shares():
+def test_profile_summary_splits_threads_and_separates_idle():
+    loop = "_run_module_as_main (<frozen runpy>:1);run_forever (/usr/lib/python3.11/asyncio/b.py:1)"
+    pool = (
+        "Thread._bootstrap (/usr/lib/python3.11/threading.py:1);"
+        "_worker (/usr/lib/python3.11/concurrent/futures/thread.py:2)"
+    )
     collapsed = "\n".join(
         [
-            "thread (0x1);run_forever (/usr/lib/python3.11/asyncio/base_events.py:1);"
-            "select (/usr/lib/python3.11/selectors.py:468) 50",
-            "thread (0x1);run_forever (/usr/lib/python3.11/asyncio/base_events.py:1);"
-            "save (/x/raft_core/node/storage.py:300);fdatasync (<built-in>) 30",
-            "thread (0x1);run_forever (/usr/lib/python3.11/asyncio/base_events.py:1);"
-            "parse (/x/raft_core/node/http_server.py:10) 20",
+            f"{loop};EpollSelector.select (/usr/lib/python3.11/selectors.py:468) 50",
+            f"{loop};save (/x/raft_core/node/storage.py:300) 30",
+            f"{loop};parse (/x/raft_core/node/http_server.py:10) 20",
+            f"{pool} 75",
+            f"{pool};run (/usr/lib/python3.11/concurrent/futures/thread.py:5);"
+            "save (/x/raft_core/node/storage.py:300) 25",
         ]
     )
     s = summarize(collapsed)
-    assert s["samples"] == 100 and s["idle_share"] == 0.5
-    top = {x["frame"]: x["share_of_busy"] for x in s["self"]}
-    assert top["parse (raft_core/node/http_server.py)"] == 0.4
-    total = {x["frame"]: x["share_of_busy"] for x in s["total"]}
-    assert total["save (raft_core/node/storage.py)"] == 0.6
-    assert total["run_forever (asyncio/base_events.py)"] == 1.0
+    lp, th = s["event loop"], s["threads"]
+    assert lp["samples"] == 100 and lp["idle_share"] == 0.5
+    assert {x["frame"]: x["share_of_busy"] for x in lp["self"]} == {
+        "save (raft_core/node/storage.py)": 0.6,
+        "parse (raft_core/node/http_server.py)": 0.4,
+    }
+    assert {x["frame"]: x["share_of_busy"] for x in lp["total"]}[
+        "run_forever (asyncio/b.py)"
+    ] == 1.0
+    assert th["samples"] == 100 and th["idle_share"] == 0.75
+    assert th["self"][0] == {
+        "frame": "save (raft_core/node/storage.py)",
+        "share_of_busy": 1.0,
+        "samples": 25,
+    }

@@ -6,9 +6,10 @@ the load generator drives it, summed into top frames by share.
 
 Needs ``py-spy`` (the ``bench`` extra) and permission to trace (root, or
 ``kernel.yama.ptrace_scope=0``). Samples include idle time (``--idle``): a leaf in the
-selector's ``select`` is the event loop waiting, shown as its own share, so the rest
-adds up to where the busy time goes. Per frame: "self" counts samples whose leaf is that
-function, "total" samples with that function anywhere on the stack.
+selector's ``select`` is the event loop waiting, a pool thread's ``_worker`` leaf is the
+disk thread waiting; each thread group shows that idle share apart, so the rest adds up
+to where its busy time goes. Per frame: "self" counts busy samples whose leaf is that
+function, "total" busy samples with that function anywhere on the stack.
 """
 
 from __future__ import annotations
@@ -47,44 +48,59 @@ def _name(frame: str) -> str:
     return f"{m['func']} ({file})"
 
 
+def _is_idle(leaf: str) -> bool:
+    """The loop waiting in its selector, or a pool thread waiting for work."""
+    return (
+        leaf.endswith("select (selectors.py)") or leaf == "_worker (concurrent/futures/thread.py)"
+    )
+
+
+def _thread_of(names: list[str]) -> str:
+    """A pool thread's stack starts in ``Thread._bootstrap``; any other (even when py-spy
+    could not walk it to the bottom) is the event loop's."""
+    return "threads" if "bootstrap (threading.py)" in names[0] else "event loop"
+
+
 def summarize(collapsed: str, top: int = 20) -> dict:
-    """Shares of samples by leaf ("self") and by presence on the stack ("total")."""
-    leaf: Counter[str] = Counter()
-    anywhere: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    total = idle = 0
+    """Per thread group (the event loop's thread; the disk and other pool threads): its
+    idle share, and its busy samples' shares by leaf ("self") and by presence on the
+    stack ("total")."""
+    groups: dict[str, dict] = {}
     for line in collapsed.splitlines():
         stack, _, n_s = line.rpartition(" ")
         if not stack or not n_s.isdigit():
             continue
         n = int(n_s)
-        frames = stack.split(";")
-        total += n
-        if frames[0].startswith("thread ") or frames[0].startswith("process "):
-            threads[frames[0].split(" (")[0] if "process" in frames[0] else frames[0]] += n
-        names = [_name(f) for f in frames if not f.startswith(("thread ", "process "))]
+        names = [_name(f) for f in stack.split(";") if not f.startswith(("thread ", "process "))]
         if not names:
             continue
-        if names[-1].startswith("select (") and "selectors" in names[-1]:
-            idle += n
+        g = groups.setdefault(
+            _thread_of(names), {"samples": 0, "idle": 0, "self": Counter(), "total": Counter()}
+        )
+        g["samples"] += n
+        if _is_idle(names[-1]):
+            g["idle"] += n
             continue
-        leaf[names[-1]] += n
+        g["self"][names[-1]] += n
         for name in set(names):
-            anywhere[name] += n
-    busy = max(total - idle, 1)
+            g["total"][name] += n
 
-    def share(c: Counter[str]) -> list[dict]:
+    def share(c: Counter[str], busy: int) -> list[dict]:
         return [
             {"frame": k, "share_of_busy": round(v / busy, 3), "samples": v}
             for k, v in c.most_common(top)
         ]
 
-    return {
-        "samples": total,
-        "idle_share": round(idle / max(total, 1), 3),
-        "self": share(leaf),
-        "total": share(anywhere),
-    }
+    out = {}
+    for name, g in sorted(groups.items()):
+        busy = max(g["samples"] - g["idle"], 1)
+        out[name] = {
+            "samples": g["samples"],
+            "idle_share": round(g["idle"] / max(g["samples"], 1), 3),
+            "self": share(g["self"], busy),
+            "total": share(g["total"], busy),
+        }
+    return out
 
 
 def profile(
@@ -124,10 +140,8 @@ def profile(
         text = out.read_text()
         if raw:
             raw.write_text(text)
-    summary = summarize(text, top)
-    summary["load"] = {k: result.get(k) for k in ("clients", "throughput", "p50_ms", "p99_ms")}
-    summary["fsync"] = fsync
-    return summary
+    load = {k: result.get(k) for k in ("clients", "throughput", "p50_ms", "p99_ms")}
+    return {"fsync": fsync, "load": load, "threads": summarize(text, top)}
 
 
 def main(argv: list[str] | None = None) -> int:
