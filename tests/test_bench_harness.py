@@ -11,7 +11,10 @@ from mcp_server.cli.main import main
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
-_CELL = {"clients", "throughput", "p50_ms", "p99_ms", "client_cpu_s", "leader_cpu_s", "errors"}
+_CELL = {
+    "clients", "throughput", "p50_ms", "p99_ms", "client_cpu_s", "leader_cpu_s",
+    "leader_cpu_us_per_op", "errors",
+}  # fmt: skip
 
 
 def test_quick_bench_on_ours_alone_reports_every_workload(tmp_path, capsys):
@@ -31,6 +34,7 @@ def test_quick_bench_on_ours_alone_reports_every_workload(tmp_path, capsys):
             for c in cells:
                 assert set(c) >= _CELL and len(c["runs"]) == 1
                 assert c["throughput"] > 0 and c["p50_ms"] > 0, (s["name"], workload, c)
+                assert c["leader_cpu_us_per_op"] > 0, (s["name"], workload, c)
         for workload in ("write", "read"):
             assert all(c["errors"] == 0 for c in s[workload]), s[workload]
             assert all(c["client_cpu_s"] > 0 for c in s[workload])

@@ -41,9 +41,14 @@ def test_quick_shrinks_cells_and_explicit_values_win():
 
 
 def test_a_cell_is_the_median_of_its_runs():
-    runs = [{"throughput": t, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 1} for t in (10, 30, 20)]
-    c = _median_cell(16, runs)
+    runs = [
+        {"throughput": t, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 1, "leader_cpu_s": 0.55}
+        for t in (10, 30, 20)
+    ]
+    c = _median_cell(16, runs, duration_s=5.0)
     assert c["throughput"] == 20 and c["errors"] == 3 and len(c["runs"]) == 3
+    # 0.55 CPU-s over 20 ops/s x (5 s + 0.5 s warm-up) = 5000 us per operation
+    assert c["leader_cpu_us_per_op"] == 5000.0
     assert c["client_cpu_s"] is None, "a measure no run reported stays None"
 
 

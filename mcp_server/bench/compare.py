@@ -23,7 +23,8 @@ from .procinfo import load_average, machine
 
 PEERS = ("etcd", "pysyncobj")
 QUICK_DURATION_S = 1.0
-_KEYS = ("throughput", "p50_ms", "p99_ms", "client_cpu_s", "leader_cpu_s")
+WARMUP_S = 0.5  # every workload's warm-up before its measured window
+_KEYS = ("throughput", "p50_ms", "p99_ms", "client_cpu_s", "leader_cpu_s", "leader_cpu_us_per_op")
 
 Progress = Callable[[str], None]
 
@@ -57,7 +58,15 @@ class BenchOptions:
         return opts
 
 
-def _median_cell(clients: int, runs: list[dict]) -> dict:
+def _per_op_us(run: dict, duration_s: float) -> float | None:
+    """The leader's CPU per operation: steadier than ops/s on a shared machine, and it
+    shows whether a system is CPU-bound (its CPU time covers the warm-up as well)."""
+    cpu, thr = run.get("leader_cpu_s"), run.get("throughput")
+    return round(cpu / (thr * (duration_s + WARMUP_S)) * 1e6, 1) if cpu and thr else None
+
+
+def _median_cell(clients: int, runs: list[dict], duration_s: float) -> dict:
+    runs = [{**r, "leader_cpu_us_per_op": _per_op_us(r, duration_s)} for r in runs]
     cell: dict[str, Any] = {"clients": clients}
     for k in _KEYS:
         vals = [r[k] for r in runs if r.get(k) is not None]
@@ -71,7 +80,8 @@ def _cells(fn: Callable[[int, float], dict], opts: BenchOptions, say: Progress, 
     out = []
     for n in opts.clients:
         say(f"{what}, {n} clients, {opts.runs} x {opts.duration_s:g}s")
-        out.append(_median_cell(n, [fn(n, opts.duration_s) for _ in range(opts.runs)]))
+        runs = [fn(n, opts.duration_s) for _ in range(opts.runs)]
+        out.append(_median_cell(n, runs, opts.duration_s))
     return out
 
 
@@ -108,7 +118,7 @@ def bench_ours(fsync: str, opts: BenchOptions, say: Progress) -> dict:
                 sysd["catchup"] = c.catchup(opts.catchup_entries)
     say(f"{name} embedded proposals (library API, callers in the leader process)")
     levels = run_embedded(fsync, list(opts.clients), opts.duration_s, opts.runs)
-    sysd["embedded"] = [_median_cell(lv["clients"], lv["runs"]) for lv in levels]
+    sysd["embedded"] = [_median_cell(lv["clients"], lv["runs"], opts.duration_s) for lv in levels]
     return sysd
 
 

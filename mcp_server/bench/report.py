@@ -39,6 +39,30 @@ def _workload_table(doc: dict, workload: str, title: str) -> Table | None:
     return t
 
 
+def _cpu_table(doc: dict) -> Table:
+    """The leader's CPU per operation (µs, median) and how busy it was: a system far
+    below one CPU is waiting (disk, peers, or a machine shared with others)."""
+    t = Table(title="leader CPU per operation, µs (median)", header_style="bold")
+    t.add_column("system")
+    t.add_column("workload")
+    levels = sorted(
+        {c["clients"] for s in doc["systems"] for w in ("write", "read", "embedded")
+         for c in s.get(w) or []}
+    )  # fmt: skip
+    for n in levels:
+        t.add_column(f"{n} cl", justify="right")
+    for s in doc["systems"]:
+        for w in ("write", "read", "embedded"):
+            cells = {c["clients"]: c for c in s.get(w) or []}
+            if cells:
+                row = [
+                    _num(cells[n].get("leader_cpu_us_per_op") if n in cells else None)
+                    for n in levels
+                ]
+                t.add_row(s["label"], w, *row)
+    return t
+
+
 def _ratio_table(doc: dict) -> Table | None:
     if not doc["ratios"]:
         return None
@@ -97,6 +121,7 @@ def render(doc: dict) -> Group:
         t = _workload_table(doc, workload, title)
         if t is not None:
             parts.append(t)
+    parts.append(_cpu_table(doc))
     parts += [x for x in (_ratio_table(doc),) if x is not None]
     parts += [_other_table(doc), _targets_table(doc)]
     notes = [f"{s['label']}: {n}" for s in doc["systems"] for n in s["notes"]]
