@@ -22,8 +22,10 @@ from .log import RaftLog
 from .progress import Progress, ProgressState
 from .readonly import ReadOnlyQueue
 from .types import (
+    ENTRY_OVERHEAD,
     TRANSFER_CONTEXT,
     ConfState,
+    DropCode,
     Entry,
     EntryType,
     HardState,
@@ -292,15 +294,13 @@ class Raft:
         if kind is MT.PRE_VOTE:
             self._become_pre_candidate()
             term = self.term + 1
-            resp = MT.PRE_VOTE_RESP
         else:
             self._become_candidate()
             term = self.term
-            resp = MT.VOTE_RESP
             self._event("election", term=term)
         if kind is MT.PRE_VOTE:
             # A pre-vote promises nothing durable, so our own counts at once.
-            if self._poll(self.id, resp, granted=True) is quorum.VoteResult.WON:
+            if self._poll(self.id, granted=True) is quorum.VoteResult.WON:
                 self._campaign(MT.VOTE, False)
                 return
         else:
@@ -309,7 +309,8 @@ class Raft:
             # (and send appends, which are sendable before persist) in a term that a
             # crash could take back, then win the same term again with other entries
             # at the same indexes.
-            self.steps_after_persist.append(Message(resp, self.id, self.id, term=self.term))
+            own = Message(MT.VOTE_RESP, self.id, self.id, term=self.term)
+            self.steps_after_persist.append(own)
         ctx = TRANSFER_CONTEXT if transfer else b""
         for node in sorted(self.conf.all_voters()):
             if node == self.id:
@@ -326,7 +327,7 @@ class Raft:
                 )
             )
 
-    def _poll(self, node: NodeId, kind: MessageType, granted: bool) -> quorum.VoteResult:
+    def _poll(self, node: NodeId, granted: bool) -> quorum.VoteResult:
         if node in self.conf.all_voters():
             self.votes.setdefault(node, granted)
         return quorum.joint_vote(self.conf, self.votes)
@@ -456,7 +457,7 @@ class Raft:
             self.become_follower(m.term, m.frm)
             self._handle_snapshot(m)
         elif t is my_resp:
-            result = self._poll(m.frm, t, not m.reject)
+            result = self._poll(m.frm, not m.reject)
             if result is quorum.VoteResult.WON:
                 if self.role is Role.PRE_CANDIDATE:
                     self._campaign(MT.VOTE, False)
@@ -825,14 +826,16 @@ class Raft:
 
     def _check_can_propose(self) -> None:
         if self.role is not Role.LEADER:
-            raise ProposalDropped("not the leader", leader=self.lead)
+            raise ProposalDropped(DropCode.NOT_LEADER, "not the leader", leader=self.lead)
         if self.id not in self.prs:
             raise ProposalDropped(
+                DropCode.REMOVED,
                 "this node was removed from the configuration and is handing over leadership",
                 leader=self.lead_transferee,
             )
         if self.lead_transferee is not None:
             raise ProposalDropped(
+                DropCode.TRANSFERRING,
                 f"leadership is being transferred to {self.lead_transferee}; retry shortly",
                 leader=self.id,
             )
@@ -840,12 +843,13 @@ class Raft:
     def propose(self, payloads: list[bytes]) -> tuple[int, int]:
         """Append client commands; returns (index of the first, term)."""
         self._check_can_propose()
-        size = sum(len(p) + 16 for p in payloads)
+        size = sum(len(p) + ENTRY_OVERHEAD for p in payloads)
         if (
             self.uncommitted_bytes > 0
             and self.uncommitted_bytes + size > self.cfg.max_uncommitted_bytes
         ):
             raise ProposalDropped(
+                DropCode.OVERLOADED,
                 "too many uncommitted bytes in flight; retry after earlier writes commit",
                 leader=self.id,
             )
@@ -861,6 +865,7 @@ class Raft:
         self._check_can_propose()
         if self.pending_conf_index > self.log.applied:
             raise ProposalDropped(
+                DropCode.CONF_CHANGE_IN_FLIGHT,
                 "a configuration change is already in flight (entry "
                 f"{self.pending_conf_index} is not applied yet); retry when it is",
                 leader=self.id,
@@ -868,7 +873,10 @@ class Raft:
         try:
             apply_change(self.conf, cc)
         except ConfChangeError as e:
-            raise ProposalDropped(str(e), leader=self.id) from e
+            # While joint, any change but leaving waits: the same "busy" as above.
+            busy = self.conf.joint and not cc.is_leave_joint
+            code = DropCode.CONF_CHANGE_IN_FLIGHT if busy else DropCode.INVALID_CONF_CHANGE
+            raise ProposalDropped(code, str(e), leader=self.id) from e
         index = self.log.last_index() + 1
         self._append([Entry(index, self.term, EntryType.CONF_CHANGE, cc.encode())])
         self.pending_conf_index = index
@@ -888,7 +896,7 @@ class Raft:
     def read_index(self, context: bytes) -> None:
         """Start a linearizable read; its ReadState appears in a later Ready."""
         if self.role is not Role.LEADER:
-            raise ProposalDropped("not the leader", leader=self.lead)
+            raise ProposalDropped(DropCode.NOT_LEADER, "not the leader", leader=self.lead)
         if not context:
             raise ValueError("a read needs a non-empty context")
         if not self._committed_in_current_term():
@@ -915,9 +923,10 @@ class Raft:
 
     def transfer_leadership(self, target: NodeId) -> None:
         if self.role is not Role.LEADER:
-            raise ProposalDropped("not the leader", leader=self.lead)
+            raise ProposalDropped(DropCode.NOT_LEADER, "not the leader", leader=self.lead)
         if self.id not in self.conf.all_voters():
             raise ProposalDropped(
+                DropCode.REMOVED,
                 f"this node was removed and is already handing over to {self.lead_transferee}",
                 leader=self.lead_transferee,
             )
@@ -929,7 +938,9 @@ class Raft:
                 self._abort_transfer("transfer to the current leader requested")
             return
         if target not in self.conf.all_voters():
-            raise ProposalDropped(f"{target} is not a voter; only a voter can lead")
+            raise ProposalDropped(
+                DropCode.NOT_A_VOTER, f"{target} is not a voter; only a voter can lead"
+            )
         if self.lead_transferee == target:
             return
         if self.lead_transferee is not None:

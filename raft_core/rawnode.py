@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .confchange import ChangeOp, ConfChange, ConfChangeError
 from .log import RaftLog
 from .progress import ProgressState
 from .raft import Raft, RaftConfig
+from .status import NodeRole, ProgressStatus, RaftStatus
 from .types import (
     ConfState,
     Entry,
@@ -86,18 +88,6 @@ class Ready:
         """
         return bool(self.entries) or self.snapshot is not None or self.must_sync
 
-    def empty(self) -> bool:
-        return not (
-            self.hard_state
-            or self.soft_state
-            or self.entries
-            or self.snapshot
-            or self.committed_entries
-            or self.messages
-            or self.read_states
-            or self.dropped_reads
-        )
-
 
 @dataclass(slots=True)
 class PersistedState:
@@ -133,10 +123,10 @@ class RawNode:
     ) -> None:
         raft_log = RaftLog(state.snapshot, state.entries, state.hard_state.commit)
         conf = state.snapshot.meta.conf if state.snapshot is not None else ConfState()
-        self.raft = Raft(config, state.hard_state, raft_log, conf, rng or random.Random())
+        self._raft = Raft(config, state.hard_state, raft_log, conf, rng or random.Random())
         # Conf changes between the snapshot and the commit index are re-applied as the
         # driver re-applies those entries; until then the snapshot's config holds.
-        self._prev_hard = self.raft.hard_state()
+        self._prev_hard = self._raft.hard_state()
         self._durable_hard = self._prev_hard  # what the driver last wrote
         self._prev_soft = SoftState(None, Role.FOLLOWER)
         self._in_flight: Ready | None = None
@@ -147,43 +137,46 @@ class RawNode:
     # -- inputs --------------------------------------------------------------
 
     def tick(self) -> None:
-        self.raft.tick()
+        self._raft.tick()
 
     def step(self, m: Message) -> None:
-        self.raft.step(m)
+        self._raft.step(m)
 
     def propose(self, payload: bytes) -> tuple[int, int]:
-        return self.raft.propose([payload])
+        return self._raft.propose([payload])
 
     def propose_batch(self, payloads: list[bytes]) -> tuple[int, int]:
         """Append several commands as consecutive entries; (first index, term)."""
-        return self.raft.propose(payloads)
+        return self._raft.propose(payloads)
 
     def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
-        return self.raft.propose_conf_change(cc)
+        return self._raft.propose_conf_change(cc)
 
     def read_index(self, context: bytes) -> None:
-        self.raft.read_index(context)
+        self._raft.read_index(context)
 
     def transfer_leadership(self, target: NodeId) -> None:
-        self.raft.transfer_leadership(target)
+        self._raft.transfer_leadership(target)
 
     def campaign(self) -> None:
-        self.raft.campaign()
+        self._raft.campaign()
 
     def report_unreachable(self, node: NodeId) -> None:
-        self.raft.report_unreachable(node)
+        self._raft.report_unreachable(node)
 
     def compact(self, snapshot: Snapshot, keep: int) -> None:
         """The driver took ``snapshot`` of its state machine (at an applied index) and
         persisted it: compact the in-memory log, keeping ``keep`` entries before it."""
-        self.raft.log.compact(snapshot, keep)
+        self._raft.log.compact(snapshot, keep)
 
     # -- outputs -------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        r = self.raft
+        r = self._raft
         lg = r.log
+        hs = self._prev_hard
+        ss = self._prev_soft
+        # Field by field: this runs on every input, so it builds no objects.
         return bool(
             r.msgs
             or r.steps_after_persist
@@ -192,14 +185,17 @@ class RawNode:
             or lg.pending_snapshot is not None
             or lg.stable < lg.last_index()
             or lg.committed > lg.applying
-            or r.hard_state() != self._prev_hard
-            or SoftState(r.lead, r.role) != self._prev_soft
+            or r.term != hs.term
+            or r.vote != hs.vote
+            or lg.committed != hs.commit
+            or r.lead != ss.leader
+            or r.role is not ss.role
         )
 
     def ready(self) -> Ready:
         if self._in_flight is not None:
             raise RuntimeError("ready() called again before advance()")
-        r = self.raft
+        r = self._raft
         lg = r.log
         rd = Ready()
         rd.snapshot = lg.pending_snapshot
@@ -238,7 +234,7 @@ class RawNode:
         if rd is not self._in_flight:
             raise RuntimeError("advance() must be given the Ready last returned by ready()")
         self._in_flight = None
-        r = self.raft
+        r = self._raft
         lg = r.log
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
@@ -266,7 +262,7 @@ class RawNode:
                 lg.applied = last_applied
             if r.role is Role.LEADER:
                 r.uncommitted_bytes = max(
-                    0, r.uncommitted_bytes - sum(len(e.data) + 16 for e in rd.committed_entries)
+                    0, r.uncommitted_bytes - sum(e.size() for e in rd.committed_entries)
                 )
             try:
                 r.maybe_auto_leave()
@@ -279,58 +275,138 @@ class RawNode:
 
     def _apply_conf_entry(self, e: Entry) -> ConfState | None:
         try:
-            return self.raft.apply_conf_change(ConfChange.decode(e.data))
+            return self._raft.apply_conf_change(ConfChange.decode(e.data))
         except ConfChangeError as err:
             # Every node reaches the same verdict on the same committed entry, so
             # skipping it keeps replicas identical.
             log.warning(
-                "%s: ignoring committed configuration change %d: %s", self.raft.id, e.index, err
+                "%s: ignoring committed configuration change %d: %s", self._raft.id, e.index, err
             )
             return None
 
-    # -- introspection -------------------------------------------------------
+    # -- typed queries (the engine itself stays private to RawNode) --------------
 
-    def status(self) -> dict:
-        r = self.raft
+    @property
+    def id(self) -> NodeId:
+        return self._raft.id
+
+    @property
+    def role(self) -> Role:
+        return self._raft.role
+
+    @property
+    def is_leader(self) -> bool:
+        return self._raft.role is Role.LEADER
+
+    @property
+    def term(self) -> int:
+        return self._raft.term
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._raft.lead
+
+    @property
+    def conf(self) -> ConfState:
+        return self._raft.conf
+
+    @property
+    def commit_index(self) -> int:
+        return self._raft.log.committed
+
+    @property
+    def applied_index(self) -> int:
+        return self._raft.log.applied
+
+    @property
+    def pending_conf_index(self) -> int:
+        return self._raft.pending_conf_index
+
+    def promotable(self) -> bool:
+        """Whether this node is a voter (so it may campaign)."""
+        return self._raft.promotable()
+
+    def first_index(self) -> int:
+        return self._raft.log.first_index()
+
+    def last_index(self) -> int:
+        return self._raft.log.last_index()
+
+    def log_term(self, index: int) -> int | None:
+        """The term of the entry at ``index``; None if compacted away or not there."""
+        return self._raft.log.term(index)
+
+    def entry_at(self, index: int) -> Entry | None:
+        lg = self._raft.log
+        if index <= lg.offset or index > lg.last_index():
+            return None
+        return lg.entry(index)
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """Entries ``lo`` to ``hi - 1``, all within ``first_index()..last_index()``."""
+        return self._raft.log.slice(lo, hi)
+
+    def progress(self, node: NodeId) -> ProgressStatus | None:
+        """A leader's view of ``node``'s replication; None elsewhere."""
+        r = self._raft
+        pr = r.prs.get(node)
+        if r.role is not Role.LEADER or pr is None:
+            return None
+        me = node == r.id
+        return ProgressStatus(
+            match=pr.match,
+            next=pr.next,
+            state=pr.state.value,
+            learner=pr.is_learner,
+            recent_active=pr.recent_active or me,
+            ticks_since_heard=0
+            if me
+            else (r.ticks - pr.last_heard_tick if pr.last_heard_tick >= 0 else None),
+            inflight=len(pr.inflights),
+            snapshot_bytes_acked=pr.transfer.acked
+            if pr.state is ProgressState.SNAPSHOT and pr.transfer
+            else None,
+        )
+
+    def set_event_hook(self, hook: Callable[[str, dict], None] | None) -> None:
+        """Receive the engine's notable events (election, became_leader, ...)."""
+        self._raft.on_event = hook
+
+    @property
+    def event_hook(self) -> Callable[[str, dict], None] | None:
+        return self._raft.on_event
+
+    @property
+    def raft_for_tests(self) -> Raft:
+        """The engine itself, for white-box tests only; drivers use the queries above."""
+        return self._raft
+
+    def status(self) -> RaftStatus:
+        r = self._raft
         lg = r.log
-        role = r.role.label
+        role = NodeRole(r.role.label)
         if r.role is Role.FOLLOWER and r.is_learner():
-            role = "learner"
-        st: dict = {
-            "id": r.id,
-            "role": role,
-            "term": r.term,
-            "vote": r.vote,
-            "leader": r.lead,
-            "commit_index": lg.committed,
-            "applied_index": lg.applied,
-            "last_index": lg.last_index(),
-            "last_term": lg.last_term(),
-            "first_index": lg.first_index(),
-            "snapshot_index": lg.snapshot.meta.index if lg.snapshot else 0,
-            "voters": sorted(r.conf.voters),
-            "voters_outgoing": sorted(r.conf.voters_outgoing),
-            "learners": sorted(r.conf.learners),
-            "joint": r.conf.joint,
-            "transferring_to": r.lead_transferee,
-            "pending_conf_index": r.pending_conf_index,
-        }
+            role = NodeRole.LEARNER
+        progress = None
         if r.role is Role.LEADER:
-            st["progress"] = {
-                node: {
-                    "match": pr.match,
-                    "next": pr.next,
-                    "state": pr.state.value,
-                    "learner": pr.is_learner,
-                    "recent_active": pr.recent_active or node == r.id,
-                    "ticks_since_heard": (r.ticks - pr.last_heard_tick)
-                    if pr.last_heard_tick >= 0 and node != r.id
-                    else (0 if node == r.id else None),
-                    "inflight": len(pr.inflights),
-                    "snapshot_bytes_acked": pr.transfer.acked
-                    if pr.state is ProgressState.SNAPSHOT and pr.transfer
-                    else None,
-                }
-                for node, pr in sorted(r.prs.items())
-            }
-        return st
+            progress = {n: p for n in sorted(r.prs) if (p := self.progress(n)) is not None}
+        return RaftStatus(
+            id=r.id,
+            role=role,
+            term=r.term,
+            vote=r.vote,
+            leader=r.lead,
+            commit_index=lg.committed,
+            applied_index=lg.applied,
+            last_index=lg.last_index(),
+            last_term=lg.last_term(),
+            first_index=lg.first_index(),
+            snapshot_index=lg.snapshot.meta.index if lg.snapshot else 0,
+            voters=tuple(sorted(r.conf.voters)),
+            voters_outgoing=tuple(sorted(r.conf.voters_outgoing)),
+            learners=tuple(sorted(r.conf.learners)),
+            joint=r.conf.joint,
+            transferring_to=r.lead_transferee,
+            pending_conf_index=r.pending_conf_index,
+            progress=progress,
+        )

@@ -9,9 +9,13 @@ simulator can copy, reorder and drop, and that the node server can encode with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 NodeId = str
+
+# What an entry costs beyond its payload in every byte budget (message size caps,
+# uncommitted bytes), so that empty entries still count.
+ENTRY_OVERHEAD = 16
 
 
 class EntryType(IntEnum):
@@ -29,8 +33,7 @@ class Entry:
     data: bytes = b""
 
     def size(self) -> int:
-        # Fixed overhead so empty entries still count toward byte limits.
-        return len(self.data) + 16
+        return len(self.data) + ENTRY_OVERHEAD
 
 
 @dataclass(slots=True)
@@ -119,15 +122,6 @@ class MessageType(IntEnum):
 
 
 LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
-RESPONSES = frozenset(
-    {
-        MessageType.APP_RESP,
-        MessageType.VOTE_RESP,
-        MessageType.PRE_VOTE_RESP,
-        MessageType.HEARTBEAT_RESP,
-        MessageType.SNAP_RESP,
-    }
-)
 
 
 @dataclass(slots=True)
@@ -205,10 +199,24 @@ class SoftState:
     role: Role
 
 
-class ProposalDropped(Exception):
-    """The engine refused a proposal; ``reason`` is written for operators."""
+class DropCode(Enum):
+    """Why the engine refused a request: what a caller decides on (``reason`` is prose
+    for operators and may change)."""
 
-    def __init__(self, reason: str, leader: NodeId | None = None) -> None:
+    NOT_LEADER = "not_leader"  # ask ``leader`` instead
+    REMOVED = "removed"  # this leader was removed and is handing over
+    TRANSFERRING = "transferring"  # leadership is moving; retry shortly
+    OVERLOADED = "overloaded"  # too many uncommitted bytes; retry later
+    CONF_CHANGE_IN_FLIGHT = "conf_change_in_flight"  # one membership change at a time
+    INVALID_CONF_CHANGE = "invalid_conf_change"  # the change itself is refused
+    NOT_A_VOTER = "not_a_voter"  # a transfer target that cannot lead
+
+
+class ProposalDropped(Exception):
+    """The engine refused a proposal; ``code`` says why, ``reason`` is for operators."""
+
+    def __init__(self, code: DropCode, reason: str, leader: NodeId | None = None) -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
         self.leader = leader

@@ -41,11 +41,12 @@ def settle(c: SimCluster, timeout_ms: float = 5_000) -> SimNode:
         ld = c.leader()
         if ld is None:
             return False
-        lg = ld.raw.raft.log
+        lg = ld.raw.raft_for_tests.log
         if lg.committed != lg.last_index() or lg.term(lg.committed) != ld.term:
             return False
         return all(
-            n.replica.applied_index == lg.committed and n.raw.raft.lead == ld.id for n in c.live()
+            n.replica.applied_index == lg.committed and n.raw.raft_for_tests.lead == ld.id
+            for n in c.live()
         )
 
     assert c.run_until(done, timeout_ms), "cluster did not settle\n" + c.dump()
@@ -55,7 +56,7 @@ def settle(c: SimCluster, timeout_ms: float = 5_000) -> SimNode:
 
 
 def log_of(node: SimNode) -> list[Entry]:
-    lg = node.raw.raft.log
+    lg = node.raw.raft_for_tests.log
     return [lg.entry(i) for i in range(lg.first_index(), lg.last_index() + 1)]
 
 
@@ -364,7 +365,7 @@ class HandNode:
 
     @property
     def raft(self):
-        return self.raw.raft
+        return self.raw.raft_for_tests
 
     def log(self) -> list[tuple[int, int]]:
         lg = self.raft.log

@@ -22,6 +22,7 @@ from raft_core.sim.clients import SimClient
 from raft_core.sim.cluster import SimCluster, SimConfig
 from raft_core.sim.node import SimNode
 from raft_core.statemachine import ApplyResult, Replica, decode_command, encode_command
+from raft_core.status import ProgressStatus
 from raft_core.types import (
     Entry,
     EntryType,
@@ -79,15 +80,15 @@ class ScenarioCluster(SimCluster):
 
     def _hook_events(self, node: SimNode) -> None:
         super()._hook_events(node)
-        inner = node.raw.raft.on_event
+        inner = node.raw.raft_for_tests.on_event
 
         def on_event(name: str, fields: dict, node: SimNode = node) -> None:
-            r = node.raw.raft
+            r = node.raw.raft_for_tests
             self.events.append(Event(self.now, node.id, name, dict(fields), r.role, r.term))
             if inner is not None:
                 inner(name, fields)
 
-        node.raw.raft.on_event = on_event
+        node.raw.raft_for_tests.on_event = on_event
 
     def _send(self, src: str, dst: str, msg: Any, kind: str) -> None:
         # Record every peer message the engine emits, even one a partition blocks.
@@ -146,7 +147,7 @@ def leader_ready(c: SimCluster, timeout_ms: float = 10_000) -> SimNode:
         ld = c.leader()
         if ld is None:
             return False
-        r = ld.raw.raft
+        r = ld.raw.raft_for_tests
         return r.log.applied >= r.pending_conf_index and r.log.term(r.log.applied) == r.term
 
     assert c.run_until(ok, timeout_ms), f"no ready leader\n{c.dump()}"
@@ -198,19 +199,21 @@ def add_learner(c: SimCluster, nid: str) -> SimNode:
     return c.nodes[nid]
 
 
-def progress_of(leader: SimNode, nid: str) -> dict:
-    return leader.raw.status()["progress"][nid]
+def progress_of(leader: SimNode, nid: str) -> ProgressStatus:
+    pr = leader.raw.progress(nid)
+    assert pr is not None, f"{leader.id} has no progress for {nid}"
+    return pr
 
 
 def caught_up(c: SimCluster, nid: str, slack: int = 2) -> bool:
     ld = c.leader()
     if ld is None:
         return False
-    pr = ld.raw.raft.prs.get(nid)
+    pr = ld.raw.raft_for_tests.prs.get(nid)
     return (
         pr is not None
         and pr.state is ProgressState.REPLICATE
-        and pr.match >= ld.raw.raft.log.last_index() - slack
+        and pr.match >= ld.raw.raft_for_tests.log.last_index() - slack
     )
 
 
@@ -273,7 +276,7 @@ def converge(c: SimCluster, ids: list[str], timeout_ms: float = 5_000) -> int:
         ld = c.leader()
         if ld is None:
             return False
-        lg = ld.raw.raft.log
+        lg = ld.raw.raft_for_tests.log
         if lg.committed != lg.last_index():
             return False
         return all(c.nodes[n].up and applied(c, n) >= lg.committed for n in ids)
@@ -281,7 +284,7 @@ def converge(c: SimCluster, ids: list[str], timeout_ms: float = 5_000) -> int:
     assert c.run_until(ok, timeout_ms), f"{ids} did not converge\n{c.dump()}"
     ld = c.leader()
     assert ld is not None
-    return ld.raw.raft.log.committed
+    return ld.raw.raft_for_tests.log.committed
 
 
 def assert_same_state(c: SimCluster, ids: list[str]) -> dict:

@@ -73,3 +73,24 @@ def test_a_run_is_a_pure_function_of_its_seed():
     a, b = run_one(42), run_one(42)
     assert a.ok and b.ok
     assert a.stats == b.stats and a.operations == b.operations
+
+
+def test_a_livelocked_run_fails_fast_as_a_liveness_failure_naming_its_seed(monkeypatch):
+    """A planted livelock (the tick re-arms itself with no delay, so virtual time never
+    moves) must fail the run within its event budget, not spin until CI's time limit."""
+    import time
+
+    from raft_core.sim.cluster import SimCluster
+
+    def spin(self: SimCluster) -> None:
+        for node in list(self.nodes.values()):
+            if node.up:
+                node.tick()
+        self.schedule(0, lambda: spin(self))
+
+    monkeypatch.setattr(SimCluster, "_tick_all", spin)
+    started = time.monotonic()
+    res = run_one(7)
+    assert time.monotonic() - started < 60
+    assert not res.ok and res.kind == "liveness", (res.kind, res.reason)
+    assert "seed 7" in res.reason and "event budget" in res.reason

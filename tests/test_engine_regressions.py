@@ -89,10 +89,10 @@ def test_a_single_voter_becomes_leader_in_the_advance_that_persists_its_vote():
     raw = net["n1"].raw
     raw.campaign()
     rd = raw.ready()
-    assert raw.raft.role is Role.CANDIDATE and not rd.entries and not rd.messages
+    assert raw.raft_for_tests.role is Role.CANDIDATE and not rd.entries and not rd.messages
     net["n1"].disk.persist(rd)
     raw.advance(rd)
-    assert raw.raft.role is Role.LEADER
+    assert raw.raft_for_tests.role is Role.LEADER
     rd = raw.ready()
     assert [(e.index, e.term, e.data) for e in rd.entries] == [(11, 2, b"")], "the no-op"
 
@@ -107,7 +107,7 @@ def test_a_vote_for_itself_from_an_older_term_is_ignored():
     raw.step(Message(MT.VOTE, "n1", "n2", term=5, index=10, log_term=1))
     net["n1"].disk.persist(rd)
     raw.advance(rd)
-    assert raw.raft.term == 5 and raw.raft.role is Role.FOLLOWER
+    assert raw.raft_for_tests.term == 5 and raw.raft_for_tests.role is Role.FOLLOWER
 
 
 # -- a caught-up follower in probe leaves it on the next heartbeat -----------------

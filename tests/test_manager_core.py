@@ -143,10 +143,10 @@ def test_capability_flags_shape_the_plans(tmp_path):
     leaderless = {n: member(n, leader=None, progress=None) for n in ("n1", "n2", "n3")}
     mgr, _ = manager(tmp_path, leaderless, supports_campaign=False)
     plan = mgr.elect_leader(dry_run=True).plan
-    assert not plan.safe and any("cannot be told to campaign" in r for r in plan.reasons)
+    assert not plan.safe and any("cannot be forced to elect a leader" in r for r in plan.reasons)
     mgr, _ = manager(tmp_path, supports_faults=False)
     plan = mgr.inject_fault("partition", ["n2"], dry_run=True).plan
-    assert any("do not support network fault injection" in r for r in plan.reasons)
+    assert any("no fault API" in r for r in plan.reasons)
     assert any(
         "needs a local cluster" in r
         for r in mgr.inject_fault("kill", ["n2"], dry_run=True).plan.reasons

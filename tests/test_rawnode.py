@@ -99,13 +99,13 @@ def test_a_configuration_change_ends_an_election_in_progress():
     n.advance(n.ready())
     n.campaign()
     rd = n.ready()
-    assert n.raft.role is Role.CANDIDATE and {m.to for m in rd.messages} == {"n1", "n2"}
+    assert n.raft_for_tests.role is Role.CANDIDATE and {m.to for m in rd.messages} == {"n1", "n2"}
     n.advance(rd)
-    term = n.raft.term
+    term = n.raft_for_tests.term
     n.step(Message(MT.VOTE_RESP, "n3", "n1", term=term, reject=True, index=4, log_term=2))
     rd = n.ready()
     assert [e.index for e in rd.committed_entries] == [2, 3, 4]
     n.advance(rd)
-    assert n.raft.conf.voters == frozenset({"n2"})
+    assert n.raft_for_tests.conf.voters == frozenset({"n2"})
     n.step(Message(MT.VOTE_RESP, "n3", "n2", term=term))
-    assert n.raft.role is not Role.LEADER
+    assert n.raft_for_tests.role is not Role.LEADER

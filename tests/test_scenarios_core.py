@@ -65,7 +65,7 @@ def test_initial_election_one_leader_and_its_noop_commits(seed: int, nodes: int)
 
     assert [n.id for n in c.leaders()] == [ld.id]
     assert {n.term for n in c.nodes.values()} == {ld.term}
-    assert {n.raw.raft.lead for n in c.nodes.values()} == {ld.id}
+    assert {n.raw.raft_for_tests.lead for n in c.nodes.values()} == {ld.id}
     assert c.checker.leaders == {ld.term: ld.id}
 
     noops = [e for e in log_of(ld) if e.term == ld.term]
@@ -74,9 +74,9 @@ def test_initial_election_one_leader_and_its_noop_commits(seed: int, nodes: int)
     assert noop.type is EntryType.NORMAL and noop.data == b""
     assert noop.index == 2  # right after the founding configuration entry
     for n in c.nodes.values():
-        assert n.raw.raft.log.committed >= noop.index
+        assert n.raw.raft_for_tests.log.committed >= noop.index
         assert n.replica.applied_index >= noop.index
-        assert n.raw.raft.log.entry(noop.index).term == ld.term
+        assert n.raw.raft_for_tests.log.entry(noop.index).term == ld.term
 
 
 # -- 2. re-election after a leader crash ---------------------------------------
@@ -92,7 +92,9 @@ def test_reelection_after_leader_crash_keeps_committed_entries() -> None:
     for i in range(10):
         client.write("put", f"k{i}", f"v{i}")
     committed = [
-        (e.index, e.term, e.data) for e in log_of(old) if e.index <= old.raw.raft.log.committed
+        (e.index, e.term, e.data)
+        for e in log_of(old)
+        if e.index <= old.raw.raft_for_tests.log.committed
     ]
     old_term = old.term
 
@@ -109,12 +111,12 @@ def test_reelection_after_leader_crash_keeps_committed_entries() -> None:
     back = c.nodes[old.id]
     assert c.run_until(
         lambda: (
-            back.raw.raft.lead == new.id
-            and back.replica.applied_index == new.raw.raft.log.committed
+            back.raw.raft_for_tests.lead == new.id
+            and back.replica.applied_index == new.raw.raft_for_tests.log.committed
         ),
         2_000,
     ), c.dump()
-    assert back.raw.raft.role is Role.FOLLOWER
+    assert back.raw.raft_for_tests.role is Role.FOLLOWER
     assert back.term == new.term
     assert c.leader() is new
 
@@ -140,7 +142,7 @@ def test_isolated_follower_does_not_trigger_an_election() -> None:
         if step % 5 == 0:
             client.write("put", "k", f"v{step}")
     assert c.stats["elections"] == elections
-    assert c.nodes[f].raw.raft.log.committed < ld.raw.raft.log.committed
+    assert c.nodes[f].raw.raft_for_tests.log.committed < ld.raw.raft_for_tests.log.committed
 
 
 # -- 4. a leader isolated in a minority steps down; its entries are overwritten ----
@@ -162,17 +164,19 @@ def test_isolated_leader_steps_down_and_its_uncommitted_entries_are_overwritten(
     old.process()
     stale = {(first + i, term, cmd("stale", f"s{i}")) for i in range(3)}
 
-    max_commit = old.raw.raft.log.committed
+    max_commit = old.raw.raft_for_tests.log.committed
 
     def stepped_down() -> bool:
         nonlocal max_commit
-        max_commit = max(max_commit, old.raw.raft.log.committed)
-        return old.raw.raft.role is not Role.LEADER
+        max_commit = max(max_commit, old.raw.raft_for_tests.log.committed)
+        return old.raw.raft_for_tests.role is not Role.LEADER
 
     assert c.run_until(stepped_down, 5 * election_timeout_ms(c))
     assert c.now - t0 <= 2 * election_timeout_ms(c) + c.cfg.tick_ms
     assert max_commit < first, "an entry appended in the minority committed"
-    assert c.nodes[buddy].raw.raft.log.last_index() >= first + 2  # replicated to the buddy
+    assert (
+        c.nodes[buddy].raw.raft_for_tests.log.last_index() >= first + 2
+    )  # replicated to the buddy
 
     new = c.wait_for_leader(among=majority)
     client = Client(c, "cl")
@@ -183,7 +187,7 @@ def test_isolated_leader_steps_down_and_its_uncommitted_entries_are_overwritten(
     stale_data = {d for _, _, d in stale}
     for n in c.nodes.values():
         for index, t, _ in stale:
-            assert n.raw.raft.log.term(index) != t, f"{n.id} still holds entry {index}"
+            assert n.raw.raft_for_tests.log.term(index) != t, f"{n.id} still holds entry {index}"
         assert not any(e.data in stale_data for e in log_of(n))
         assert not any(e.data in stale_data for e in applied[n.id])
         assert n.kv.get("stale") is None and n.kv.get("fresh") == "yes"
@@ -216,7 +220,7 @@ def test_rejoining_node_neither_disrupts_the_leader_nor_inflates_terms() -> None
         assert c.leader() is ld and ld.term == term
     assert c.stats["elections"] == elections
     fn = c.nodes[f]
-    assert fn.raw.raft.lead == ld.id and fn.term == term
+    assert fn.raw.raft_for_tests.lead == ld.id and fn.term == term
     assert fn.replica.applied_index == ld.replica.applied_index
 
 
@@ -377,16 +381,16 @@ def test_fast_backup_after_a_stale_minority_leader_appended_hundreds_of_entries(
     for r in range(3):
         final.raw.propose_batch([cmd("new", f"r{r}-{i}") for i in range(100)])
         final.process()
-    flog = final.raw.raft.log
+    flog = final.raw.raft_for_tests.log
     assert c.run_until(lambda: flog.committed == flog.last_index() >= 300, 2_000)
     # Leadership moves within the majority, so the leader that meets S and F again
     # starts probing them from its last index, deep inside the divergent region.
     successor = next(n for n in rest if n != final.id)
-    assert c.run_until(lambda: final.raw.raft.prs[successor].match == flog.last_index())
+    assert c.run_until(lambda: final.raw.raft_for_tests.prs[successor].match == flog.last_index())
     final.raw.transfer_leadership(successor)
     final.process()
     final = c.nodes[successor]
-    assert c.run_until(lambda: final.raw.raft.role is Role.LEADER, 1_000)
+    assert c.run_until(lambda: final.raw.raft_for_tests.role is Role.LEADER, 1_000)
     final_log = {(e.index, e.term) for e in log_of(final)}
     for nid in pair:
         divergent = [e for e in log_of(c.nodes[nid]) if (e.index, e.term) not in final_log]
@@ -458,7 +462,7 @@ def test_whole_cluster_crash_loses_no_acknowledged_write() -> None:
     def unsynced() -> bool:
         for n in c.nodes.values():
             base = n.disk.snapshot.meta.index if n.disk.snapshot else 0
-            if n.raw.raft.log.last_index() > base + len(n.disk.entries):
+            if n.raw.raft_for_tests.log.last_index() > base + len(n.disk.entries):
                 return True
         return False
 
@@ -467,8 +471,8 @@ def test_whole_cluster_crash_loses_no_acknowledged_write() -> None:
         ld = c.leader()
         if ld is None:
             return True
-        commit = ld.raw.raft.log.committed
-        term = ld.raw.raft.log.term(commit)
+        commit = ld.raw.raft_for_tests.log.committed
+        term = ld.raw.raft_for_tests.log.term(commit)
         durable = 0
         for n in c.nodes.values():
             d = n.disk
@@ -590,18 +594,20 @@ def test_leadership_transfer_to_an_up_to_date_follower() -> None:
     for i in range(5):
         client.write("put", f"k{i}", f"v{i}")
     target = next(n for n in sorted(c.nodes) if n != ld.id)
-    assert c.run_until(lambda: ld.raw.raft.prs[target].match == ld.raw.raft.log.last_index())
+    assert c.run_until(
+        lambda: ld.raw.raft_for_tests.prs[target].match == ld.raw.raft_for_tests.log.last_index()
+    )
     term, t0 = ld.term, c.now
     ld.raw.transfer_leadership(target)
     ld.process()
     with pytest.raises(ProposalDropped, match="transferred"):
         ld.raw.propose(cmd("k", "during"))
     new = c.nodes[target]
-    assert c.run_until(lambda: new.raw.raft.role is Role.LEADER, election_timeout_ms(c))
+    assert c.run_until(lambda: new.raw.raft_for_tests.role is Role.LEADER, election_timeout_ms(c))
     assert c.now - t0 < election_timeout_ms(c)
     assert new.term == term + 1
     settle(c)
-    assert ld.raw.raft.role is Role.FOLLOWER and ld.raw.raft.lead == target
+    assert ld.raw.raft_for_tests.role is Role.FOLLOWER and ld.raw.raft_for_tests.lead == target
     for i in range(5):
         assert client.read(f"k{i}") == f"v{i}"
 
@@ -618,7 +624,7 @@ def test_leadership_transfer_to_a_lagging_follower_catches_it_up_first() -> None
     client = Client(c, "cl")
     for i in range(20):
         client.write("put", f"k{i}", f"v{i}")
-    lag = ld.raw.raft.log.last_index() - tn.raw.raft.log.last_index()
+    lag = ld.raw.raft_for_tests.log.last_index() - tn.raw.raft_for_tests.log.last_index()
     assert lag >= 20
 
     timeout_now: list[tuple[int, int, int]] = []
@@ -627,9 +633,9 @@ def test_leadership_transfer_to_a_lagging_follower_catches_it_up_first() -> None
         if isinstance(m, Message) and m.type is MT.TIMEOUT_NOW:
             timeout_now.append(
                 (
-                    ld.raw.raft.log.last_index(),
-                    ld.raw.raft.prs[target].match,
-                    tn.raw.raft.log.last_index(),
+                    ld.raw.raft_for_tests.log.last_index(),
+                    ld.raw.raft_for_tests.prs[target].match,
+                    tn.raw.raft_for_tests.log.last_index(),
                 )
             )
         return False
@@ -638,7 +644,9 @@ def test_leadership_transfer_to_a_lagging_follower_catches_it_up_first() -> None
     t0, term = c.now, ld.term
     ld.raw.transfer_leadership(target)
     ld.process()
-    assert c.run_until(lambda: tn.raw.raft.role is Role.LEADER, 2 * election_timeout_ms(c))
+    assert c.run_until(
+        lambda: tn.raw.raft_for_tests.role is Role.LEADER, 2 * election_timeout_ms(c)
+    )
     assert c.now - t0 < election_timeout_ms(c)
     assert len(timeout_now) == 1
     leader_last, match, target_last = timeout_now[0]
@@ -667,11 +675,11 @@ def test_leadership_transfer_to_a_dead_node_is_aborted() -> None:
     ld.raw.transfer_leadership(target)
     ld.process()
     c.run_for(election_timeout_ms(c) / 2)
-    assert ld.raw.raft.lead_transferee == target
+    assert ld.raw.raft_for_tests.lead_transferee == target
     with pytest.raises(ProposalDropped):
         ld.raw.propose(cmd("k", "early"))
     c.run_for(election_timeout_ms(c))
-    assert ld.raw.raft.lead_transferee is None
+    assert ld.raw.raft_for_tests.lead_transferee is None
     assert c.leader() is ld and ld.term == term
     client = Client(c, "cl")
     resp = client.call(ld.id, "put", "k", "after", seq=1)
@@ -698,16 +706,16 @@ def test_read_at_a_deposed_leader_never_returns_a_stale_value() -> None:
     resp = client.call(new.id, "put", "k", "v2", seq=client.next_seq())
     assert resp is not None and resp.ok
 
-    assert old.raw.raft.role is Role.LEADER  # it still thinks so
+    assert old.raw.raft_for_tests.role is Role.LEADER  # it still thinks so
     req = client.send(old.id, "get", "k")
     c.run_for(10 * election_timeout_ms(c))
     assert req not in client.responses, client.responses.get(req)
-    assert old.raw.raft.role is Role.LEADER
+    assert old.raw.raft_for_tests.role is Role.LEADER
     c.heal()
     c.run_for(5 * election_timeout_ms(c))
     resp = client.responses.get(req)
     assert resp is None or not resp.ok, resp
-    assert old.raw.raft.role is Role.FOLLOWER
+    assert old.raw.raft_for_tests.role is Role.FOLLOWER
     assert client.read("k") == "v2"
 
 
@@ -719,7 +727,7 @@ def test_read_waits_for_the_new_leaders_noop_to_commit() -> None:
     c = SimCluster(92, SimConfig(nodes=3))
     old = settle(c)
     nxt = min(n for n in c.nodes if n != old.id)
-    x = old.raw.raft.log.last_index() + 1  # where k=v1 will go
+    x = old.raw.raft_for_tests.log.last_index() + 1  # where k=v1 will go
     new = c.nodes[nxt]
     block_noop = [False]
 
@@ -733,14 +741,14 @@ def test_read_waits_for_the_new_leaders_noop_to_commit() -> None:
     MessageCounter(c, drop)
     client = Client(c, "cl")
     client.write("put", "k", "v1")
-    assert new.raw.raft.log.last_index() >= x and new.raw.raft.log.committed < x
+    assert new.raw.raft_for_tests.log.last_index() >= x and new.raw.raft_for_tests.log.committed < x
 
     block_noop[0] = True
     old.raw.transfer_leadership(nxt)
     old.process()
-    assert c.run_until(lambda: new.raw.raft.role is Role.LEADER, election_timeout_ms(c))
-    noop_index = new.raw.raft.log.last_index()
-    assert new.raw.raft.log.entry(noop_index).data == b""
+    assert c.run_until(lambda: new.raw.raft_for_tests.role is Role.LEADER, election_timeout_ms(c))
+    noop_index = new.raw.raft_for_tests.log.last_index()
+    assert new.raw.raft_for_tests.log.entry(noop_index).data == b""
 
     served: list[int] = []
     inner = new.on_read
@@ -752,17 +760,17 @@ def test_read_waits_for_the_new_leaders_noop_to_commit() -> None:
     new.on_read = on_read
     req = client.send(nxt, "get", "k")
     c.run_for(5 * election_timeout_ms(c))  # heartbeats are acknowledged meanwhile
-    assert new.raw.raft.role is Role.LEADER
-    assert new.raw.raft.log.committed < x
+    assert new.raw.raft_for_tests.role is Role.LEADER
+    assert new.raw.raft_for_tests.log.committed < x
     assert req not in client.responses, client.responses[req]
-    assert new.raw.raft.reads_waiting_for_commit
+    assert new.raw.raft_for_tests.reads_waiting_for_commit
 
     block_noop[0] = False
     resp = client.wait(req, 2 * election_timeout_ms(c))
     assert resp is not None and resp.ok
     assert resp.output == {"value": "v1"}
     assert served and served[0] >= noop_index
-    assert new.raw.raft.log.committed >= noop_index
+    assert new.raw.raft_for_tests.log.committed >= noop_index
 
 
 # -- 13. a retried command applies once ----------------------------------------
@@ -1006,7 +1014,7 @@ def test_removed_leader_of_two_voters_hands_over_to_the_remaining_voter() -> Non
     def drop(src: str, dst: str, m: object) -> bool:
         if src != ld.id or not isinstance(m, Message) or ld.id not in ld.conf.all_voters():
             return False  # everything L sends once it has applied its removal passes
-        leave = ld.raw.raft.pending_conf_index
+        leave = ld.raw.raft_for_tests.pending_conf_index
         carries_marker = m.type is MT.APP and any(e.data == marker for e in m.entries)
         carries_commit = m.type in (MT.APP, MT.HEARTBEAT) and ld.conf.joint and m.commit >= leave
         return carries_marker or carries_commit
@@ -1014,21 +1022,23 @@ def test_removed_leader_of_two_voters_hands_over_to_the_remaining_voter() -> Non
     counter = MessageCounter(c, drop)
     c.change((ChangeOp.REMOVE, ld.id))
     assert c.run_until(lambda: ld.conf.joint, 1_000)
-    leave_index = ld.raw.raft.pending_conf_index
-    assert ld.raw.raft.log.entry(leave_index).type is EntryType.CONF_CHANGE
+    leave_index = ld.raw.raft_for_tests.pending_conf_index
+    assert ld.raw.raft_for_tests.log.entry(leave_index).type is EntryType.CONF_CHANGE
     e_index, _ = ld.raw.propose(marker)
     ld.process()
     assert e_index == leave_index + 1
 
     assert c.run_until(lambda: ld.id not in ld.conf.all_voters(), 1_000)
     assert counter.dropped, "the scenario needs the messages to be lost"
-    assert sn.conf.joint and sn.raw.raft.log.last_index() < e_index
+    assert sn.conf.joint and sn.raw.raft_for_tests.log.last_index() < e_index
 
-    assert c.run_until(lambda: sn.raw.raft.role is Role.LEADER, 3_000), c.dump()
+    assert c.run_until(lambda: sn.raw.raft_for_tests.role is Role.LEADER, 3_000), c.dump()
     assert c.run_until(lambda: not sn.conf.joint, 1_000)
     assert sn.conf.voters == {s}
-    assert c.run_until(lambda: sn.raw.raft.log.committed >= sn.raw.raft.log.last_index(), 1_000)
-    assert sn.raw.raft.log.entry(e_index).data == marker
+    assert c.run_until(
+        lambda: sn.raw.raft_for_tests.log.committed >= sn.raw.raft_for_tests.log.last_index(), 1_000
+    )
+    assert sn.raw.raft_for_tests.log.entry(e_index).data == marker
     client = Client(c, "cl")
     resp = client.call(s, "put", "k", "v", seq=1)
     assert resp is not None and resp.ok
@@ -1055,7 +1065,7 @@ def test_removed_leader_hand_over_survives_a_brief_message_loss() -> None:
             if not lost_until:
                 lost_until.append(c.now + election_timeout_ms(c))
             return c.now < lost_until[0]
-        leave = ld.raw.raft.pending_conf_index
+        leave = ld.raw.raft_for_tests.pending_conf_index
         carries_marker = m.type is MT.APP and any(e.data == marker for e in m.entries)
         carries_commit = m.type in (MT.APP, MT.HEARTBEAT) and ld.conf.joint and m.commit >= leave
         return carries_marker or carries_commit
@@ -1068,7 +1078,9 @@ def test_removed_leader_hand_over_survives_a_brief_message_loss() -> None:
     assert c.run_until(lambda: ld.id not in ld.conf.all_voters(), 1_000)
     assert sn.conf.joint
 
-    elected = c.run_until(lambda: sn.raw.raft.role is Role.LEADER, 50 * election_timeout_ms(c))
+    elected = c.run_until(
+        lambda: sn.raw.raft_for_tests.role is Role.LEADER, 50 * election_timeout_ms(c)
+    )
     assert elected, "the remaining voter can never be elected\n" + c.dump()
     resp = Client(c, "cl").call(s, "put", "k", "v", seq=1)
     assert resp is not None and resp.ok

@@ -60,7 +60,7 @@ def others(c, *nids: str) -> list[str]:
 
 
 def commits(c, ids) -> dict[str, int]:
-    return {n: c.nodes[n].raw.raft.log.committed for n in ids}
+    return {n: c.nodes[n].raw.raft_for_tests.log.committed for n in ids}
 
 
 # -- 1 -------------------------------------------------------------------------
@@ -83,8 +83,8 @@ def test_add_two_voters_under_load_learner_first():
         assert c.run_until(lambda nid=nid: caught_up(c, nid, slack=3), 5_000), c.dump()
         ld = c.leader()
         pr = progress_of(ld, nid)
-        assert pr["learner"] and pr["state"] == "replicate"
-        assert pr["match"] >= ld.raw.raft.log.last_index() - 3
+        assert pr.learner and pr.state == "replicate"
+        assert pr.match >= ld.raw.raft_for_tests.log.last_index() - 3
         # While a learner, it is not part of any quorum.
         assert nid not in ld.conf.all_voters()
         c.change((ADD_VOTER, nid))
@@ -131,11 +131,11 @@ def test_promoting_a_lagging_learner_stalls_commits_until_it_catches_up():
     wait_applied(c, last, voters)
 
     pr = progress_of(leader, "n4")
-    last_index = leader.raw.raft.log.last_index()
-    assert pr["learner"] is True
-    assert pr["match"] <= last_index - 30, pr
-    assert pr["state"] in ("probe", "snapshot"), pr
-    assert pr["recent_active"] is False and pr["ticks_since_heard"] is None, pr
+    last_index = leader.raw.raft_for_tests.log.last_index()
+    assert pr.learner is True
+    assert pr.match <= last_index - 30, pr
+    assert pr.state in ("probe", "snapshot"), pr
+    assert pr.recent_active is False and pr.ticks_since_heard is None, pr
 
     down = others(c, leader.id, "n4")[0]
     live = others(c, down, "n4")
@@ -198,7 +198,7 @@ def test_replace_the_leader_in_one_joint_step():
     down = [e for e in mine if e.name == "stepped_down"]
     assert down and down[0].at >= c_new_at
     assert ld.id == target and ld.term > term0
-    assert old.raw.raft.role is not Role.LEADER
+    assert old.raw.raft_for_tests.role is not Role.LEADER
 
     # The cluster keeps committing, without the old leader.
     last = propose_puts(c, 5, prefix="after")
@@ -273,9 +273,11 @@ def test_remove_the_leader_itself():
     assert all(e.role is Role.LEADER for e in confs)
     # The leave-joint entry was proposed by the old leader, in its own term.
     leave = [
-        ld.raw.raft.log.entry(i)
-        for i in range(ld.raw.raft.log.first_index(), ld.raw.raft.log.last_index() + 1)
-        if is_leave_entry(ld.raw.raft.log.entry(i))
+        ld.raw.raft_for_tests.log.entry(i)
+        for i in range(
+            ld.raw.raft_for_tests.log.first_index(), ld.raw.raft_for_tests.log.last_index() + 1
+        )
+        if is_leave_entry(ld.raw.raft_for_tests.log.entry(i))
     ]
     assert leave and leave[-1].term == confs[0].term
     handover = c.events_named("transfer_started", node=L, since=t0)
@@ -337,8 +339,8 @@ def test_one_change_at_a_time():
     ld.raw.transfer_leadership(target)
     ld.process()
     new = c.nodes[target]
-    assert c.run_until(lambda: new.raw.raft.role is Role.LEADER, 1_000)
-    r = new.raw.raft
+    assert c.run_until(lambda: new.raw.raft_for_tests.role is Role.LEADER, 1_000)
+    r = new.raw.raft_for_tests
     noop = r.pending_conf_index
     assert r.log.entry(noop).data == b"" and r.log.entry(noop).term == r.term
     assert r.log.applied < noop, "caught the new leader before its no-op applied"
@@ -371,10 +373,12 @@ def test_joint_configuration_is_left_after_a_deferred_auto_leave():
     ld.raw.transfer_leadership(unreachable)
     ld.process()
     assert c.run_until(lambda: ld.conf.joint, 1_000)
-    assert ld.raw.raft.lead_transferee == unreachable, "applied while the transfer is pending"
-    assert ld.raw.raft.pending_conf_index == joint_index, "auto-leave was deferred"
+    assert ld.raw.raft_for_tests.lead_transferee == unreachable, (
+        "applied while the transfer is pending"
+    )
+    assert ld.raw.raft_for_tests.pending_conf_index == joint_index, "auto-leave was deferred"
     t0 = c.now
-    assert c.run_until(lambda: ld.raw.raft.lead_transferee is None, 1_000)
+    assert c.run_until(lambda: ld.raw.raft_for_tests.lead_transferee is None, 1_000)
     assert c.events_named("transfer_aborted", node=ld.id, since=t0)
     assert c.leader() is ld and ld.conf.joint
     refused = try_change(ld, (REMOVE, "n4"))
@@ -384,8 +388,8 @@ def test_joint_configuration_is_left_after_a_deferred_auto_leave():
     left = c.run_until(lambda: not ld.conf.joint, 2_000)
     assert left, (
         "the leader stays in the joint configuration after the transfer was aborted "
-        f"(pending_conf_index={ld.raw.raft.pending_conf_index}, applied="
-        f"{ld.raw.raft.log.applied}); a change is refused with {refused.reason!r}\n{c.dump()}"
+        f"(pending_conf_index={ld.raw.pending_conf_index}, applied="
+        f"{ld.raw.applied_index}); a change is refused with {refused.reason!r}\n{c.dump()}"
     )
 
 
@@ -426,7 +430,7 @@ def test_joint_quorum_needs_both_majorities(reachable):
 
     # The joint entry committed under C_old; nothing after it commits anywhere (not
     # the leave-joint entry the leader appended at once, not the client writes).
-    assert ld.raw.raft.log.last_index() >= joint_index + 4
+    assert ld.raw.raft_for_tests.log.last_index() >= joint_index + 4
     assert max(commits(c, c.nodes).values()) == joint_index, "committed without a joint quorum"
     assert not c.events_named("became_leader", since=t0), "a leader won without a joint quorum"
     assert c.events_named("check_quorum_step_down", node=L, since=t0)
@@ -464,10 +468,10 @@ def test_truncated_conf_change_never_took_effect():
     c.isolate(L)
     t0 = c.now
     index, term = c.change((REMOVE, rest[0]))
-    e = old.raw.raft.log.entry(index)
+    e = old.raw.raft_for_tests.log.entry(index)
     assert e.type is EntryType.CONF_CHANGE and e.term == term
     assert old.conf == conf0, "appending a change must not apply it"
-    assert rest[0] in old.raw.raft.prs and old.raw.raft.role is Role.LEADER
+    assert rest[0] in old.raw.raft_for_tests.prs and old.raw.raft_for_tests.role is Role.LEADER
 
     new = c.wait_for_leader(among=set(rest))
     last = propose_puts(c, 5, prefix="z")
@@ -476,7 +480,7 @@ def test_truncated_conf_change_never_took_effect():
     c.heal()
     converge(c, sorted(c.nodes))
 
-    replaced = old.raw.raft.log.entry(index)
+    replaced = old.raw.raft_for_tests.log.entry(index)
     assert (replaced.type, replaced.term) != (EntryType.CONF_CHANGE, term)
     assert replaced.term == new.term
     assert not c.events_named("conf_applied", since=t0)
@@ -500,7 +504,7 @@ def test_node_joining_after_compaction_catches_up_by_snapshot():
     clients = start_clients(c, 3, seed=9, keys=4)
     c.run_for(600)
     ld = c.leader()
-    assert ld.raw.raft.log.first_index() > 2, "the leader must have compacted"
+    assert ld.raw.raft_for_tests.log.first_index() > 2, "the leader must have compacted"
     add_learner(c, "n4")
     assert c.run_until(lambda: caught_up(c, "n4"), 5_000), c.dump()
     c.change((ADD_VOTER, "n4"))
@@ -542,8 +546,10 @@ def test_slow_follower_behind_compaction_catches_up_by_snapshot():
     c.partition([slow], others(c, slow))
     c.run_for(1_500)
     ld = c.leader()
-    behind = c.nodes[slow].raw.raft.log.last_index()
-    assert ld.raw.raft.log.first_index() > behind + 1, "its next entry must be compacted away"
+    behind = c.nodes[slow].raw.raft_for_tests.log.last_index()
+    assert ld.raw.raft_for_tests.log.first_index() > behind + 1, (
+        "its next entry must be compacted away"
+    )
     t0 = c.now
     c.heal()
     c.run_for(800)
@@ -576,7 +582,7 @@ def test_lost_snapshot_chunks_resume_from_the_follower_offset():
     converge(c, sorted(c.nodes))
     ld = c.leader()
     snap = ld.take_snapshot()
-    assert snap is not None and ld.raw.raft.log.first_index() > last
+    assert snap is not None and ld.raw.raft_for_tests.log.first_index() > last
     cs = 64
     nchunks = -(-len(snap.data) // cs)
     assert nchunks >= 15
@@ -632,7 +638,7 @@ def test_snapshot_keeps_follower_suffix_when_it_holds_the_snapshot_entry():
     snap = ld.take_snapshot()
     assert snap is not None and snap.meta.index == s_index
     last = propose_puts(c, 10, prefix="b")
-    lg = ld.raw.raft.log
+    lg = ld.raw.raft_for_tests.log
     assert lg.first_index() == 1, "the leader kept its entries (keep_entries)"
 
     app = Message(
@@ -646,7 +652,7 @@ def test_snapshot_keeps_follower_suffix_when_it_holds_the_snapshot_entry():
         commit=c0,
     )
     f.receive(app)
-    flog = f.raw.raft.log
+    flog = f.raw.raft_for_tests.log
     assert flog.last_index() == last and flog.committed == c0
     t0 = c.now
     f.receive(snapshot_message(ld, f.id, snap))
@@ -688,14 +694,14 @@ def test_snapshot_replaces_follower_log_on_mismatch():
     for i in range(5):
         old.raw.propose(f"orphan{i}".encode())
     old.process()
-    orphan_last = old.raw.raft.log.last_index()
+    orphan_last = old.raw.raft_for_tests.log.last_index()
     new = c.wait_for_leader(among=set(rest))
     leader_ready(c)
     s_index = propose_puts(c, 2, prefix="n")
     wait_applied(c, s_index, [new.id])
     snap = new.take_snapshot()
     assert snap is not None and snap.meta.index == s_index <= orphan_last
-    olog = old.raw.raft.log
+    olog = old.raw.raft_for_tests.log
     assert olog.term(s_index) is not None and olog.term(s_index) != snap.meta.term
 
     t0 = c.now
@@ -756,16 +762,16 @@ def test_snapshot_installed_while_a_ready_is_in_flight_keeps_the_snapshot_conf()
     meta = SnapshotMeta(10, 2, snap_conf)
     chunk = SnapshotChunk(meta, 0, 5, b"image", True)
     f.step(Message(MT.SNAP, "n3", "n1", term=2, chunk=chunk))
-    assert f.raft.conf == snap_conf, "the snapshot's configuration is installed"
+    assert f.conf == snap_conf, "the snapshot's configuration is installed"
 
     f.advance(in_flight)  # the driver finished persisting and applying the old Ready
-    assert f.raft.conf == snap_conf, (
-        f"stale entries from before the snapshot changed the configuration to {f.raft.conf}"
+    assert f.conf == snap_conf, (
+        f"stale entries from before the snapshot changed the configuration to {f.conf}"
     )
     rd = f.ready()
     assert rd.snapshot is not None and rd.snapshot.meta.index == 10
     f.advance(rd)
-    assert f.raft.conf == snap_conf
+    assert f.conf == snap_conf
 
 
 # -- 13 ------------------------------------------------------------------------
@@ -790,8 +796,8 @@ def test_whole_cluster_crash_after_compaction_recovers_everything_committed():
         return [
             n
             for n in ids
-            if c.nodes[n]._waiting_disk
-            or c.nodes[n].raw.raft.log.last_index()
+            if c.nodes[n].writing
+            or c.nodes[n].raw.raft_for_tests.log.last_index()
             > max([e.index for e in c.nodes[n].disk.entries] or [0])
         ]
 
@@ -899,10 +905,10 @@ def test_learners_never_vote_and_never_count():
     other_voter = others(c, ld.id, *learners)[0]
     c.partition([other_voter], [ld.id, *learners])
     t0 = c.now
-    before = ld.raw.raft.log.committed
+    before = ld.raw.raft_for_tests.log.committed
     propose_puts(c, 5, prefix="x")
     c.run_for(2_000)
-    assert ld.raw.raft.log.committed == before, "learners must not count toward commit"
+    assert ld.raw.raft_for_tests.log.committed == before, "learners must not count toward commit"
     assert c.events_named("check_quorum_step_down", node=ld.id, since=t0)
     assert c.leader() is None
     assert not c.events_named("became_leader", since=t0)
@@ -913,7 +919,7 @@ def test_learners_never_vote_and_never_count():
         assert not [s for s in c.sent if s.msg.type is kind and s.src in learners]
     for kind in (MT.VOTE_RESP, MT.PRE_VOTE_RESP):
         assert not [s for s in c.sent if s.msg.type is kind and s.src in learners]
-    assert {c.nodes[n].raw.raft.role for n in learners} == {Role.FOLLOWER}
+    assert {c.nodes[n].raw.raft_for_tests.role for n in learners} == {Role.FOLLOWER}
 
     c.heal()
     wait_stable_conf(c, lambda ld: ld.conf.learners == frozenset(learners))
@@ -963,13 +969,13 @@ def test_sessions_survive_snapshot_install_on_a_new_leader():
     assert inbox and inbox[-1].ok
     propose_puts(c, 40, prefix="f")
     c.run_for(200)
-    assert ld.raw.raft.log.first_index() > cas_index + 1
+    assert ld.raw.raft_for_tests.log.first_index() > cas_index + 1
 
     c.heal()
     assert c.run_until(lambda: applied(c, lagger) >= applied(c, ld.id), 3_000)
     installed = c.events_named("snapshot_installed", node=lagger)
     assert installed and installed[0].fields["index"] >= cas_index
-    assert c.nodes[lagger].raw.raft.log.first_index() > cas_index
+    assert c.nodes[lagger].raw.raft_for_tests.log.first_index() > cas_index
     ld.raw.transfer_leadership(lagger)
     ld.process()
     c.wait_for_leader(among={lagger}, timeout_ms=1_000)

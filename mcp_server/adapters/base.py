@@ -11,14 +11,20 @@ shaped so that etcd fits as well as raft_core:
 - ``state_digest`` compares applied state; ``supports_log_digests`` says whether
   per-entry log digests exist (raft_core: yes; etcd reports hashes, not digests);
 - ``can_control_processes`` says whether the adapter can kill/start member processes
-  (local raft_core clusters only); otherwise recovery is the operator's job.
+  (local clusters only: it then has ``processes``, a ``ProcessControl`` that the
+  process methods delegate to); otherwise recovery is the operator's job;
+- ``supports_state_history`` says whether ``state_digest`` can answer for a past
+  index (raft_core keeps a chain of applied-state hashes; etcd's gateway hashes only
+  the current revision, so verify compares members standing at the same revision);
+- ``member_joins_after_add`` says whether a new member's process can only start once
+  the cluster has added it (etcd) rather than before (raft_core starts it empty).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass
@@ -58,6 +64,14 @@ class NodeStatus:
     error: str | None = None
     process: str | None = None  # "running" / "stopped" when the adapter controls processes
     pid: int | None = None
+    # Kind-specific facts, shown in status when known (etcd: names, IDs, URLs, db, alarms).
+    name: str | None = None
+    member_id: str | None = None
+    peer_urls: list[str] = field(default_factory=list)
+    db_size: int | None = None
+    revision: int | None = None
+    version: str | None = None
+    alarms: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -112,12 +126,29 @@ class NewProcess:
     api_address: str
 
 
+class ProcessControl(Protocol):
+    """The member processes of a local cluster (``adapters.processes`` implements it)."""
+
+    def running(self, node: str) -> bool | None: ...
+    def kill(self, node: str) -> None: ...
+    def pause(self, node: str) -> None: ...
+    def resume(self, node: str) -> None: ...
+    def start(self, node: str) -> None: ...
+    def new_process(self, node: str) -> NewProcess: ...
+    def planned_addresses(self, node: str) -> tuple[str, str]: ...
+    def retire_process(self, node: str) -> None: ...
+
+
 class ClusterAdapter(ABC):
     kind: str = "?"
+    service: str = "the member's service"  # what an operator restarts on a member's host
+    processes: ProcessControl | None = None
     supports_campaign: bool = False
     supports_log_digests: bool = False
     supports_faults: bool = False
     can_control_processes: bool = False
+    supports_state_history: bool = False
+    member_joins_after_add: bool = False
 
     # -- observation ---------------------------------------------------------------
 
@@ -185,33 +216,58 @@ class ClusterAdapter(ABC):
 
     # -- processes (local clusters only) -------------------------------------------------------
 
+    def _processes(self) -> ProcessControl:
+        if self.processes is None:
+            from ..core.errors import Refused
+
+            raise Refused(
+                f"this {self.kind} cluster's processes are not run by raft-manager "
+                "(it is not a local cluster: it has no `dir`)",
+                f"run the command on the member's host (e.g. systemctl restart {self.service})",
+            )
+        return self.processes
+
     def running(self, node: str) -> bool | None:
         """Is ``node``'s process alive (None when the adapter does not run processes)."""
-        return None
+        return self.processes.running(node) if self.processes is not None else None
 
     def kill(self, node: str) -> None:
-        from ..core.errors import NotSupported
+        self._processes().kill(node)
 
-        raise NotSupported("this cluster's processes are not managed here")
+    def pause(self, node: str) -> None:
+        """Freeze ``node``'s process (SIGSTOP) without killing it."""
+        self._processes().pause(node)
+
+    def resume(self, node: str) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        self._processes().resume(node)
 
     def start(self, node: str) -> None:
-        from ..core.errors import NotSupported
-
-        raise NotSupported("this cluster's processes are not managed here")
+        self._processes().start(node)
 
     def planned_addresses(self, node: str) -> tuple[str, str] | None:
         """Where ``new_process`` would start ``node`` (peer, API), for plans; None if we
         do not run this cluster's processes."""
-        return None
+        return self.processes.planned_addresses(node) if self.processes is not None else None
 
     def new_process(self, node: str) -> NewProcess:
-        """Start an empty member process to be added (local clusters)."""
-        from ..core.errors import NotSupported
+        """Start the member process to be added (before or after the add: see
+        ``member_joins_after_add``)."""
+        return self._processes().new_process(node)
 
-        raise NotSupported("this cluster's processes are not managed here")
+    def restart_instructions(self, node: str, where: str) -> list[str]:
+        """What the operator does to bring back a member whose process is not ours."""
+        return [
+            f"{node} ({where}) does not answer and raft-manager does not run its process",
+            f"restart raft-node for {node} on its host with the same --data-dir "
+            "(systemctl restart ..., or your orchestrator)",
+            f"then run `raft-manager recover {node}` again to wait until it has caught up",
+        ]
 
-    def retire_process(self, node: str) -> None:  # noqa: B027 - optional hook
+    def retire_process(self, node: str) -> None:
         """Stop a removed member's process and forget it (local clusters)."""
+        if self.processes is not None:
+            self.processes.retire_process(node)
 
     def auth_headers(self) -> dict[str, str]:
         """HTTP headers a raw client (the load generator) needs to talk to the members."""

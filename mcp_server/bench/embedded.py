@@ -82,10 +82,10 @@ async def _main(fsync: str, levels: list[int], duration_s: float, runs: int, d: 
         for n in nodes[1:]:
             await asyncio.to_thread(cluster.start, n.id)
         deadline = time.monotonic() + 30
-        while node.status()["role"] != "leader":
+        while (st := node.status()).role != "leader":
             if time.monotonic() > deadline:
                 raise RuntimeError("the embedded node did not become the leader")
-            if node.status()["role"] == "follower" and node.status()["leader"]:
+            if st.role == "follower" and st.leader:
                 node.campaign()
             await asyncio.sleep(0.2)
         value = "x" * 64

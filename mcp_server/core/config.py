@@ -9,9 +9,13 @@ Shape (docs/design.md)::
       prod:   {kind: raft_core, endpoints: ["10.0.0.1:7201"], mode: production,
                read_only: true, allowed_operations: [cluster_status, read],
                token_env: PROD_RAFT_TOKEN, tls: {ca_file: ca.pem}}
+      etcd:   {kind: etcd, endpoints: ["https://10.0.0.5:2379"], tls: {ca_file: ca.pem,
+               cert_file: client.pem, key_file: client.key}, username: ops,
+               password_file: /etc/raft-manager/etcd.password}
 
 Secrets are never inline: ``token_env`` names an environment variable and
-``token_file`` a file that holds the API token;
+``token_file`` a file that holds the API token (etcd: ``password_env`` /
+``password_file`` hold the password of ``username``);
 ``mode`` defaults to sandbox for a local cluster (``dir``) and to production for a
 cluster given by ``endpoints``; a local cluster started with an API
 token file is read from its ``cluster.yaml``. With no config file (no ``--config``,
@@ -64,6 +68,9 @@ class ClusterConfig(BaseModel):
     tls: TLSConfig | None = None
     token_env: str | None = None
     token_file: str | None = None
+    username: str | None = Field(None, description="etcd: user for auth/authenticate")
+    password_env: str | None = Field(None, description="etcd: variable holding the password")
+    password_file: str | None = Field(None, description="etcd: file holding the password")
     auto_start: bool = Field(False, description="start the local cluster on first use")
     nodes: int = Field(3, ge=1, le=9, description="size when auto-started")
     base_port: int | None = Field(None, description="ports when auto-started")
@@ -194,8 +201,11 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
                 f"{p}: cluster {name!r} needs `dir` (a local cluster) or `endpoints`",
                 "fix clusters.yaml",
             )
-        if c.kind == "etcd" and not c.endpoints:
-            raise ConfigError(f"{p}: etcd cluster {name!r} needs `endpoints`", "fix clusters.yaml")
+        if c.kind == "etcd" and not c.endpoints and not c.dir:
+            raise ConfigError(
+                f"{p}: etcd cluster {name!r} needs `endpoints` (or the `dir` of `etcd up`)",
+                "fix clusters.yaml",
+            )
         clusters[str(name)] = c
     if not clusters:
         raise ConfigError(f"{p} names no clusters", "add one under `clusters:`")
@@ -209,6 +219,34 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if cfg.default is not None and cfg.default not in clusters:
         raise ConfigError(f"{p}: default {cfg.default!r} is not one of the clusters")
     return cfg
+
+
+def resolve_password(c: ClusterConfig) -> str | None:
+    """etcd's password, from ``password_env`` or ``password_file`` (never inline)."""
+    if c.password_env:
+        value = os.environ.get(c.password_env)
+        if not value:
+            raise ConfigError(
+                f"cluster {c.name!r}: environment variable {c.password_env} (password_env) "
+                "is not set",
+                f"export {c.password_env} with the password of user {c.username!r}",
+            )
+        return value.strip()
+    if c.password_file:
+        try:
+            return Path(c.password_file).expanduser().read_text().strip()
+        except OSError as e:
+            raise ConfigError(
+                f"cluster {c.name!r}: cannot read password file {c.password_file}: {e.strerror}",
+                "check password_file in clusters.yaml",
+            ) from None
+    if c.username:
+        raise ConfigError(
+            f"cluster {c.name!r} names username {c.username!r} but no password_env or "
+            "password_file",
+            "add one of them to clusters.yaml",
+        )
+    return None
 
 
 def resolve_token(c: ClusterConfig, local_token_file: str | None = None) -> str | None:

@@ -25,7 +25,8 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..adapters.base import ClusterAdapter
-from ..adapters.processes import LocalProcesses
+from ..adapters.etcd import EtcdAdapter
+from ..adapters.processes import EtcdProcesses, LocalProcesses
 from ..adapters.raft_node import RaftNodeAdapter
 from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
 from ..operations import (
@@ -41,9 +42,16 @@ from ..operations import (
 )
 from . import policy
 from .audit import AuditLog
-from .config import ClusterConfig, Config, load_config, resolve_token, state_dir
+from .config import (
+    ClusterConfig,
+    Config,
+    load_config,
+    resolve_password,
+    resolve_token,
+    state_dir,
+)
 from .context import Context, ProgressFn, quiet
-from .errors import ConfigError, ManagerError, NotSupported
+from .errors import ConfigError, ManagerError
 from .guard import Guard
 from .models import (
     ClusterInfo,
@@ -90,10 +98,15 @@ class PlannedOperation(Protocol):
 def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
     """The adapter for cluster ``c`` and the token it uses (for redaction)."""
     if c.kind == "etcd":
-        raise NotSupported(
-            f"cluster {c.name!r} is an etcd cluster: the etcd adapter is not available yet",
-            "use a raft_core cluster for now",
+        password = resolve_password(c)
+        etcd = EtcdAdapter(
+            endpoints=c.endpoints,
+            processes=EtcdProcesses(c.dir, tls=c.tls) if c.dir else None,
+            tls=c.tls,
+            username=c.username,
+            password=password,
         )
+        return etcd, password
     local_token = None
     if c.dir and (Path(c.dir) / CLUSTER_FILE).exists():
         try:
@@ -395,7 +408,8 @@ class Manager:
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
     ) -> FaultOutcome:
-        """partition (cut ``nodes`` off from the rest), heal, kill, restart: sandbox only."""
+        """partition (cut ``nodes`` off from the rest), heal, kill, restart, stop
+        (SIGSTOP), continue (SIGCONT): sandbox only."""
         req = request(FaultRequest, kind=kind, nodes=list(nodes or []))
         return self._mutate(
             faults,

@@ -49,6 +49,13 @@ class Member(_Model):
     )
     pid: int | None = None
     error: str | None = Field(None, description="why it is unreachable")
+    name: str | None = Field(None, description="etcd: the member's name")
+    member_id: str | None = Field(None, description="etcd: the member's ID (hex)")
+    peer_urls: list[str] | None = Field(None, description="etcd: the member's peer URLs")
+    db_size: int | None = Field(None, description="etcd: backend database size, bytes")
+    revision: int | None = Field(None, description="etcd: the member's key-space revision")
+    version: str | None = Field(None, description="etcd: the server version")
+    alarms: list[str] | None = Field(None, description="etcd: active alarms (NOSPACE, CORRUPT)")
 
 
 class ClusterStatus(_Model):
@@ -252,9 +259,14 @@ class RecoverResult(_Model):
     instructions: list[str] = Field(default_factory=list, description="what the operator must do")
 
 
+FaultKind = Literal["partition", "heal", "kill", "restart", "stop", "continue"]
+"""stop freezes a member's process (SIGSTOP, its connections stay open); continue
+resumes it (SIGCONT)."""
+
+
 class FaultResult(_Model):
     cluster: str
-    kind: Literal["partition", "heal", "kill", "restart"]
+    kind: FaultKind
     nodes: list[str]
     affected: list[str]
     faults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per node, after")
@@ -395,9 +407,6 @@ class RecoverRequest(Request):
 
     def arguments(self) -> dict[str, Any]:
         return {"node": self.node_id}
-
-
-FaultKind = Literal["partition", "heal", "kill", "restart"]
 
 
 class FaultRequest(Request):

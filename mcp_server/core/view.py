@@ -284,6 +284,9 @@ class ClusterView:
         for s in up:
             if s.faults and (s.faults.get("drop") or s.faults.get("delay_ms")):
                 w.append(f"{s.id} has injected faults: {s.faults}")
+        for s in self.statuses.values():
+            if s.alarms:
+                w.append(f"{s.id} has active alarms: {', '.join(s.alarms)}")
         return w
 
 
@@ -317,6 +320,7 @@ def status_model(view: ClusterView, *, cluster: str, kind: str, mode: str) -> Cl
                 process=st.process if st else None,  # type: ignore[arg-type]
                 pid=st.pid if st else None,
                 error=None if reachable else (st.error if st else "no status"),
+                **_kind_facts(st),
             )
         )
     return ClusterStatus(
@@ -337,6 +341,22 @@ def status_model(view: ClusterView, *, cluster: str, kind: str, mode: str) -> Cl
         warnings=view.warnings(),
         checked_at=now_iso(),
     )
+
+
+def _kind_facts(st: NodeStatus | None) -> dict:
+    """The kind-specific member facts an adapter filled in (etcd's names, URLs, ...)."""
+    if st is None:
+        return {}
+    facts = {
+        "name": st.name,
+        "member_id": st.member_id,
+        "peer_urls": st.peer_urls or None,
+        "db_size": st.db_size,
+        "revision": st.revision,
+        "version": st.version,
+        "alarms": st.alarms or None,
+    }
+    return {k: v for k, v in facts.items() if v is not None}
 
 
 def _natural(s: str) -> tuple:

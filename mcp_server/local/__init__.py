@@ -1,4 +1,5 @@
-"""Local process management: ``raft-node`` clusters on this machine, and their ports."""
+"""Local process management: raft-node clusters (``cluster``) and etcd clusters (``etcd``)
+on this machine, the pid primitives both use (``pids``), and their ports."""
 
 from .cluster import (
     CLUSTER_FILE,

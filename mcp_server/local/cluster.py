@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from . import pids
 from .ports import free_base_port
 
 CLUSTER_FILE = "cluster.yaml"
@@ -144,20 +145,7 @@ class LocalCluster:
         n.pid = proc.pid
 
     def alive(self, n: LocalNode) -> bool:
-        if not n.pid:
-            return False
-        try:
-            os.kill(n.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # A zombie child of ours counts as dead.
-        with contextlib.suppress(ChildProcessError):
-            pid, _ = os.waitpid(n.pid, os.WNOHANG)
-            if pid == n.pid:
-                return False
-        return _proc_state(n.pid) not in ("Z", "X")
+        return pids.alive(n.pid)
 
     @classmethod
     def up(
@@ -204,6 +192,7 @@ class LocalCluster:
         for n in self.nodes:
             if self.alive(n):
                 with contextlib.suppress(ProcessLookupError):
+                    os.kill(n.pid, signal.SIGCONT)  # type: ignore[arg-type]  # if frozen
                     os.kill(n.pid, signal.SIGTERM)  # type: ignore[arg-type]
                 stopped.append(n.id)
         deadline = time.monotonic() + grace_s
@@ -218,13 +207,17 @@ class LocalCluster:
         return stopped
 
     def kill(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGKILL)
+
+    def signal(self, node_id: str, sig: signal.Signals) -> None:
+        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running node."""
         n = self.node(node_id)
         if not self.alive(n):
             raise ClusterError(f"{node_id} is not running")
-        os.kill(n.pid, signal.SIGKILL)  # type: ignore[arg-type]
-        deadline = time.monotonic() + 5
-        while self.alive(n) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        pids.send(n.pid, sig)  # type: ignore[arg-type]
+
+    def frozen(self, n: LocalNode) -> bool:
+        return pids.frozen(n.pid)
 
     def start(self, node_id: str, wait_s: float = 10.0) -> None:
         n = self.node(node_id)
@@ -350,11 +343,3 @@ def ensure_running(
         progress=progress,
     )
     return True
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "?"

@@ -1,21 +1,24 @@
-"""inject_fault (sandbox clusters only): partition, heal, kill, restart.
+"""inject_fault (sandbox clusters only): partition, heal, kill, restart, stop, continue.
 
 partition cuts ``nodes`` off from every other member in both directions (each node's
 ``/v1/admin/faults`` drop list; the nodes must run with ``--allow-fault-injection``);
 heal clears the faults on ``nodes`` (default: every member); kill (SIGKILL) and
-restart need a cluster whose processes raft-manager runs.
+restart need a cluster whose processes raft-manager runs; so do stop (SIGSTOP: the
+member freezes, its connections stay open) and continue (SIGCONT). Clusters without
+a fault API (etcd) refuse partition and heal.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from ..core.context import Context, ProgressFn
-from ..core.models import FaultRequest, FaultResult, Plan, PlanStep
+from ..core.models import FaultKind, FaultRequest, FaultResult, Plan, PlanStep
 from ..core.view import ClusterView, is_quorum
 
 OPERATION = "inject_fault"
-KINDS = ("partition", "heal", "kill", "restart")
+KINDS: tuple[str, ...] = get_args(FaultKind)
+PROCESS_KINDS = ("kill", "restart", "stop", "continue")
 
 
 def plan(ctx: Context, request: FaultRequest) -> Plan:
@@ -27,15 +30,18 @@ def plan(ctx: Context, request: FaultRequest) -> Plan:
     unknown = [n for n in nodes if n not in everyone]
     if unknown:
         reasons.append(f"unknown node(s): {', '.join(unknown)}")
-    if kind in ("partition", "kill", "restart") and not nodes:
+    if kind != "heal" and not nodes:
         reasons.append(f"{kind} needs at least one node")
     if kind == "partition" and nodes and not [m for m in everyone if m not in nodes]:
         reasons.append("a partition needs members on both sides")
     if kind in ("partition", "heal") and not ctx.adapter.supports_faults:
-        reasons.append(f"{ctx.adapter.kind} clusters do not support network fault injection")
-    if kind in ("kill", "restart") and not ctx.adapter.can_control_processes:
+        reasons.append(
+            f"{ctx.adapter.kind} members cannot be partitioned from here (no fault API); "
+            "use kill, stop or restart on a local cluster"
+        )
+    if kind in PROCESS_KINDS and not ctx.adapter.can_control_processes:
         reasons.append(f"{kind} needs a local cluster (raft-manager does not run these processes)")
-    if kind in ("partition", "kill"):
+    if kind in ("partition", "kill", "stop"):
         left = [v for v in view.available_voters() if v not in nodes]
         if view.voters and not is_quorum(view.voters, left, view.voters_outgoing):
             risks.append(
@@ -65,6 +71,12 @@ def run(ctx: Context, plan: Plan, progress: ProgressFn) -> FaultResult:
             ctx.adapter.kill(m)
             affected.append(m)
         detail = f"killed {', '.join(nodes)} (SIGKILL)"
+    elif kind in ("stop", "continue"):
+        for m in nodes:
+            (ctx.adapter.pause if kind == "stop" else ctx.adapter.resume)(m)
+            affected.append(m)
+        done = "stopped (SIGSTOP)" if kind == "stop" else "continued (SIGCONT)"
+        detail = f"{done} {', '.join(nodes)}"
     else:
         for m in nodes:
             if ctx.adapter.running(m):

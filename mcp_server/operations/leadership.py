@@ -22,6 +22,11 @@ from ..core.view import ClusterView
 OPERATION = "elect_leader"
 CAMPAIGN_RETRY_S = 0.25
 METHODS = {"none": "none", "transfer_leadership": "transfer", "campaign": "campaign"}
+NO_CAMPAIGN = (
+    "{kind} cannot be forced to elect a leader: its members have no campaign call; they "
+    "start an election by themselves once they miss the leader's heartbeats for an "
+    "election timeout, and one succeeds only when a quorum of voters is up and connected"
+)
 
 
 def plan(ctx: Context, request: ElectRequest) -> Plan:
@@ -91,10 +96,7 @@ def _campaign_for(ctx: Context, view: ClusterView, target: str) -> tuple[list[Pl
 def _campaign_supported(ctx: Context) -> list[str]:
     if ctx.adapter.supports_campaign:
         return []
-    return [
-        f"{ctx.adapter.kind} members cannot be told to campaign: wait for the cluster to "
-        "elect a leader by itself"
-    ]
+    return [NO_CAMPAIGN.format(kind=ctx.adapter.kind)]
 
 
 def _transfer_to(view: ClusterView, target: str) -> tuple[list[PlanStep], list[str]]:

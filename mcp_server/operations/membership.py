@@ -10,7 +10,8 @@ Rules:
 - a removal must leave at least a quorum of the *new* configuration available;
 - removing the leader hands leadership to the most caught-up remaining voter first.
 
-Steps: start_process, add_learner, wait_caught_up, promote (refused again if the
+Steps: start_process, add_learner (or add_learner then start_process, for clusters whose
+members join only once added: etcd), wait_caught_up, promote (refused again if the
 learner lags by then), transfer_leadership, remove, stop_process. A failed step stops
 the plan; the error names the step and the steps already done.
 """
@@ -44,6 +45,7 @@ def plan(ctx: Context, request: MembershipRequest) -> MembershipChange:
         peer_address=request.peer_address,
         api_address=request.api_address,
         local_addresses=local,
+        start_after_add=ctx.adapter.member_joins_after_add,
         ttl_s=ctx.plan_ttl_s,
     )
 
@@ -57,6 +59,7 @@ class _Draft:
     peer: str | None
     api: str | None
     local: tuple[str, str] | None
+    start_after_add: bool
     voters_after: list[str]
     learners_after: list[str]
     steps: list[PlanStep] = field(default_factory=list)
@@ -76,12 +79,15 @@ def plan_change(
     peer_address: str | None = None,
     api_address: str | None = None,
     local_addresses: tuple[str, str] | None = None,
+    start_after_add: bool = False,
     ttl_s: int = 900,
 ) -> MembershipChange:
     """The plan for ``action`` on ``node`` in the cluster as ``view`` saw it.
 
     ``local_addresses`` is where a local cluster would start the new node's process
     (used when no ``peer_address`` is given); None for clusters we do not run.
+    ``start_after_add``: the process can only start once the cluster has added the
+    member (etcd), so the start step follows the add instead of preceding it.
     """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
@@ -91,6 +97,7 @@ def plan_change(
         peer_address,
         api_address,
         local_addresses,
+        start_after_add,
         list(view.voters),
         list(view.learners),
     )
@@ -166,16 +173,21 @@ def _plan_add(d: _Draft, *, as_voter: bool) -> None:
         d.reasons.append(
             f"{node} is already a learner" + ("; promote it instead" if as_voter else "")
         )
+    start = None
     if d.peer is None:
         if d.local is not None:
             d.peer, d.api = d.local
-            d.step("start_process", f"start an empty raft-node {node} (peer {d.peer}, API {d.api})")
+            start = f"start an empty member process {node} (peer {d.peer}, API {d.api})"
+            if not d.start_after_add:
+                d.step("start_process", start)
         else:
             d.reasons.append(
                 f"{node} needs --peer-address (and --api-address): this cluster's "
                 "processes are not run by raft-manager"
             )
     d.step("add_learner", f"add {node} as a learner (peer {d.peer})")
+    if start is not None and d.start_after_add:
+        d.step("start_process", start)
     d.step("wait_caught_up", f"wait until {node} is within {CAUGHT_UP_LAG} entries of the leader")
     if as_voter:
         d.step("promote", f"promote {node} to voter")

@@ -2,8 +2,8 @@
 
 Local clusters: start the process if it is not running, then wait. Other clusters:
 wait if the member answers; otherwise return what the operator must do (raft-manager
-does not run its process). The plan's steps say which: ``start_process`` or
-``manual``, then ``wait_caught_up``.
+does not run its process; the adapter words the steps for its kind). The plan's steps
+say which: ``start_process`` or ``manual``, then ``wait_caught_up``.
 """
 
 from __future__ import annotations
@@ -72,12 +72,7 @@ def _manual(ctx: Context, view: ClusterView, node: str, t0: float) -> RecoverRes
         applied_index=None,
         target_index=view.leader.commit_index if view.leader else None,
         seconds=round(time.monotonic() - t0, 3),
-        instructions=[
-            f"{node} ({where}) does not answer and raft-manager does not run its process",
-            f"restart raft-node for {node} on its host with the same --data-dir "
-            "(systemctl restart ..., or your orchestrator)",
-            f"then run `raft-manager recover {node}` again to wait until it has caught up",
-        ],
+        instructions=ctx.adapter.restart_instructions(node, where),
     )
 
 

@@ -10,6 +10,10 @@
    each entry's (term, digest) -- all of them when the range is small, a sample of
    indexes otherwise.
 
+Clusters that can hash only their current state (etcd: ``supports_state_history`` is
+false) compare the hashes of members standing at the same revision instead, and say
+what that cannot prove.
+
 ``consistent`` is true when at least two members were compared and nothing diverged,
 false when something diverged (each divergence names the member and index), and null
 when fewer than two members could be compared.
@@ -33,6 +37,7 @@ OPERATION = "verify_consistency"
 
 FULL_LOG_LIMIT = 1000
 LOG_SAMPLES = 64
+SAME_REVISION_TRIES = 10
 
 
 def verify(ctx: Context) -> VerifyReport:
@@ -73,6 +78,8 @@ def check(adapter: ClusterAdapter, view: ClusterView, cluster: str) -> VerifyRep
             0, f"only {len(pool)} member(s) reachable: at least two are needed to compare"
         )
         return run.report(cluster, None)
+    if not adapter.supports_state_history:
+        return _check_current_state(adapter, view, cluster, run)
     n, digests = _common_digests(adapter, view, run)
     if len(run.pool) < 2:
         run.reasons.insert(0, "no common applied index that two or more members still retain")
@@ -89,6 +96,74 @@ def check(adapter: ClusterAdapter, view: ClusterView, cluster: str) -> VerifyRep
         log_range=log_range,
         log_indexes_checked=checked,
     )
+
+
+def _check_current_state(
+    adapter: ClusterAdapter, view: ClusterView, cluster: str, run: _Run
+) -> VerifyReport:
+    """Members whose state can only be hashed now (etcd): compare hashes taken while
+    every compared member stands at the same revision, retrying while writes move them."""
+    digests = _same_revision_digests(adapter, run)
+    if digests is None:
+        return run.report(cluster, None)
+    if len(digests) < 2:
+        run.reasons.insert(0, "fewer than two members answered a hash request")
+        return run.report(cluster, None)
+    revision = next(iter(digests.values())).index
+    groups: dict[str, list[str]] = defaultdict(list)
+    for m, d in digests.items():
+        groups[d.chain].append(m)
+    leader = view.leader.id if view.leader else None
+    ref = max(groups, key=lambda h: (len(groups[h]), leader in groups[h]))
+    for h, ms in groups.items():
+        if h == ref:
+            continue
+        for m in sorted(ms):
+            run.divergences.append(
+                Divergence(
+                    member=m,
+                    index=revision,
+                    kind="state_hash",
+                    expected=ref,
+                    found=h,
+                    detail=f"{m}'s key space hashes differently from "
+                    f"{', '.join(sorted(groups[ref]))} at revision {revision}",
+                )
+            )
+    applied = {m: view.statuses[m].applied_index for m in digests if m in view.statuses}
+    run.reasons.append(
+        f"compared the hash of each member's key space at revision {revision} "
+        "(applied indexes when read: "
+        + ", ".join(f"{m} {a}" for m, a in sorted(applied.items()))
+        + ")"
+    )
+    run.reasons.append(
+        f"{adapter.kind} cannot prove more through its gateway: it hashes only the current "
+        "revision (no hash of a past revision), and exposes no raft log, so past "
+        "revisions and log entries were not compared"
+    )
+    return run.report(cluster, not run.divergences, common_index=revision, chain=ref)
+
+
+def _same_revision_digests(adapter: ClusterAdapter, run: _Run) -> dict[str, StateDigest] | None:
+    """Each member's current hash, once all of them answer at one revision; None (with
+    the reason) when writes kept them apart for every try."""
+    digests: dict[str, StateDigest] = {}
+    for _ in range(SAME_REVISION_TRIES):
+        digests = {}
+        for m in list(run.pool):
+            try:
+                digests[m] = adapter.state_digest(m)
+            except ManagerError as e:
+                run.pool.remove(m)
+                run.unchecked.append(m)
+                run.reasons.append(f"{m} did not answer a hash request: {e.reason}")
+        if len({d.index for d in digests.values()}) <= 1:
+            return digests
+        time.sleep(0.2)
+    revs = ", ".join(f"{m} {d.index}" for m, d in sorted(digests.items()))
+    run.reasons.insert(0, f"the members never stood at one revision (writes kept coming): {revs}")
+    return None
 
 
 def _common_digests(

@@ -16,6 +16,7 @@ from ..kv import cas as kv_cas
 from ..kv import delete as kv_delete
 from ..kv import put as kv_put
 from ..statemachine import ApplyResult
+from .errors import ErrorCode, NodeError
 from .http_server import (
     HTTPError,
     Request,
@@ -25,9 +26,18 @@ from .http_server import (
     json_response,
     text_response,
 )
-from .server import NodeError, RaftNode
+from .server import RaftNode
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+HTTP_STATUS = {
+    ErrorCode.NOT_LEADER: 421,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.INTERNAL: 500,
+}
 
 
 def _fields(body: dict, allowed: set[str], required: set[str] = frozenset()) -> None:  # type: ignore[assignment]
@@ -79,7 +89,7 @@ def _guard(handler: Handler) -> Handler:
         try:
             return await handler(req)
         except NodeError as e:
-            raise HTTPError(e.status, e.code, e.message, e.extra) from None
+            raise HTTPError(HTTP_STATUS[e.code], e.code.value, e.message, e.extra) from None
 
     return run
 
@@ -110,7 +120,7 @@ def build_router(node: RaftNode, api_token: str | None = None) -> Router:
         return res.value
 
     async def status(req: Request) -> Response:
-        return json_response(200, node.status())
+        return json_response(200, node.status().to_json())
 
     async def put(req: Request) -> Response:
         require_kv()

@@ -14,17 +14,19 @@ from typing import Any
 import yaml
 
 from ..types import NodeId
+from .address import parse_address
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the operator who has to fix it."""
 
 
-def parse_address(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{what} {text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+def check_address(text: str, what: str, *, listen: bool = False) -> tuple[str, int]:
+    """``parse_address``, with its complaint phrased as a configuration error."""
+    try:
+        return parse_address(text, what, listen=listen)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_peers(text: str) -> dict[NodeId, str]:
@@ -34,7 +36,7 @@ def parse_peers(text: str) -> dict[NodeId, str]:
         node, sep, addr = item.partition("=")
         if not sep or not node:
             raise ConfigError(f"peer {item!r} is not ID=HOST:PORT")
-        parse_address(addr, f"address of peer {node}")
+        check_address(addr, f"address of peer {node}")
         peers[node] = addr
     return peers
 
@@ -90,8 +92,8 @@ class NodeConfig:
             or not self.id.replace("-", "").replace("_", "").isalnum()
         ):
             raise ConfigError(f"node id {self.id!r} must be 1-64 letters, digits, '-' or '_'")
-        parse_address(self.peer_listen, "--peer-listen")
-        parse_address(self.api_listen, "--api-listen")
+        check_address(self.peer_listen, "--peer-listen", listen=True)
+        check_address(self.api_listen, "--api-listen", listen=True)
         if self.fsync not in ("always", "never"):
             raise ConfigError(f"--fsync must be 'always' or 'never', not {self.fsync!r}")
         if self.tick_ms <= 0 or self.heartbeat_ticks <= 0:

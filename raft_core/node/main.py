@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 
+from .address import parse_address
 from .api import build_router
-from .config import ConfigError, NodeConfig, load_config, parse_address
+from .config import ConfigError, NodeConfig, load_config
 from .http_server import start_server
 from .server import RaftNode
 from .storage import StorageCorruption, StorageError
@@ -21,7 +22,7 @@ async def serve(cfg: NodeConfig) -> None:
     node = RaftNode(cfg)
     await node.start()
     token = cfg.read_secret("api_token_file")
-    host, port = parse_address(cfg.api_listen, "--api-listen")
+    host, port = parse_address(cfg.api_listen, "--api-listen", listen=True)
     http = await start_server(
         build_router(node, token.decode() if token else None),
         host,

@@ -1,9 +1,12 @@
 """RaftNode: the engine driven by real time, a durable disk and TCP peers.
 
-This is the production twin of ``sim/node.py``: the same Ready loop (persist, send,
-apply, advance) on an asyncio event loop. It is also the library entry point: an
-application can run ``RaftNode`` inside its own loop with its own ``StateMachine``
-(the KV store is only the default) and call ``propose``/``read_barrier`` directly.
+The Ready loop itself is ``raft_core/driver.py``, shared with the simulator; this
+module plugs in what production has: the WAL (fsynced on the loop thread or a disk
+thread), TCP peers, asyncio, metrics, member addresses and the API's waiters.
+
+It is also the library entry point: an application can run ``RaftNode`` inside its
+own loop with its own ``StateMachine`` (the KV store is only the default) and call
+``propose``/``read_barrier`` directly.
 
 Throughput comes from group commit: client requests that arrive while the previous
 batch is being fsynced (on a dedicated disk thread) are proposed together, written in
@@ -23,19 +26,32 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from ..confchange import ChangeOp, ConfChange, ConfChangeError
+from ..driver import Driver, DriverHooks, Failure, FailureCode
 from ..kv import KVStore
 from ..raft import RaftConfig
-from ..rawnode import PersistedState, RawNode, Ready, sendable_before_persist
+from ..rawnode import PersistedState, RawNode, Ready
 from ..statemachine import ApplyResult, CommandError, Replica, StateMachine, encode_command
-from ..types import EntryType, NodeId, ProposalDropped, Role, Snapshot, SnapshotMeta
-from .config import ConfigError, NodeConfig, parse_address
+from ..status import NodeRole, RaftStatus
+from ..types import (
+    ConfState,
+    DropCode,
+    Entry,
+    EntryType,
+    NodeId,
+    ProposalDropped,
+    Snapshot,
+    SnapshotMeta,
+)
+from .address import parse_address
+from .config import NodeConfig
+from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unavailable
 from .metrics import Registry
+from .status import MemberAddress, NodeStatus
 from .storage import DiskStorage, StorageError
 from .transport import PeerTransport
 
@@ -45,53 +61,7 @@ log = logging.getLogger("raft_core.node")
 INLINE_SYNC_ENTRIES = 4
 
 
-# -- errors the API layer turns into HTTP statuses ------------------------------------
-
-
-class NodeError(Exception):
-    status = 500
-    code = "internal"
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
-
-
-class NotLeader(NodeError):
-    status = 421
-    code = "not_leader"
-
-
-class Unavailable(NodeError):
-    """No quorum, overloaded, or timed out; ``indeterminate`` if it may still commit."""
-
-    status = 503
-    code = "unavailable"
-
-
-class Conflict(NodeError):
-    status = 409
-    code = "conflict"
-
-
-class BadRequest(NodeError):
-    status = 400
-    code = "bad_request"
-
-
-class Forbidden(NodeError):
-    status = 403
-    code = "forbidden"
-
-
 # -- membership addresses -------------------------------------------------------------
-
-
-@dataclass
-class MemberAddress:
-    peer: str
-    api: str | None
 
 
 def _member_context(node: NodeId, peer: str | None, api: str | None) -> bytes:
@@ -108,12 +78,6 @@ def _decode_member_context(data: bytes) -> dict | None:
     return ctx if isinstance(ctx, dict) and isinstance(ctx.get("id"), str) else None
 
 
-@dataclass
-class _PendingWrite:
-    term: int
-    future: asyncio.Future
-
-
 class RaftNode:
     def __init__(self, cfg: NodeConfig, state_machine: StateMachine | None = None) -> None:
         self.cfg = cfg
@@ -124,20 +88,13 @@ class RaftNode:
         self._init_metrics()
         self.storage: DiskStorage | None = None
         self.raw: RawNode
+        self.driver: Driver[asyncio.Future]
         self.transport: PeerTransport
         self.addresses: dict[NodeId, MemberAddress] = {}
         self._loop: asyncio.AbstractEventLoop
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{cfg.id}")
-        self._scheduled = False
-        self._persisting = False
         self._stopping = False
         self._fatal: BaseException | None = None
-        self._queue: list[tuple[bytes, asyncio.Future]] = []
-        self._pending: dict[int, _PendingWrite] = {}
-        self._read_waiters: list[asyncio.Future] = []
-        self._read_batches: dict[bytes, list[asyncio.Future]] = {}
-        self._ready_reads: list[tuple[int, list[asyncio.Future]]] = []
-        self._ctx_ids = itertools.count(1)
         self._deadlines: list[tuple[float, int, asyncio.Future, bool]] = []
         self._deadline_ids = itertools.count()
         self._leader_waiters: list[asyncio.Future] = []
@@ -174,25 +131,24 @@ class RaftNode:
             [1, 2, 4, 8, 16, 32, 64, 128, 512],
         )
 
-        def status_value(key: str) -> Callable[[], float]:
-            return lambda: float(self.raw.status()[key]) if hasattr(self, "raw") else 0.0
+        def status_value(read: Callable[[RaftStatus], int]) -> Callable[[], float]:
+            return lambda: float(read(self.raw.status())) if hasattr(self, "raw") else 0.0
 
-        m.gauge("raft_term", "Current term", status_value("term"))
-        m.gauge("raft_commit_index", "Commit index", status_value("commit_index"))
-        m.gauge("raft_applied_index", "Applied index", status_value("applied_index"))
-        m.gauge("raft_last_index", "Last log index", status_value("last_index"))
+        m.gauge("raft_term", "Current term", status_value(lambda st: st.term))
+        m.gauge("raft_commit_index", "Commit index", status_value(lambda st: st.commit_index))
+        m.gauge("raft_applied_index", "Applied index", status_value(lambda st: st.applied_index))
+        m.gauge("raft_last_index", "Last log index", status_value(lambda st: st.last_index))
         m.gauge(
-            "raft_snapshot_index", "Index of the latest snapshot", status_value("snapshot_index")
+            "raft_snapshot_index",
+            "Index of the latest snapshot",
+            status_value(lambda st: st.snapshot_index),
         )
-        m.gauge(
-            "raft_role",
-            "1 for the role this node has",
-            lambda: {
-                r: float(hasattr(self, "raw") and self.raw.status()["role"] == r)
-                for r in ("leader", "follower", "candidate", "pre_candidate", "learner")
-            },
-            label="role",
-        )
+
+        def roles() -> dict[str, float]:
+            role = self.raw.status().role if hasattr(self, "raw") else None
+            return {r.value: float(role is r) for r in NodeRole}
+
+        m.gauge("raft_role", "1 for the role this node has", roles, label="role")
         m.gauge(
             "raft_messages_sent_total",
             "Raft messages sent, by type",
@@ -254,16 +210,17 @@ class RaftNode:
             self.addresses[node] = MemberAddress(peer, cfg.peer_apis.get(node))
         self.addresses[cfg.id] = MemberAddress(cfg.advertised_peer, cfg.advertised_api)
         if state.snapshot is not None:
-            self._restore_snapshot(state.snapshot)
+            snap = state.snapshot
+            self._adopt_snapshot(snap, self.replica.restore(snap.data) if snap.data else None)
         raft_cfg = RaftConfig(
             id=cfg.id,
             election_tick=cfg.election_ticks,
             heartbeat_tick=cfg.heartbeat_ticks,
         )
         self.raw = RawNode(raft_cfg, state, random.Random())
-        self.raw.raft.on_event = self._on_engine_event
+        self.raw.set_event_hook(self._on_engine_event)
         self._last_snapshot_index = state.snapshot.meta.index if state.snapshot else 0
-        host, port = parse_address(cfg.peer_listen, "--peer-listen")
+        host, port = parse_address(cfg.peer_listen, "--peer-listen", listen=True)
         self.transport = PeerTransport(
             cfg.id,
             host,
@@ -273,6 +230,14 @@ class RaftNode:
             cluster_secret=cfg.read_secret("cluster_secret_file"),
         )
         self._update_peers()
+        self.driver = Driver(
+            self.raw,
+            storage=_WalWriter(self),
+            transport=self.transport,
+            state=self.replica,
+            call_soon=self._loop.call_soon,
+            hooks=_NodeHooks(self),
+        )
         await self.transport.start()
         self._tick_task = asyncio.create_task(self._ticker(), name=f"raft-tick-{cfg.id}")
         self._schedule()
@@ -284,7 +249,7 @@ class RaftNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
         await self.transport.close()
-        self._fail_everything(Unavailable("the node is shutting down", indeterminate=True))
+        self._fail_everything("the node is shutting down")
         # Wait for the disk thread to finish what it is doing, then close.
         await self._loop.run_in_executor(self._disk, lambda: None)
         if self.storage is not None:
@@ -314,6 +279,7 @@ class RaftNode:
     def _on_unreachable(self, node: NodeId) -> None:
         if self._fatal is None:
             self.raw.report_unreachable(node)
+            self._schedule()
 
     def _on_engine_event(self, name: str, fields: dict) -> None:
         if name == "election":
@@ -323,102 +289,15 @@ class RaftNode:
         if name in ("became_leader", "stepped_down", "transfer_aborted", "check_quorum_step_down"):
             log.info("%s: %s %s", self.id, name.replace("_", " "), fields)
 
-    # -- the Ready loop --------------------------------------------------------
+    # -- the Ready loop (raft_core/driver.py) -------------------------------------
 
     def _schedule(self) -> None:
-        if not self._scheduled and self._fatal is None:
-            self._scheduled = True
-            self._loop.call_soon(self._process)
-
-    def _process(self) -> None:
-        self._scheduled = False
-        if self._fatal is not None or self._persisting:
-            return
-        self._propose_queued()
-        self._start_reads()
-        if not self.raw.has_ready():
-            return
-        rd = self.raw.ready()
-        self.m_batches.inc()
-        # A leader's appends go out while its own disk write is in progress [10.2.1].
-        early = [m for m in rd.messages if sendable_before_persist(m)]
-        if early:
-            self.transport.send(early)
-            rd.messages = [m for m in rd.messages if not sendable_before_persist(m)]
-        if not rd.needs_write():
-            self._persisted(rd, None)
-        elif self._snapshotting or (
-            rd.must_sync and self.cfg.fsync == "always" and len(rd.entries) > INLINE_SYNC_ENTRIES
-        ):
-            # A big batch is fsynced on the disk thread; meanwhile requests keep
-            # arriving and become the next batch (group commit). While a snapshot is
-            # being written there, every write queues behind it: DiskStorage has one
-            # owner at a time.
-            self._persisting = True
-            fut = self._loop.run_in_executor(self._disk, self._persist, rd)
-            fut.add_done_callback(lambda f: self._persisted(rd, f.exception()))
-        else:
-            # A small batch (light load): syncing here is quicker than a round trip
-            # through the disk thread. Yield once first, so that the appends queued
-            # above reach the sockets before the loop blocks in fsync.
-            self._persisting = True
-            self._loop.call_soon(self._persist_inline, rd)
-
-    def _persist_inline(self, rd: Ready) -> None:
-        error = None
-        try:
-            self._persist(rd)
-        except Exception as e:
-            error = e
-        self._persisted(rd, error)
+        if self._fatal is None and hasattr(self, "driver"):
+            self.driver.kick()
 
     def _persist(self, rd: Ready) -> None:
         assert self.storage is not None
         self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
-
-    def _persisted(self, rd: Ready, error: BaseException | None) -> None:
-        self._persisting = False
-        if error is not None:
-            self._die(error)
-            return
-        if rd.entries:
-            self.m_batch_entries.observe(len(rd.entries))
-        # Only now may anything that depends on the batch leave the node.
-        self.transport.send(rd.messages)
-        if rd.snapshot is not None:
-            self._restore_snapshot(rd.snapshot)
-            self._fail_pending_below(rd.snapshot.meta.index)
-        for e in rd.committed_entries:
-            result = self.replica.apply(e)
-            if e.type is EntryType.CONF_CHANGE:
-                self._apply_member_context(e.data)
-            waiting = self._pending.pop(e.index, None)
-            if waiting is not None and not waiting.future.done():
-                if waiting.term != e.term:
-                    self.m_proposals_failed.inc(label_value="lost")
-                    waiting.future.set_exception(
-                        Unavailable(
-                            "the entry was replaced by a new leader's log; it did not commit",
-                            indeterminate=False,
-                        )
-                    )
-                else:
-                    waiting.future.set_result(result)
-        for rs in rd.read_states:
-            self._ready_reads.append((rs.index, self._read_batches.pop(rs.context, [])))
-        for ctx in rd.dropped_reads:
-            for fut in self._read_batches.pop(ctx, []):
-                if not fut.done():
-                    fut.set_exception(self._not_leader("leadership was lost during the read"))
-        confs = self.raw.advance(rd)
-        if confs:
-            self._update_peers()
-        if rd.soft_state is not None:
-            self._on_soft_state()
-        self._serve_reads()
-        self._wake_apply_waiters()
-        self._maybe_snapshot()
-        self._schedule()
 
     def _die(self, error: BaseException) -> None:
         """A failed disk write leaves the on-disk state unknown: stop, don't guess."""
@@ -429,30 +308,14 @@ class RaftNode:
             self.id,
             error,
         )
-        self._fail_everything(Unavailable(f"storage failure: {error}", indeterminate=True))
+        self._fail_everything(f"storage failure: {error}")
         if self._tick_task is not None:
             self._tick_task.cancel()
 
-    def _fail_everything(self, error: NodeError) -> None:
-        for _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(error)
-        self._queue.clear()
-        for w in self._pending.values():
-            if not w.future.done():
-                w.future.set_exception(error)
-        self._pending.clear()
-        for futs in [
-            *self._read_batches.values(),
-            *(f for _, f in self._ready_reads),
-            self._read_waiters,
-        ]:
-            for fut in futs:
-                if not fut.done():
-                    fut.set_exception(error)
-        self._read_batches.clear()
-        self._ready_reads.clear()
-        self._read_waiters = []
+    def _fail_everything(self, why: str) -> None:
+        """Answer every waiting request: the node stops (their writes may commit)."""
+        self.driver.stop(Failure(FailureCode.SHUTDOWN, why))
+        error = Unavailable(why, indeterminate=True)
         for fut in self._leader_waiters:
             if not fut.done():
                 fut.set_exception(error)
@@ -460,35 +323,32 @@ class RaftNode:
             if not fut.done():
                 fut.set_exception(error)
 
-    def _fail_pending_below(self, index: int) -> None:
-        """A snapshot install skipped these entries: we cannot tell their fate here."""
-        for i in [i for i in self._pending if i <= index]:
-            w = self._pending.pop(i)
-            if not w.future.done():
-                w.future.set_exception(
-                    Unavailable(
-                        "outcome unknown: this node installed a snapshot", indeterminate=True
-                    )
-                )
+    def _error_for(self, failure: Failure) -> NodeError:
+        """What the API answers for a request the driver could not complete."""
+        if failure.not_leader:
+            if failure.code is FailureCode.LEADERSHIP_LOST:
+                return self._not_leader(failure.reason)
+            return self._not_leader()
+        return Unavailable(failure.reason, indeterminate=failure.indeterminate)
 
     def _on_soft_state(self) -> None:
-        r = self.raw.raft
-        if r.lead != self._last_leader:
-            self._last_leader = r.lead
-            if r.lead is not None:
+        lead = self.raw.leader
+        if lead != self._last_leader:
+            self._last_leader = lead
+            if lead is not None:
                 self.m_leader_changes.inc()
                 for fut in self._leader_waiters:
                     if not fut.done():
-                        fut.set_result((r.lead, r.term))
+                        fut.set_result((lead, self.raw.term))
                 self._leader_waiters = [f for f in self._leader_waiters if not f.done()]
 
     # -- proposals and reads ---------------------------------------------------
 
     def pending_count(self) -> int:
-        return len(self._queue) + len(self._pending)
+        return self.driver.pending_count() if hasattr(self, "driver") else 0
 
     def _not_leader(self, why: str = "this node is not the leader") -> NotLeader:
-        lead = self.raw.raft.lead
+        lead = self.raw.leader
         lead = None if lead == self.id else lead
         addr = self.addresses.get(lead) if lead else None
         return NotLeader(why, leader=lead, leader_api=addr.api if addr else None)
@@ -504,16 +364,15 @@ class RaftNode:
     ) -> ApplyResult:
         """Replicate one state-machine command; its result once applied here."""
         self._check_serving()
-        if self.raw.raft.role is not Role.LEADER:
+        if not self.raw.is_leader:
             raise self._not_leader()
         if self.pending_count() >= self.cfg.max_pending_proposals:
             self.m_proposals_failed.inc(label_value="overloaded")
             raise Unavailable("too many requests in flight; retry shortly", indeterminate=False)
         data = encode_command(command, client_id, seq, int(time.time() * 1000))
         fut: asyncio.Future = self._loop.create_future()
-        self._queue.append((data, fut))
         self.m_proposals.inc()
-        self._schedule()
+        self.driver.submit(data, fut)
         return await self._wait(fut, write=True)
 
     async def _wait(self, fut: asyncio.Future, *, write: bool) -> Any:
@@ -536,25 +395,6 @@ class RaftNode:
                     )
                 )
 
-    def _propose_queued(self) -> None:
-        if not self._queue:
-            return
-        batch, self._queue = self._queue, []
-        try:
-            first, term = self.raw.propose_batch([data for data, _ in batch])
-        except ProposalDropped as e:
-            if self.raw.raft.role is not Role.LEADER:
-                err: NodeError = self._not_leader()
-            else:
-                err = Unavailable(e.reason, indeterminate=False)
-            self.m_proposals_failed.inc(len(batch), label_value="refused")
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
-        for i, (_, fut) in enumerate(batch):
-            self._pending[first + i] = _PendingWrite(term, fut)
-
     async def read_barrier(self) -> int:
         """Wait until this leader can serve a linearizable read; the index it is at.
 
@@ -563,41 +403,11 @@ class RaftNode:
         index.
         """
         self._check_serving()
-        if self.raw.raft.role is not Role.LEADER:
+        if not self.raw.is_leader:
             raise self._not_leader()
         fut: asyncio.Future = self._loop.create_future()
-        self._read_waiters.append(fut)
-        self._schedule()
+        self.driver.read(fut)
         return await self._wait(fut, write=False)
-
-    def _start_reads(self) -> None:
-        if not self._read_waiters:
-            return
-        batch, self._read_waiters = self._read_waiters, []
-        ctx = f"{self.id}:{next(self._ctx_ids)}".encode()
-        try:
-            self.raw.read_index(ctx)
-        except ProposalDropped:
-            err = self._not_leader()
-            for fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
-        self._read_batches[ctx] = batch
-
-    def _serve_reads(self) -> None:
-        if not self._ready_reads:
-            return
-        applied = self.replica.applied_index
-        still = []
-        for index, futs in self._ready_reads:
-            if index <= applied:
-                for fut in futs:
-                    if not fut.done():
-                        fut.set_result(applied)
-            else:
-                still.append((index, futs))
-        self._ready_reads = still
 
     async def wait_applied(self, index: int, timeout_s: float) -> None:
         if self.replica.applied_index >= index:
@@ -626,21 +436,22 @@ class RaftNode:
 
     async def transfer_leadership(self, target: NodeId | None) -> tuple[NodeId, int]:
         self._check_serving()
-        r = self.raw.raft
-        if r.role is not Role.LEADER:
+        raw = self.raw
+        if not raw.is_leader:
             raise self._not_leader()
+        voters = raw.conf.all_voters()
         if target is None:
             candidates = [
                 (pr.match, n)
-                for n, pr in r.prs.items()
-                if n != self.id and n in r.conf.all_voters()
+                for n in voters
+                if n != self.id and (pr := raw.progress(n)) is not None
             ]
             if not candidates:
                 raise Conflict("no other voter to transfer leadership to")
             target = max(candidates)[1]
         if target == self.id:
-            return self.id, r.term
-        if target not in r.conf.all_voters():
+            return self.id, raw.term
+        if target not in voters:
             raise BadRequest(f"{target} is not a voter of this cluster")
         fut: asyncio.Future = self._loop.create_future()
         self._leader_waiters.append(fut)
@@ -665,13 +476,13 @@ class RaftNode:
 
     def campaign(self) -> int:
         self._check_serving()
-        if self.raw.raft.role is Role.LEADER:
+        if self.raw.is_leader:
             raise Conflict("this node is already the leader")
-        if not self.raw.raft.promotable():
+        if not self.raw.promotable():
             raise Conflict("this node is not a voter, so it cannot campaign")
         self.raw.campaign()
         self._schedule()
-        return self.raw.raft.term
+        return self.raw.term
 
     # -- membership ----------------------------------------------------------------
 
@@ -679,8 +490,7 @@ class RaftNode:
         self, action: str, node: NodeId, peer_address: str | None, api_address: str | None
     ) -> dict:
         self._check_serving()
-        r = self.raw.raft
-        if r.role is not Role.LEADER:
+        if not self.raw.is_leader:
             raise self._not_leader()
         if action == "add_learner":
             if not peer_address:
@@ -689,13 +499,13 @@ class RaftNode:
                 parse_address(peer_address, "peer_address")
                 if api_address:
                     parse_address(api_address, "api_address")
-            except ConfigError as e:
+            except ValueError as e:
                 raise BadRequest(str(e)) from None
             cc = ConfChange(
                 [(ChangeOp.ADD_LEARNER, node)], _member_context(node, peer_address, api_address)
             )
         elif action == "promote":
-            if node not in r.conf.learners:
+            if node not in self.raw.conf.learners:
                 raise BadRequest(f"{node} is not a learner; add it as a learner first")
             cc = ConfChange([(ChangeOp.ADD_VOTER, node)])
         elif action == "remove":
@@ -705,18 +515,18 @@ class RaftNode:
         try:
             index, term = self.raw.propose_conf_change(cc)
         except ProposalDropped as e:
-            if self.raw.raft.role is not Role.LEADER:
+            if e.code is DropCode.NOT_LEADER:
                 raise self._not_leader() from None
-            if "in flight" in e.reason or "joint" in e.reason:
-                raise Conflict(e.reason) from None
-            raise BadRequest(e.reason) from None
+            if e.code is DropCode.INVALID_CONF_CHANGE:
+                raise BadRequest(e.reason) from None
+            raise Conflict(e.reason) from None
         self._schedule()
         timeout = self.cfg.request_timeout_ms / 1000
         try:
             await self.wait_applied(index, timeout)
             # A voter change goes through a joint configuration: answer once it is left.
             deadline = self._loop.time() + timeout
-            while self.raw.raft.conf.joint and self._loop.time() < deadline:
+            while self.raw.conf.joint and self._loop.time() < deadline:
                 await self.wait_applied(
                     self.replica.applied_index + 1, deadline - self._loop.time()
                 )
@@ -725,10 +535,9 @@ class RaftNode:
                 f"configuration change at index {index} not applied within {timeout:.0f}s",
                 indeterminate=True,
             ) from None
-        lg = self.raw.raft.log
-        if lg.term(index) not in (None, term):
+        if self.raw.log_term(index) not in (None, term):
             raise Unavailable("the change was replaced by a new leader's log", indeterminate=False)
-        conf = self.raw.raft.conf
+        conf = self.raw.conf
         return {"index": index, "voters": sorted(conf.voters), "learners": sorted(conf.learners)}
 
     def _apply_member_context(self, data: bytes) -> None:
@@ -752,8 +561,8 @@ class RaftNode:
 
     # -- snapshots -------------------------------------------------------------------
 
-    def _restore_snapshot(self, snap: Snapshot) -> None:
-        extra = self.replica.restore(snap.data) if snap.data else None
+    def _adopt_snapshot(self, snap: Snapshot, extra: Any) -> None:
+        """The state machine now holds ``snap``: take the member addresses it carried."""
         if isinstance(extra, dict) and isinstance(extra.get("addresses"), dict):
             for node, (peer, api) in extra["addresses"].items():
                 if node != self.id:
@@ -782,9 +591,8 @@ class RaftNode:
             return self._last_snapshot_index, 0
         self._snapshotting = True
         try:
-            r = self.raw.raft
             addresses = {n: [a.peer, a.api] for n, a in self.addresses.items()}
-            meta = SnapshotMeta(index, self.replica.applied_term, r.conf)
+            meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
             snap = Snapshot(meta, self.replica.snapshot(extra={"addresses": addresses}))
             assert self.storage is not None
             storage = self.storage
@@ -811,31 +619,18 @@ class RaftNode:
 
     # -- introspection ---------------------------------------------------------------
 
-    def status(self) -> dict:
+    def status(self) -> NodeStatus:
         st = self.raw.status()
-        lead = st["leader"]
-        addr = self.addresses.get(lead) if lead else None
-        st["leader_api"] = addr.api if addr else None
-        if "progress" in st:
-            st["progress"] = {
-                n: {
-                    "match": p["match"],
-                    "next": p["next"],
-                    "state": p["state"],
-                    "learner": p["learner"],
-                    "recent_active": p["recent_active"],
-                }
-                for n, p in st["progress"].items()
-            }
-        st["fsync"] = self.cfg.fsync
-        st["members"] = {
-            n: {"peer_address": a.peer, "api_address": a.api}
-            for n, a in sorted(self.addresses.items())
-        }
-        st["uptime_s"] = round(time.monotonic() - self._started, 1)
-        st["faults"] = self.transport.faults
-        st["healthy"] = self._fatal is None
-        return st
+        addr = self.addresses.get(st.leader) if st.leader else None
+        return NodeStatus(
+            engine=st,
+            leader_api=addr.api if addr else None,
+            fsync=self.cfg.fsync,
+            members=dict(self.addresses),
+            uptime_s=round(time.monotonic() - self._started, 1),
+            faults=self.transport.faults,
+            healthy=self._fatal is None,
+        )
 
     def digest(self, at: int | None = None) -> dict:
         if at is None:
@@ -847,17 +642,17 @@ class RaftNode:
                 f"the chain at index {at} is not retained here "
                 f"(applied {self.replica.applied_index})"
             )
-        term = self.raw.raft.log.term(at)
+        term = self.raw.log_term(at)
         return {"applied_index": at, "applied_term": term, "chain": chain.hex()}
 
     def log_entries(self, start: int | None, end: int | None, limit: int = 1000) -> dict:
-        lg = self.raw.raft.log
-        first, last = lg.first_index(), lg.last_index()
+        raw = self.raw
+        first, last = raw.first_index(), raw.last_index()
         lo = max(first, start if start is not None else first)
         hi = min(last, end if end is not None else last, lo + limit - 1)
         entries = []
         if lo <= hi:
-            for e in lg.slice(lo, hi + 1):
+            for e in raw.entries(lo, hi + 1):
                 kind = (
                     "conf_change"
                     if e.type is EntryType.CONF_CHANGE
@@ -886,6 +681,90 @@ class RaftNode:
             new_delay = delay_ms if delay_ms is not None else current["delay_ms"]
             self.transport.set_faults(frozenset(new_drop), new_delay)
         return self.transport.faults
+
+
+class _WalWriter:
+    """The driver's storage: the WAL, fsynced on the loop thread or the disk thread."""
+
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+
+    def write(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
+        node = self.node
+        if node._snapshotting or (
+            rd.must_sync and node.cfg.fsync == "always" and len(rd.entries) > INLINE_SYNC_ENTRIES
+        ):
+            # A big batch is fsynced on the disk thread; meanwhile requests keep
+            # arriving and become the next batch (group commit). While a snapshot is
+            # being written there, every write queues behind it: DiskStorage has one
+            # owner at a time.
+            fut = node._loop.run_in_executor(node._disk, node._persist, rd)
+            fut.add_done_callback(lambda f: done(f.exception()))
+        else:
+            # A small batch (light load): syncing here is quicker than a round trip
+            # through the disk thread. Yield once first, so that the appends the
+            # driver just sent reach the sockets before the loop blocks in fsync.
+            node._loop.call_soon(self._write_inline, rd, done)
+
+    def _write_inline(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
+        try:
+            self.node._persist(rd)
+        except Exception as e:
+            done(e)
+            return
+        done(None)
+
+
+class _NodeHooks(DriverHooks[asyncio.Future]):
+    """What RaftNode does around the shared Ready loop."""
+
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+
+    def persisted(self, rd: Ready) -> None:
+        if rd.entries:
+            self.node.m_batch_entries.observe(len(rd.entries))
+
+    def snapshot_restored(self, snapshot: Snapshot, extra: Any) -> None:
+        self.node._adopt_snapshot(snapshot, extra)
+
+    def applied(self, entry: Entry, result: ApplyResult) -> None:
+        if entry.type is EntryType.CONF_CHANGE:
+            self.node._apply_member_context(entry.data)
+
+    def advanced(self, rd: Ready, confs: list[ConfState]) -> None:
+        node = self.node
+        node.m_batches.inc()
+        if confs:
+            node._update_peers()
+        if rd.soft_state is not None:
+            node._on_soft_state()
+        node._wake_apply_waiters()
+        node._maybe_snapshot()
+
+    def storage_failed(self, error: BaseException) -> None:
+        self.node._die(error)
+
+    def write_done(self, token: asyncio.Future, index: int, term: int, result: ApplyResult) -> None:
+        if not token.done():
+            token.set_result(result)
+
+    def write_failed(self, token: asyncio.Future, failure: Failure) -> None:
+        node = self.node
+        if failure.code is FailureCode.REPLACED:
+            node.m_proposals_failed.inc(label_value="lost")
+        elif failure.code is FailureCode.REFUSED:
+            node.m_proposals_failed.inc(label_value="refused")
+        if not token.done():
+            token.set_exception(node._error_for(failure))
+
+    def read_ready(self, token: asyncio.Future, applied_index: int) -> None:
+        if not token.done():
+            token.set_result(applied_index)
+
+    def read_failed(self, token: asyncio.Future, failure: Failure) -> None:
+        if not token.done():
+            token.set_exception(self.node._error_for(failure))
 
 
 __all__ = [

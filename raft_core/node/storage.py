@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -72,8 +72,10 @@ __all__ = [
     "DiskStorage",
     "FsyncMode",
     "RecoveredState",
+    "ReplayedSegment",
     "StorageCorruption",
     "StorageError",
+    "replay_segment",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,97 @@ class _Replay:
             self.entries = []
             self.log_start = first
         self.entries.extend(entries)
+
+
+def read_segment(
+    data: bytes, path: Path, *, newest: bool
+) -> tuple[list[tuple[int, int, memoryview]], int | None]:
+    """The valid records of one segment, and where a torn tail starts (None: none).
+
+    Every save is one record followed by a sync, so a crash can damage only the last
+    record of the newest segment, with nothing valid after it: that is a torn write,
+    never acknowledged, and is dropped. Damage anywhere else is corruption of data
+    that was acknowledged: refuse (StorageCorruption) rather than serve without it.
+    """
+    records, bad = scan_records(data)
+    if bad is None:
+        return records, None
+    reason = describe_bad_record(data, bad)
+    if not newest:
+        raise _corrupt(path, bad, f"{reason} in a segment that is not the newest one")
+    after = find_valid_record(data, bad + 1)
+    if after is not None:
+        raise _corrupt(
+            path,
+            bad,
+            f"{reason}, followed by a valid record at byte offset {after} "
+            "(not a torn write at the tail)",
+        )
+    return records, bad
+
+
+def decode_records(
+    records: list[tuple[int, int, memoryview]], path: Path
+) -> Iterator[tuple[int, SegmentHeader | Batch]]:
+    """Decode a segment's records: its header first, then batches."""
+    for i, (off, rtype, payload) in enumerate(records):
+        try:
+            if rtype == RecordType.SEGMENT_HEADER:
+                if i != 0:
+                    raise _corrupt(path, off, "segment header in mid-segment")
+                record: SegmentHeader | Batch = decode_header(payload)
+            else:
+                if i == 0:
+                    raise _corrupt(path, off, "segment does not start with a header")
+                record = decode_batch(payload)
+        except _MALFORMED as exc:
+            name = RecordType(rtype).name.lower()
+            raise _corrupt(
+                path, off, f"malformed {name} record with a valid checksum ({exc})"
+            ) from None
+        yield off, record
+
+
+def _finish_replay(state: _Replay, oldest: Path, oldest_first_index: int) -> None:
+    """Drop what the live snapshot covers; refuse if entries after it are missing."""
+    s = state.snap_index
+    if s >= state.log_start:
+        del state.entries[: s - state.log_start + 1]
+        state.log_start = s + 1
+    if state.log_start != s + 1:
+        raise StorageCorruption(
+            f"log entries {s + 1}..{state.log_start - 1} are missing: the oldest WAL "
+            f"segment {oldest} starts at index {oldest_first_index} and "
+            f"the live snapshot only covers up to index {s}. {_REFUSE}"
+        )
+
+
+@dataclass(slots=True)
+class ReplayedSegment:
+    """What one self-contained segment holds (see ``replay_segment``)."""
+
+    hard_state: HardState
+    snapshot: tuple[int, int] | None  # (index, term) of the live snapshot
+    entries: list[Entry]
+    torn_at: int | None  # where a torn tail started (it was dropped)
+
+
+def replay_segment(data: bytes, path: Path) -> ReplayedSegment:
+    """Recover a WAL made of this one segment, by the rules ``DiskStorage.open``
+    applies (torn tail dropped, corruption refused). The simulator's disk writes the
+    same records, so its crashes and damage go through this code under the seeds."""
+    records, torn = read_segment(data, path, newest=True)
+    state: _Replay | None = None
+    for off, record in decode_records(records, path):
+        if isinstance(record, SegmentHeader):
+            state = _Replay(record)
+        else:
+            assert state is not None
+            state.apply(record, path, off)
+    if state is None:
+        raise StorageCorruption(f"{path} has no header record. {_REFUSE}")
+    _finish_replay(state, path, state.log_start)
+    return ReplayedSegment(state.hs, state.snap, state.entries, torn)
 
 
 def _copy_hs(hs: HardState) -> HardState:
@@ -503,7 +596,8 @@ class DiskStorage:
                     log.warning("removing stale temporary file %s (left by a crash)", p)
                     p.unlink()
 
-    def _replay_wal(self) -> tuple[_Replay, list[_Segment]] | None:
+    def _list_segments(self) -> list[_Segment]:
+        """The WAL's segments in order; refuses a gap in their sequence numbers."""
         found: list[_Segment] = []
         for p in self._wal_dir.iterdir():
             parsed = parse_segment_name(p.name)
@@ -511,8 +605,6 @@ class DiskStorage:
                 log.warning("ignoring unexpected file %s in the WAL directory", p)
                 continue
             found.append(_Segment(parsed[0], parsed[1], p))
-        if not found:
-            return None
         found.sort(key=lambda s: s.seq)
         for prev, cur in pairwise(found):
             if cur.seq != prev.seq + 1:
@@ -523,40 +615,21 @@ class DiskStorage:
                     f"WAL segment(s) with sequence number {missing} are missing between "
                     f"{prev.path} and {cur.path}. {_REFUSE}"
                 )
+        return found
 
+    def _replay_wal(self) -> tuple[_Replay, list[_Segment]] | None:
+        found = self._list_segments()
+        if not found:
+            return None
         state: _Replay | None = None
         segments: list[_Segment] = []
         for k, seg in enumerate(found):
-            is_last = k == len(found) - 1
             data = seg.path.read_bytes()
-            records, bad = scan_records(data)
-            if bad is not None:
-                reason = describe_bad_record(data, bad)
-                if not is_last:
-                    raise _corrupt(
-                        seg.path, bad, f"{reason} in a segment that is not the newest one"
-                    )
-                after = find_valid_record(data, bad + 1)
-                if after is not None:
-                    raise _corrupt(
-                        seg.path,
-                        bad,
-                        f"{reason}, followed by a valid record at byte offset {after} "
-                        "(not a torn write at the tail)",
-                    )
+            records, torn = read_segment(data, seg.path, newest=k == len(found) - 1)
             if not records:
-                if not is_last:
+                if k != len(found) - 1:
                     raise _corrupt(seg.path, 0, "segment has no header record")
-                # Torn while the segment was being created: nothing in it was acknowledged.
-                log.warning(
-                    "WAL segment %s has no complete header (%d bytes, torn when it was "
-                    "created); removing it",
-                    seg.path,
-                    len(data),
-                )
-                seg.path.unlink()
-                if self._durable:
-                    fsync_dir(self._wal_dir)
+                self._drop_headerless_segment(seg, len(data))
                 if state is None and seg.seq == 1:
                     return None  # a brand-new directory that never got its first segment
                 if state is None:
@@ -564,56 +637,50 @@ class DiskStorage:
                         f"{seg.path} was the only WAL segment and had no header. {_REFUSE}"
                     )
                 break
-            for i, (off, rtype, payload) in enumerate(records):
-                try:
-                    if rtype == RecordType.SEGMENT_HEADER:
-                        if i != 0:
-                            raise _corrupt(seg.path, off, "segment header in mid-segment")
-                        header = decode_header(payload)
-                    else:
-                        if i == 0:
-                            raise _corrupt(seg.path, off, "segment does not start with a header")
-                        batch = decode_batch(payload)
-                except _MALFORMED as exc:
-                    name = RecordType(rtype).name.lower()
-                    raise _corrupt(
-                        seg.path,
-                        off,
-                        f"malformed {name} record with a valid checksum ({exc})",
-                    ) from None
-                if rtype == RecordType.SEGMENT_HEADER:
-                    state = self._enter_segment(state, seg, header, off)
-                else:
-                    assert state is not None
-                    state.apply(batch, seg.path, off)
-                    if batch.entries:
-                        seg.max_index = max(seg.max_index, batch.entries[-1].index)
-            if bad is not None:
+            state = self._replay_segment(state, seg, records)
+            if torn is not None:
                 log.warning(
                     "WAL segment %s: torn write at the tail (%s at byte offset %d); "
                     "truncating the file to %d bytes, dropping %d bytes that were never "
                     "acknowledged",
                     seg.path,
-                    describe_bad_record(data, bad),
-                    bad,
-                    bad,
-                    len(data) - bad,
+                    describe_bad_record(data, torn),
+                    torn,
+                    torn,
+                    len(data) - torn,
                 )
-                self._truncate(seg.path, bad)
+                self._truncate(seg.path, torn)
             segments.append(seg)
-
         assert state is not None
-        s = state.snap_index
-        if s >= state.log_start:
-            del state.entries[: s - state.log_start + 1]
-            state.log_start = s + 1
-        if state.log_start != s + 1:
-            raise StorageCorruption(
-                f"log entries {s + 1}..{state.log_start - 1} are missing: the oldest WAL "
-                f"segment {segments[0].path} starts at index {segments[0].first_index} and "
-                f"the live snapshot only covers up to index {s}. {_REFUSE}"
-            )
+        _finish_replay(state, segments[0].path, segments[0].first_index)
         return state, segments
+
+    def _drop_headerless_segment(self, seg: _Segment, size: int) -> None:
+        """The newest segment was torn while it was being created: nothing in it was
+        acknowledged, so it goes."""
+        log.warning(
+            "WAL segment %s has no complete header (%d bytes, torn when it was "
+            "created); removing it",
+            seg.path,
+            size,
+        )
+        seg.path.unlink()
+        if self._durable:
+            fsync_dir(self._wal_dir)
+
+    def _replay_segment(
+        self, state: _Replay | None, seg: _Segment, records: list[tuple[int, int, memoryview]]
+    ) -> _Replay:
+        for off, record in decode_records(records, seg.path):
+            if isinstance(record, SegmentHeader):
+                state = self._enter_segment(state, seg, record, off)
+            else:
+                assert state is not None
+                state.apply(record, seg.path, off)
+                if record.entries:
+                    seg.max_index = max(seg.max_index, record.entries[-1].index)
+        assert state is not None
+        return state
 
     @staticmethod
     def _enter_segment(

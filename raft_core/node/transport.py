@@ -58,6 +58,8 @@ import msgpack
 from raft_core.codec import MAX_NODE_ID_LEN, CodecError, decode_message, encode_message
 from raft_core.types import Message, MessageType, NodeId
 
+from .address import parse_address
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -103,21 +105,6 @@ class _AuthError(_HandshakeError):
 
 class _Rejected(_HandshakeError):
     """The acceptor sent REJECT with a reason."""
-
-
-def parse_address(addr: str) -> tuple[str, int]:
-    """``"host:port"`` or ``"[v6]:port"`` -> ``(host, port)``; ``ValueError`` if malformed."""
-    if not isinstance(addr, str):
-        raise ValueError(f"peer address must be a 'host:port' string, got {type(addr).__name__}")
-    host, sep, port_s = addr.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port_s.isdigit():
-        raise ValueError(f"peer address {addr!r} is not 'host:port'")
-    port = int(port_s)
-    if not 0 < port < 65536:
-        raise ValueError(f"peer address {addr!r}: port out of range")
-    return host, port
 
 
 def _fmt_addr(host: str, port: int) -> str:
@@ -516,7 +503,7 @@ class PeerTransport:
             if not _valid_id(pid):
                 raise ValueError(f"invalid peer id {pid!r}")
             if pid != self.node_id:
-                parsed[pid] = parse_address(addr)
+                parsed[pid] = parse_address(addr, f"address of peer {pid}")
         for pid in list(self._peers):
             if pid not in parsed:
                 peer = self._peers.pop(pid)

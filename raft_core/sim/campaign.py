@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 from ..checker.linearizability import check_history
 from ..confchange import ChangeOp, ConfChange
+from ..driver import Livelock
 from ..progress import ProgressState
 from ..statemachine import encode_command
-from ..types import ProposalDropped, Role
+from ..types import ProposalDropped
 from .clients import SimClient
-from .cluster import SimCluster, SimConfig
+from .cluster import LivenessFailure, SimCluster, SimConfig
 from .invariants import InvariantViolation
 from .network import LinkProfile
 
@@ -35,6 +36,8 @@ COUNTERS = (
     "snapshots_installed",
     "crashes",
     "partitions",
+    "corruptions_refused",
+    "torn_tails_dropped",
 )
 
 
@@ -64,6 +67,12 @@ class RunPlan:
     # conditions under which a leader inherits uncommitted entries of older terms
     # (the paper's Figure 8).
     churn: bool
+    # Stale tails: one entry per append, late duplicates and frequent leader changes.
+    # Followers then hold entries of old terms past what a leader's append vouches
+    # for, and a late duplicate of an old append makes the leader resend from the
+    # follower's commit index, one entry at a time: the window where a follower that
+    # commits min(leader commit, its last index) commits a stale entry.
+    stale_tails: bool
     # Shrink the voters towards one through membership changes.
     shrink: bool
     config: SimConfig
@@ -99,15 +108,30 @@ def plan_run(seed: int) -> RunPlan:
         max_inflight_msgs=rng.choice([1, 4, 64]),
         snapshot_chunk_bytes=rng.choice([64, 256, 1024, 1 << 16]),
     )
+    clients = rng.randint(2, 5)
+    keys = rng.randint(1, 4)
+    fault_ms = rng.uniform(1500, 3500)
+    membership = rng.random() < 0.6
+    churn = rng.random() < 0.25
+    # Drawn last, so that the plans of runs without it stay as they were.
+    stale_tails = rng.random() < 0.1
+    if stale_tails:
+        churn = True
+        config.max_size_per_msg = 1
+        config.max_inflight_msgs = rng.choice([4, 64])
+        link.duplicate_rate = rng.choice([0.05, 0.1])
+        link.spike_rate = rng.choice([0.05, 0.1])
+        link.spike_ms = rng.uniform(20, 80)
     plan = RunPlan(
         seed=seed,
         nodes=nodes,
-        clients=rng.randint(2, 5),
-        keys=rng.randint(1, 4),
-        fault_ms=rng.uniform(1500, 3500),
+        clients=clients,
+        keys=keys,
+        fault_ms=fault_ms,
         settle_ms=3000,
-        membership=rng.random() < 0.6,
-        churn=rng.random() < 0.25,
+        membership=membership,
+        churn=churn,
+        stale_tails=stale_tails,
         shrink=False,
         config=config,
     )
@@ -175,7 +199,7 @@ class Chaos:
             return
         hs = rd.hard_state
         voted = hs is not None and hs.vote is not None and hs.vote != node.id
-        leader_wrote = bool(rd.entries) and node.raw.raft.role is Role.LEADER
+        leader_wrote = bool(rd.entries) and node.raw.is_leader
         if voted or leader_wrote:
             self.c.schedule(0, lambda: self.c.crash(node.id))
             self.c.schedule(self.rng.uniform(1, 40), lambda: self.c.restart(node.id))
@@ -232,6 +256,10 @@ class Chaos:
         if leader is not None and self.rng.random() < 0.4:
             victim = leader.id
         self.c.crash(victim)
+        if self.rng.random() < 0.2:
+            # Bit rot while it is down: it must refuse to start, not serve without
+            # what it acknowledged.
+            self.c.nodes[victim].disk.corrupt(self.rng)
         self.c.schedule(self.rng.uniform(30, 900), lambda: self.c.restart(victim))
 
     def _partition(self) -> None:
@@ -314,8 +342,8 @@ class Chaos:
             changes = [(ChangeOp.ADD_LEARNER, nid)]
         elif choice == "promote":
             nid = self.rng.choice(learners)
-            pr = leader.raw.raft.prs.get(nid)
-            caught_up = pr is not None and pr.state is ProgressState.REPLICATE
+            pr = leader.raw.progress(nid)
+            caught_up = pr is not None and pr.state == ProgressState.REPLICATE.value
             if not caught_up and self.rng.random() < 0.7:
                 return  # what a careful operator does: wait for the learner
             changes = [(ChangeOp.ADD_VOTER, nid)]
@@ -365,7 +393,7 @@ def _converged(c: SimCluster) -> bool:
     if leader is None or leader.conf.joint:
         return False
     target = leader.replica.applied_index
-    if leader.raw.raft.log.committed != leader.raw.raft.log.last_index():
+    if leader.raw.commit_index != leader.raw.last_index():
         return False
     for nid in leader.conf.members():
         n = c.nodes.get(nid)
@@ -404,6 +432,8 @@ def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
             )
         if result.ok:
             _check_replicas_agree(c)
+    except (LivenessFailure, Livelock) as e:
+        result.ok, result.kind, result.reason = False, "liveness", str(e)
     except InvariantViolation as e:
         result.ok, result.kind, result.reason = False, "invariant", str(e)
     except Exception as e:  # a crash of the engine is a failure too
@@ -420,6 +450,7 @@ def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
             result.stats["linearizability_unknown"] = 1
     result.stats.update({k: c.stats.get(k, 0) for k in COUNTERS})
     result.stats["snapshots_taken"] = sum(n.snapshots_taken for n in c.nodes.values())
+    result.stats["torn_tails_dropped"] = sum(n.disk.torn_tails_dropped for n in c.nodes.values())
     if keep_trace or not result.ok:
         result.trace = [*c.trace[-400:], c.dump()]
     return result

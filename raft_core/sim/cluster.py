@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..confchange import ChangeOp, ConfChange
+from ..driver import Failure, FailureCode
+from ..node.wal import StorageCorruption
 from ..raft import RaftConfig
 from ..rawnode import PersistedState, Ready
 from ..statemachine import ApplyResult, encode_command
-from ..types import Entry, EntryType, Message, NodeId, ProposalDropped, Role
+from ..types import DropCode, Entry, EntryType, NodeId
+from .disk import Disk
 from .invariants import InvariantViolation, SafetyChecker
 from .network import LinkProfile, SimNetwork
-from .node import Disk, SimNode
+from .node import SimNode
 
 # -- client <-> node protocol (simulated RPCs) ---------------------------------
 
@@ -42,7 +45,8 @@ class ClientResponse:
     req_id: int
     ok: bool
     # When not ok: "not_leader" (definitely not executed), "dropped" (definitely
-    # not executed) or "lost" (the entry was overwritten: not executed).
+    # not executed), "lost" (the entry was overwritten: not executed) or "unknown"
+    # (a snapshot skipped the entry: it may have been executed).
     error: str | None = None
     leader: NodeId | None = None
     output: dict | None = None
@@ -65,6 +69,13 @@ class SimConfig:
     max_inflight_msgs: int = 256
     snapshot_chunk_bytes: int = 256 << 10
     check_invariants: bool = True
+    # A run that handles more events than this is livelocked (the busiest campaign
+    # runs handle ~15k): it fails at once, naming its seed, instead of spinning.
+    max_events: int = 250_000
+
+
+class LivenessFailure(AssertionError):
+    """A simulated run exhausted its event budget."""
 
 
 class SimCluster:
@@ -74,6 +85,7 @@ class SimCluster:
         self.rng = random.Random(seed)
         self.now = 0.0
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self.events_handled = 0
         self._seq = itertools.count()
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)), self.schedule, self.cfg.link)
         self.checker = SafetyChecker()
@@ -91,11 +103,8 @@ class SimCluster:
             "snapshots_taken": 0,
             "crashes": 0,
             "partitions": 0,
+            "corruptions_refused": 0,
         }
-        # Client requests waiting at a node: node -> index -> (term, request).
-        self._pending_writes: dict[NodeId, dict[int, tuple[int, ClientRequest]]] = {}
-        self._pending_reads: dict[NodeId, dict[bytes, ClientRequest]] = {}
-        self._read_ids = itertools.count(1)
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}
         self.apply_hooks: list[Callable[[NodeId, Entry, ApplyResult], None]] = []
@@ -119,6 +128,13 @@ class SimCluster:
             return False
         t, _, fn = heapq.heappop(self._queue)
         self.now = t
+        self.events_handled += 1
+        if self.events_handled > self.cfg.max_events:
+            raise LivenessFailure(
+                f"seed {self.seed}: event budget of {self.cfg.max_events} exhausted at "
+                f"t={t:.1f}ms (a livelock?); replay: python -m raft_core.sim replay "
+                f"--seed {self.seed}"
+            )
         fn()
         return True
 
@@ -173,9 +189,10 @@ class SimCluster:
             send=lambda m, nid=nid: self.net.send(nid, m.to, m, m.type.name),
             on_apply=self._on_apply,
             on_ready_persisted=self._on_persisted,
+            on_write_done=self._on_write_done,
             on_sent_early=self._on_sent_early,
             on_read=self._on_read,
-            on_read_dropped=self._on_read_dropped,
+            on_request_failed=self._on_request_failed,
             disk_latency_ms=self.cfg.disk_latency_ms,
             snapshot_every=self.cfg.snapshot_every,
             keep_entries=self.cfg.keep_entries,
@@ -183,8 +200,6 @@ class SimCluster:
         self._hook_events(node)
         self.nodes[nid] = node
         self.net.attach(nid, lambda m, nid=nid: self._deliver(nid, m))
-        self._pending_writes[nid] = {}
-        self._pending_reads[nid] = {}
         return node
 
     def _hook_events(self, node: SimNode) -> None:
@@ -200,7 +215,7 @@ class SimCluster:
                 self.stats["leadership_transfers"] += 1
             self.note(f"{node.id} {name} {fields}")
 
-        node.raw.raft.on_event = on_event
+        node.raw.set_event_hook(on_event)
 
     def add_node(self, nid: NodeId) -> SimNode:
         """A fresh process for a node that is about to be added to the cluster."""
@@ -214,17 +229,30 @@ class SimCluster:
             return
         node.crash()
         self.stats["crashes"] += 1
-        self._pending_writes[nid].clear()
-        self._pending_reads[nid].clear()
         self.note(f"{nid} CRASH")
 
     def restart(self, nid: NodeId) -> None:
         node = self.nodes[nid]
         if node.up:
             return
-        node.start()
+        damaged = node.disk.damaged
+        try:
+            node.start()
+        except StorageCorruption as e:
+            if not damaged:
+                raise InvariantViolation(f"{nid} refused an undamaged WAL: {e}") from e
+            # Refusing is right; an operator restores the bytes and starts it again.
+            self.stats["corruptions_refused"] += 1
+            self.note(f"{nid} REFUSED TO START: {e}")
+            node.disk.repair()
+            node.start()
+        else:
+            if damaged:
+                raise InvariantViolation(
+                    f"{nid} started from a WAL whose acknowledged records are damaged"
+                )
         self._hook_events(node)
-        self.note(f"{nid} RESTART term={node.term} commit={node.raw.raft.log.committed}")
+        self.note(f"{nid} RESTART term={node.term} commit={node.raw.commit_index}")
 
     def _deliver(self, nid: NodeId, m: Any) -> None:
         node = self.nodes[nid]
@@ -246,15 +274,9 @@ class SimCluster:
     def _leader_elected(self, node: SimNode) -> None:
         if not self.cfg.check_invariants:
             return
-        r = node.raw.raft
-        self.checker.leader_elected(node.id, r.term)
-
-        def entry_at(i: int) -> Entry | None:
-            if i <= r.log.offset or i > r.log.last_index():
-                return None
-            return r.log.entry(i)
-
-        self.checker.leader_complete(node.id, r.term, r.log.first_index(), entry_at)
+        raw = node.raw
+        self.checker.leader_elected(node.id, raw.term)
+        self.checker.leader_complete(node.id, raw.term, raw.first_index(), raw.entry_at)
 
     def _on_sent_early(self, node: SimNode, rd: Ready) -> None:
         for hook in self.early_send_hooks:
@@ -270,15 +292,8 @@ class SimCluster:
             ck.entries_persisted(node.id, rd.entries, prev_term)
         if rd.hard_state is not None:
             ck.term_observed(node.id, rd.hard_state.term)
-            lg = node.raw.raft.log
-
-            def entry_at(i: int) -> Entry | None:
-                if i <= lg.offset or i > lg.last_index():
-                    return None
-                return lg.entry(i)
-
             before = ck.last_commit.get(node.id, 0)
-            ck.commit_observed(node.id, rd.hard_state.commit, entry_at)
+            ck.commit_observed(node.id, rd.hard_state.commit, node.raw.entry_at)
             if rd.hard_state.commit > before:
                 self.stats["commits"] += rd.hard_state.commit - before
 
@@ -293,21 +308,15 @@ class SimCluster:
             self._conf_entries_seen.add(e.index)
             if not ConfChange.decode(e.data).is_leave_joint:
                 self.stats["membership_changes"] += 1
-        waiting = self._pending_writes[node.id].pop(e.index, None)
-        if waiting is not None:
-            term, req = waiting
-            if term != e.term:
-                self._respond(node.id, req, ClientResponse(req.req_id, False, "lost"))
-            elif result.error is not None:
-                self._respond(node.id, req, ClientResponse(req.req_id, False, result.error.code))
-            else:
-                self._respond(
-                    node.id,
-                    req,
-                    ClientResponse(req.req_id, True, output=self._output(req, result.value)),
-                )
         for hook in self.apply_hooks:
             hook(node.id, e, result)
+
+    def _on_write_done(self, node: SimNode, req: ClientRequest, result: ApplyResult) -> None:
+        if result.error is not None:
+            self._respond(node.id, req, ClientResponse(req.req_id, False, result.error.code))
+        else:
+            output = self._output(req, result.value)
+            self._respond(node.id, req, ClientResponse(req.req_id, True, output=output))
 
     @staticmethod
     def _output(req: ClientRequest, value: Any) -> dict:
@@ -320,39 +329,32 @@ class SimCluster:
     # -- serving clients (what the node server does over HTTP) ---------------
 
     def _handle_client_request(self, node: SimNode, req: ClientRequest) -> None:
-        raw = node.raw
-        try:
-            if req.kind == "get":
-                ctx = f"{node.id}:{next(self._read_ids)}".encode()
-                raw.read_index(ctx)
-                self._pending_reads[node.id][ctx] = req
-            else:
-                if req.kind == "put":
-                    cmd = ["put", req.key, req.value]
-                elif req.kind == "delete":
-                    cmd = ["del", req.key]
-                else:
-                    cmd = ["cas", req.key, req.expected, req.value]
-                cid, seq = req.session if req.session else (None, None)
-                data = encode_command(cmd, cid, seq, int(self.now))
-                index, term = raw.propose(data)
-                self._pending_writes[node.id][index] = (term, req)
-        except ProposalDropped as e:
-            error = "not_leader" if e.reason == "not the leader" else "dropped"
-            self._respond(node.id, req, ClientResponse(req.req_id, False, error, leader=e.leader))
+        if req.kind == "get":
+            node.driver.read(req)
             return
-        node.process()
+        if req.kind == "put":
+            cmd = ["put", req.key, req.value]
+        elif req.kind == "delete":
+            cmd = ["del", req.key]
+        else:
+            cmd = ["cas", req.key, req.expected, req.value]
+        cid, seq = req.session if req.session else (None, None)
+        node.driver.submit(encode_command(cmd, cid, seq, int(self.now)), req)
 
-    def _on_read(self, node: SimNode, ctx: bytes, index: int) -> None:
-        req = self._pending_reads[node.id].pop(ctx, None)
-        if req is not None:
-            value = node.kv.get(req.key)
-            self._respond(node.id, req, ClientResponse(req.req_id, True, output={"value": value}))
+    def _on_read(self, node: SimNode, req: ClientRequest, index: int) -> None:
+        value = node.kv.get(req.key)
+        self._respond(node.id, req, ClientResponse(req.req_id, True, output={"value": value}))
 
-    def _on_read_dropped(self, node: SimNode, ctx: bytes) -> None:
-        req = self._pending_reads[node.id].pop(ctx, None)
-        if req is not None:
-            self._respond(node.id, req, ClientResponse(req.req_id, False, "dropped"))
+    def _on_request_failed(self, node: SimNode, req: ClientRequest, failure: Failure) -> None:
+        if failure.drop is DropCode.NOT_LEADER:
+            error = "not_leader"
+        elif failure.code is FailureCode.REPLACED:
+            error = "lost"
+        elif failure.indeterminate:
+            error = "unknown"
+        else:
+            error = "dropped"
+        self._respond(node.id, req, ClientResponse(req.req_id, False, error, failure.leader))
 
     def _respond(self, nid: NodeId, req: ClientRequest, resp: ClientResponse) -> None:
         self.net.send(nid, req.client, resp, "client_response")
@@ -363,7 +365,7 @@ class SimCluster:
         return [n for n in self.nodes.values() if n.up]
 
     def leaders(self) -> list[SimNode]:
-        return [n for n in self.live() if n.raw.raft.role is Role.LEADER]
+        return [n for n in self.live() if n.raw.is_leader]
 
     def leader(self) -> SimNode | None:
         """The leader of the highest term among live nodes, if any."""
@@ -425,21 +427,26 @@ class SimCluster:
                 continue
             st = n.raw.status()
             lines.append(
-                f"  {nid}: {st['role']} term={st['term']} lead={st['leader']} "
-                f"commit={st['commit_index']} applied={st['applied_index']} "
-                f"last={st['last_index']}/{st['last_term']} first={st['first_index']} "
-                f"voters={st['voters']} out={st['voters_outgoing']} learners={st['learners']}"
+                f"  {nid}: {st.role} term={st.term} lead={st.leader} "
+                f"commit={st.commit_index} applied={st.applied_index} "
+                f"last={st.last_index}/{st.last_term} first={st.first_index} "
+                f"voters={list(st.voters)} out={list(st.voters_outgoing)} "
+                f"learners={list(st.learners)}"
             )
-            for peer, p in st.get("progress", {}).items():
+            for peer, p in (st.progress or {}).items():
                 lines.append(
-                    f"      -> {peer}: match={p['match']} next={p['next']} {p['state']} "
-                    f"inflight={p['inflight']} active={p['recent_active']} "
-                    f"snap_acked={p['snapshot_bytes_acked']}"
+                    f"      -> {peer}: match={p.match} next={p.next} {p.state} "
+                    f"inflight={p.inflight} active={p.recent_active} "
+                    f"snap_acked={p.snapshot_bytes_acked}"
                 )
         return "\n".join(lines)
 
-    def send_raw(self, m: Message) -> None:
-        self.net.send(m.frm, m.to, m, m.type.name)
 
-
-__all__ = ["ClientRequest", "ClientResponse", "InvariantViolation", "SimCluster", "SimConfig"]
+__all__ = [
+    "ClientRequest",
+    "ClientResponse",
+    "InvariantViolation",
+    "LivenessFailure",
+    "SimCluster",
+    "SimConfig",
+]

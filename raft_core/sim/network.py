@@ -55,9 +55,6 @@ class SimNetwork:
     def attach(self, endpoint: Endpoint, receive: Callable[[object], None]) -> None:
         self.receivers[endpoint] = receive
 
-    def detach(self, endpoint: Endpoint) -> None:
-        self.receivers.pop(endpoint, None)
-
     # -- partitions ----------------------------------------------------------
 
     def partition(self, *groups: Iterable[Endpoint]) -> None:

@@ -17,7 +17,7 @@ def tell(seed: int = 7, out=print) -> None:
     say(f"3 nodes start; {leader.id} wins the election for term {leader.term}")
     for i in range(100):
         c.propose(encode_command(["put", f"k{i % 10}", f"v{i}"]))
-    c.run_until(lambda: c.committed_everywhere(leader.raw.raft.log.last_index()), 5000)
+    c.run_until(lambda: c.committed_everywhere(leader.raw.last_index()), 5000)
     say(
         f"100 writes replicated; every node applied up to {leader.replica.applied_index}, "
         f"snapshots taken: {sum(n.snapshots_taken for n in c.nodes.values())}"
@@ -32,7 +32,7 @@ def tell(seed: int = 7, out=print) -> None:
     after = c.wait_for_leader(among=set(c.nodes) - {new.id})
     say(f"{after.id} takes over in term {after.term}")
     c.restart(new.id)
-    c.run_until(lambda: after.raw.raft.log.applied >= after.raw.raft.pending_conf_index, 2000)
+    c.run_until(lambda: after.raw.applied_index >= after.raw.pending_conf_index, 2000)
     c.add_node("n4")
     c.change((ChangeOp.ADD_LEARNER, "n4"))
     c.run_until(lambda: c.nodes["n4"].replica.applied_index >= after.replica.applied_index, 5000)
@@ -43,7 +43,7 @@ def tell(seed: int = 7, out=print) -> None:
     c.run_until(
         lambda: (
             not c.leader().conf.joint
-            and c.leader().raw.raft.pending_conf_index <= c.leader().raw.raft.log.applied
+            and c.leader().raw.pending_conf_index <= c.leader().raw.applied_index
         ),
         2000,
     )

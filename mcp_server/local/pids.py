@@ -1,0 +1,60 @@
+"""Process primitives shared by the local clusters (raft-node and etcd members).
+
+Both kinds of local cluster run their members as children in their own session and
+record their pids; whether a pid is still a live process, whether it is frozen by
+SIGSTOP, and sending it a signal are the same question for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+
+def state(pid: int) -> str:
+    """The process's state letter from ``/proc`` (R, S, T, Z, ...), or "?"."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def alive(pid: int | None) -> bool:
+    """Is ``pid`` a live process? A zombie child of ours counts as dead (and is reaped,
+    so that the pid is really gone once this says so)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    if state(pid) in ("Z", "X"):
+        # Exited, but a multi-threaded child (etcd is Go) shows "Z" while its other
+        # threads finish and cannot be reaped without waiting: wait, it takes moments.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        return False
+    return True
+
+
+def frozen(pid: int | None) -> bool:
+    """Alive but stopped by SIGSTOP (``fault stop``)."""
+    return alive(pid) and state(pid or 0) == "T"
+
+
+def send(pid: int, sig: signal.Signals, wait_s: float = 5.0) -> None:
+    """Send ``sig``; after SIGKILL, wait (up to ``wait_s``) until the process is gone."""
+    os.kill(pid, sig)
+    if sig == signal.SIGKILL:
+        deadline = time.monotonic() + wait_s
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)

@@ -1,0 +1,154 @@
+"""The shared Ready loop, driven by hand: the order of effects and what each request
+is told. (The simulator and raft-node run this same driver under every other test.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from raft_core.driver import Driver, DriverHooks, Failure, Livelock
+from raft_core.kv import KVStore
+from raft_core.raft import RaftConfig
+from raft_core.rawnode import PersistedState, RawNode, Ready
+from raft_core.statemachine import ApplyResult, Replica, encode_command
+from raft_core.types import DropCode, Entry, Message, MessageType
+
+MT = MessageType
+
+
+class Recorder(DriverHooks[str]):
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.pending_writes: list[tuple[Ready, Callable[[BaseException | None], None]]] = []
+
+    # storage and transport
+    def write(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
+        self.log.append(f"write {[e.index for e in rd.entries]}")
+        self.pending_writes.append((rd, done))
+
+    def send(self, messages: list[Message]) -> None:
+        self.log.append("send " + ",".join(f"{m.type.name}>{m.to}" for m in messages))
+
+    def finish_writes(self) -> None:
+        while self.pending_writes:
+            _, done = self.pending_writes.pop(0)
+            done(None)
+
+    # hooks
+    def write_done(self, token: str, index: int, term: int, result: ApplyResult) -> None:
+        self.log.append(f"done {token}@{index}")
+
+    def write_failed(self, token: str, failure: Failure) -> None:
+        self.log.append(f"failed {token} {failure.code.value} {failure.drop}")
+
+    def read_ready(self, token: str, applied_index: int) -> None:
+        self.log.append(f"read {token}@{applied_index}")
+
+    def read_failed(self, token: str, failure: Failure) -> None:
+        self.log.append(f"read failed {token} {failure.code.value}")
+
+
+class Soon:
+    """A scheduler that runs what was scheduled only when told to."""
+
+    def __init__(self) -> None:
+        self.queue: list[Callable[[], None]] = []
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        self.queue.append(fn)
+
+    def run(self) -> None:
+        while self.queue:
+            self.queue.pop(0)()
+
+
+def _driver(node: str) -> tuple[RawNode, Driver[str], Recorder, Soon]:
+    raw = RawNode(RaftConfig(node, pre_vote=False), PersistedState.bootstrap(["n1", "n2", "n3"]))
+    rec, soon = Recorder(), Soon()
+    drv: Driver[str] = Driver(
+        raw, storage=rec, transport=rec, state=Replica(KVStore()), call_soon=soon, hooks=rec
+    )
+    return raw, drv, rec, soon
+
+
+def _settle(drv: Driver[str], rec: Recorder, soon: Soon) -> None:
+    drv.kick()
+    for _ in range(10):
+        soon.run()
+        rec.finish_writes()
+
+
+def _ack(raw: RawNode, frm: str, index: int) -> None:
+    raw.step(Message(MT.APP_RESP, raw.id, frm, term=raw.term, index=index))
+
+
+def _leader() -> tuple[RawNode, Driver[str], Recorder, Soon]:
+    """n1, leader of n1..n3, its no-op (index 2) committed, followers replicating."""
+    raw, drv, rec, soon = _driver("n1")
+    _settle(drv, rec, soon)
+    raw.campaign()
+    _settle(drv, rec, soon)
+    raw.step(Message(MT.VOTE_RESP, "n1", "n2", term=raw.term))
+    _settle(drv, rec, soon)
+    assert raw.is_leader
+    _ack(raw, "n2", 2)
+    _ack(raw, "n3", 2)
+    _settle(drv, rec, soon)
+    assert raw.commit_index == 2
+    rec.log.clear()
+    return raw, drv, rec, soon
+
+
+def test_a_leader_sends_appends_before_its_write_completes_and_answers_once_applied():
+    raw, drv, rec, soon = _leader()
+    drv.submit(encode_command(["put", "k", "v"]), "w1")
+    drv.submit(encode_command(["put", "k", "w"]), "w2")
+    soon.run()  # one pass: both proposals in one batch (group commit)
+    assert rec.log == ["send APP>n2,APP>n3", "write [3, 4]"]
+    _ack(raw, "n2", 4)
+    drv.kick()
+    soon.run()
+    assert rec.log[-1] == "write [3, 4]", "nothing is applied before our own write is durable"
+    rec.finish_writes()
+    soon.run()
+    rec.finish_writes()
+    soon.run()
+    assert rec.log[-2:] == ["done w1@3", "done w2@4"], rec.log
+
+
+def test_a_follower_refuses_proposals_and_reads_saying_so():
+    _, drv, rec, soon = _driver("n2")
+    drv.submit(b"x", "w")
+    drv.read("r")
+    soon.run()
+    assert rec.log == [f"failed w refused {DropCode.NOT_LEADER}", "read failed r refused"]
+
+
+def test_a_replaced_entry_answers_lost_and_a_read_fails_when_leadership_is_lost():
+    raw, drv, rec, soon = _leader()
+    drv.submit(encode_command(["put", "k", "v"]), "w1")
+    drv.read("r1")
+    _settle(drv, rec, soon)
+    assert raw.last_index() == 3 and raw.commit_index == 2
+    # A new leader (n3, next term) replaces our uncommitted entry 3 with its own.
+    term = raw.term + 1
+    theirs = Entry(3, term, data=b"")
+    raw.step(
+        Message(MT.APP, "n1", "n3", term=term, index=2, log_term=raw.log_term(2) or 0,
+                entries=[theirs], commit=3)
+    )  # fmt: skip
+    _settle(drv, rec, soon)
+    assert "failed w1 replaced None" in rec.log, rec.log
+    assert "read failed r1 leadership_lost" in rec.log, rec.log
+
+
+def test_a_livelocked_engine_is_reported_not_spun(monkeypatch):
+    raw, _, rec, _ = _leader()
+    inline: Driver[str] = Driver(
+        raw, storage=rec, transport=rec, state=Replica(KVStore()), call_soon=None, hooks=rec
+    )
+    monkeypatch.setattr(RawNode, "has_ready", lambda self: True)
+    monkeypatch.setattr(Recorder, "write", lambda self, rd, done: done(None))
+    with pytest.raises(Livelock, match="Ready batches in a row"):
+        inline.kick()

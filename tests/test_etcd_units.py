@@ -1,0 +1,133 @@
+"""The etcd pieces that need no etcd: gateway decoding and error mapping, config secrets,
+plan order, the no-campaign refusal, remote recovery steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcp_server.adapters.base import NodeStatus
+from mcp_server.adapters.etcd import EtcdAdapter
+from mcp_server.adapters.etcd_gateway import b64, base_url, gateway_error, hex_id, num, unb64
+from mcp_server.core.config import ClusterConfig, load_config
+from mcp_server.core.context import Context
+from mcp_server.core.errors import ConfigError
+from mcp_server.core.models import ElectRequest
+from mcp_server.core.view import ClusterView
+from mcp_server.operations import leadership
+from mcp_server.operations.membership import plan_change
+
+
+def test_gateway_values():
+    assert unb64(b64("ключ/1")) == "ключ/1" and unb64(None) is None
+    assert num({"raftIndex": "18446744073709551615"}, "raftIndex") == 2**64 - 1
+    assert num({}, "raftAppliedIndex") == 0  # default values are omitted
+    assert num({"memberId": "7"}, "member_id", "memberId") == 7
+    assert hex_id(255) == "ff"
+    assert base_url("10.0.0.1:2379", "https") == "https://10.0.0.1:2379"
+    assert base_url("http://h:1/", "https") == "http://h:1"
+
+
+def test_gateway_errors_say_what_to_do():
+    e = gateway_error(
+        "n1", "cluster/member/promote", 412, 9,
+        "etcdserver: can only promote a learner member which is in sync with leader", "n1",
+    )  # fmt: skip
+    assert e.reason == "n1: can only promote a learner member which is in sync with leader"
+    assert "caught up" in e.next_step and e.status == 412 and e.error == "9"
+    assert not e.indeterminate
+    assert gateway_error(
+        "n1", "kv/put", 503, 14, "etcdserver: request timed out", None
+    ).indeterminate
+    assert not gateway_error("n1", "kv/put", 503, 14, "etcdserver: no leader", None).indeterminate
+    hk = gateway_error("n1", "maintenance/hashkv", 404, None, "Not Found", None)
+    assert "does not serve /v3/maintenance/hashkv" in hk.reason
+
+
+def test_config_secrets_are_never_inline(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("clusters: {e: {kind: etcd, endpoints: [h:1], username: u, password: x}}")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert "inline secret" in e.value.reason and "x" not in e.value.reason.split("(")[-1]
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("clusters: {e: {kind: etcd, endpoints: [h:1], username: u, password_env: PW}}")
+    c = load_config(ok).cluster("e")
+    assert c.mode == "production" and c.username == "u"
+    from mcp_server.core.manager import make_adapter
+
+    monkeypatch.delenv("PW", raising=False)
+    with pytest.raises(ConfigError, match="PW"):
+        make_adapter(c)
+    monkeypatch.setenv("PW", "s3cret")
+    adapter, secret = make_adapter(c)
+    assert isinstance(adapter, EtcdAdapter) and secret == "s3cret"  # redacted from the audit
+    adapter.close()
+
+
+def _statuses(leader: str | None = "n1") -> dict[str, NodeStatus]:
+    voters = ["n1", "n2", "n3"]
+    return {
+        n: NodeStatus(
+            id=n,
+            reachable=True,
+            role="leader" if n == leader else "follower",
+            term=2,
+            leader=leader,
+            commit_index=10,
+            applied_index=10,
+            last_index=10,
+            voters=voters,
+        )
+        for n in voters
+    }
+
+
+def _view(leader: str | None = "n1") -> ClusterView:
+    return ClusterView.build(_statuses(leader))
+
+
+def test_etcd_member_is_added_before_its_process_starts():
+    local = ("http://127.0.0.1:7404", "http://127.0.0.1:7504")
+    etcd = plan_change(
+        _view(), cluster="e", action="add_voter", node="n4",
+        local_addresses=local, start_after_add=True,
+    )  # fmt: skip
+    assert [s.action for s in etcd.steps] == [
+        "add_learner",
+        "start_process",
+        "wait_caught_up",
+        "promote",
+    ]
+    raft = plan_change(_view(), cluster="r", action="add_learner", node="n4", local_addresses=local)
+    assert [s.action for s in raft.steps][:2] == ["start_process", "add_learner"]
+
+
+class _Leaderless:
+    """Just enough adapter for planning an election in a leaderless cluster."""
+
+    def __init__(self, kind: str, supports_campaign: bool) -> None:
+        self.kind, self.supports_campaign = kind, supports_campaign
+
+    def statuses(self) -> dict[str, NodeStatus]:
+        return _statuses(leader=None)
+
+
+def _election_plan(kind: str, supports_campaign: bool):
+    cluster = ClusterConfig(name="e", kind=kind, endpoints=["h:1"])
+    ctx = Context(cluster, _Leaderless(kind, supports_campaign))  # type: ignore[arg-type]
+    return leadership.plan(ctx, ElectRequest(target=None))
+
+
+def test_a_leaderless_etcd_cluster_cannot_be_told_to_elect():
+    p = _election_plan("etcd", supports_campaign=False)
+    assert any(r.startswith("etcd cannot be forced to elect") for r in p.reasons)
+    assert _election_plan("raft_core", supports_campaign=True).reasons == []  # it campaigns
+
+
+def test_remote_recovery_is_manual_steps():
+    a = EtcdAdapter(endpoints=["127.0.0.1:1"])
+    steps = a.restart_instructions("n2", "https://10.0.0.2:2379")
+    assert any("restart etcd for n2" in s for s in steps)
+    assert any("--initial-cluster-state existing" in s for s in steps)
+    assert not a.can_control_processes
+    a.close()
