@@ -144,6 +144,7 @@ def write_chart(doc: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
+    levels = sorted({c["clients"] for s in doc["systems"] for c in s.get("write") or []})
     for s in doc["systems"]:
         for workload, style in (("write", "-o"), ("embedded", "--s"), ("read", ":^")):
             cells = s.get(workload) or []
@@ -155,6 +156,7 @@ def write_chart(doc: dict, path: Path) -> None:
             ax_l.plot(xs, [c["p50_ms"] for c in cells], style, label=label)
     for ax, ylabel in ((ax_t, "operations/s (median)"), (ax_l, "p50 latency, ms (median)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(n) for n in levels])
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
