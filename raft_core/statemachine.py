@@ -9,6 +9,13 @@ none should write twice:
   by time recorded in the log (the leader stamps each command), so every replica
   expires the same ones at the same entry. A session that expired leaves a small
   tombstone, so a late retry is answered "session expired" and never re-executed.
+  Memory is bounded whatever the clients do: at most ``max_sessions`` sessions (at the
+  cap, the least recently active one expires early, into a tombstone) and at most
+  ``max_tombstones`` tombstones (the oldest go first; they are also forgotten after ten
+  TTLs). Both are kept in activity order, so expiring costs O(expired), not a scan of
+  every session, and every replica evicts the same ones at the same entry. A retry of a
+  request whose tombstone is gone can no longer be recognised and executes again: the
+  caps bound how long "exactly once" is remembered for clients that stopped talking.
 * **the digest chain**: a running SHA-256 over every applied entry (index, term,
   type, payload), carried across snapshots, so two replicas can be compared at a
   common index even after both compacted their logs.
@@ -88,13 +95,23 @@ class Replica:
         session_ttl_ms: int = 10 * 60 * 1000,
         responses_per_session: int = 128,
         digest_history: int = 4096,
+        max_sessions: int = 50_000,
+        max_tombstones: int = 200_000,
     ) -> None:
+        if max_sessions < 1 or max_tombstones < 1:
+            raise ValueError("max_sessions and max_tombstones must be positive")
         self.sm = sm
         self.session_ttl_ms = session_ttl_ms
         self.responses_per_session = responses_per_session
-        self.sessions: dict[str, Session] = {}
-        # client id -> highest sequence number executed before its session expired.
-        self.tombstones: dict[str, tuple[int, int]] = {}
+        self.max_sessions = max_sessions
+        self.max_tombstones = max_tombstones
+        # Least recently active first (a touched session moves to the end). OrderedDict,
+        # not dict: removing from the front of a plain dict leaves holes that make
+        # every later next(iter(...)) slower until the next resize.
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        # client id -> (highest sequence number executed before its session expired,
+        # clock at expiry); oldest first.
+        self.tombstones: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.clock_ms = 0
         self.applied_index = 0
         self.applied_term = 0
@@ -147,10 +164,14 @@ class Replica:
                     f"session {client_id} expired; request {seq} may already have been "
                     "executed, so it was not executed again",
                 )
+            if len(self.sessions) >= self.max_sessions:
+                self._bury(next(iter(self.sessions)))  # the least recently active
             session = self.sessions[client_id] = Session(self.clock_ms)
             if tomb is not None:
                 session.floor = tomb[0] + 1
                 del self.tombstones[client_id]
+        else:
+            self.sessions.move_to_end(client_id)  # keep activity order
         session.last_active_ms = self.clock_ms
         if seq in session.responses:
             return session.responses[seq]
@@ -170,15 +191,27 @@ class Replica:
 
     def _expire_sessions(self) -> None:
         deadline = self.clock_ms - self.session_ttl_ms
-        if not self.sessions or deadline <= 0:
-            return
-        for cid in [c for c, s in self.sessions.items() if s.last_active_ms < deadline]:
-            s = self.sessions.pop(cid)
-            top = max(s.responses, default=s.floor - 1)
-            self.tombstones[cid] = (top, self.clock_ms)
+        sessions = self.sessions
+        while sessions:
+            cid = next(iter(sessions))
+            if sessions[cid].last_active_ms >= deadline:
+                break
+            self._bury(cid)
         horizon = self.clock_ms - 10 * self.session_ttl_ms
-        for cid in [c for c, (_, t) in self.tombstones.items() if t < horizon]:
-            del self.tombstones[cid]
+        tombstones = self.tombstones
+        while tombstones:
+            cid = next(iter(tombstones))
+            if tombstones[cid][1] >= horizon:
+                break
+            tombstones.popitem(last=False)
+
+    def _bury(self, cid: str) -> None:
+        """End a session, leaving a tombstone (dropping the oldest one at the cap)."""
+        s = self.sessions.pop(cid)
+        top = max(s.responses, default=s.floor - 1)
+        self.tombstones[cid] = (top, self.clock_ms)
+        if len(self.tombstones) > self.max_tombstones:
+            self.tombstones.popitem(last=False)
 
     # -- consistency ---------------------------------------------------------
 
@@ -225,13 +258,19 @@ class Replica:
             if img.get("v") != 1:
                 raise ValueError(f"unknown snapshot version {img.get('v')!r}")
             self.sm.restore(img["sm"])
-            self.sessions = {
+            sessions = {
                 cid: Session(
                     last, {int(k): (int(i), int(t), v) for k, (i, t, v) in responses}, floor
                 )
                 for cid, (last, floor, responses) in img["sessions"].items()
             }
-            self.tombstones = {c: (int(t[0]), int(t[1])) for c, t in img["tombstones"].items()}
+            tombstones = {c: (int(t[0]), int(t[1])) for c, t in img["tombstones"].items()}
+            # Images keep activity order already; the stable sorts only matter for
+            # images written before the order was kept, and give every replica the same.
+            self.sessions = OrderedDict(
+                sorted(sessions.items(), key=lambda kv: kv[1].last_active_ms)
+            )
+            self.tombstones = OrderedDict(sorted(tombstones.items(), key=lambda kv: kv[1][1]))
             self.applied_index = int(img["index"])
             self.applied_term = int(img["term"])
             self.chain = bytes(img["chain"])

@@ -84,6 +84,51 @@ class NodeConfig:
     cluster_secret_file: Path | None = None
     allow_fault_injection: bool = False
     log_level: str = "INFO"
+    # -- TLS (paths of PEM files). API: HTTPS when cert_file/key_file are set; with
+    # client_cert_auth a client certificate from trusted_ca_file is required too.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    trusted_ca_file: Path | None = None
+    client_cert_auth: bool = False
+    # Peers: mutual TLS when all three are set (see raft_core/node/tls.py).
+    peer_cert_file: Path | None = None
+    peer_key_file: Path | None = None
+    peer_trusted_ca_file: Path | None = None
+    # -- Limits on what API clients can make the node hold (see http_server.py).
+    max_api_connections: int = 1000
+    request_head_timeout_ms: int = 10_000
+    request_body_timeout_ms: int = 30_000
+    api_idle_timeout_ms: int = 60_000
+
+    @property
+    def api_tls(self) -> bool:
+        return self.cert_file is not None
+
+    def validate_tls_and_limits(self) -> None:
+        """The checks for the TLS and limit options (called by :meth:`validate`)."""
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("--cert-file and --key-file go together")
+        if self.client_cert_auth and (self.trusted_ca_file is None or not self.api_tls):
+            raise ConfigError(
+                "--client-cert-auth needs --cert-file, --key-file and --trusted-ca-file"
+            )
+        if self.trusted_ca_file is not None and not self.api_tls:
+            raise ConfigError("--trusted-ca-file needs --cert-file and --key-file")
+        peer = (self.peer_cert_file, self.peer_key_file, self.peer_trusted_ca_file)
+        if any(p is not None for p in peer) and any(p is None for p in peer):
+            raise ConfigError(
+                "peer TLS is mutual: give all of --peer-cert-file, --peer-key-file and "
+                "--peer-trusted-ca-file"
+            )
+        for name in _TLS_FILES:
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"--{name.replace('_', '-')} {path}: no such file")
+        if self.max_api_connections < 1:
+            raise ConfigError("--max-api-connections must be at least 1")
+        for name in ("request_head_timeout_ms", "request_body_timeout_ms", "api_idle_timeout_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
 
     def validate(self) -> None:
         if (
@@ -109,6 +154,7 @@ class NodeConfig:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"--{name.replace('_', '-')} {path}: no such file")
+        self.validate_tls_and_limits()
 
     @property
     def advertised_peer(self) -> str:
@@ -126,6 +172,16 @@ class NodeConfig:
         if not secret:
             raise ConfigError(f"{path} is empty: a secret file must hold the secret")
         return secret
+
+
+_TLS_FILES = (
+    "cert_file",
+    "key_file",
+    "trusted_ca_file",
+    "peer_cert_file",
+    "peer_key_file",
+    "peer_trusted_ca_file",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +229,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="enable POST /v1/admin/faults (test clusters only)",
     )
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    tls = p.add_argument_group("TLS (PEM files)")
+    tls.add_argument("--cert-file", type=Path, help="API server certificate: serve HTTPS")
+    tls.add_argument("--key-file", type=Path, help="private key of --cert-file")
+    tls.add_argument("--trusted-ca-file", type=Path, help="CA for API client certificates")
+    tls.add_argument(
+        "--client-cert-auth",
+        action="store_true",
+        default=None,
+        help="require API clients to present a certificate from --trusted-ca-file",
+    )
+    tls.add_argument("--peer-cert-file", type=Path, help="peer certificate (mutual TLS)")
+    tls.add_argument("--peer-key-file", type=Path, help="private key of --peer-cert-file")
+    tls.add_argument(
+        "--peer-trusted-ca-file", type=Path, help="CA peers' certificates must chain to"
+    )
+    lim = p.add_argument_group("API limits")
+    lim.add_argument(
+        "--max-api-connections",
+        type=int,
+        help="open API connections; at the cap the oldest idle one is closed (default 1000)",
+    )
+    lim.add_argument(
+        "--request-head-timeout-ms",
+        type=int,
+        help="a request head must arrive within this (default 10000)",
+    )
+    lim.add_argument(
+        "--request-body-timeout-ms",
+        type=int,
+        help="a request body must arrive within this after its head (default 30000)",
+    )
+    lim.add_argument(
+        "--api-idle-timeout-ms",
+        type=int,
+        help="close keep-alive connections idle this long (default 60000)",
+    )
     return p
 
 
@@ -200,7 +292,7 @@ def load_config(argv: list[str] | None = None) -> NodeConfig:
             values[key] = parse_peers(values[key])
     if not values.get("id") or not values.get("data_dir"):
         raise ConfigError("--id and --data-dir are required")
-    for key in ("data_dir", "api_token_file", "cluster_secret_file"):
+    for key in ("data_dir", "api_token_file", "cluster_secret_file", *_TLS_FILES):
         if values.get(key) is not None:
             values[key] = Path(values[key])
     cfg = NodeConfig(**values)

@@ -6,8 +6,8 @@ and the node's hot path (small JSON ``PUT``/``GET``) is exactly where that matte
 
 Scope, deliberately small:
 
-* HTTP/1.1 and HTTP/1.0 over plain TCP; keep-alive by default on 1.1, on 1.0 only when the
-  client asks for it; ``Connection: close`` honoured.
+* HTTP/1.1 and HTTP/1.0 over TCP, or TLS (``ssl_context``); keep-alive by default on
+  1.1, on 1.0 only when the client asks for it; ``Connection: close`` honoured.
 * One request at a time per connection. Pipelined requests are buffered and answered in
   order. Different connections run concurrently: every handler runs in its own task.
 * Request bodies only with ``Content-Length``. Any ``Transfer-Encoding`` (chunked or other)
@@ -33,13 +33,33 @@ Scope, deliberately small:
 * A handler whose client disconnects is *not* cancelled (a proposed write cannot be taken
   back anyway); its response is dropped. :meth:`HTTPServer.wait_closed` cancels whatever
   is still running after its grace period.
-* Idle connections (no bytes received for ``idle_timeout`` and no request in progress) are
-  closed by one periodic sweep per server, not a timer per request.
+* Limits that hold under abuse (all configurable, see :func:`start_server`; one periodic
+  sweep per server enforces the deadlines, not a timer per request):
+
+  - **request head deadline** (``head_timeout``, default 10 s): a request head must be
+    complete this long after its first byte arrived (for a new connection: after it was
+    accepted). Bytes trickling in do not extend it (slowloris). Expired: **408**
+    ``{"error":"request_timeout"}`` if part of a head was received, then close.
+  - **body deadline** (``body_timeout``, default 30 s): the body must be complete this
+    long after its head. Expired: 408 and close.
+  - **idle keep-alive deadline** (``idle_timeout``, default 60 s): a connection with
+    nothing in flight between requests is closed silently. A client that stops reading
+    responses (our writes back up) or a closing connection that cannot flush is aborted
+    after the same time.
+  - **connection cap** (``max_connections``, default 1000): at the cap, a new connection
+    makes room by closing the oldest connection that is still sending a request head or
+    body (or sent nothing yet), else the oldest idle keep-alive connection (closed
+    gracefully, so a client's pool sees EOF, not a reset); if every connection is
+    running a handler, the new one is answered **503** ``{"error":"too_many_connections"}``
+    and closed. So a flood of stalled connections can neither lock out a client that
+    sends its request nor push out established clients' idle connections.
+  - a handler's run time is not limited here (the node has its own request timeout).
 * No ``Date``/``Server`` headers: the node's clients do not need them and they cost time.
   ``HEAD`` is not derived from ``GET`` (register it if wanted; otherwise 405).
-* Not handled (the node sits behind no proxy and serves a handful of clients): a cap on
-  concurrent connections, and a deadline for a request head trickled in slowly (the idle
-  timeout only closes connections that send nothing at all).
+* Not handled: per-client (per-IP) fairness (one client may use every connection slot),
+  and TLS session resumption tuning (TLS is the standard library's ``ssl``; pass an
+  ``ssl.SSLContext`` to :func:`start_server`; the handshake counts against the head
+  deadline).
 """
 
 from __future__ import annotations
@@ -50,14 +70,18 @@ import json
 import logging
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEAD_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_HEADER",
     "AuthHook",
     "HTTPError",
@@ -77,6 +101,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
 DEFAULT_MAX_HEADER = 16 << 10  # 16 KiB
 DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_HEAD_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
 # After an "error and close" response, keep discarding input this long before closing.
 LINGER_S = 2.0
 
@@ -591,22 +618,32 @@ def _origin_form(target: str) -> str:
 
 # --------------------------------------------------------------------------- connection
 
+# Where a connection is; each phase but _BUSY has a deadline (see the module docstring).
+_FRESH = 0  # accepted, nothing received yet: head deadline from accept
+_HEAD = 1  # part of a request head received: head deadline from its first byte
+_BODY = 2  # head complete, body incomplete: body deadline from the head
+_BUSY = 3  # a handler is running: no deadline here
+_IDLE = 4  # keep-alive, nothing in flight: idle deadline
+_STALLED = 5  # our writes back up, or closing and flushing: aborted after the idle time
+
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_buf",
         "_busy",
         "_closing",
+        "_deadline",
         "_eof",
         "_hiwat",
-        "_last_active",
         "_linger",
         "_loop",
         "_pending",
+        "_phase",
         "_reading",
         "_remote",
         "_router",
         "_server",
+        "_since",
         "_task",
         "_transport",
         "_write_paused",
@@ -627,7 +664,9 @@ class _Connection(asyncio.Protocol):
         self._hiwat = server.max_header + server.max_body + 65536
         self._task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
-        self._last_active = 0.0
+        self._phase = _FRESH
+        self._since = 0.0  # loop time the current phase began
+        self._deadline = 0.0  # loop time the current phase must end (0: none)
         self._remote: Any = None
 
     # -- asyncio callbacks
@@ -641,7 +680,7 @@ class _Connection(asyncio.Protocol):
             # asyncio does this only when the socket's proto says TCP; be sure: with Nagle,
             # a response following a write the client has not yet ACKed waits ~40 ms.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._last_active = self._loop.time()
+        self._enter(_FRESH, self._server.head_timeout)
         self._server._connection_made(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -654,9 +693,12 @@ class _Connection(asyncio.Protocol):
         self._server._connection_lost(self)
 
     def data_received(self, data: bytes) -> None:
-        self._last_active = self._loop.time()
         if self._closing:
             return  # lingering close, or shutting down: discard
+        if self._phase == _IDLE:
+            self._enter(_HEAD, self._server.head_timeout)
+        elif self._phase == _FRESH:
+            self._phase = _HEAD  # the deadline still counts from the accept
         buf = self._buf
         if not buf:
             self._buf = data
@@ -680,12 +722,56 @@ class _Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         self._update_reading()
+        if not self._busy:
+            self._enter(_STALLED, self._server.idle_timeout)
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._update_reading()
         if not self._busy and not self._closing:
             self._process()
+
+    # -- deadlines
+
+    def _enter(self, phase: int, timeout: float) -> None:
+        now = self._loop.time()
+        self._phase = phase
+        self._since = now
+        self._deadline = now + timeout if timeout > 0 else 0.0
+
+    def _arm(self) -> None:
+        """Set the phase (and deadline) from what is buffered, after processing."""
+        if self._closing:
+            return
+        if self._write_paused:
+            if self._phase != _STALLED:
+                self._enter(_STALLED, self._server.idle_timeout)
+        elif self._busy:
+            if self._phase != _BUSY:
+                self._enter(_BUSY, 0)
+        elif self._pending is not None:
+            if self._phase != _BODY:
+                self._enter(_BODY, self._server.body_timeout)
+        elif self._buf:
+            if self._phase not in (_FRESH, _HEAD):
+                self._enter(_HEAD, self._server.head_timeout)
+        elif self._phase not in (_FRESH, _IDLE):
+            self._enter(_IDLE, self._server.idle_timeout)
+
+    def _expire(self) -> None:
+        """The current phase's deadline passed (called by the server's sweep)."""
+        phase = self._phase
+        self._deadline = 0.0
+        if phase == _STALLED:
+            self._abort()
+        elif phase in (_HEAD, _BODY) and self._transport is not None:
+            what = "request head" if phase == _HEAD else "request body"
+            err = HTTPError(408, "request_timeout", f"{what} not received in time")
+            self._closing = True
+            self._transport.write(_encode(err.to_response(), _CONN_CLOSE))
+            self._close()
+        else:  # _FRESH or _IDLE: nothing to answer
+            self._close()
 
     # -- request processing
 
@@ -754,8 +840,10 @@ class _Connection(asyncio.Protocol):
             self._dispatch(head, body)
         if not self._busy and not self._closing and self._eof and not self._write_paused:
             self._close()  # client half-closed and everything complete has been answered
-        elif not self._reading:
+            return
+        if not self._reading:
             self._update_reading()
+        self._arm()
 
     def _dispatch(self, head: _Head, body: bytes) -> None:
         target = head.target
@@ -801,6 +889,8 @@ class _Connection(asyncio.Protocol):
         self._write(resp, keep_alive, conn)
         if keep_alive and (self._buf or self._eof):
             self._process()
+        else:
+            self._arm()
 
     def _write(self, resp: Response, keep_alive: bool, conn: bytes) -> None:
         t = self._transport
@@ -817,6 +907,9 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        # close() waits for buffered output to flush: a client that never reads would
+        # keep the connection forever, so the sweep aborts it after the idle time.
+        self._enter(_STALLED, self._server.idle_timeout)
         if self._transport is not None:
             self._transport.close()
 
@@ -830,6 +923,7 @@ class _Connection(asyncio.Protocol):
         self._closing = True
         self._buf = b""
         self._pending = None
+        self._enter(_STALLED, LINGER_S + self._server.idle_timeout)
         t = self._transport
         if t is None or t.is_closing():
             return
@@ -843,8 +937,15 @@ class _Connection(asyncio.Protocol):
 
     # -- used by the server
 
-    def _idle_for(self, now: float) -> float:
-        return 0.0 if self._busy else now - self._last_active
+    def _evictable(self) -> bool:
+        return not self._busy and not self._closing
+
+    def _refuse(self) -> None:
+        """Over the connection cap with no room to make: say so and close."""
+        err = HTTPError(503, "too_many_connections", "the node is at its connection limit")
+        if self._transport is not None:
+            self._transport.write(_encode(err.to_response(), _CONN_CLOSE))
+        self._close()
 
     def _shutdown(self) -> None:
         """Server closing: close now if idle, else after the current response."""
@@ -875,15 +976,27 @@ class HTTPServer:
         router: Router,
         loop: asyncio.AbstractEventLoop,
         *,
-        max_body: int,
-        max_header: int,
-        idle_timeout: float,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_header: int = DEFAULT_MAX_HEADER,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.router = router
         self.loop = loop
         self.max_body = max_body
         self.max_header = max_header
         self.idle_timeout = idle_timeout
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        # Connections closed to make room, and ones refused at the cap (for metrics).
+        self.evicted = 0
+        self.refused = 0
+        self.timed_out = 0
         self.closing = False
         self.host = ""  # bound address, set by start_server (kept after close)
         self.port = 0
@@ -891,7 +1004,8 @@ class HTTPServer:
         self._conns: set[_Connection] = set()
         self._all_closed = asyncio.Event()
         self._sweeper: asyncio.TimerHandle | None = None
-        self._sweep_every = max(0.05, min(idle_timeout / 4, 5.0))
+        timeouts = [t for t in (idle_timeout, head_timeout, body_timeout) if t > 0]
+        self._sweep_every = max(0.02, min([t / 4 for t in timeouts] + [1.0]))
 
     @property
     def sockets(self) -> tuple[Any, ...]:
@@ -938,26 +1052,61 @@ class HTTPServer:
 
     # -- internals
 
-    async def _start(self, host: str, port: int, backlog: int) -> None:
+    async def _start(
+        self, host: str, port: int, backlog: int, ssl_context: ssl.SSLContext | None
+    ) -> None:
         self._server = await self.loop.create_server(
-            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
+            lambda: _Connection(self),
+            host,
+            port,
+            backlog=backlog,
+            reuse_address=True,
+            ssl=ssl_context,
+            # The TLS handshake of a stalled client must not outlive the head deadline.
+            ssl_handshake_timeout=(self.head_timeout or None) if ssl_context else None,
         )
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
-        if self.idle_timeout > 0:
-            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
     def _sweep(self) -> None:
         now = self.loop.time()
-        limit = self.idle_timeout
-        for c in list(self._conns):
-            if c._idle_for(now) > limit:
-                c._close()
+        for c in [c for c in self._conns if 0 < c._deadline <= now]:
+            if c._phase in (_HEAD, _BODY):
+                self.timed_out += 1
+            c._expire()
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
     def _connection_made(self, conn: _Connection) -> None:
-        self._conns.add(conn)
         if self.closing:
+            self._conns.add(conn)
             conn._close()
+            return
+        if len(self._conns) >= self.max_connections and not self._make_room():
+            self.refused += 1
+            self._conns.add(conn)
+            conn._refuse()
+            return
+        self._conns.add(conn)
+
+    def _make_room(self) -> bool:
+        """At the cap: close the oldest connection with a request still arriving, else the
+        oldest idle one. False if every connection is busy (the new one is refused)."""
+        victim: _Connection | None = None
+        best = (True, 0.0)
+        for c in self._conns:
+            if c._evictable():
+                key = (c._phase == _IDLE, c._since)
+                if victim is None or key < best:
+                    victim, best = c, key
+        if victim is None:
+            return False
+        self.evicted += 1
+        if victim._phase == _IDLE:
+            victim._close()
+        else:
+            victim._abort()
+        self._conns.discard(victim)  # its slot is free now; connection_lost follows
+        return True
 
     def _connection_lost(self, conn: _Connection) -> None:
         self._conns.discard(conn)
@@ -973,11 +1122,17 @@ async def start_server(
     max_body: int = DEFAULT_MAX_BODY,
     max_header: int = DEFAULT_MAX_HEADER,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     backlog: int = 1024,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> HTTPServer:
     """Listen on ``host:port`` (``port=0`` picks a free port; see ``server.port``).
 
-    ``idle_timeout <= 0`` disables idle closing.
+    Timeouts are in seconds; a timeout ``<= 0`` disables that deadline. With
+    ``ssl_context`` the server speaks HTTPS only (a plain-HTTP client fails the TLS
+    handshake and is disconnected).
     """
     server = HTTPServer(
         router,
@@ -985,6 +1140,9 @@ async def start_server(
         max_body=max_body,
         max_header=max_header,
         idle_timeout=idle_timeout,
+        head_timeout=head_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
     )
-    await server._start(host, port, backlog)
+    await server._start(host, port, backlog, ssl_context)
     return server

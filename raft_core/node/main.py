@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -14,8 +16,31 @@ from .config import ConfigError, NodeConfig, load_config
 from .http_server import start_server
 from .server import RaftNode
 from .storage import StorageCorruption, StorageError
+from .tls import api_tls_of
 
 log = logging.getLogger("raft_core.node")
+
+# File descriptors a node needs besides API connections: WAL, snapshots, peers, slack.
+_FDS_BESIDES_API = 128
+
+
+def _ensure_fd_limit(needed: int) -> None:
+    """Raise the soft open-files limit so the API connection cap, not EMFILE, is what
+    refuses clients (many systems default to 1024); warn if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        log.warning(
+            "open-files limit is %d, below the %d that --max-api-connections needs; "
+            "raise it (ulimit -n) or lower --max-api-connections",
+            soft,
+            needed,
+        )
 
 
 async def serve(cfg: NodeConfig) -> None:
@@ -23,21 +48,49 @@ async def serve(cfg: NodeConfig) -> None:
     await node.start()
     token = cfg.read_secret("api_token_file")
     host, port = parse_address(cfg.api_listen, "--api-listen", listen=True)
+    ssl_context = api_tls_of(cfg)
+    _ensure_fd_limit(cfg.max_api_connections + _FDS_BESIDES_API)
     http = await start_server(
         build_router(node, token.decode() if token else None),
         host,
         port,
         max_body=cfg.max_value_bytes + 64 * 1024,
+        head_timeout=cfg.request_head_timeout_ms / 1000,
+        body_timeout=cfg.request_body_timeout_ms / 1000,
+        idle_timeout=cfg.api_idle_timeout_ms / 1000,
+        max_connections=cfg.max_api_connections,
+        ssl_context=ssl_context,
+    )
+    node.metrics.gauge(
+        "raft_api_connections", "Open client API connections", lambda: http.active_connections
+    )
+    node.metrics.gauge(
+        "raft_api_connections_limited_total",
+        "API connections closed by a limit: evicted at the cap, refused at the cap, or "
+        "timed out sending a request",
+        lambda: {"evicted": http.evicted, "refused": http.refused, "timed_out": http.timed_out},
+        label="reason",
     )
     log.info(
-        "%s: serving peers on %s and the API on %s (fsync=%s%s%s)",
+        "%s: serving peers on %s (peer auth: %s) and the API on %s (%s, fsync=%s%s%s)",
         cfg.id,
         cfg.peer_listen,
+        node.transport.peer_auth,
         cfg.api_listen,
+        "HTTPS" + (" with client certificates" if cfg.client_cert_auth else "")
+        if ssl_context
+        else "plain HTTP",
         cfg.fsync,
         ", API token required" if token else "",
         ", fault injection ENABLED" if cfg.allow_fault_injection else "",
     )
+    if node.transport.peer_auth == "none":
+        log.warning(
+            "%s: PEER AUTHENTICATION IS OFF: any process that can reach %s can speak Raft "
+            "to this node; set --cluster-secret-file or the --peer-*-file TLS options",
+            cfg.id,
+            cfg.peer_listen,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -53,6 +53,7 @@ from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unava
 from .metrics import Registry
 from .status import MemberAddress, NodeStatus
 from .storage import DiskStorage, StorageError
+from .tls import peer_tls_of
 from .transport import PeerTransport
 
 log = logging.getLogger("raft_core.node")
@@ -228,6 +229,7 @@ class RaftNode:
             on_message=self._on_message,
             on_unreachable=self._on_unreachable,
             cluster_secret=cfg.read_secret("cluster_secret_file"),
+            tls=peer_tls_of(cfg),
         )
         self._update_peers()
         self.driver = Driver(
@@ -562,13 +564,21 @@ class RaftNode:
     # -- snapshots -------------------------------------------------------------------
 
     def _adopt_snapshot(self, snap: Snapshot, extra: Any) -> None:
-        """The state machine now holds ``snap``: take the member addresses it carried."""
+        """The state machine now holds ``snap``: take the member addresses it carried.
+
+        Members the snapshot does not know were added after it: their additions follow
+        in the log and bring their addresses again, so they are dropped for now. The
+        leader is the exception: it may have joined after the snapshot it sends us, and
+        forgetting it would cut us off from the one node whose entries reintroduce it
+        (our acknowledgement of this very snapshot could not reach it).
+        """
         if isinstance(extra, dict) and isinstance(extra.get("addresses"), dict):
             for node, (peer, api) in extra["addresses"].items():
                 if node != self.id:
                     self.addresses[node] = MemberAddress(peer, api)
+            keep = {self.id, self.raw.leader, *extra["addresses"]}
             for node in list(self.addresses):
-                if node != self.id and node not in extra["addresses"]:
+                if node not in keep:
                     del self.addresses[node]
         self._last_snapshot_index = max(self._last_snapshot_index, snap.meta.index)
         if hasattr(self, "transport"):
@@ -630,6 +640,7 @@ class RaftNode:
             uptime_s=round(time.monotonic() - self._started, 1),
             faults=self.transport.faults,
             healthy=self._fatal is None,
+            peer_auth=self.transport.peer_auth,
         )
 
     def digest(self, at: int | None = None) -> dict:

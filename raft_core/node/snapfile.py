@@ -46,8 +46,7 @@ def parse_snapshot_name(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) -> Path:
-    """Write ``snapshot`` atomically; with ``durable`` it is on disk when this returns."""
+def _file_parts(snapshot: Snapshot) -> list[bytes]:
     meta = snapshot.meta
     meta_bytes = msgpack.packb(
         {"index": meta.index, "term": meta.term, "conf": meta.conf.to_dict()},
@@ -56,12 +55,24 @@ def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) ->
     data = snapshot.data
     head = _HEAD.pack(MAGIC, VERSION, len(meta_bytes), len(data))
     crc = zlib.crc32(data, zlib.crc32(meta_bytes, zlib.crc32(head)))
+    return [head, meta_bytes, data, _CRC.pack(crc)]
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    """The complete file image of ``snapshot`` (what :func:`decode_snapshot` reads)."""
+    return b"".join(_file_parts(snapshot))
+
+
+def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) -> Path:
+    """Write ``snapshot`` atomically; with ``durable`` it is on disk when this returns."""
+    meta = snapshot.meta
+    parts = _file_parts(snapshot)
     path = snap_dir / snapshot_name(meta.index, meta.term)
     tmp = path.with_name(path.name + TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            write_all(fd, [head, meta_bytes, data, _CRC.pack(crc)])
+            write_all(fd, parts)
             if durable:
                 os.fsync(fd)
         finally:
@@ -77,14 +88,20 @@ def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) ->
 
 def read_snapshot_file(path: Path) -> Snapshot:
     """Load and verify a snapshot file; raises StorageCorruption if it is damaged."""
-
-    def bad(what: str) -> StorageCorruption:
-        return StorageCorruption(f"snapshot file {path} is damaged: {what}")
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise bad("the file is missing") from None
+        raise StorageCorruption(f"snapshot file {path} is damaged: the file is missing") from None
+    return decode_snapshot(raw, str(path))
+
+
+def decode_snapshot(raw: bytes, where: str) -> Snapshot:
+    """Verify and decode a snapshot file image; :class:`StorageCorruption` (naming
+    ``where``) is the only error, whatever the bytes."""
+
+    def bad(what: str) -> StorageCorruption:
+        return StorageCorruption(f"snapshot file {where} is damaged: {what}")
+
     if len(raw) < _HEAD.size + _CRC.size:
         raise bad(f"only {len(raw)} bytes, shorter than the header")
     magic, version, meta_len, data_len = _HEAD.unpack_from(raw, 0)
@@ -101,12 +118,25 @@ def read_snapshot_file(path: Path) -> Snapshot:
         raise bad("CRC mismatch")
     meta_end = _HEAD.size + meta_len
     try:
-        meta = msgpack.unpackb(body[_HEAD.size : meta_end], raw=False)
-        snap_meta = SnapshotMeta(
-            index=int(meta["index"]),
-            term=int(meta["term"]),
-            conf=ConfState.from_dict(meta["conf"]),
-        )
+        snap_meta = _decode_meta(msgpack.unpackb(body[_HEAD.size : meta_end], raw=False))
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
         raise bad(f"malformed metadata ({exc})") from None
     return Snapshot(meta=snap_meta, data=bytes(body[meta_end:]))
+
+
+def _decode_meta(meta: object) -> SnapshotMeta:
+    """Strict: exact types (a CRC-valid file with the wrong shape is still damaged)."""
+    if type(meta) is not dict:
+        raise ValueError("metadata is not a map")
+    index, term, conf = meta["index"], meta["term"], meta["conf"]
+    if type(index) is not int or type(term) is not int or index < 0 or term < 0:
+        raise ValueError("index and term must be non-negative integers")
+    if type(conf) is not dict:
+        raise ValueError("conf is not a map")
+    for name in ("voters", "voters_outgoing", "learners"):
+        ids = conf.get(name, ())
+        if type(ids) is not list or any(type(i) is not str for i in ids):
+            raise ValueError(f"conf.{name} must be a list of node ids")
+    if type(conf.get("auto_leave", False)) is not bool:
+        raise ValueError("conf.auto_leave must be a boolean")
+    return SnapshotMeta(index=index, term=term, conf=ConfState.from_dict(conf))

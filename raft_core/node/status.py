@@ -24,6 +24,7 @@ class NodeStatus:
     uptime_s: float
     faults: dict[str, Any]
     healthy: bool
+    peer_auth: str  # how peers prove who they are: "tls", "secret" or "none"
 
     def __getattr__(self, name: str) -> Any:
         # The engine's fields read as the node's own: status.role, status.term, ...
@@ -73,4 +74,5 @@ class NodeStatus:
         doc["uptime_s"] = self.uptime_s
         doc["faults"] = self.faults
         doc["healthy"] = self.healthy
+        doc["peer_auth"] = self.peer_auth
         return doc

@@ -29,8 +29,13 @@ dialer means to reach *it* (``target_id``) and the dialer checks it reached the 
 meant (``acceptor_id``): a stale address cannot deliver messages to the wrong node.
 
 Note: the challenge-response authenticates connection set-up only; frames after it are
-not individually authenticated or encrypted (use a private network or a TLS tunnel if
-on-path attackers are a concern).
+not individually authenticated or encrypted. For that, use mutual TLS (``tls=``, see
+:mod:`raft_core.node.tls`): every connection is then TLS with certificates from the
+cluster's CA on both sides, a dialer without one is refused in the TLS handshake before
+any frame is read, and after HELLO each side checks that the other's certificate names
+the node id it claims. The secret handshake still runs inside TLS if both are set.
+:attr:`PeerTransport.peer_auth` says which protection is on: ``"tls"``, ``"secret"``
+or ``"none"`` (anything that can reach the port can then speak Raft).
 
 Inbound messages whose ``frm`` differs from the connection's authenticated id, or whose
 ``to`` is not this node, are dropped with a warning (once per connection). A peer that
@@ -48,6 +53,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +62,7 @@ from typing import Any
 import msgpack
 
 from raft_core.codec import MAX_NODE_ID_LEN, CodecError, decode_message, encode_message
+from raft_core.node.tls import PeerTLS, cert_names
 from raft_core.types import Message, MessageType, NodeId
 
 from .address import parse_address
@@ -116,6 +123,11 @@ def _peername(writer: asyncio.StreamWriter) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return _fmt_addr(str(peer[0]), int(peer[1]))
     return str(peer)
+
+
+def _cert_ids(writer: asyncio.StreamWriter) -> set[str]:
+    """Node ids the other side's (verified) TLS certificate names."""
+    return cert_names(writer.get_extra_info("peercert"))
 
 
 def _valid_id(v: Any) -> bool:
@@ -393,6 +405,7 @@ class PeerTransport:
         handshake_timeout: float = 5.0,
         allow_unknown_peers: bool = False,
         rng: random.Random | None = None,
+        tls: PeerTLS | None = None,
     ) -> None:
         if not _valid_id(node_id):
             raise ValueError(f"node id must be a 1..{MAX_NODE_ID_LEN} character string")
@@ -423,6 +436,7 @@ class PeerTransport:
         self.allow_unknown_peers = allow_unknown_peers
         self.stats = TransportStats()
         self._secret = cluster_secret
+        self._tls = tls
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -481,6 +495,13 @@ class PeerTransport:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    @property
+    def peer_auth(self) -> str:
+        """``"tls"`` (mutual TLS), ``"secret"`` (HMAC handshake only) or ``"none"``."""
+        if self._tls is not None:
+            return "tls"
+        return "secret" if self._secret is not None else "none"
 
     @property
     def bound_port(self) -> int:
@@ -730,7 +751,11 @@ class PeerTransport:
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 reader, writer = await asyncio.open_connection(
-                    peer.host, peer.port, limit=_STREAM_LIMIT
+                    peer.host,
+                    peer.port,
+                    limit=_STREAM_LIMIT,
+                    ssl=self._tls.client if self._tls else None,
+                    server_hostname="" if self._tls else None,
                 )
                 secret = self._secret
                 nonce_d = os.urandom(NONCE_BYTES) if secret else b""
@@ -748,6 +773,8 @@ class PeerTransport:
                     )
                 if acceptor != peer.id:
                     raise _HandshakeError(f"reached node {acceptor!r}, expected {peer.id!r}")
+                if self._tls is not None and peer.id not in _cert_ids(writer):
+                    raise _AuthError(f"the peer's certificate does not name {peer.id!r}")
                 if secret is None:
                     if nonce_a or mac_a:
                         raise _AuthError("peer requires a cluster secret; none configured here")
@@ -851,6 +878,11 @@ class PeerTransport:
             self._pending_handshakes += 1
             try:
                 async with asyncio.timeout(self.handshake_timeout):
+                    if self._tls is not None:
+                        # TLS is started here rather than by the server so that a failed
+                        # handshake is logged and counted, and TLS handshakes share the
+                        # pending-handshake cap and timeout.
+                        await writer.start_tls(self._tls.server)
                     peer_id = await self._accept_handshake(reader, writer, addr)
             finally:
                 self._pending_handshakes -= 1
@@ -873,6 +905,9 @@ class PeerTransport:
             if isinstance(exc, _AuthError):
                 self.stats.auth_failures += 1
             log.warning("rejected connection from %s: %s", addr, exc)
+        except ssl.SSLError as exc:
+            self.stats.auth_failures += 1
+            log.warning("rejected connection from %s: TLS handshake failed: %s", addr, exc)
         except TimeoutError:
             log.info("closing connection from %s: handshake timed out", addr)
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
@@ -926,6 +961,8 @@ class PeerTransport:
             await reject("dialer claims this node's own id")
         if not self.allow_unknown_peers and dialer not in self._peers:
             await reject("unknown peer (not in this node's peer set)")
+        if self._tls is not None and dialer not in _cert_ids(writer):
+            await reject("the TLS client certificate does not name this node id", _AuthError)
         secret = self._secret
         if secret is None and nonce_d:
             await reject("authentication offered but no cluster secret configured here", _AuthError)

@@ -202,6 +202,14 @@ def _hs_in(raw: object) -> HardState:
     return HardState(term, vote, commit)
 
 
+def _uint(v: object, what: str) -> int:
+    # type() rather than isinstance(): a bool is not an index, and int() of a float
+    # (inf, NaN) would raise something other than ValueError.
+    if type(v) is not int or v < 0:
+        raise ValueError(f"{what} must be a non-negative integer, not {type(v).__name__}")
+    return v
+
+
 def encode_header(header: SegmentHeader) -> bytes:
     snap = list(header.snapshot) if header.snapshot is not None else None
     return msgpack.packb(
@@ -219,7 +227,7 @@ def decode_header(payload: bytes | memoryview) -> SegmentHeader:
     snapshot = None
     if snap is not None:
         s_index, s_term = snap
-        snapshot = (int(s_index), int(s_term))
+        snapshot = (_uint(s_index, "snapshot index"), _uint(s_term, "snapshot term"))
     return SegmentHeader(seq, first_index, _hs_in(hs), snapshot)
 
 
@@ -257,7 +265,9 @@ def decode_batch(payload: bytes | memoryview) -> Batch:
     snapshot = None
     if snap is not None:
         s_index, s_term, reset = snap
-        snapshot = (int(s_index), int(s_term), bool(reset))
+        if type(reset) is not bool:
+            raise ValueError("snapshot reset flag must be a boolean")
+        snapshot = (_uint(s_index, "snapshot index"), _uint(s_term, "snapshot term"), reset)
     if type(first) is not int or (raw_entries and first < 1):
         raise ValueError("bad first entry index")
     types = _ENTRY_TYPES
@@ -265,6 +275,11 @@ def decode_batch(payload: bytes | memoryview) -> Batch:
         Entry(first + k, term, types[etype], data)
         for k, (term, etype, data) in enumerate(raw_entries)
     ]
+    for e in entries:
+        # A record with a valid CRC but a wrong shape is corruption, not something to
+        # hand to the engine.
+        if type(e.term) is not int or e.term < 0 or type(e.data) is not bytes:
+            raise ValueError(f"entry {e.index} needs an integer term and bytes data")
     return Batch(_hs_in(hs) if hs is not None else None, snapshot, entries)
 
 
