@@ -35,7 +35,7 @@ DESTRUCTIVE = frozenset({"elect_leader", "change_membership", "recover_node", "i
 # The local launcher (raft-manager cluster up|down|kill|start): processes on this
 # machine, for sandbox clusters only.
 LAUNCHER = frozenset({"cluster_up", "cluster_down", "cluster_kill", "cluster_start"})
-# Load generation (raft-manager bench): real writes at full speed, sandbox clusters only.
+# Load generation (raft-manager bench --existing): real writes at full speed, sandbox clusters only.
 BENCH = "bench"
 SANDBOX_ONLY = LAUNCHER | {"inject_fault", BENCH}
 OPERATIONS = READS | MUTATIONS | LAUNCHER | {BENCH}
