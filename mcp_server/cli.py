@@ -469,6 +469,45 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
     return EXIT_OK
 
 
+# -- command: chaos (self-contained: mcp_server/chaos) ---------------------------------
+
+
+def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
+    import random as _random
+
+    from .chaos import ChaosOptions, run_chaos
+    from .chaos.runner import default_out_dir
+    from .chaos.schedule import parse_nemeses
+    from .chaos.summary import verdict_view
+
+    try:
+        nemeses = parse_nemeses(args.nemesis)
+    except ValueError as e:
+        raise ConfigError(str(e), "see raft-manager chaos --help") from None
+    seed = args.seed if args.seed is not None else _random.randrange(1_000_000)
+    named = None
+    cfg = None
+    if args.cluster:
+        cfg = _config(args)
+        named = cfg.cluster(args.cluster)
+    out = Path(args.out).expanduser() if args.out else default_out_dir(seed)
+    ui.note(f"chaos: seed {seed}, {args.duration:.0f}s, nemeses {','.join(nemeses)}; out {out}")
+    verdict = run_chaos(
+        ChaosOptions(
+            duration_s=args.duration,
+            nemeses=nemeses,
+            seed=seed,
+            out_dir=out,
+            clients=args.clients,
+            cluster=named,
+            config=cfg,
+        ),
+        log=ui.note,
+    )
+    ui.emit(verdict, verdict_view)
+    return EXIT_OK if verdict.ok else EXIT_FAILED
+
+
 def cmd_mcp(args: argparse.Namespace, ui: UI) -> int:
     try:
         from . import server  # type: ignore[attr-defined]
@@ -620,6 +659,14 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--clients", type=int, default=16)
     bn.add_argument("--duration", type=float, default=3.0)
     bn.add_argument("--value-size", type=int, default=64)
+    ch = cmd(sub, "chaos", "clients + faults on real processes; a verdict (sandbox)", cmd_chaos)
+    ch.add_argument("--duration", type=float, default=60.0, help="seconds of workload")
+    ch.add_argument(
+        "--nemesis", help="kill,pause,partition,membership,transfer,disk (default: all)"
+    )
+    ch.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
+    ch.add_argument("--clients", type=int, default=5)
+    ch.add_argument("--out", help="where history, timeline and verdict go")
     cmd(sub, "mcp", "run the MCP server (stdio)", cmd_mcp)
     au = cmd(sub, "audit", "show the audit log", cmd_audit)
     au.add_argument("--tail", type=int, default=20)
