@@ -72,10 +72,9 @@ def lost_writes(ops: list[Op], final_reads: dict[str, Op]) -> list[Anomaly]:
     """Acknowledged writes missing from the final state (see the module docstring)."""
     writes: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
-        if op.kind == "put" and op.status != "fail":
-            writes[op.key].append(op)
-        elif op.kind == "cas" and (
-            op.status == "info" or (op.status == "ok" and (op.output or {}).get("ok"))
+        if (op.kind == "put" and op.status != "fail") or (
+            op.kind == "cas"
+            and (op.status == "info" or (op.status == "ok" and (op.output or {}).get("ok")))
         ):
             writes[op.key].append(op)
     anomalies: list[Anomaly] = []

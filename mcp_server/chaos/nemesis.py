@@ -96,6 +96,23 @@ class Nemesis:
                 return None
             await asyncio.sleep(0.1)
 
+    async def settle(self, wait_s: float = 5.0) -> None:
+        """Wait (bounded) until every member follows one leader, so that each fault
+        starts from a healthy cluster and the manager's guards judge the fault, not the
+        previous one's aftermath."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            sts = await self.statuses()
+            leaders = {st.get("leader") for st in sts.values()}
+            if (
+                len(sts) == len(self.members.addresses)
+                and len(leaders) == 1
+                and None not in leaders
+            ):
+                return
+            await asyncio.sleep(0.1)
+
     async def voters(self) -> list[str]:
         lead = await self.leader()
         sts = await self.statuses()
@@ -116,6 +133,7 @@ class Nemesis:
 
     async def apply(self, step: FaultStep) -> FaultEvent:
         rng = random.Random(step.pick)
+        await self.settle()
         start = self.history.now()
         targets: list[str] = []
         applied = True
@@ -126,7 +144,7 @@ class Nemesis:
             await undo()
         except (ManagerError, ClusterError, httpx.HTTPError, OSError, LookupError) as e:
             applied = False
-            detail = f"not applied: {e}"
+            detail = f"not applied: {e.reason if isinstance(e, ManagerError) else e}"
             self.log(f"{start:7.1f}s  {step.variant}: {detail}")
         finally:
             await self.heal()

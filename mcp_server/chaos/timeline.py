@@ -125,6 +125,7 @@ def write_timeline(
         f"<li><b>{escape(a.kind)}</b> <pre>{escape(a.message)}</pre></li>"
         for a in verdict.anomalies
     )
+    fault_text = ", ".join(f"{k} {n}" for k, n in verdict.faults.items())
     notes = "".join(f"<li>{escape(n)}</li>" for n in verdict.notes)
     html = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
@@ -132,7 +133,7 @@ def write_timeline(
 .bad{{color:#d50000}} .good{{color:#2e7d32}}</style></head>
 <body><h1 class="{"good" if verdict.ok else "bad"}">{escape(title)}</h1>
 <p>{c.operations} operations ({c.ok} ok, {c.failed} failed, {c.indeterminate} indeterminate)
-in {verdict.duration_s:.0f}s; faults: {escape(", ".join(f"{k} {v}" for k, v in verdict.faults.items()) or "none")};
+in {verdict.duration_s:.0f}s; faults: {escape(fault_text or "none")};
 linearizable: {verdict.linearizable}; consistent: {verdict.consistent}.</p>
 <p>{legend}</p>
 {render_svg(ops, faults, verdict.anomalies)}

@@ -1,0 +1,45 @@
+"""A short chaos run in the suite: real raft-node processes, every nemesis, a fixed seed
+(3: its first five steps are one of each kind, starting with a pause of an isolated
+leader); the verdict must be clean and its files must exist."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from mcp_server import cli
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
+
+def test_short_chaos_run_all_nemeses_is_clean(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("RAFT_MANAGER_CONFIG", raising=False)
+    out = tmp_path / "out"
+    code = cli.main(["chaos", "--duration", "45", "--seed", "3", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    v = json.loads(captured.out)
+    assert code == 0, (v["anomalies"], v["logs"], captured.err[-3000:])
+    assert v["ok"] and v["linearizable"] and v["anomalies"] == []
+    assert v["consistent"] is True
+    assert v["seed"] == 3
+    assert set(v["faults"]) == {"kill", "pause", "partition", "membership", "transfer"}, v[
+        "fault_events"
+    ]
+    assert any(e["variant"] == "pause-isolated-leader" for e in v["fault_events"])
+    assert "disk: not supported by raft-node yet" in " ".join(v["notes"])
+    c = v["counts"]
+    assert c["operations"] > 500 and c["ok"] > 0
+    assert c["operations"] == c["ok"] + c["failed"] + c["indeterminate"]
+    history = Path(v["history_path"]).read_text().splitlines()
+    assert len(history) == c["operations"]
+    assert any(json.loads(line)["client"] == "final" for line in history)
+    page = Path(v["timeline_path"]).read_text()
+    svg = page[page.index("<svg") : page.index("</svg>") + len("</svg>")]
+    ET.fromstring(svg)
+    assert (out / "verdict.json").exists()
+    # the throwaway cluster is stopped afterwards
+    assert "stopping the throwaway cluster" in captured.err

@@ -1,0 +1,208 @@
+"""raft-manager chaos without processes: the seeded schedule, the checks catching planted
+anomalies (a stale read, a lost acknowledged write), the timeline, production refused."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from mcp_server import cli
+from mcp_server.chaos.checks import check_linearizable, lost_writes
+from mcp_server.chaos.models import ChaosVerdict, FaultEvent, OpCounts
+from mcp_server.chaos.runner import ChaosOptions, run_chaos
+from mcp_server.chaos.schedule import VARIANTS, make_schedule, parse_nemeses
+from mcp_server.chaos.timeline import render_svg, write_timeline
+from mcp_server.chaos.workload import History, Op
+from mcp_server.config import ClusterConfig
+from mcp_server.errors import Refused
+
+# -- the schedule ------------------------------------------------------------------------
+
+
+def test_schedule_is_deterministic_for_a_seed():
+    kinds = parse_nemeses(None)
+    a = make_schedule(7, 120, kinds)
+    assert a == make_schedule(7, 120, kinds)
+    assert a != make_schedule(8, 120, kinds)
+    assert len(a) > 10
+
+
+def test_schedule_covers_every_supported_kind_early_and_stays_in_bounds():
+    kinds = parse_nemeses("kill,pause,partition,membership,transfer,disk")
+    for seed in range(20):
+        steps = make_schedule(seed, 50, kinds)
+        # the shuffled bag: the first five steps are the five injectable kinds
+        assert sorted(s.kind for s in steps[:5]) == sorted(VARIANTS)
+        assert all(s.variant in VARIANTS[s.kind] for s in steps)
+        assert all(s.at >= 2.0 and s.at + s.hold <= 47.0 for s in steps)
+        assert all(b.at >= a.at + a.hold for a, b in itertools.pairwise(steps))
+
+
+def test_schedule_only_uses_the_requested_kinds():
+    steps = make_schedule(3, 60, parse_nemeses("kill,transfer"))
+    assert {s.kind for s in steps} == {"kill", "transfer"}
+    assert make_schedule(3, 60, ["disk"]) == []  # asked for, but not injectable
+
+
+def test_unknown_nemesis_is_a_usage_error():
+    with pytest.raises(ValueError, match="unknown nemesis"):
+        parse_nemeses("kill,flood")
+
+
+# -- planted anomalies -------------------------------------------------------------------
+
+
+def _op(i, client, kind, key, call, ret, status="ok", value=None, expected=None, output=None):
+    return Op(
+        id=i,
+        client=client,
+        kind=kind,
+        key=key,
+        value=value,
+        expected=expected,
+        call=call,
+        ret=ret,
+        status=status,
+        output=output,
+    )
+
+
+def _put(i, client, key, value, call, ret, status="ok"):
+    return _op(i, client, "put", key, call, ret, status, value=value, output={})
+
+
+def _get(i, client, key, value, call, ret):
+    return _op(i, client, "get", key, call, ret, output={"value": value})
+
+
+def test_a_clean_history_with_indeterminate_writes_passes():
+    ops = [
+        _put(0, "c0", "k", "a", 0.0, 1.0),
+        _put(1, "c1", "k", "b", 1.5, None, status="info"),  # maybe applied
+        _get(2, "c2", "k", "b", 3.0, 3.5),  # it was
+        _put(3, "c0", "k", "c", 2.0, None, status="fail"),  # never applied
+    ]
+    assert check_linearizable(ops) == ("ok", [])
+    assert lost_writes(ops, {"k": ops[2]}) == []
+
+
+def test_a_stale_read_is_caught():
+    # a read that starts after "b" was acknowledged returns the older "a": what a woken
+    # old leader answering from its own state would do
+    ops = [
+        _put(0, "c0", "k", "a", 0.0, 1.0),
+        _put(1, "c1", "k", "b", 2.0, 3.0),
+        _get(2, "probe", "k", "a", 4.0, 4.5),
+    ]
+    status, anomalies = check_linearizable(ops)
+    assert status == "violation"
+    (a,) = anomalies
+    assert a.kind == "nonlinearizable" and a.key == "k"
+    assert a.time == 4.5 and a.op_ids == [2]
+
+
+def test_a_lost_acknowledged_write_is_caught():
+    ops = [
+        _put(0, "c0", "k", "a", 0.0, 1.0),
+        _put(1, "c1", "k", "b", 2.0, 3.0),
+        _get(2, "final", "k", "a", 10.0, 10.2),
+    ]
+    lost = lost_writes(ops, {"k": ops[2]})
+    assert [a.kind for a in lost] == ["lost-write"]
+    assert lost[0].op_ids == [1, 2] and "'b'" in lost[0].message
+    assert check_linearizable(ops)[0] == "violation"
+
+
+def test_an_overwritten_write_is_not_lost():
+    ops = [
+        _put(0, "c0", "k", "a", 0.0, 2.0),
+        _put(1, "c1", "k", "b", 1.0, 3.0),  # concurrent with "a": either may win
+        _get(2, "final", "k", "a", 10.0, 10.2),
+    ]
+    assert lost_writes(ops, {"k": ops[2]}) == []
+    assert check_linearizable(ops) == ("ok", [])
+
+
+def test_a_planted_anomaly_makes_the_verdict_fail_and_the_timeline_mark_it(tmp_path):
+    ops = [
+        _put(0, "c0", "k", "a", 0.0, 1.0),
+        _put(1, "c1", "k", "b", 2.0, 3.0),
+        _get(2, "probe", "k", "a", 4.0, 4.5),
+    ]
+    _, anomalies = check_linearizable(ops)
+    fault = FaultEvent(
+        kind="pause",
+        variant="pause-isolated-leader",
+        targets=["n1"],
+        start=1.0,
+        end=4.6,
+        applied=True,
+        detail="n1 cut off from its peers, then paused",
+    )
+    v = ChaosVerdict(
+        ok=not anomalies,
+        linearizable=False,
+        check="violation",
+        anomalies=anomalies,
+        seed=1,
+        duration_s=5,
+        elapsed_s=6,
+        nemeses=["pause"],
+        notes=[],
+        cluster="x",
+        nodes=["n1"],
+        counts=OpCounts(operations=3, ok=3, failed=0, indeterminate=0, by_kind={}),
+        faults={"pause": 1},
+        faults_refused=0,
+        fault_events=[fault],
+        membership_via="manager",
+        consistent=True,
+        common_index=3,
+        history_path="h",
+        timeline_path="t",
+        out_dir="o",
+        logs=[],
+    )
+    assert not v.ok
+    svg = render_svg(ops, [fault], anomalies)
+    root = ET.fromstring(svg)  # well-formed SVG
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f".//{ns}polygon")) == 1  # the anomaly marker
+    assert len(root.findall(f"{ns}rect")) == 1 + 1 + 3  # background, fault band, 3 ops
+    page = tmp_path / "timeline.html"
+    write_timeline(page, v, ops, [fault])
+    assert "nonlinearizable" in page.read_text() and "<script" not in page.read_text()
+
+
+def test_history_round_trips(tmp_path):
+    h = History()
+    op = h.begin("c0", "cas", "k", value="c0-1", expected=None)
+    op.status, op.ret, op.output = "ok", 0.5, {"ok": True, "value": "c0-1"}
+    h.save(tmp_path / "h.jsonl")
+    assert History.load(tmp_path / "h.jsonl") == [op]
+    assert json.loads((tmp_path / "h.jsonl").read_text())["kind"] == "cas"
+
+
+# -- policy ------------------------------------------------------------------------------
+
+
+def test_production_is_refused_before_anything_runs(tmp_path):
+    prod = ClusterConfig(name="prod", dir=str(tmp_path / "c"), mode="production")
+    with pytest.raises(Refused, match="production"):
+        run_chaos(ChaosOptions(duration_s=5, nemeses=["kill"], cluster=prod, out_dir=tmp_path))
+    assert not (tmp_path / "history.jsonl").exists()
+
+
+def test_cli_refuses_chaos_on_a_production_cluster(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    cfg = tmp_path / "clusters.yaml"
+    cfg.write_text(
+        "clusters:\n  prod: {kind: raft_core, endpoints: ['127.0.0.1:1'], mode: production}\n"
+    )
+    code = cli.main(["--config", str(cfg), "--cluster", "prod", "chaos", "--json", "--seed", "1"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert doc["error"] == "refused" and "production" in doc["reason"]
