@@ -11,13 +11,13 @@ import pytest
 
 from mcp_server import cli
 from mcp_server.chaos.checks import check_linearizable, lost_writes
-from mcp_server.chaos.models import ChaosVerdict, FaultEvent, OpCounts
-from mcp_server.chaos.runner import ChaosOptions, run_chaos
+from mcp_server.chaos.models import FaultEvent
+from mcp_server.chaos.runner import ChaosOptions, judge, run_chaos
 from mcp_server.chaos.schedule import VARIANTS, make_schedule, parse_nemeses
-from mcp_server.chaos.timeline import render_svg, write_timeline
 from mcp_server.chaos.workload import History, Op
 from mcp_server.config import ClusterConfig
 from mcp_server.errors import Refused
+from mcp_server.models import VerifyReport
 
 # -- the schedule ------------------------------------------------------------------------
 
@@ -126,13 +126,26 @@ def test_an_overwritten_write_is_not_lost():
     assert check_linearizable(ops) == ("ok", [])
 
 
-def test_a_planted_anomaly_makes_the_verdict_fail_and_the_timeline_mark_it(tmp_path):
+def _judge(tmp_path, ops, final, report=None, faults=()):
+    h = History()
+    h.ops = ops
+    report = report or VerifyReport(
+        cluster="x", consistent=True, common_index=9, checked=["n1", "n2"], unchecked=[],
+        divergences=[], reasons=[], seconds=0.1,
+    )  # fmt: skip
+    opts = ChaosOptions(duration_s=5, nemeses=["pause", "disk"], seed=1)
+    return judge(
+        opts, tmp_path, h, list(faults), final, True, "converged", report, ["n1"], tmp_path, 0.0
+    )
+
+
+def test_a_planted_stale_read_fails_the_verdict_and_is_marked_on_the_timeline(tmp_path):
     ops = [
         _put(0, "c0", "k", "a", 0.0, 1.0),
         _put(1, "c1", "k", "b", 2.0, 3.0),
-        _get(2, "probe", "k", "a", 4.0, 4.5),
+        _get(2, "probe", "k", "a", 4.0, 4.5),  # stale: "b" was acknowledged before
+        _get(3, "final", "k", "b", 9.0, 9.5),
     ]
-    _, anomalies = check_linearizable(ops)
     fault = FaultEvent(
         kind="pause",
         variant="pause-isolated-leader",
@@ -142,39 +155,46 @@ def test_a_planted_anomaly_makes_the_verdict_fail_and_the_timeline_mark_it(tmp_p
         applied=True,
         detail="n1 cut off from its peers, then paused",
     )
-    v = ChaosVerdict(
-        ok=not anomalies,
-        linearizable=False,
-        check="violation",
-        anomalies=anomalies,
-        seed=1,
-        duration_s=5,
-        elapsed_s=6,
-        nemeses=["pause"],
-        notes=[],
-        cluster="x",
-        nodes=["n1"],
-        counts=OpCounts(operations=3, ok=3, failed=0, indeterminate=0, by_kind={}),
-        faults={"pause": 1},
-        faults_refused=0,
-        fault_events=[fault],
-        membership_via="manager",
-        consistent=True,
-        common_index=3,
-        history_path="h",
-        timeline_path="t",
-        out_dir="o",
-        logs=[],
-    )
-    assert not v.ok
-    svg = render_svg(ops, [fault], anomalies)
-    root = ET.fromstring(svg)  # well-formed SVG
+    v = _judge(tmp_path, ops, {"k": ops[3]}, faults=[fault])
+    assert not v.ok and not v.linearizable and v.check == "violation"
+    assert [a.kind for a in v.anomalies] == ["nonlinearizable"]
+    assert v.faults == {"pause": 1}
+    assert v.notes == ["disk: not supported by raft-node yet (it has no slow-disk fault)"]
+    assert json.loads((tmp_path / "verdict.json").read_text())["anomalies"][0]["op_ids"] == [2]
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 4
+    page = (tmp_path / "timeline.html").read_text()
+    assert "nonlinearizable" in page and "<script" not in page
+    root = ET.fromstring(page[page.index("<svg") : page.index("</svg>") + 6])
     ns = "{http://www.w3.org/2000/svg}"
     assert len(root.findall(f".//{ns}polygon")) == 1  # the anomaly marker
-    assert len(root.findall(f"{ns}rect")) == 1 + 1 + 3  # background, fault band, 3 ops
-    page = tmp_path / "timeline.html"
-    write_timeline(page, v, ops, [fault])
-    assert "nonlinearizable" in page.read_text() and "<script" not in page.read_text()
+    assert len(root.findall(f"{ns}rect")) == 1 + 1 + 4  # background, fault band, 4 ops
+
+
+def test_a_planted_lost_write_and_a_divergence_fail_the_verdict(tmp_path):
+    ops = [
+        _put(0, "c0", "k", "a", 0.0, 1.0),
+        _put(1, "c1", "k", "b", 2.0, 3.0),
+        _get(2, "final", "k", "a", 10.0, 10.2),
+    ]
+    diverged = VerifyReport(
+        cluster="x", consistent=False, common_index=9, checked=["n1", "n2"], unchecked=[],
+        divergences=[], reasons=["n2 differs at index 7"], seconds=0.1,
+    )  # fmt: skip
+    v = _judge(tmp_path, ops, {"k": ops[2]}, report=diverged)
+    assert not v.ok
+    assert sorted(a.kind for a in v.anomalies) == ["divergence", "lost-write", "nonlinearizable"]
+
+
+def test_cli_exit_code_is_non_zero_on_an_anomaly(tmp_path, monkeypatch, capsys):
+    ops = [
+        _put(0, "c0", "k", "a", 0.0, 1.0),
+        _get(1, "final", "k", None, 10.0, 10.2),
+    ]
+    planted = _judge(tmp_path, ops, {"k": ops[1]})
+    monkeypatch.setattr("mcp_server.chaos.run_chaos", lambda opts, log: planted)
+    code = cli.main(["chaos", "--seed", "1", "--out", str(tmp_path), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["linearizable"] is False and doc["anomalies"]
 
 
 def test_history_round_trips(tmp_path):

@@ -38,7 +38,7 @@ from ..models import VerifyReport
 from ..operations import Manager, make_adapter
 from ..plans import PlanStore
 from .checks import check_linearizable, lost_writes
-from .models import Anomaly, ChaosVerdict, OpCounts
+from .models import Anomaly, ChaosVerdict, FaultEvent, OpCounts
 from .nemesis import Nemesis
 from .schedule import PARTIAL, UNSUPPORTED, make_schedule
 from .timeline import write_timeline
@@ -182,7 +182,7 @@ async def _run(
         nodes = sorted(members.addresses)
     faults = nemesis.events
     log(f"{history.now():7.1f}s  checking {len(history.ops)} operations")
-    return _judge(opts, out, history, faults, final_reads, converged, how, report, nodes, cdir, t0)
+    return judge(opts, out, history, faults, final_reads, converged, how, report, nodes, cdir, t0)
 
 
 async def _converge(nemesis: Nemesis) -> tuple[bool, str]:
@@ -211,11 +211,11 @@ async def _converge(nemesis: Nemesis) -> tuple[bool, str]:
     return False, f"not converged after {CONVERGE_S:.0f}s: {last}"
 
 
-def _judge(
+def judge(
     opts: ChaosOptions,
     out: Path,
     history: History,
-    faults: list,
+    faults: list[FaultEvent],
     final_reads: dict[str, Op],
     converged: bool,
     how: str,
@@ -224,6 +224,7 @@ def _judge(
     cdir: Path,
     t0: float,
 ) -> ChaosVerdict:
+    """Every check over what the run recorded; writes the history, timeline and verdict."""
     ops = history.ops
     check, anomalies = check_linearizable(ops)
     anomalies += lost_writes(ops, final_reads)
@@ -286,4 +287,4 @@ def _judge(
     return verdict
 
 
-__all__ = ["ChaosOptions", "default_out_dir", "run_chaos"]
+__all__ = ["ChaosOptions", "default_out_dir", "judge", "run_chaos"]

@@ -2,7 +2,7 @@
 
 Rows are clients (plus ``probe``, the reads sent to a woken paused leader, and
 ``final``, the reads after healing); each operation is a bar from its call to its
-return (green ok, grey failed, orange indeterminate, drawn to the end of its deadline).
+return (green ok, grey failed, orange indeterminate: drawn until the client gave up).
 Faults are coloured bands behind the rows, labelled with their variant and targets.
 Anomalies are red markers with a line through every row. Hovering any shape shows its
 details (SVG ``<title>``).
@@ -32,9 +32,16 @@ def _rows(ops: list[Op]) -> list[str]:
     return [*names, *(n for n in ("probe", "final") if any(op.client == n for op in ops))]
 
 
+def _stop(op: Op) -> float:
+    """Where an operation's bar ends: its answer, else when its client gave up."""
+    if op.ret is not None:
+        return op.ret
+    return op.end if op.end is not None else op.call + OP_DEADLINE_S
+
+
 def render_svg(ops: list[Op], faults: list[FaultEvent], anomalies: list[Anomaly]) -> str:
     rows = _rows(ops)
-    end = max([1.0, *(op.ret or op.call + OP_DEADLINE_S for op in ops), *(f.end for f in faults)])
+    end = max([1.0, *(_stop(op) for op in ops), *(f.end for f in faults)])
     scale = WIDTH / end
     height = TOP + ROW_H * len(rows) + 40
     total_w = LEFT + WIDTH + 20
@@ -71,7 +78,7 @@ def render_svg(ops: list[Op], faults: list[FaultEvent], anomalies: list[Anomaly]
         )
     for op in ops:
         y = TOP + index[op.client] * ROW_H
-        stop = op.ret if op.ret is not None else op.call + OP_DEADLINE_S
+        stop = _stop(op)
         w = max(x(stop) - x(op.call), 0.6)
         args = op.value if op.kind != "cas" else f"{op.expected}->{op.value}"
         tip = escape(

@@ -57,7 +57,8 @@ class Op:
     value: str | None = None
     expected: str | None = None
     call: float = 0.0
-    ret: float | None = None
+    ret: float | None = None  # when the answer arrived; None unless ok
+    end: float | None = None  # when the client stopped waiting (every status)
     status: Status = "info"
     output: dict[str, Any] | None = None
     node: str | None = None
@@ -199,8 +200,9 @@ class Client:
 
     def _finish(self, op: Op, out: _Outcome, output: dict[str, Any] | None) -> None:
         op.status, op.node, op.attempts, op.error = out.status, out.node, out.attempts, out.error
+        op.end = self.history.now()
         if out.status == "ok":
-            op.ret = self.history.now()
+            op.ret = op.end
             op.output = output
 
     # -- attempts ----------------------------------------------------------------------
@@ -273,7 +275,8 @@ class Client:
             return self.pinned
         if hint and hint in self.members.addresses and hint != node:
             return hint
-        self.members.leader = None if self.members.leader == node else self.members.leader
+        if self.members.leader == node:
+            self.members.leader = None  # it failed us: stop sending everyone there
         await asyncio.sleep(self.rng.uniform(0.02, 0.1))
         return self._target(avoid=node)
 
