@@ -16,7 +16,9 @@ from pathlib import Path
 from .models import Anomaly, ChaosVerdict, FaultEvent
 from .workload import OP_DEADLINE_S, Op
 
-ROW_H, BAR_H, LEFT, TOP, WIDTH = 16, 10, 90, 56, 1400
+ROW_H, BAR_H, LEFT, TOP = 16, 10, 90, 64
+# At least this wide, and wide enough for fault labels in long runs (scrolls sideways).
+MIN_WIDTH, PX_PER_S = 1400, 9
 COLOURS = {"ok": "#2e7d32", "fail": "#9e9e9e", "info": "#ef6c00"}
 FAULT_COLOURS = {
     "kill": "#e53935",
@@ -42,9 +44,10 @@ def _stop(op: Op) -> float:
 def render_svg(ops: list[Op], faults: list[FaultEvent], anomalies: list[Anomaly]) -> str:
     rows = _rows(ops)
     end = max([1.0, *(_stop(op) for op in ops), *(f.end for f in faults)])
-    scale = WIDTH / end
+    width = max(MIN_WIDTH, round(end * PX_PER_S))
+    scale = width / end
     height = TOP + ROW_H * len(rows) + 40
-    total_w = LEFT + WIDTH + 20
+    total_w = LEFT + width + 20
 
     def x(t: float) -> float:
         return round(LEFT + t * scale, 2)
@@ -55,7 +58,8 @@ def render_svg(ops: list[Op], faults: list[FaultEvent], anomalies: list[Anomaly]
         f'<rect x="0" y="0" width="{total_w}" height="{height}" fill="#ffffff"/>',
     ]
     lanes = len(rows) * ROW_H
-    for f in faults:
+    for i, f in enumerate(faults):
+        label_y = TOP - 8 - 12 * (i % 3)  # three staggered lines of labels
         colour = FAULT_COLOURS.get(f.kind, "#757575")
         w = max(x(f.end) - x(f.start), 1.0)
         tip = escape(f"{f.variant} {','.join(f.targets)} {f.start:.1f}-{f.end:.1f}s: {f.detail}")
@@ -65,15 +69,14 @@ def render_svg(ops: list[Op], faults: list[FaultEvent], anomalies: list[Anomaly]
             f'fill="{colour}" fill-opacity="{opacity}"><title>{tip}</title></rect>'
         )
         out.append(
-            f'<text x="{x(f.start) + 2}" y="{TOP - 8}" fill="{colour}" '
-            f'transform="rotate(-20 {x(f.start) + 2} {TOP - 8})">{escape(f.variant)}</text>'
+            f'<text x="{x(f.start) + 2}" y="{label_y}" fill="{colour}">{escape(f.variant)}</text>'
         )
     index = {name: i for i, name in enumerate(rows)}
     for i, name in enumerate(rows):
         y = TOP + i * ROW_H
         out.append(f'<text x="4" y="{y + BAR_H}">{escape(name)}</text>')
         out.append(
-            f'<line x1="{LEFT}" y1="{y + ROW_H - 2}" x2="{LEFT + WIDTH}" y2="{y + ROW_H - 2}" '
+            f'<line x1="{LEFT}" y1="{y + ROW_H - 2}" x2="{LEFT + width}" y2="{y + ROW_H - 2}" '
             'stroke="#eeeeee"/>'
         )
     for op in ops:
