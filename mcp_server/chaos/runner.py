@@ -33,7 +33,7 @@ from ..audit import AuditLog
 from ..config import ClusterConfig, Config, state_dir
 from ..errors import ConfigError
 from ..local import free_base_port
-from ..local_cluster import ClusterError, LocalCluster, LocalSettings
+from ..local_cluster import CLUSTER_FILE, ClusterError, LocalCluster, LocalSettings
 from ..models import VerifyReport
 from ..operations import Manager, make_adapter
 from ..plans import PlanStore
@@ -87,35 +87,41 @@ def run_chaos(opts: ChaosOptions, log: Log = lambda s: None) -> ChaosVerdict:
     out = Path(opts.out_dir or default_out_dir(opts.seed)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     throwaway = named is None
-    if throwaway:
-        cdir = out / "cluster"
-        settings = LocalSettings(
-            allow_fault_injection=True, tick_ms=opts.tick_ms, election_ticks=opts.election_ticks
-        )
-        log(f"starting a throwaway 3-node cluster in {cdir}")
-        LocalCluster.up(cdir, nodes=3, base_port=free_base_port(17000), settings=settings)
-        cluster = ClusterConfig(name=f"chaos-seed{opts.seed}", dir=str(cdir), mode="sandbox")
-        config = Config(clusters={cluster.name: cluster}, audit_log=str(out / "audit.jsonl"))
-    else:
-        assert named is not None and named.dir
-        cluster, cdir = named, Path(named.dir)
-        config = opts.config or Config(clusters={named.name: named})
-    adapter, token = make_adapter(cluster)
-    audit = AuditLog(config.audit_path() if not throwaway else out / "audit.jsonl")
-    mgr = Manager(
-        cluster, config=config, adapter=adapter, audit=audit, plans=PlanStore(out / "plans")
-    )
-    mgr.audit.add_secret(token)
+    cdir = out / "cluster" if named is None else Path(str(named.dir))
     try:
-        verdict = asyncio.run(_run(opts, out, cdir, mgr, token, log, t0))
-    finally:
-        mgr.close()
         if throwaway:
+            settings = LocalSettings(
+                allow_fault_injection=True,
+                tick_ms=opts.tick_ms,
+                election_ticks=opts.election_ticks,
+            )
+            log(f"starting a throwaway 3-node cluster in {cdir}")
+            LocalCluster.up(cdir, nodes=3, base_port=free_base_port(17000), settings=settings)
+            cluster = ClusterConfig(name=f"chaos-seed{opts.seed}", dir=str(cdir), mode="sandbox")
+            config = Config(clusters={cluster.name: cluster}, audit_log=str(out / "audit.jsonl"))
+        else:
+            assert named is not None
+            cluster = named
+            config = opts.config or Config(clusters={named.name: named})
+        adapter, token = make_adapter(cluster)
+        mgr = Manager(
+            cluster,
+            config=config,
+            adapter=adapter,
+            audit=AuditLog(config.audit_path()),
+            plans=PlanStore(out / "plans"),
+        )
+        mgr.audit.add_secret(token)
+        try:
+            return asyncio.run(_run(opts, out, cdir, mgr, token, log, t0))
+        finally:
+            mgr.close()
+    finally:
+        if throwaway and (cdir / CLUSTER_FILE).exists():
             log("stopping the throwaway cluster")
             with contextlib.suppress(ClusterError):
                 _resume_all(cdir)
                 LocalCluster.load(cdir).down()
-    return verdict
 
 
 def _resume_all(cdir: Path) -> None:
