@@ -136,15 +136,17 @@ class Nemesis:
         await self.settle()
         start = self.history.now()
         targets: list[str] = []
-        applied = True
+        applied = False
+        detail = ""
         try:
             targets, detail, undo = await getattr(self, "_" + step.kind)(step.variant, rng)
+            applied = True
             self.log(f"{start:7.1f}s  {step.variant}: {detail}")
             await asyncio.sleep(step.hold)
             await undo()
         except (ManagerError, ClusterError, httpx.HTTPError, OSError, LookupError) as e:
-            applied = False
-            detail = f"not applied: {e.reason if isinstance(e, ManagerError) else e}"
+            why = e.reason if isinstance(e, ManagerError) else str(e)
+            detail = f"{detail}; undoing it failed: {why}" if applied else f"not applied: {why}"
             self.log(f"{start:7.1f}s  {step.variant}: {detail}")
         finally:
             await self.heal()
