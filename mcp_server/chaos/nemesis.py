@@ -1,6 +1,7 @@
 """The nemesis: injects the scheduled faults into a local cluster's real processes.
 
-* kill: SIGKILL a process, restart it after the hold (``LocalCluster``).
+* kill: SIGKILL the leader, a follower or every member (``kill-all``: what was
+  acknowledged must survive), restart after the hold (``LocalCluster``).
 * pause: SIGSTOP, then SIGCONT. ``pause-isolated-leader`` first cuts the leader off
   from every peer, pauses it while the others elect a new leader, wakes it while it is
   still cut off (it still believes in its old term) and sends it linearizable reads; a
@@ -230,13 +231,18 @@ class Nemesis:
     # -- the faults --------------------------------------------------------------------
 
     async def _kill(self, variant: str, rng: random.Random) -> tuple[list[str], str, Undo]:
-        node, _ = await self._pick_target(variant, rng)
-        await asyncio.to_thread(self.cluster().kill, node)
+        if variant == "kill-all":
+            nodes = sorted(self.members.addresses)  # acknowledged writes must survive this
+        else:
+            nodes = [(await self._pick_target(variant, rng))[0]]
+        for node in nodes:
+            await asyncio.to_thread(self.cluster().kill, node)
 
         async def undo() -> None:
-            await asyncio.to_thread(self.cluster().start, node, 15.0)
+            for node in nodes:
+                await asyncio.to_thread(self.cluster().start, node, 15.0)
 
-        return [node], f"killed {node} (SIGKILL)", undo
+        return nodes, f"killed {','.join(nodes)} (SIGKILL)", undo
 
     async def _pause(self, variant: str, rng: random.Random) -> tuple[list[str], str, Undo]:
         node, lead = await self._pick_target(variant, rng)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 # The nemeses the node can serve, their variants, and how long a fault is held (s).
 VARIANTS: dict[str, tuple[str, ...]] = {
-    "kill": ("kill-leader", "kill-follower"),
+    "kill": ("kill-leader", "kill-follower", "kill-all"),
     "pause": ("pause-leader", "pause-follower", "pause-isolated-leader"),
     "partition": ("isolate-leader", "minority", "split", "bridge"),
     "membership": ("add-voter", "remove-voter", "replace"),
