@@ -484,6 +484,8 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
         nemeses = parse_nemeses(args.nemesis)
     except ValueError as e:
         raise ConfigError(str(e), "see raft-manager chaos --help") from None
+    if args.duration <= 0 or args.clients < 1:
+        raise ConfigError("--duration must be > 0 and --clients >= 1", "see raft-manager --help")
     seed = args.seed if args.seed is not None else _random.randrange(1_000_000)
     named = None
     cfg = None
@@ -665,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--nemesis", help="kill,pause,partition,membership,transfer,disk (default: all)"
     )
     ch.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
-    ch.add_argument("--clients", type=int, default=5)
+    ch.add_argument("--clients", type=int, default=5, help="concurrent clients")
     ch.add_argument("--out", help="where history, timeline and verdict go")
     cmd(sub, "mcp", "run the MCP server (stdio)", cmd_mcp)
     au = cmd(sub, "audit", "show the audit log", cmd_audit)
