@@ -4,7 +4,8 @@
   acknowledged must survive), restart after the hold (``LocalCluster``).
 * pause: SIGSTOP, then SIGCONT. ``pause-isolated-leader`` first cuts the leader off
   from every peer, pauses it while the others elect a new leader, wakes it while it is
-  still cut off (it still believes in its old term) and sends it linearizable reads; a
+  still cut off (it still believes in its old term) and sends it linearizable reads,
+  the first ones while it is still stopped, so they are waiting for it when it wakes; a
   paused leader woken normally is probed the same way. Those reads go into the history
   (client ``probe``), so a stale answer is a linearizability violation.
 * partition: the node fault API (``POST /v1/admin/faults``): isolated leader,
@@ -256,10 +257,16 @@ class Nemesis:
         self.paused.add(pid)
 
         async def undo() -> None:
+            probe = None
+            if node == lead:
+                # The first probe reads are sent while it is still stopped: they wait in
+                # its socket and are the first thing it sees on waking, in its old term.
+                probe = asyncio.create_task(self._probe(node))
+                await asyncio.sleep(0.2)
             os.kill(pid, signal.SIGCONT)
             self.paused.discard(pid)
-            if node == lead:
-                self.log(f"{self.history.now():7.1f}s  woke {node}: {await self._probe(node)}")
+            if probe is not None:
+                self.log(f"{self.history.now():7.1f}s  woke {node}: {await probe}")
 
         how = "cut off from its peers, then paused" if isolated else "paused"
         return [node], f"{node} {how} (SIGSTOP)", undo
