@@ -10,8 +10,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from manager_helpers import local_cluster, write_config
 
 from mcp_server import cli
+from mcp_server.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -46,3 +48,31 @@ def test_short_chaos_run_all_nemeses_is_clean(tmp_path, monkeypatch, capsys):
     assert (out / "verdict.json").exists()
     # the throwaway cluster is stopped afterwards
     assert "stopping the throwaway cluster" in captured.err
+
+
+def test_chaos_on_a_named_sandbox_cluster_with_a_token_keeps_the_token_out(
+    tmp_path, monkeypatch, capsys
+):
+    token = "chaos-token-9f8e7d6c5b"
+    (tmp_path / "token").write_text(token)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    d = tmp_path / "lab"
+    with local_cluster(d, api_token_file=str(tmp_path / "token")) as lc:
+        cfg = write_config(
+            tmp_path / "clusters.yaml",
+            {"lab": {"dir": str(d), "mode": "sandbox", "token_file": str(tmp_path / "token")}},
+            audit_log=str(tmp_path / "audit.jsonl"),
+        )
+        out = tmp_path / "out"
+        args = ["--config", str(cfg), "--cluster", "lab", "chaos", "--json", "--out", str(out)]
+        code = cli.main([*args, "--duration", "12", "--seed", "5", "--nemesis", "transfer,kill"])
+        captured = capsys.readouterr()
+        v = json.loads(captured.out)
+        assert code == 0, (v, captured.err[-2000:])
+        assert v["faults"].get("transfer") and v["faults"].get("kill"), v["fault_events"]
+        assert all(lc.alive(n) for n in LocalCluster.load(d).nodes)  # a named cluster stays up
+    assert token not in captured.out + captured.err
+    for f in [*out.rglob("*"), tmp_path / "audit.jsonl"]:
+        if f.is_file():
+            assert token not in f.read_text(errors="replace"), f
+    assert "elect_leader" in (tmp_path / "audit.jsonl").read_text()  # through the manager
