@@ -114,11 +114,15 @@ def render_svg(ops: list[Op], faults: list[FaultEvent], anomalies: list[Anomaly]
     return "\n".join(out)
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def write_timeline(
     path: Path, verdict: ChaosVerdict, ops: list[Op], faults: list[FaultEvent]
 ) -> None:
     title = f"raft-manager chaos, seed {verdict.seed}: " + (
-        "no anomaly" if verdict.ok else f"{len(verdict.anomalies)} anomal(ies)"
+        "no anomaly" if verdict.ok else _plural(len(verdict.anomalies), "anomaly", "anomalies")
     )
     c = verdict.counts
     legend = " ".join(
