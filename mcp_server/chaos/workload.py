@@ -254,8 +254,10 @@ class Client:
                 return _Outcome("ok", doc, node, attempts, None)
             error = f"{node}: {r.status_code} {doc.get('error', '')}".strip()
             if r.status_code == 421:
+                if self.pinned:
+                    break  # a probe asks one node only: "not the leader" is its answer
                 hint = doc.get("leader")
-                if hint and not self.pinned:
+                if hint:
                     self.members.leader = hint
                 node = await self._next(node, hint)
             elif r.status_code == 503:
@@ -264,8 +266,6 @@ class Client:
             else:
                 # 400/401/403/404/409: the request itself is refused; retrying won't help.
                 break
-            if self.pinned and r.status_code == 421:
-                break  # a probe asks one node only: "not the leader" is its answer
         return _Outcome("info" if maybe_applied else "fail", None, node, attempts, error)
 
     async def _next(self, node: str, hint: str | None) -> str | None:
