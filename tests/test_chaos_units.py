@@ -3,18 +3,22 @@ anomalies (a stale read, a lost acknowledged write), the timeline, production re
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import random
 import xml.etree.ElementTree as ET
 
+import httpx
 import pytest
 
 from mcp_server import cli
+from mcp_server.chaos import workload
 from mcp_server.chaos.checks import check_linearizable, lost_writes
 from mcp_server.chaos.models import FaultEvent
 from mcp_server.chaos.runner import ChaosOptions, judge, run_chaos
 from mcp_server.chaos.schedule import VARIANTS, make_schedule, parse_nemeses
-from mcp_server.chaos.workload import History, Op
+from mcp_server.chaos.workload import Client, History, Members, Op
 from mcp_server.config import ClusterConfig
 from mcp_server.errors import Refused
 from mcp_server.models import VerifyReport
@@ -226,3 +230,70 @@ def test_cli_refuses_chaos_on_a_production_cluster(tmp_path, monkeypatch, capsys
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
     assert doc["error"] == "refused" and "production" in doc["reason"]
+
+
+# -- the client's retry rules (scripted answers, no sockets) -----------------------------
+
+
+def _client(script, monkeypatch, deadline_s=0.5):
+    """A chaos Client whose HTTP answers come from ``script(request) -> Response``."""
+    monkeypatch.setattr(workload, "OP_DEADLINE_S", deadline_s)
+    seen: list[tuple[str, dict | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        seen.append((request.url.host + ":" + str(request.url.port), body))
+        return script(request, len(seen))
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    members = Members({"n1": "127.0.0.1:1", "n2": "127.0.0.1:2"})
+    members.leader = "n1"
+    c = Client("c0", History(), members, http, random.Random(1), session="run-c0")
+    return c, seen
+
+
+def test_a_write_retried_after_a_lost_answer_keeps_its_seq_and_follows_the_hint(monkeypatch):
+    def script(req, n):
+        if n == 1:
+            return httpx.Response(421, json={"error": "not_leader", "leader": "n2"})
+        if n == 2:
+            raise httpx.ReadTimeout("lost", request=req)  # maybe applied: retry elsewhere
+        return httpx.Response(200, json={"index": 7, "term": 2})
+
+    c, seen = _client(script, monkeypatch)
+    op = asyncio.run(c.put("k"))
+    assert op.status == "ok" and op.ret is not None and op.attempts == 3
+    assert [h for h, _ in seen] == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1"]
+    assert [b["seq"] for _, b in seen] == [1, 1, 1]  # one logical op: exactly-once
+    assert {b["client_id"] for _, b in seen} == {"run-c0"}
+
+
+def test_a_write_whose_outcome_stays_unknown_is_indeterminate(monkeypatch):
+    def script(req, n):
+        if n == 1:
+            return httpx.Response(503, json={"error": "unavailable", "indeterminate": True})
+        return httpx.Response(503, json={"error": "unavailable", "indeterminate": False})
+
+    c, _ = _client(script, monkeypatch)
+    op = asyncio.run(c.cas("k"))
+    assert op.status == "info" and op.ret is None and op.end is not None
+    assert op.to_checker() is not None and op.to_checker().ret is None  # maybe applied
+
+
+def test_a_write_that_was_never_sent_failed(monkeypatch):
+    def script(req, n):
+        raise httpx.ConnectError("refused", request=req)
+
+    c, _ = _client(script, monkeypatch)
+    op = asyncio.run(c.put("k"))
+    assert op.status == "fail" and op.to_checker() is None and op.attempts >= 2
+
+
+def test_a_probe_asks_its_node_only(monkeypatch):
+    def script(req, n):
+        return httpx.Response(421, json={"error": "not_leader", "leader": "n2"})
+
+    c, seen = _client(script, monkeypatch)
+    c.pinned = "n1"
+    op = asyncio.run(c.get("k"))
+    assert op.status == "fail" and [h for h, _ in seen] == ["127.0.0.1:1"]
