@@ -306,3 +306,53 @@ def test_a_probe_asks_its_node_only(monkeypatch):
     c.pinned = "n1"
     op = asyncio.run(c.get("k"))
     assert op.status == "fail" and [h for h, _ in seen] == ["127.0.0.1:1"]
+
+
+# -- etcd's dialect and the run's keys ----------------------------------------------------
+
+
+def test_every_key_of_a_run_carries_its_prefix():
+    # A named cluster keeps earlier runs' keys: their values were written by no op of
+    # this history, so a run must never touch them.
+    assert all(k.startswith("chaos-ab12-") for k in History(prefix="chaos-ab12-").live_keys())
+
+
+def _etcd_client(script, monkeypatch):
+    c, seen = _client(script, monkeypatch)
+    c.dialect = workload.ETCD
+    return c, seen
+
+
+def test_etcd_cas_is_a_txn_and_its_outcome_is_read_back(monkeypatch):
+    b64 = workload._b64
+
+    def script(req, n):
+        if n == 1:  # the compare failed: the failure branch's range says what is there
+            kvs = [{"key": b64("k"), "value": b64("c9-4")}]
+            return httpx.Response(200, json={"responses": [{"response_range": {"kvs": kvs}}]})
+        return httpx.Response(200, json={"succeeded": True, "responses": [{}]})
+
+    c, seen = _etcd_client(script, monkeypatch)
+    first = asyncio.run(c.cas("k"))
+    assert first.status == "ok" and first.output == {"ok": False, "value": "c9-4"}
+    _, body = seen[0]
+    assert body["compare"][0]["target"] == "CREATE"  # expected absent
+    second = asyncio.run(c.cas("k"))  # now expects what it saw
+    assert second.output == {"ok": True, "value": second.value}
+    compare = seen[1][1]["compare"][0]
+    assert compare["target"] == "VALUE" and workload._unb64(compare["value"]) == "c9-4"
+
+
+def test_etcd_writes_are_not_retried_once_they_may_have_applied(monkeypatch):
+    def script(req, n):
+        if n == 1:
+            raise httpx.ReadTimeout("lost", request=req)
+        if n == 2:
+            return httpx.Response(503, json={"code": 14, "message": "etcdserver: no leader"})
+        return httpx.Response(200, json={})
+
+    c, seen = _etcd_client(script, monkeypatch)
+    op = asyncio.run(c.put("k"))  # no session: a retry could apply twice
+    assert op.status == "info" and len(seen) == 1
+    read = asyncio.run(c.get("k"))  # a read that failed is retried
+    assert read.status == "ok" and read.output == {"value": None} and len(seen) == 3

@@ -1,7 +1,7 @@
 """The nemesis: injects the scheduled faults into a local cluster's real processes.
 
 * kill: SIGKILL the leader, a follower or every member (``kill-all``: what was
-  acknowledged must survive), restart after the hold (``LocalCluster``).
+  acknowledged must survive), restart after the hold (every one before waiting for any).
 * pause: SIGSTOP, then SIGCONT. ``pause-isolated-leader`` first cuts the leader off
   from every peer, pauses it while the others elect a new leader, wakes it while it is
   still cut off (it still believes in its old term) and sends it linearizable reads,
@@ -39,7 +39,7 @@ from ..local import ClusterError
 from .models import FaultEvent
 from .schedule import FaultStep
 from .target import Target
-from .workload import Client, History, Members, epoch_keys
+from .workload import Client, History, Members
 
 PROBE_S = 1.5
 MIN_VOTERS, MAX_VOTERS = 3, 5
@@ -159,9 +159,10 @@ class Nemesis:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         self.paused.clear()
-        for node in self.target.dead():
+        dead = self.target.dead()
+        if dead:
             with contextlib.suppress(ClusterError):
-                await asyncio.to_thread(self.target.start, node, 15.0)
+                await asyncio.to_thread(self.target.start_all, dead, 15.0)
         self.refresh_members()
         await self.set_drops({n: set() for n in self.members.addresses})
 
@@ -193,7 +194,7 @@ class Nemesis:
         end = loop.time() + PROBE_S
         answered = 0
         while loop.time() < end:
-            for key in epoch_keys(self.history.now()):
+            for key in self.history.live_keys():
                 op = await self.probe.get(key)
                 answered += op.status == "ok"
         return f"{answered} probe read(s) answered by {node}"
@@ -209,8 +210,7 @@ class Nemesis:
             await asyncio.to_thread(self.target.kill, node)
 
         async def undo() -> None:
-            for node in nodes:
-                await asyncio.to_thread(self.target.start, node, 15.0)
+            await asyncio.to_thread(self.target.start_all, nodes, 15.0)
 
         return nodes, f"killed {','.join(nodes)} (SIGKILL)", undo
 

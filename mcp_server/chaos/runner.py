@@ -167,8 +167,8 @@ async def _run(
     progress: ProgressFn,
     t0: float,
 ) -> ChaosVerdict:
-    history = History()
     run_id = uuid.uuid4().hex[:8]
+    history = History(prefix=f"chaos-{run_id}-")
     members = Members(target.addresses())
     # raft-node takes the token as a bearer token; etcd's password is the manager's only
     # (the chaos clients need a cluster without etcd auth).

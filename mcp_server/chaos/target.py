@@ -14,6 +14,7 @@ retires a member.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 
 from ..core import ManagerError
-from ..local import LocalCluster
+from ..local import ClusterError, LocalCluster
 from ..local.etcd import EtcdLocalCluster
 from .schedule import PARTIAL, UNSUPPORTED, VARIANTS
 from .workload import ETCD, RAFT_NODE, Dialect
@@ -70,6 +71,19 @@ class Target(ABC):
     def start(self, node: str, wait_s: float) -> None: ...
 
     @abstractmethod
+    def wait_ready(self, node: str, wait_s: float) -> None:
+        """Until ``node``'s API answers (``ClusterError`` after ``wait_s``)."""
+
+    def start_all(self, nodes: list[str], wait_s: float) -> None:
+        """Start every one of ``nodes`` before waiting for any: an etcd member restarted
+        alone after all were killed does not serve its API until it has a quorum."""
+        for node in nodes:
+            with contextlib.suppress(ClusterError):  # spawned and recorded; not ready yet
+                self.start(node, 0.05)
+        for node in nodes:
+            self.wait_ready(node, wait_s)
+
+    @abstractmethod
     async def statuses(self, http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         """Every answering member's ``role, term, leader, commit_index, applied_index,
         voters`` (raft-node's status field names)."""
@@ -113,6 +127,10 @@ class RaftNodeTarget(Target):
 
     def start(self, node: str, wait_s: float) -> None:
         self.cluster().start(node, wait_s)
+
+    def wait_ready(self, node: str, wait_s: float) -> None:
+        lc = self.cluster()
+        lc.wait_for_api(lc.node(node), wait_s)
 
     async def statuses(self, http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         async def one(node: str, addr: str) -> tuple[str, dict[str, Any] | None]:
@@ -174,6 +192,10 @@ class EtcdTarget(Target):
 
     def start(self, node: str, wait_s: float) -> None:
         self.cluster().start(node, wait_s=wait_s)
+
+    def wait_ready(self, node: str, wait_s: float) -> None:
+        lc = self.cluster()
+        lc.wait_for_api(lc.member(node), wait_s)
 
     async def statuses(self, http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         async def post(addr: str, path: str) -> dict[str, Any] | None:

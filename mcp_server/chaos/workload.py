@@ -95,9 +95,16 @@ class History:
 
     t0: float = field(default_factory=time.monotonic)
     ops: list[Op] = field(default_factory=list)
+    # Every key of the run starts with it: a named cluster keeps the keys of earlier
+    # runs, whose values no operation of this history wrote.
+    prefix: str = ""
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 4)
+
+    def live_keys(self) -> list[str]:
+        """The keys in use now."""
+        return [self.prefix + k for k in epoch_keys(self.now())]
 
     def begin(self, client: str, kind: str, key: str, **args: Any) -> Op:
         op = Op(id=len(self.ops), client=client, kind=kind, key=key, call=self.now(), **args)  # type: ignore[arg-type]
@@ -422,7 +429,7 @@ async def run_client(client: Client, stop: Callable[[], bool]) -> None:
     """Random operations (40% put, 30% cas, 30% read) until ``stop()``."""
     rng = client.rng
     while not stop():
-        key = rng.choice(epoch_keys(client.history.now()))
+        key = rng.choice(client.history.live_keys())
         r = rng.random()
         if r < 0.4:
             await client.put(key)
