@@ -139,6 +139,11 @@ def _guarded_run(
                 f"cluster {cluster.name!r} uses TLS; the chaos clients speak plain HTTP",
                 "run chaos on a sandbox cluster without TLS, or on none for a throwaway one",
             )
+        if cluster.kind == "etcd" and cluster.username:
+            raise ConfigError(
+                f"etcd cluster {cluster.name!r} uses authentication; the chaos clients do not",
+                "run chaos on an etcd sandbox without auth (as `raft-manager etcd up` starts it)",
+            )
         target = target_for(cluster.kind, Path(str(cluster.dir)))
         return asyncio.run(_run(opts, out, target, mgr, token, log, progress, t0))
 
@@ -170,8 +175,7 @@ async def _run(
     run_id = uuid.uuid4().hex[:8]
     history = History(prefix=f"chaos-{run_id}-")
     members = Members(target.addresses())
-    # raft-node takes the token as a bearer token; etcd's password is the manager's only
-    # (the chaos clients need a cluster without etcd auth).
+    # raft-node takes the token as a bearer token (an etcd cluster with auth is refused).
     bearer = token if isinstance(target, RaftNodeTarget) else None
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
