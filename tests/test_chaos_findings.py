@@ -1,7 +1,7 @@
-"""Bugs the chaos runs found in raft-node, as regression tests for whoever fixes them.
+"""Bugs the chaos runs found in raft-node, kept as regression tests now they are fixed.
 
-They are strict xfails: the test states the correct behaviour, fails today, and turns
-the suite red (XPASS) once the bug is fixed, so the marker is removed with the fix.
+Chaos seed 101: installing a snapshot taken before the current leader joined dropped the
+leader from the learner's peer set (fixed in the node's snapshot restore).
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ def _change(http: httpx.Client, leader: dict, body: dict) -> dict:
     return r.json()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="raft-node: installing a snapshot taken before the current leader joined drops "
-    "the leader from the peer set (found by raft-manager chaos, seed 101)",
-)
 def test_a_learner_catches_up_from_a_snapshot_older_than_the_leader(factory):
     # Snapshots every 200 entries. n4 joins after the first snapshot and becomes the
     # leader; its snapshot (index ~200) therefore lists the members of that time, without

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-import os
 import resource
 import signal
 import subprocess
@@ -32,6 +30,7 @@ import sys
 from typing import Any
 
 from mcp_server.bench.loadgen import KVPutRequests, format_header, format_row, run_load_processes
+from mcp_server.bench.procinfo import proc_cpu_s
 
 
 def _build_lean(token: str | None) -> Any:
@@ -154,16 +153,6 @@ async def _serve_minimal(host: str, port: int) -> None:
     await stop.wait()
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """user+system CPU seconds of a process (Linux /proc); NaN elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return math.nan
-
-
 def _own_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     c = resource.getrusage(resource.RUSAGE_CHILDREN)  # --processes workers, once reaped
@@ -191,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"# impl={args.impl} processes={args.processes} duration={args.duration}s")
             print(format_header() + "  srv us/req  cli us/req", flush=True)
         for n in [int(x) for x in args.clients.split(",")]:
-            srv0, cli0 = _proc_cpu_s(proc.pid), _own_cpu_s()
+            srv0, cli0 = proc_cpu_s(proc.pid), _own_cpu_s()
             r = run_load_processes(
                 args.host,
                 port,
@@ -204,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
             )
             # CPU per request over the whole level (warm-up included, so slightly high).
             total = r.requests * (args.warmup + args.duration) / args.duration
-            srv_us = (_proc_cpu_s(proc.pid) - srv0) / max(total, 1) * 1e6
+            srv_us = (proc_cpu_s(proc.pid) - srv0) / max(total, 1) * 1e6
             cli_us = (_own_cpu_s() - cli0) / max(total, 1) * 1e6
             results.append(
                 {**r.to_dict(), "server_cpu_us_per_req": srv_us, "client_cpu_us_per_req": cli_us}

@@ -60,6 +60,9 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    # This process's CPU seconds over the run (warm-up included): a load generator near
+    # one core's worth of CPU measures itself, not the server.
+    client_cpu_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,6 +254,7 @@ def _summarize(
     status_counts: dict[int, int],
     conn_errors: int,
     timeouts: int,
+    client_cpu_s: float = 0.0,
 ) -> LoadResult:
     lat = sorted(latencies)
     requests = sum(status_counts.values())
@@ -268,6 +272,7 @@ def _summarize(
         p90_ms=_percentile(lat, 90) * 1e3,
         p99_ms=_percentile(lat, 99) * 1e3,
         max_ms=(lat[-1] * 1e3) if lat else math.nan,
+        client_cpu_s=client_cpu_s,
         latencies_s=lat,
     )
 
@@ -298,6 +303,7 @@ async def run_load(
     host_hdr = f"{host}:{port}".encode()
     extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in (headers or {}).items())
     stats = _Stats(clients)
+    cpu0 = time.process_time()
     start = asyncio.Event()
     tasks = [
         asyncio.create_task(
@@ -322,7 +328,13 @@ async def run_load(
     for t in done:
         t.result()  # surface bugs (e.g. in make_request)
     return _summarize(
-        clients, duration_s, stats.latencies, stats.status_counts, stats.conn_errors, len(pending)
+        clients,
+        duration_s,
+        stats.latencies,
+        stats.status_counts,
+        stats.conn_errors,
+        len(pending),
+        time.process_time() - cpu0,
     )
 
 
@@ -384,6 +396,7 @@ def run_load_processes(
         counts,
         sum(r.conn_errors for r in parts),
         sum(r.timeouts for r in parts),
+        sum(r.client_cpu_s for r in parts),
     )
 
 
@@ -401,8 +414,10 @@ class KVPutRequests:
         return "PUT", f"{self.prefix}{client}-{seq}", self.body
 
 
-_COLS = ("clients", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors")
-_WIDTHS = (7, 9, 9, 8, 8, 8, 8, 7)
+_COLS = (
+    "clients", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "cli cpu s"
+)  # fmt: skip
+_WIDTHS = (7, 9, 9, 8, 8, 8, 8, 7, 9)
 
 
 def _row(cells: tuple[str, ...]) -> str:
@@ -424,6 +439,7 @@ def format_row(r: LoadResult) -> str:
             f"{r.p99_ms:.3f}",
             f"{r.max_ms:.2f}",
             str(r.errors),
+            f"{r.client_cpu_s:.2f}",
         )
     )
     if r.errors or set(r.status_counts) - {200, 201, 204}:

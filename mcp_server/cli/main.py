@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.live import Live
@@ -195,12 +196,53 @@ def cmd_demo(args: argparse.Namespace, ui: UI) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
+    """The three-system comparison (``--compare``); with ``--existing``, the guarded
+    write load on the configured cluster instead."""
+    try:
+        levels = tuple(int(x) for x in args.clients.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            "--clients takes numbers, e.g. 1,16,64", "see raft-manager bench --help"
+        ) from None
+    if args.existing:
+        return _bench_existing(args, ui, levels)
+    from ..bench.compare import BenchOptions, run_compare
+    from ..bench.report import render as render_bench
+    from ..bench.report import write_chart
+
+    try:
+        opts = BenchOptions.make(
+            quick=args.quick,
+            compare=tuple(x for x in (args.compare or "").split(",") if x),
+            runs=args.runs,
+            duration_s=args.duration,
+            clients=levels or None,
+            failovers=args.failovers,
+            catchup_entries=args.catchup_entries,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e), "see raft-manager bench --help") from None
+    doc = run_compare(opts, lambda msg: ui.note(f"bench: {msg}"))
+    if args.chart:
+        write_chart(doc, Path(args.chart))
+        doc["chart"] = args.chart
+    if ui.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        ui.out.print(render_bench(doc))
+        if args.chart:
+            ui.note(f"chart: {args.chart}")
+    return EXIT_OK
+
+
+def _bench_existing(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -> int:
     from ..bench.harness import run_bench
 
-    with open_manager(args, ui) as mgr, ui.spinner(f"{args.clients} clients for {args.duration}s"):
-        r = run_bench(
-            mgr, clients=args.clients, duration_s=args.duration, value_size=args.value_size
-        )
+    if len(levels) != 1:
+        raise ConfigError("--existing takes one --clients level", "e.g. --clients 16")
+    duration = args.duration or 3.0
+    with open_manager(args, ui) as mgr, ui.spinner(f"{levels[0]} clients for {duration}s"):
+        r = run_bench(mgr, clients=levels[0], duration_s=duration, value_size=args.value_size)
     ui.emit(r, render.bench_view)
     return EXIT_OK
 
@@ -360,10 +402,28 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--dir", help="cluster directory (default: STATE_DIR/demo)")
     dm.add_argument("--base-port", type=int)
     dm.add_argument("--keep", action="store_true", help="leave the cluster running")
-    bn = cmd(sub, "bench", "write throughput/latency through the leader (sandbox)", cmd_bench)
-    bn.add_argument("--clients", type=int, default=16)
-    bn.add_argument("--duration", type=float, default=3.0)
-    bn.add_argument("--value-size", type=int, default=64)
+    bn = cmd(
+        sub,
+        "bench",
+        "compare ours with etcd and PySyncObj, each a fresh local 3-node cluster",
+        cmd_bench,
+    )
+    bn.add_argument("--quick", action="store_true", help="1 s cells, 1 run, no catch-up")
+    bn.add_argument("--compare", help="peers to run after ours: etcd,pysyncobj")
+    bn.add_argument("--runs", type=int, help="runs per cell, medians reported (default 3)")
+    bn.add_argument("--duration", type=float, help="seconds per run (default 5)")
+    bn.add_argument("--clients", default="1,16,64", help="concurrency levels (default 1,16,64)")
+    bn.add_argument("--failovers", type=int, help="kill -9 rounds per system (default 5)")
+    bn.add_argument(
+        "--catchup-entries", type=int, help="log size for the learner catch-up (0: skip)"
+    )
+    bn.add_argument("--chart", help="write an SVG chart of throughput and p50 to this file")
+    bn.add_argument(
+        "--existing",
+        action="store_true",
+        help="instead: write load on the configured cluster (guarded; sandbox only)",
+    )
+    bn.add_argument("--value-size", type=int, default=64, help="with --existing")
     ch = cmd(
         sub, "chaos", "clients + faults on real processes; a verdict (sandbox)", chaos.cmd_chaos
     )

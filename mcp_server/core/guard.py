@@ -3,8 +3,8 @@
 ``Guard.run`` checks policy (``policy.check``), applies the dry-run rule to mutations
 (``plans.dry_run_rule``), runs the body, and appends one audit line for every
 mutation, plan, refusal and failure. The manager's operations, the CLI's local
-launcher (``cluster up|down|kill|start``) and ``raft-manager bench`` all call it, so a
-rule added here holds for all of them.
+launcher (``cluster up|down|kill|start``) and ``raft-manager bench --existing`` all call
+it, so a rule added here holds for all of them.
 """
 
 from __future__ import annotations

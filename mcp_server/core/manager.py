@@ -226,7 +226,7 @@ class Manager:
 
     def guarded(self, operation: str, arguments: dict[str, Any], body: Callable[[], Any]) -> Any:
         """Run ``body`` under the guard (policy, audit) as ``operation``: for faces with
-        work of their own, such as ``raft-manager bench``."""
+        work of their own, such as ``raft-manager bench --existing``."""
         return self.guard.run(operation, arguments, lambda _decision: body())
 
     def _read(self, operation: str, req: Request, body: Callable[[], Any]) -> Any:

@@ -37,7 +37,7 @@ DESTRUCTIVE = frozenset(
 # The local launcher (raft-manager cluster up|down|kill|start): processes on this
 # machine, for sandbox clusters only.
 LAUNCHER = frozenset({"cluster_up", "cluster_down", "cluster_kill", "cluster_start"})
-# Load generation (raft-manager bench): real writes at full speed, sandbox clusters only.
+# Load generation (raft-manager bench --existing): real writes at full speed, sandbox clusters only.
 BENCH = "bench"
 # A chaos run (raft-manager chaos, the MCP chaos tool): clients plus a nemesis that kills,
 # pauses and partitions members and changes membership, sandbox clusters only.

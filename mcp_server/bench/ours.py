@@ -1,0 +1,176 @@
+"""Our side of the comparison: a 3-node cluster of ``raft-node`` processes on loopback.
+
+Writes are ``PUT /v1/kv/k{client}-{seq}`` to the leader; linearizable reads are
+``GET /v1/kv/r?consistency=linearizable`` to the leader (a follower answers 421 today,
+so reads cannot be spread). Embedded proposals run in a process of their own
+(:mod:`mcp_server.bench.embedded`). The catch-up measurement fills the log to
+``entries`` committed writes with compaction on, then adds an empty learner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..local import LocalCluster, LocalSettings, free_base_port
+from .failover import WriteProbe, measure_failover
+from .loadgen import KVPutRequests, run_load
+from .procinfo import peak_rss_mb, proc_cpu_s
+
+READ_KEY = "r"
+WARMUP_S = 0.5
+_HEADERS = {"Content-Type": "application/json"}
+
+
+class OursCluster:
+    """A fresh cluster in a temporary directory; a context manager."""
+
+    def __init__(self, fsync: str, value_size: int = 64) -> None:
+        self.fsync = fsync
+        self.value_size = value_size
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"raft-bench-{fsync}-")
+        self.cluster: LocalCluster | None = None
+        self.http = httpx.Client(timeout=5.0)
+
+    def __enter__(self) -> OursCluster:
+        base = free_base_port(preferred=21000)
+        if base is None:
+            raise RuntimeError("no free block of loopback ports")
+        settings = LocalSettings(fsync=self.fsync)
+        self.cluster = LocalCluster.up(Path(self._tmp.name), 3, base, settings)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cluster is not None:
+            self.cluster.down()
+        self.http.close()
+        self._tmp.cleanup()
+
+    # -- helpers ---------------------------------------------------------------
+
+    @property
+    def c(self) -> LocalCluster:
+        assert self.cluster is not None
+        return self.cluster
+
+    def leader_api(self) -> str:
+        return self.c.node(self.c.wait_for_leader()).api_address
+
+    def leader_pid(self) -> int:
+        pid = self.c.node(self.c.wait_for_leader()).pid
+        assert pid is not None
+        return pid
+
+    def _load(self, clients: int, duration_s: float, make_request: Any) -> dict:
+        api = self.leader_api()
+        host, _, port = api.rpartition(":")
+        pid = self.leader_pid()
+        cpu0 = proc_cpu_s(pid)
+        res = asyncio.run(
+            run_load(
+                host,
+                int(port),
+                clients=clients,
+                duration_s=duration_s,
+                make_request=make_request,
+                warmup_s=WARMUP_S,
+                headers=_HEADERS,
+            )
+        )
+        d = res.to_dict()
+        d["leader_cpu_s"] = round(proc_cpu_s(pid) - cpu0, 2)
+        return d
+
+    # -- workloads -------------------------------------------------------------
+
+    def write(self, clients: int, duration_s: float) -> dict:
+        return self._load(clients, duration_s, KVPutRequests(self.value_size))
+
+    def read(self, clients: int, duration_s: float) -> dict:
+        api = self.leader_api()
+        self.http.put(f"http://{api}/v1/kv/{READ_KEY}", json={"value": "x" * self.value_size})
+        path = f"/v1/kv/{READ_KEY}?consistency=linearizable"
+        return self._load(clients, duration_s, lambda c, s: ("GET", path, b""))
+
+    def failover(self) -> float:
+        old = self.c.wait_for_leader()
+        leader = self.c.node(old).api_address
+        survivors = [n.api_address for n in self.c.nodes if n.id != old]
+        probe = WriteProbe("PUT", "/v1/kv/failover", lambda seq: {"value": str(seq)})
+        try:
+            return measure_failover(leader, survivors, lambda: self.c.kill(old), probe)
+        finally:
+            self.c.start(old)
+            self._wait_caught_up(old)
+
+    def _wait_caught_up(self, node_id: str, timeout_s: float = 30.0) -> None:
+        api = self.c.node(node_id).api_address
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            lead = self.http.get(f"http://{self.leader_api()}/v1/status").json()
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                st = self.http.get(f"http://{api}/v1/status").json()
+                if st["applied_index"] >= lead["commit_index"]:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{node_id} did not catch up within {timeout_s:.0f}s")
+
+    # -- catch-up of a new learner ----------------------------------------------
+
+    def catchup(self, entries: int, fill_clients: int = 64) -> dict:
+        """Fill to ``entries`` committed writes, add an empty learner, time its catch-up."""
+        api = self.leader_api()
+        t_fill = time.monotonic()
+        while self.http.get(f"http://{api}/v1/status").json()["commit_index"] < entries:
+            self.write(fill_clients, 5.0)
+        fill_s = time.monotonic() - t_fill
+        lead = self.http.get(f"http://{api}/v1/status").json()
+        learner = self.c.add_node("n4")
+        t0 = time.monotonic()
+        r = self.http.post(
+            f"http://{api}/v1/admin/membership",
+            json={
+                "action": "add_learner",
+                "id": "n4",
+                "peer_address": learner.peer_address,
+                "api_address": learner.api_address,
+            },
+            timeout=30.0,
+        )
+        r.raise_for_status()
+        target = lead["commit_index"]
+        while True:
+            st = self.http.get(f"http://{learner.api_address}/v1/status").json()
+            if st["applied_index"] >= target:
+                break
+            if time.monotonic() - t0 > 300:
+                raise RuntimeError("the learner did not catch up within 300 s")
+            time.sleep(0.02)
+        catchup_s = time.monotonic() - t0
+        return {
+            "entries": lead["commit_index"],
+            "snapshot_index": lead["snapshot_index"],
+            "fill_s": round(fill_s, 1),
+            "catchup_s": round(catchup_s, 2),
+            "peak_rss_mb": {n.id: peak_rss_mb(n.pid) for n in self.c.nodes if n.pid},
+        }
+
+
+def run_embedded(fsync: str, clients: list[int], duration_s: float, runs: int) -> list[dict]:
+    """Embedded proposals (:mod:`mcp_server.bench.embedded`), in a process of its own."""
+    cmd = [sys.executable, "-m", "mcp_server.bench.embedded", "--fsync", fsync]
+    cmd += ["--clients", ",".join(map(str, clients)), "--duration", str(duration_s)]
+    cmd += ["--runs", str(runs)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"embedded benchmark failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)

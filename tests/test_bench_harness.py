@@ -1,0 +1,54 @@
+"""``raft-manager bench --quick`` on ours alone: the harness runs end to end and its JSON
+has the documented shape. Never a speed: the machine is shared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mcp_server.cli.main import main
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
+_CELL = {
+    "clients", "throughput", "p50_ms", "p99_ms", "client_cpu_s", "leader_cpu_s",
+    "leader_cpu_us_per_op", "errors",
+}  # fmt: skip
+
+
+def test_quick_bench_on_ours_alone_reports_every_workload(tmp_path, capsys):
+    chart = tmp_path / "bench.svg"
+    argv = ["bench", "--quick", "--clients", "1,4", "--json", "--chart", str(chart)]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+
+    assert {"date", "machine", "options", "systems", "ratios", "targets"} <= set(doc)
+    assert doc["options"]["quick"] is True and doc["options"]["compare"] == []
+    assert [s["name"] for s in doc["systems"]] == ["ours", "ours-nosync"]
+    for s in doc["systems"]:
+        assert isinstance(s["load_avg_start"], float)
+        for workload in ("write", "read", "embedded"):
+            cells = s[workload]
+            assert [c["clients"] for c in cells] == [1, 4], (s["name"], workload)
+            for c in cells:
+                assert set(c) >= _CELL and len(c["runs"]) == 1
+                assert c["throughput"] > 0 and c["p50_ms"] > 0, (s["name"], workload, c)
+                assert c["leader_cpu_us_per_op"] > 0, (s["name"], workload, c)
+        for workload in ("write", "read"):
+            assert all(c["errors"] == 0 for c in s[workload]), s[workload]
+            assert all(c["client_cpu_s"] > 0 for c in s[workload])
+    ours = doc["systems"][0]
+    fo = ours["failover"]
+    assert len(fo["rounds_s"]) == 1 and 0 < fo["median_s"] == fo["max_s"] < 30
+    assert "catchup" not in ours, "--quick leaves the million-entry catch-up out"
+    assert doc["ratios"] == {}, "no peers, no ratios"
+    for t in doc["targets"]:
+        assert set(t) == {"target", "met", "measured"} and t["met"] in (True, False, None)
+    assert chart.read_text().lstrip().startswith("<?xml") and "<svg" in chart.read_text()
+
+
+def test_unknown_peer_is_a_usage_error(capsys):
+    assert main(["bench", "--quick", "--compare", "zookeeper", "--json"]) == 2
+    err = json.loads(capsys.readouterr().out)
+    assert "zookeeper" in json.dumps(err)
