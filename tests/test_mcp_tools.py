@@ -50,6 +50,7 @@ CONTRACT = {
     "snapshot": (["cluster", "node"], False, False),
     "recover_node": (["cluster", "node_id"], False, True),
     "inject_fault": (["cluster", "kind", "nodes"], False, True),
+    "chaos": (["cluster", "duration_s", "nemesis", "seed"], False, True),
 }
 
 
@@ -255,7 +256,8 @@ def test_bad_arguments_are_clear_tool_errors(tmp_path, state):
         ),
         (
             {"disable_destructive": True},
-            set(CONTRACT) - {"elect_leader", "change_membership", "recover_node", "inject_fault"},
+            set(CONTRACT)
+            - {"elect_leader", "change_membership", "recover_node", "inject_fault", "chaos"},
         ),
     ],
 )

@@ -26,7 +26,7 @@ from ..core import ConfigError, DemoStep, ManagerError, list_clusters
 from ..local import ClusterError
 from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
-from . import etcd, launcher, render
+from . import chaos, etcd, launcher, render
 from .approve import cmd_approve
 from .ui import (
     EPILOG,
@@ -424,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: write load on the configured cluster (guarded; sandbox only)",
     )
     bn.add_argument("--value-size", type=int, default=64, help="with --existing")
+    ch = cmd(
+        sub, "chaos", "clients + faults on real processes; a verdict (sandbox)", chaos.cmd_chaos
+    )
+    chaos.add_arguments(ch)
     mc = cmd(sub, "mcp", "run the MCP server (stdio; --http for streamable HTTP)", cmd_mcp)
     add_server_arguments(mc)
     ap = cmd(

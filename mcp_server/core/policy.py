@@ -31,14 +31,19 @@ MUTATIONS = frozenset(
 # Operations that change who leads, who is a member, or which processes run: the MCP
 # tools annotated destructive, the ones `--disable-destructive` hides, and the ones a
 # `require_approval` cluster applies only after a human's approval (core/approvals.py).
-DESTRUCTIVE = frozenset({"elect_leader", "change_membership", "recover_node", "inject_fault"})
+DESTRUCTIVE = frozenset(
+    {"elect_leader", "change_membership", "recover_node", "inject_fault", "chaos"}
+)
 # The local launcher (raft-manager cluster up|down|kill|start): processes on this
 # machine, for sandbox clusters only.
 LAUNCHER = frozenset({"cluster_up", "cluster_down", "cluster_kill", "cluster_start"})
 # Load generation (raft-manager bench --existing): real writes at full speed, sandbox clusters only.
 BENCH = "bench"
-SANDBOX_ONLY = LAUNCHER | {"inject_fault", BENCH}
-OPERATIONS = READS | MUTATIONS | LAUNCHER | {BENCH}
+# A chaos run (raft-manager chaos, the MCP chaos tool): clients plus a nemesis that kills,
+# pauses and partitions members and changes membership, sandbox clusters only.
+CHAOS = "chaos"
+SANDBOX_ONLY = LAUNCHER | {"inject_fault", BENCH, CHAOS}
+OPERATIONS = READS | MUTATIONS | LAUNCHER | {BENCH, CHAOS}
 
 ALIASES = {
     "status": "cluster_status",
@@ -67,7 +72,7 @@ def canonical(name: str) -> str:
 
 
 def is_mutation(operation: str) -> bool:
-    return operation in MUTATIONS or operation in LAUNCHER or operation == BENCH
+    return operation in MUTATIONS or operation in LAUNCHER or operation in (BENCH, CHAOS)
 
 
 def check(
@@ -112,10 +117,12 @@ _SANDBOX_WHY = {
     "launcher": "the local launcher manages sandbox clusters only",
     "inject_fault": "fault injection is refused",
     BENCH: "bench writes load into the cluster: sandbox clusters only",
+    CHAOS: "chaos kills, pauses and partitions members: sandbox clusters only",
 }
 _SANDBOX_NEXT = {
     "launcher": "manage production processes with their service manager; use recover_node to "
     "wait for a restarted member to catch up",
     "inject_fault": "inject faults only into sandbox clusters (mode: sandbox)",
     BENCH: "run it against a sandbox cluster",
+    CHAOS: "run chaos on a sandbox cluster, or with no cluster for a throwaway one",
 }

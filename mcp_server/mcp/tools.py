@@ -15,6 +15,7 @@ its ``_meta`` so a client can show related tools together.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -22,6 +23,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import Field, RootModel
 
+from ..chaos.models import ChaosVerdict
+from ..chaos.schedule import ALL as NEMESES
 from ..core import (
     ClusterList,
     ClusterStatus,
@@ -31,9 +34,11 @@ from ..core import (
     FaultResult,
     HealthReport,
     KVEntry,
+    Manager,
     MembershipAction,
     MembershipChange,
     Plan,
+    ProgressFn,
     ReadResult,
     RecoverResult,
     ReplicateResult,
@@ -98,6 +103,7 @@ TOOLS: dict[str, ToolSpec] = {
     "snapshot": _spec("snapshot", read_only=False, idempotent=False, group="maintain"),
     "recover_node": _spec("recover_node", read_only=False, idempotent=True, group="maintain"),
     "inject_fault": _spec("inject_fault", read_only=False, idempotent=False, group="maintain"),
+    "chaos": _spec("chaos", read_only=False, idempotent=False, group="maintain"),
 }
 
 
@@ -120,6 +126,8 @@ ClusterArg = Annotated[
     ),
 ]
 PlanIdArg = Annotated[str | None, Field(description="apply this dry run's plan")]
+Nemesis = Literal[NEMESES]  # type: ignore[valid-type]
+MAX_CHAOS_S = 600.0
 
 
 def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
@@ -369,3 +377,48 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
             lambda m, p: m.inject_fault(kind, nodes, progress=p).answer(),
             mutation=True,
         )
+
+    @tool(
+        "chaos",
+        "Chaos run (sandbox)",
+        "A Jepsen-style test of a local sandbox cluster (raft-node or etcd; refused on "
+        "production): concurrent clients write, compare-and-swap and read linearizably for "
+        "`duration_s` seconds while a seeded nemesis kills (SIGKILL) and restarts members, "
+        "pauses them (SIGSTOP/SIGCONT), partitions them (raft-node only), changes membership "
+        "and moves leadership through this manager's guarded operations. Then it heals "
+        "everything and returns the verdict: ok, linearizable, lost writes and other "
+        "anomalies, verify_consistency's answer, operation and fault counts, and the paths "
+        "of the saved history, timeline (HTML) and node logs. It disrupts the cluster for "
+        "the whole run; use it only on a cluster meant for testing. Reports progress.",
+    )
+    async def chaos(
+        ctx: Context,
+        duration_s: Annotated[
+            float, Field(gt=0, le=MAX_CHAOS_S, description="seconds of workload and faults")
+        ],
+        cluster: ClusterArg = None,
+        nemesis: Annotated[
+            list[Nemesis] | None,
+            Field(description="fault kinds to inject; omit for all the cluster can serve"),
+        ] = None,
+        seed: Annotated[
+            int | None, Field(description="schedule seed (a run is replayable by its seed)")
+        ] = None,
+    ) -> ChaosVerdict:
+        from ..chaos import ChaosOptions, run_chaos
+        from ..chaos.runner import default_out_dir
+
+        run_seed = seed if seed is not None else random.randrange(1_000_000)
+
+        def call(m: Manager, p: ProgressFn) -> ChaosVerdict:
+            opts = ChaosOptions(
+                duration_s=duration_s,
+                nemeses=list(dict.fromkeys(nemesis or NEMESES)),
+                seed=run_seed,
+                out_dir=default_out_dir(run_seed),
+                cluster=m.cluster,
+                config=m.config,
+            )
+            return run_chaos(opts, progress=p)
+
+        return await backend.run(ctx, cluster, call, mutation=True)
