@@ -29,6 +29,7 @@ from proc_helpers import (
     closed_by_peer,
     corrupt_early_record,
     frame,
+    http_client,
     kv_path,
     log_text,
     metric,
@@ -65,7 +66,7 @@ def clusters(tmp_path):
 
 @pytest.fixture
 def http():
-    with httpx.Client(timeout=7.0) as client:
+    with http_client(timeout=7.0) as client:
         yield client
 
 
@@ -432,7 +433,7 @@ def test_partition_isolates_the_old_leader_and_heals(clusters, http):
     # 421/503 for reads and writes within a couple of election timeouts.
     served: list[dict] = []
     refused_after = None
-    with httpx.Client(timeout=1.5) as probe:
+    with http_client(timeout=1.5) as probe:
         while refused_after is None:
             assert time.monotonic() - t0 < 10, "the isolated leader did not refuse reads in 10 s"
             try:
@@ -602,7 +603,7 @@ def test_membership_learner_promote_remove_and_conflict(clusters, http):
         results: dict[str, httpx.Response] = {}
 
         def remove() -> None:
-            with httpx.Client(timeout=10) as h:
+            with http_client(timeout=10) as h:
                 results["remove"] = h.post(
                     url(leader, "/v1/admin/membership"), json={"action": "remove", "id": victim}
                 )

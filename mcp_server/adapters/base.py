@@ -63,6 +63,8 @@ class NodeStatus:
     addresses: dict[str, str | None] = field(default_factory=dict)  # members' API addresses
     error: str | None = None
     process: str | None = None  # "running" / "stopped" when the adapter controls processes
+    # raft-node: "tls", "secret" or "none"; None when the node does not say (older nodes).
+    peer_auth: str | None = None
     pid: int | None = None
     # Kind-specific facts, shown in status when known (etcd: names, IDs, URLs, db, alarms).
     name: str | None = None

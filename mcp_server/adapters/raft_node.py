@@ -434,6 +434,7 @@ def _to_status(st: dict, addr: str) -> NodeStatus:
         transferring_to=st.get("transferring_to"),
         progress=progress,
         faults=st.get("faults"),
+        peer_auth=st.get("peer_auth"),
     )
     members = st.get("members") or {}
     ns.addresses = {

@@ -88,7 +88,8 @@ def bench_mode(fsync: str, clients: list[int], duration: float, runs: int, failo
                base_port: int) -> dict:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix=f"raft-bench-{fsync}-") as d:
         settings = LocalSettings(fsync=fsync, snapshot_entries=50_000, keep_entries=5_000)
-        c = LocalCluster.up(Path(d), 3, base_port, settings)
+        # Plain HTTP: loadgen speaks http (this measures the engine, not TLS).
+        c = LocalCluster.up(Path(d), 3, base_port, settings, insecure=True)
         try:
             with httpx.Client(timeout=2.0) as client:
                 _, api = _wait_leader(c, client)
