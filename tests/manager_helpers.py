@@ -78,7 +78,11 @@ def write_config(path: Path, clusters: dict[str, dict], **top: Any) -> Path:
 
 
 def node_api(lc: LocalCluster, node: str) -> str:
-    return url(LocalCluster.load(lc.dir).node(node), "")
+    """The node's API base URL (the cluster may have been started by the CLI: register
+    it, so its scheme and CA are known)."""
+    current = LocalCluster.load(lc.dir)
+    register(current)
+    return url(current.node(node), "")
 
 
 def node_status(lc: LocalCluster, node: str) -> dict:

@@ -22,6 +22,7 @@ shaped so that etcd fits as well as raft_core:
 
 from __future__ import annotations
 
+import ssl
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -274,6 +275,10 @@ class ClusterAdapter(ABC):
     def auth_headers(self) -> dict[str, str]:
         """HTTP headers a raw client (the load generator) needs to talk to the members."""
         return {}
+
+    def api_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context a raw client needs for the members' API; None for plain HTTP."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

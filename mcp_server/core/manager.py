@@ -45,7 +45,6 @@ from .audit import AuditLog
 from .config import (
     ClusterConfig,
     Config,
-    TLSConfig,
     load_config,
     resolve_password,
     resolve_token,
@@ -109,19 +108,15 @@ def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
         )
         return etcd, password
     local_token = None
-    tls = c.tls
     if c.dir and (Path(c.dir) / CLUSTER_FILE).exists():
         try:
-            local = LocalCluster.load(c.dir).settings
+            local_token = LocalCluster.load(c.dir).settings.api_token_file
         except ClusterError:
-            local = None
-        if local is not None:
-            local_token = local.api_token_file
-            if tls is None and local.api_scheme == "https":
-                tls = TLSConfig(ca_file=local.ca_file)  # the local cluster's own CA
+            local_token = None
     token = resolve_token(c, local_token)
     processes = LocalProcesses(c.dir) if c.dir else None
-    adapter = RaftNodeAdapter(endpoints=c.endpoints, processes=processes, token=token, tls=tls)
+    # Without `tls:` a local cluster's adapter uses the cluster's own CA (cluster.yaml).
+    adapter = RaftNodeAdapter(endpoints=c.endpoints, processes=processes, token=token, tls=c.tls)
     return adapter, token
 
 
