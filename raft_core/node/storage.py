@@ -26,6 +26,7 @@ Not thread-safe: one driver thread owns a DiskStorage.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -285,6 +286,22 @@ def _copy_hs(hs: HardState) -> HardState:
     return HardState(term=hs.term, vote=hs.vote, commit=hs.commit)
 
 
+def write_failure(where: Path, exc: OSError) -> str:
+    """What a failed write means for the operator. A full disk is the common case and has
+    a clear remedy: the write that failed was never acknowledged, and on restart recovery
+    drops its torn tail, so nothing acknowledged is lost."""
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"disk full: no space left on the device holding {where}; acknowledged writes are "
+            "safe. Free space on that disk, then restart this node (it recovers its log on "
+            "start)"
+        )
+    return (
+        f"writing to {where} failed ({exc}); the storage is unusable until the node "
+        "restarts and recovers"
+    )
+
+
 class DiskStorage:
     """A node's durable log, hard state and snapshots. Create with ``DiskStorage.open``."""
 
@@ -415,7 +432,10 @@ class DiskStorage:
         if snapshot is not None:
             # Nothing references the file until the WAL record below is durable, so a
             # failure here leaves the storage usable.
-            write_snapshot_file(self._snap_dir, snapshot, durable=self._durable)
+            try:
+                write_snapshot_file(self._snap_dir, snapshot, durable=self._durable)
+            except OSError as exc:
+                raise StorageError(write_failure(self._snap_dir, exc)) from exc
         try:
             if self._active_size >= self._segment_bytes:
                 self._rotate()
@@ -430,10 +450,7 @@ class DiskStorage:
             # After a failed write or fsync the file contents are unknown (the kernel may
             # have dropped dirty pages): stop, and let recovery sort it out on restart.
             self._failed = exc
-            raise StorageError(
-                f"writing to {self._wal_dir} failed ({exc}); the storage is unusable until "
-                "the node restarts and recovers"
-            ) from exc
+            raise StorageError(write_failure(self._wal_dir, exc)) from exc
         if marker is not None:
             s_index, s_term, reset = marker
             if reset:
