@@ -50,7 +50,10 @@ def provision(
     if auth == "tls":
         from raft_core.node.certs import make_cluster_pki
 
-        pki = make_cluster_pki(directory / TLS_DIR, node_ids, LOOPBACK_HOSTS)
+        # A distinct CA name per cluster: a client that trusts several clusters' CAs
+        # finds each issuer by name.
+        name = f"raft-cluster-ca {secrets.token_hex(6)}"
+        pki = make_cluster_pki(directory / TLS_DIR, node_ids, LOOPBACK_HOSTS, ca_name=name)
         settings.ca_file = str(pki.ca_file)
         settings.api_scheme = "https"
     elif auth == "secret":
