@@ -49,6 +49,7 @@ from raft_core.node.snapfile import (
 )
 from raft_core.node.wal import (
     Batch,
+    DiskFull,
     RecordType,
     SegmentHeader,
     StorageCorruption,
@@ -70,6 +71,7 @@ from raft_core.node.wal import (
 from raft_core.types import Entry, HardState, Snapshot
 
 __all__ = [
+    "DiskFull",
     "DiskStorage",
     "FsyncMode",
     "RecoveredState",
@@ -286,17 +288,18 @@ def _copy_hs(hs: HardState) -> HardState:
     return HardState(term=hs.term, vote=hs.vote, commit=hs.commit)
 
 
-def write_failure(where: Path, exc: OSError) -> str:
-    """What a failed write means for the operator. A full disk is the common case and has
-    a clear remedy: the write that failed was never acknowledged, and on restart recovery
-    drops its torn tail, so nothing acknowledged is lost."""
+def write_failure(where: Path, exc: OSError) -> StorageError:
+    """The error for a failed write, phrased for the operator. A full disk is the common
+    case and has a clear remedy: the write that failed was never acknowledged, and on
+    restart recovery drops its torn tail, so nothing acknowledged is lost."""
     if exc.errno == errno.ENOSPC:
-        return (
+        return DiskFull(
             f"disk full: no space left on the device holding {where}; acknowledged writes are "
-            "safe. Free space on that disk, then restart this node (it recovers its log on "
-            "start)"
+            "safe. Free space on that disk: the node restarts by itself once there is room "
+            "(or restart it; it recovers its log on start)",
+            where,
         )
-    return (
+    return StorageError(
         f"writing to {where} failed ({exc}); the storage is unusable until the node "
         "restarts and recovers"
     )
@@ -435,7 +438,7 @@ class DiskStorage:
             try:
                 write_snapshot_file(self._snap_dir, snapshot, durable=self._durable)
             except OSError as exc:
-                raise StorageError(write_failure(self._snap_dir, exc)) from exc
+                raise write_failure(self._snap_dir, exc) from exc
         try:
             if self._active_size >= self._segment_bytes:
                 self._rotate()
@@ -450,7 +453,7 @@ class DiskStorage:
             # After a failed write or fsync the file contents are unknown (the kernel may
             # have dropped dirty pages): stop, and let recovery sort it out on restart.
             self._failed = exc
-            raise StorageError(write_failure(self._wal_dir, exc)) from exc
+            raise write_failure(self._wal_dir, exc) from exc
         if marker is not None:
             s_index, s_term, reset = marker
             if reset:
