@@ -24,12 +24,20 @@ import importlib.util
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from .cluster import LocalSettings
+from typing import Literal, Protocol
 
 PeerAuth = Literal["tls", "secret", "none"]
+
+
+class LocalSettings(Protocol):
+    """What this module reads and sets of ``cluster.LocalSettings`` (no import: the
+    cluster module imports this one)."""
+
+    peer_auth: PeerAuth
+    api_scheme: str
+    ca_file: str | None
+    cluster_secret_file: str | None
+
 
 TLS_DIR = "tls"
 SECRET_FILE = "cluster-secret"
