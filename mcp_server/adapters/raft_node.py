@@ -87,7 +87,8 @@ class RaftNodeAdapter(ClusterAdapter):
 
     @property
     def scheme(self) -> str:
-        return "https" if self._client and self._tls else "http"
+        self._connect()  # settles ``_tls``
+        return "https" if self._tls else "http"
 
     def _tls_config(self) -> Any:
         """``tls`` from clusters.yaml, else a local cluster's own CA (its cluster.yaml)."""
@@ -97,6 +98,9 @@ class RaftNodeAdapter(ClusterAdapter):
 
     @property
     def _client(self) -> httpx.Client:
+        return self._connect()
+
+    def _connect(self) -> httpx.Client:
         """One client for every request, built on first use (a local cluster's TLS
         settings exist only once it was started): connections, and their TLS
         sessions, are kept alive and reused."""

@@ -351,10 +351,9 @@ def ensure_running(
     base_port: int | None = None,
     settings: LocalSettings | None = None,
     progress: Callable[[str], None] | None = None,
-    insecure: bool = False,
 ) -> bool:
     """Start the local cluster in ``directory`` unless some of it runs; True if started.
-    A new one gets peer authentication unless ``insecure`` (see ``LocalCluster.up``)."""
+    A new one gets peer authentication, as every ``LocalCluster.up`` cluster does."""
     d = Path(directory)
     say = progress or (lambda _: None)
     if (d / CLUSTER_FILE).exists():
@@ -376,6 +375,5 @@ def ensure_running(
         base_port=base,
         settings=settings or LocalSettings(allow_fault_injection=True),
         progress=progress,
-        insecure=insecure,
     )
     return True
