@@ -94,10 +94,9 @@ def etcd_manager(
     **cluster: Any,
 ) -> Manager:
     """A manager on ``lc``: with its ``dir`` (processes managed) unless ``local`` is false."""
-    if "require_approval" in ClusterConfig.model_fields:
-        # Where production needs an out-of-band approval by default, these tests exercise
-        # the plan-then-apply flow itself, not approvals.
-        cluster.setdefault("require_approval", False)
+    # Production needs an out-of-band approval by default; these tests exercise the
+    # plan-then-apply flow itself, not approvals (test_mcp_approvals.py).
+    cluster.setdefault("require_approval", False)
     c = ClusterConfig(
         name=name,
         kind="etcd",

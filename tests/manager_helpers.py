@@ -25,6 +25,7 @@ from mcp_server.core.plans import PlanStore
 from mcp_server.local import LocalCluster, LocalSettings
 
 FAST = {"tick_ms": 20, "election_ticks": 10}
+STEADY = 50  # election_ticks for tests that need one term across several calls (1-2 s)
 
 
 @contextlib.contextmanager

@@ -59,7 +59,14 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         tmp_path / "clusters.yaml",
         {
             "t": {"dir": str(d), "mode": "sandbox", "token_env": "CLI_TEST_TOKEN"},
-            "prod": {"dir": str(d), "mode": "production", "token_env": "CLI_TEST_TOKEN"},
+            # Plan-then-apply without a human's approval here; approvals have their own
+            # tests (test_mcp_approvals.py).
+            "prod": {
+                "dir": str(d),
+                "mode": "production",
+                "token_env": "CLI_TEST_TOKEN",
+                "require_approval": False,
+            },
         },
         default="t",
         audit_log=str(tmp_path / "audit.jsonl"),
@@ -257,6 +264,19 @@ def test_demo_runs_end_to_end_on_a_fresh_state_dir(tmp_path, env):
     assert titles[0] == "start a 3-node cluster" and titles[-1] == "stop the cluster"
     assert {"watch the failover", "promote n4", "verify consistency"} <= set(titles)
     assert all(s["ok"] for s in report["steps"])
+    # Then what an agent sees: a real MCP session over stdio, one step per tool call.
+    mcp = [(s["title"], s["result"]) for s in report["steps"] if s["title"].startswith("MCP ")]
+    assert [t for t, _ in mcp] == [
+        "MCP cluster_status",
+        "MCP health_check",
+        "MCP change_membership",
+        "MCP change_membership",
+        "MCP elect_leader",
+        "MCP elect_leader",
+        "MCP verify_consistency",
+    ]
+    assert "refused" in mcp[4][1] and "learner" in mcp[4][1]  # the unsafe request
+    assert "consistent=True" in mcp[-1][1]
     assert report["seconds"] < 90
     assert "watch the failover" in r.stderr  # narration goes to stderr with --json
     demo_dir = Path(report["dir"])

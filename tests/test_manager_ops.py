@@ -225,6 +225,7 @@ def test_only_start_local_starts_the_embedded_cluster(state):
             assert mgr.started is not None and mgr.started.dir == str(d)
             st = mgr.status()
             assert st.notices == [f"started the local cluster in {d}"] and st.leader
+            assert mgr.status().notices == [], "said once, not by every later answer"
         with Manager.open(start_local=True) as again:  # already running: nothing started
             assert again.started is None and again.status().notices == []
     finally:

@@ -2,9 +2,12 @@
 
 Start, status, replicate, read, transfer leadership, kill the leader and watch the
 failover, see an unsafe change refused, recover the killed node, add a learner,
-promote it, remove the leader (leadership moves first), verify, stop. Each step is one
-narrated line with its result and timing. Transient failures (an election in flight)
-are retried; the cluster is always stopped at the end.
+promote it, remove the leader (leadership moves first), verify; then what an agent
+sees: a real MCP client session over stdio against ``raft-manager-mcp``
+(``demo_mcp.py``: status, health, a planned and applied membership change, an unsafe
+request refused, a leadership transfer, verification); stop. Each step is one narrated
+line with its result and timing. Transient failures (an election in flight) are
+retried; the cluster is always stopped at the end.
 """
 
 from __future__ import annotations
@@ -203,6 +206,24 @@ def _run_step(
     return DemoStep(n=n, title=title, ok=ok, result=result, seconds=round(time.monotonic() - t0, 2))
 
 
+def _mcp_session(d: Path, report: Callable[[str, bool, str, float], None]) -> int:
+    """The agent's view, one narrated step per MCP call; the number of calls made."""
+    from .demo_mcp import run_session  # the MCP SDK loads only for the demo
+
+    made = 0
+
+    def counted(call: str, ok: bool, summary: str, seconds: float) -> None:
+        nonlocal made
+        made += 1
+        report(call, ok, summary, seconds)
+
+    try:
+        run_session(d, counted)
+    except Exception as e:  # the session itself could not run: one failed step
+        counted("session over stdio", False, f"failed: {type(e).__name__}: {e}", 0.0)
+    return made
+
+
 def run_demo(
     directory: Path | str | None = None,
     *,
@@ -232,15 +253,29 @@ def run_demo(
         narrate(s)
         return s.ok
 
+    def mcp_call(call: str, ok: bool, summary: str, seconds: float) -> None:
+        s = DemoStep(
+            n=len(steps) + 1, title=f"MCP {call}", ok=ok, result=summary, seconds=round(seconds, 2)
+        )
+        steps.append(s)
+        narrate(s)
+
     plot = story.steps()
+    mcp_steps = 0
     try:
         for title, fn, attempts in plot:
             if not step(title, fn, attempts):
                 break
+        else:
+            mcp_steps = _mcp_session(d, mcp_call)
     finally:
         if not keep:
             step("stop the cluster", story.stop, 1)
         elif story.mgr is not None:
             story.mgr.close()
-    ok = all(s.ok for s in steps) and len(steps) == len(plot) + (0 if keep else 1)
+    ok = (
+        all(s.ok for s in steps)
+        and mcp_steps > 0
+        and len(steps) == len(plot) + mcp_steps + (0 if keep else 1)
+    )
     return DemoReport(ok=ok, dir=str(d), steps=steps, seconds=round(time.monotonic() - t_start, 2))

@@ -23,8 +23,10 @@ from rich.text import Text
 
 from ..core import ConfigError, DemoStep, ManagerError, list_clusters
 from ..local import ClusterError
+from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
 from . import etcd, launcher, render
+from .approve import cmd_approve
 from .ui import (
     EPILOG,
     EXIT_FAILED,
@@ -204,10 +206,9 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
 
 
 def cmd_mcp(args: argparse.Namespace, ui: UI) -> int:
-    raise ManagerError(
-        "the MCP server is not built yet",
-        "it arrives as `raft-manager-mcp [--config FILE]`; until then use the CLI with --json",
-    )
+    from ..server import serve  # the MCP SDK loads only for this command
+
+    return serve(args)
 
 
 def cmd_audit(args: argparse.Namespace, ui: UI) -> int:
@@ -368,7 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--clients", type=int, default=16)
     bn.add_argument("--duration", type=float, default=3.0)
     bn.add_argument("--value-size", type=int, default=64)
-    cmd(sub, "mcp", "run the MCP server (stdio)", cmd_mcp)
+    mc = cmd(sub, "mcp", "run the MCP server (stdio; --http for streamable HTTP)", cmd_mcp)
+    add_server_arguments(mc)
+    ap = cmd(
+        sub, "approve", "a human approves a plan (needs a terminal; never via MCP)", cmd_approve
+    )
+    ap.add_argument("plan_id")
     au = cmd(sub, "audit", "show the audit log", cmd_audit)
     au.add_argument("--tail", type=int, default=20)
     return p

@@ -164,6 +164,13 @@ def plan_view(p: Plan) -> Group:
                 style="dim",
             )
         )
+    if p.requires_approval and not p.applied:
+        parts.append(
+            Text(
+                f"needs a human's approval first: `raft-manager approve {p.plan_id}` at a terminal",
+                style="yellow",
+            )
+        )
     return Group(*parts)
 
 
@@ -249,7 +256,7 @@ def fault_view(f: FaultResult) -> Text:
 
 def clusters_view(cl: ClusterList) -> Table:
     t = Table(title=f"clusters ({cl.config or 'embedded default'})", header_style="bold")
-    for col in ("name", "kind", "mode", "read-only", "allowed", "location"):
+    for col in ("name", "kind", "mode", "read-only", "approval", "allowed", "location"):
         t.add_column(col)
     for c in cl.clusters:
         t.add_row(
@@ -257,6 +264,7 @@ def clusters_view(cl: ClusterList) -> Table:
             c.kind,
             Text(c.mode, style="red" if c.mode == "production" else "green"),
             "yes" if c.read_only else "no",
+            "required" if c.require_approval else "-",
             ", ".join(c.allowed_operations) if c.allowed_operations else "all",
             c.location,
         )

@@ -84,7 +84,7 @@ class AuditLog:
             "outcome": outcome,
             "reason": reason,
             "result": result,
-            "user": _user(),
+            "user": current_user(),
             "pid": os.getpid(),
         }
         line = redact(line, self.secrets)
@@ -103,7 +103,7 @@ class AuditLog:
         return [json.loads(x) for x in self.path.read_text().splitlines() if x.strip()]
 
 
-def _user() -> str:
+def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -8,6 +8,7 @@ Shape (docs/design.md)::
       local:  {kind: raft_core, dir: /path/to/cluster, mode: sandbox}
       prod:   {kind: raft_core, endpoints: ["10.0.0.1:7201"], mode: production,
                read_only: true, allowed_operations: [cluster_status, read],
+               require_approval: true,    # the default in production
                token_env: PROD_RAFT_TOKEN, tls: {ca_file: ca.pem}}
       etcd:   {kind: etcd, endpoints: ["https://10.0.0.5:2379"], tls: {ca_file: ca.pem,
                cert_file: client.pem, key_file: client.key}, username: ops,
@@ -65,6 +66,10 @@ class ClusterConfig(BaseModel):
     mode: Literal["sandbox", "production"] = "sandbox"
     read_only: bool = False
     allowed_operations: list[str] | None = None
+    require_approval: bool | None = Field(
+        None,
+        description="destructive plans need `raft-manager approve PLAN_ID` (default: production)",
+    )
     tls: TLSConfig | None = None
     token_env: str | None = None
     token_file: str | None = None
@@ -94,6 +99,13 @@ class ClusterConfig(BaseModel):
     @property
     def is_local(self) -> bool:
         return self.kind == "raft_core" and self.dir is not None
+
+    @property
+    def approval_required(self) -> bool:
+        """Whether a destructive plan needs a human's out-of-band approval here."""
+        if self.require_approval is not None:
+            return self.require_approval
+        return self.mode == "production"
 
     @property
     def location(self) -> str:

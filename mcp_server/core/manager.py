@@ -8,7 +8,8 @@ The CLI, the MCP server, the demo and the benchmark all call these methods. Each
    plan and refusal;
 3. for a mutation: the operation's ``plan(ctx, request)`` makes a plan against the
    cluster as it is; a dry run saves and returns it (``outcome: planned``); applying
-   checks a saved plan still matches, refuses an unsafe one, and then
+   checks a saved plan still matches, asks for a human's approval where the cluster
+   requires one (``core/approvals.py``), refuses an unsafe plan, and then
    ``run(ctx, plan, progress)`` carries it out (``outcome: applied``).
 
 Refusals raise ``Refused``; failures raise ``ManagerError``; both say what to do next.
@@ -41,6 +42,7 @@ from ..operations import (
     verify,
 )
 from . import policy
+from .approvals import ApprovalGate, ApprovalStore
 from .audit import AuditLog
 from .config import (
     ClusterConfig,
@@ -131,6 +133,7 @@ def list_clusters(config: Config) -> ClusterList:
                 mode=c.mode,
                 read_only=c.read_only,
                 allowed_operations=c.allowed_operations,
+                require_approval=c.approval_required,
                 location=c.location,
                 default=c.name == default,
             )
@@ -170,8 +173,12 @@ class Manager:
         self.audit.add_secret(token)
         self.plans = plans or PlanStore(state_dir() / "plans")
         self.guard = Guard(cluster, self.audit)
+        self.approvals = ApprovalGate(
+            cluster, ApprovalStore(self.plans.dir / "approvals"), self.audit
+        )
         self.ctx = Context(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
         self.started = started
+        self._start_reported = False
         """Set when ``open(start_local=True)`` started the embedded local cluster."""
 
     @classmethod
@@ -237,16 +244,27 @@ class Manager:
         run: Callable[[Plan], BaseModel],
     ) -> OutcomeT:
         """Plan ``req`` with ``op.plan``; then, as the dry-run rule decides, return the
-        plan or apply it with ``run``."""
+        plan or apply it with ``run``: a saved plan only while it still matches the
+        cluster, with a human's approval where one is required, and never an unsafe one."""
 
         def body(decision: Decision) -> OutcomeT:
             plan = op.plan(self.ctx, req)
+            gated = self.approvals.required(plan.operation)
+            plan.requires_approval = gated and plan.safe
             if decision == "plan":
                 self.plans.save(plan)
                 return outcome(outcome="planned", plan=plan)
+            if gated:  # before the plan is loaded: an expired plan's approval is audited
+                self.approvals.expire()
+            stored = None
             if decision == "apply_saved":
                 assert plan_id is not None
-                check_saved(self.plans, plan_id, plan)
+                stored = check_saved(self.plans, plan_id, plan)
+            if gated:
+                self.approvals.check(plan.operation, stored)
+            if stored is not None:  # used up, even if refused as unsafe below
+                self.plans.discard(stored.plan_id)
+                self.approvals.store.consume(stored.plan_id)
             refuse_unsafe(plan)
             return outcome(outcome="applied", plan=plan, result=run(plan))
 
@@ -262,8 +280,11 @@ class Manager:
             st = status_model(
                 self.ctx.view(), cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
             )
-            if self.started is not None:
+            if self.started is not None and not self._start_reported:
+                # Said once, by the first status answer after the start; a long-lived
+                # manager (the MCP server's) would otherwise repeat old news.
                 st.notices.append(self.started.detail)
+                self._start_reported = True
             return st
 
         return self._read("cluster_status", Request(), body)

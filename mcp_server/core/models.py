@@ -184,6 +184,11 @@ class Plan(_Model):
     created_at: str
     expires_at: str
     applied: bool = False
+    requires_approval: bool = Field(
+        False,
+        description="destructive plan on a require_approval cluster: a human must run "
+        "`raft-manager approve PLAN_ID` at a terminal before the plan_id is applied",
+    )
 
 
 class MembershipChange(Plan):
@@ -282,6 +287,9 @@ class ClusterInfo(_Model):
     mode: Mode
     read_only: bool
     allowed_operations: list[str] | None
+    require_approval: bool = Field(
+        False, description="destructive plans need a human's `raft-manager approve`"
+    )
     location: str = Field(description="cluster directory or endpoints")
     default: bool
 

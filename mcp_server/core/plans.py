@@ -157,7 +157,8 @@ class PlanStore:
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self._path(plan.plan_id))
 
-    def load(self, pid: str, cluster: str, operation: str) -> Plan:
+    def get(self, pid: str, operation: str | None = None) -> Plan:
+        """The stored plan ``pid``, whatever it is for; refused when unknown or expired."""
         path = self._path(pid)
         try:
             doc = json.loads(path.read_text())
@@ -169,18 +170,22 @@ class PlanStore:
             ) from None
         model = MembershipChange if doc.get("kind") == "membership" else Plan
         plan = model.model_validate(doc["plan"])
-        if plan.cluster != cluster or plan.operation != operation:
-            raise Refused(
-                f"plan {pid} is for {plan.operation} on cluster {plan.cluster!r}, "
-                f"not {operation} on {cluster!r}",
-                "apply a plan made for this operation and cluster",
-                operation=operation,
-            )
         if _expired(plan):
             self.discard(pid)
             raise Refused(
                 f"plan {pid} expired at {plan.expires_at}",
                 "make a new plan with a dry run; plans are short-lived on purpose",
+                operation=operation,
+            )
+        return plan
+
+    def load(self, pid: str, cluster: str, operation: str) -> Plan:
+        plan = self.get(pid, operation)
+        if plan.cluster != cluster or plan.operation != operation:
+            raise Refused(
+                f"plan {pid} is for {plan.operation} on cluster {plan.cluster!r}, "
+                f"not {operation} on {cluster!r}",
+                "apply a plan made for this operation and cluster",
                 operation=operation,
             )
         return plan
@@ -197,10 +202,13 @@ class PlanStore:
                     p.unlink()
 
 
-def check_saved(store: PlanStore, given_plan_id: str, plan: Plan) -> None:
-    """Refuse to apply ``given_plan_id`` unless ``plan`` (made now) is the same plan.
+def check_saved(store: PlanStore, given_plan_id: str, plan: Plan) -> Plan:
+    """Refuse to apply ``given_plan_id`` unless ``plan`` (made now) is the same plan;
+    return the saved plan.
 
-    The saved plan is used up by a successful check: a plan applies at most once.
+    The caller uses the saved plan up (``store.discard``) once every other check that
+    should keep it for a later call (a human's approval) has passed: a plan applies at
+    most once.
     """
     op = plan.operation
     stored = store.load(given_plan_id, plan.cluster, op)
@@ -218,7 +226,7 @@ def check_saved(store: PlanStore, given_plan_id: str, plan: Plan) -> None:
             "make a new plan with a dry run, review it, and apply its plan_id",
             operation=op,
         )
-    store.discard(given_plan_id)
+    return stored
 
 
 def refuse_unsafe(plan: Plan) -> None:

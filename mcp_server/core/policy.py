@@ -28,6 +28,10 @@ MUTATIONS = frozenset(
         "inject_fault",
     }
 )
+# Operations that change who leads, who is a member, or which processes run: the MCP
+# tools annotated destructive, the ones `--disable-destructive` hides, and the ones a
+# `require_approval` cluster applies only after a human's approval (core/approvals.py).
+DESTRUCTIVE = frozenset({"elect_leader", "change_membership", "recover_node", "inject_fault"})
 # The local launcher (raft-manager cluster up|down|kill|start): processes on this
 # machine, for sandbox clusters only.
 LAUNCHER = frozenset({"cluster_up", "cluster_down", "cluster_kill", "cluster_start"})

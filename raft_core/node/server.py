@@ -572,13 +572,23 @@ class RaftNode:
     # -- snapshots -------------------------------------------------------------------
 
     def _adopt_snapshot(self, snap: Snapshot, extra: Any) -> None:
-        """The state machine now holds ``snap``: take the member addresses it carried."""
+        """The state machine now holds ``snap``: take the member addresses it carried.
+
+        Members the snapshot does not know were added after it: their additions follow
+        in the log and bring their addresses again, so they are dropped for now. The
+        leader is the exception: it may have joined after the snapshot it sends us, and
+        forgetting it would cut us off from the one node whose entries reintroduce it
+        (our acknowledgement of this very snapshot could not reach it).
+        """
         if isinstance(extra, dict) and isinstance(extra.get("addresses"), dict):
             for node, (peer, api) in extra["addresses"].items():
                 if node != self.id:
                     self.addresses[node] = MemberAddress(peer, api)
+            # At start (recovering from our own snapshot) there is no engine, no leader yet.
+            leader = self.raw.leader if hasattr(self, "raw") else None
+            keep = {self.id, leader, *extra["addresses"]}
             for node in list(self.addresses):
-                if node != self.id and node not in extra["addresses"]:
+                if node not in keep:
                     del self.addresses[node]
         self._last_snapshot_index = max(self._last_snapshot_index, snap.meta.index)
         if hasattr(self, "transport"):
