@@ -145,8 +145,8 @@ def test_disk_full_refuses_writes_then_recovers_everything_acknowledged(tmp_path
             with Client(c, timeout=5.0) as client:
                 check_all(client, {**acked, "after-space": "ok"})
             assert all(c.alive(n) and n.pid == pids[n.id] for n in c.nodes)  # restarted in place
-            for i in full:
-                assert status_of(c.node(i))["healthy"] is True
+            for i in full:  # back to serving once its restart finished
+                wait_until(lambda i=i: (status_of(c.node(i)) or {}).get("healthy"), 15, i)
 
             # After the episode, kill -9 and restart: everything acknowledged is there.
             for n in c.nodes:
