@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import yaml
+from proc_helpers import register, shared_http, url
 from testkit import release_base_port, reserve_base_port, wait_until
 
 from mcp_server.core import Manager
@@ -32,9 +33,11 @@ def local_cluster(directory: Path, nodes: int = 3, **settings: Any) -> Iterator[
     opts = {**FAST, "allow_fault_injection": True, **settings}
     base = reserve_base_port()
     try:
-        yield LocalCluster.up(
+        lc = LocalCluster.up(
             directory, nodes=nodes, base_port=base, settings=LocalSettings(**opts), wait_s=30
         )
+        register(lc)
+        yield lc
     finally:
         with contextlib.suppress(Exception):
             LocalCluster.load(directory).down(grace_s=2.0)
@@ -76,11 +79,15 @@ def write_config(path: Path, clusters: dict[str, dict], **top: Any) -> Path:
 
 
 def node_api(lc: LocalCluster, node: str) -> str:
-    return f"http://{LocalCluster.load(lc.dir).node(node).api_address}"
+    """The node's API base URL (the cluster may have been started by the CLI: register
+    it, so its scheme and CA are known)."""
+    current = LocalCluster.load(lc.dir)
+    register(current)
+    return url(current.node(node), "")
 
 
 def node_status(lc: LocalCluster, node: str) -> dict:
-    return httpx.get(f"{node_api(lc, node)}/v1/status", timeout=2).json()
+    return shared_http().get(f"{node_api(lc, node)}/v1/status", timeout=2).json()
 
 
 def leader_of(lc: LocalCluster) -> str:
@@ -95,7 +102,7 @@ def leader_of(lc: LocalCluster) -> str:
 
 
 def set_faults(lc: LocalCluster, node: str, body: dict) -> dict:
-    r = httpx.post(f"{node_api(lc, node)}/v1/admin/faults", json=body, timeout=2)
+    r = shared_http().post(f"{node_api(lc, node)}/v1/admin/faults", json=body, timeout=2)
     r.raise_for_status()
     return r.json()
 

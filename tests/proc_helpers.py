@@ -4,7 +4,10 @@
   free and reserved across concurrent test runs, so tests never collide.
 * :class:`ClusterFactory` starts clusters with fast timing settings and always tears
   them down (``down()``), printing the tail of every node's log so a failing test shows
-  what the nodes said (pytest only displays it on failure).
+  what the nodes said (pytest only displays it on failure). Like ``cluster up`` it
+  starts them secure by default (peer mutual TLS, HTTPS API; ``insecure=True`` for
+  none): :func:`url` knows each node's scheme and :func:`http_client` trusts the CA of
+  every cluster started so far.
 * :class:`Client` is a small synchronous httpx client that follows 421 leader hints,
   rotates over nodes on connection errors and (optionally) retries 503s; with
   :class:`SessionClient` every write carries ``client_id``/``seq`` so retries are
@@ -20,6 +23,7 @@ import itertools
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -60,12 +64,15 @@ class ClusterFactory:
         self.clusters: list[LocalCluster] = []
         self.base_ports: dict[int, int] = {}
 
-    def up(self, nodes: int = 3, **settings: Any) -> LocalCluster:
+    def up(self, nodes: int = 3, *, insecure: bool = False, **settings: Any) -> LocalCluster:
         s = LocalSettings(**{**FAST, **settings})
         base = reserve_base_port()
         d = self.tmp_path / f"cluster{len(self.clusters)}"
         try:
-            c = LocalCluster.up(d, nodes=nodes, base_port=base, settings=s, wait_s=30)
+            c = LocalCluster.up(
+                d, nodes=nodes, base_port=base, settings=s, wait_s=30, insecure=insecure
+            )
+            register(c)
         except BaseException:
             # up() leaves its processes running when no leader shows up: stop them too.
             with contextlib.suppress(Exception):
@@ -102,9 +109,34 @@ class ClusterFactory:
 # -- HTTP --------------------------------------------------------------------------------
 
 
+# Every CA of a cluster started by the tests; clients built here trust them all.
+TEST_TLS = ssl.create_default_context()
+_schemes: dict[str, str] = {}  # API address -> "http" / "https"
+_clusters: list[Path] = []
+
+
+def register(cluster: LocalCluster) -> None:
+    """Remember a cluster's API scheme per address and trust its CA."""
+    if cluster.dir not in _clusters:
+        _clusters.append(cluster.dir)
+        if cluster.settings.ca_file:
+            TEST_TLS.load_verify_locations(cafile=cluster.settings.ca_file)
+    for n in cluster.nodes:
+        _schemes[n.api_address] = cluster.settings.api_scheme
+
+
 def url(node: LocalNode | str, path: str) -> str:
     addr = node if isinstance(node, str) else node.api_address
-    return f"http://{addr}{path}"
+    if addr not in _schemes:  # a member added since: its cluster.yaml names it now
+        for d in reversed(_clusters):
+            with contextlib.suppress(Exception):
+                register(LocalCluster.load(d))
+    return f"{_schemes.get(addr, 'http')}://{addr}{path}"
+
+
+def http_client(**kw: Any) -> httpx.Client:
+    """An httpx client for the tests' clusters (HTTPS ones included)."""
+    return httpx.Client(verify=TEST_TLS, **kw)
 
 
 def kv_path(key: str) -> str:
@@ -118,7 +150,7 @@ def shared_http() -> httpx.Client:
     """A per-thread client for quick probes (creating one per call costs tens of ms)."""
     client = getattr(_local, "client", None)
     if client is None:
-        client = _local.client = httpx.Client(timeout=3.0)
+        client = _local.client = http_client(timeout=3.0)
     return client
 
 
@@ -199,7 +231,7 @@ class Client:
         self.cluster = cluster
         self.only = set(only) if only is not None else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(timeout=timeout, headers=headers)
+        self.http = http_client(timeout=timeout, headers=headers)
         self.target: str | None = None
         self._rr = itertools.count()
 

@@ -16,7 +16,7 @@ from manager_helpers import (
 from testkit import wait_until
 
 from mcp_server.core import Manager
-from mcp_server.core.config import ClusterConfig, Config
+from mcp_server.core.config import ClusterConfig, Config, TLSConfig
 from mcp_server.core.errors import Refused, Unreachable
 from mcp_server.core.models import ElectionResult, MembershipChange, Plan, RecoverResult
 from mcp_server.core.plans import PlanStore
@@ -188,7 +188,9 @@ def test_remote_cluster_by_endpoints(tmp_path, state):
     are not ours (recovery gives instructions), fault injection needs the node flag."""
     with local_cluster(tmp_path / "c", allow_fault_injection=False) as lc:
         first = lc.nodes[0].api_address
-        c = ClusterConfig(name="remote", endpoints=[first], mode="sandbox")
+        # The cluster is TLS (the launcher's default): clusters.yaml names its CA.
+        tls = TLSConfig(ca_file=lc.settings.ca_file)
+        c = ClusterConfig(name="remote", endpoints=[first], mode="sandbox", tls=tls)
         cfg = Config(clusters={"remote": c}, audit_log=str(state / "audit.jsonl"))
         with Manager(c, config=cfg, plans=PlanStore(state / "plans")) as mgr:
             st = mgr.status()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import httpx
 import pytest
 from manager_helpers import (
     audit_lines,
@@ -19,6 +18,7 @@ from manager_helpers import (
     set_faults,
     spare_address,
 )
+from proc_helpers import http_client
 from testkit import wait_until
 
 from mcp_server.core.errors import Refused
@@ -102,7 +102,8 @@ def test_change_while_another_is_in_flight_or_joint_is_refused(tmp_path, state):
         peer = spare_address(lc)
 
         def change(body: dict) -> None:
-            httpx.post(url, json=body, timeout=15)
+            with http_client(timeout=15) as h:
+                h.post(url, json=body)
 
         t = threading.Thread(
             target=change, args=({"action": "add_learner", "id": "n9", "peer_address": peer},)

@@ -374,3 +374,36 @@ def test_plan_refusals_in_pure_form():
     assert p.safe and p.steps[0].action == "transfer_leadership" and "to n3" in p.steps[0].detail
     # promote a non-learner
     assert "not a learner" in _plan(healthy(), "promote", "n9").reasons[0]
+
+
+# -- peer authentication ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auths", "warned"),
+    [
+        ({"n1": "tls", "n2": "tls", "n3": "tls"}, None),
+        ({"n1": "secret", "n2": "secret", "n3": "secret"}, None),
+        ({"n1": None, "n2": None, "n3": None}, None),  # older nodes do not say: no warning
+        ({"n1": "tls", "n2": "none", "n3": None}, "n2"),
+        ({"n1": "none", "n2": "none", "n3": "none"}, "n1, n2, n3"),
+    ],
+)
+def test_health_warns_once_about_members_without_peer_authentication(auths, warned):
+    statuses = healthy()
+    for node, auth in auths.items():
+        statuses[node].peer_auth = auth
+    r = report(
+        ClusterView.build(statuses),
+        cluster="c",
+        mode="sandbox",
+        read_only=False,
+        allowed_operations=None,
+        operation=None,
+    )
+    about = [w for w in r.warnings if "peer authentication" in w]
+    if warned is None:
+        assert about == []
+    else:
+        assert len(about) == 1 and f"on {warned}:" in about[0], about
+    assert r.healthy  # a warning, not a failed check

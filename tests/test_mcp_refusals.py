@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 
-import httpx
 import pytest
 from manager_helpers import (
     audit_lines,
@@ -20,6 +19,7 @@ from manager_helpers import (
     wait_until,
 )
 from mcp_helpers import err, mcp_config, ok, with_client
+from proc_helpers import http_client
 
 from mcp_server.server import build_server
 
@@ -99,7 +99,11 @@ def test_change_while_another_is_in_flight_or_joint_is_refused(tmp_path, state):
         url = f"{node_api(lc, leader)}/v1/admin/membership"
 
         def change_in_background(body: dict) -> threading.Thread:
-            t = threading.Thread(target=lambda: httpx.post(url, json=body, timeout=15))
+            def post() -> None:
+                with http_client(timeout=15) as h:
+                    h.post(url, json=body)
+
+            t = threading.Thread(target=post)
             t.start()
             return t
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from proc_helpers import ClusterFactory, assert_error, kv_path, status_of, url
+from proc_helpers import ClusterFactory, assert_error, http_client, kv_path, status_of, url
 
 pytestmark = pytest.mark.processes
 
@@ -36,7 +36,7 @@ def node(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def http():
-    with httpx.Client(timeout=10.0) as client:
+    with http_client(timeout=10.0) as client:
         yield client
 
 

@@ -29,6 +29,7 @@ from proc_helpers import (
     closed_by_peer,
     corrupt_early_record,
     frame,
+    http_client,
     kv_path,
     log_text,
     metric,
@@ -65,7 +66,7 @@ def clusters(tmp_path):
 
 @pytest.fixture
 def http():
-    with httpx.Client(timeout=7.0) as client:
+    with http_client(timeout=7.0) as client:
         yield client
 
 
@@ -432,7 +433,7 @@ def test_partition_isolates_the_old_leader_and_heals(clusters, http):
     # 421/503 for reads and writes within a couple of election timeouts.
     served: list[dict] = []
     refused_after = None
-    with httpx.Client(timeout=1.5) as probe:
+    with http_client(timeout=1.5) as probe:
         while refused_after is None:
             assert time.monotonic() - t0 < 10, "the isolated leader did not refuse reads in 10 s"
             try:
@@ -602,7 +603,7 @@ def test_membership_learner_promote_remove_and_conflict(clusters, http):
         results: dict[str, httpx.Response] = {}
 
         def remove() -> None:
-            with httpx.Client(timeout=10) as h:
+            with http_client(timeout=10) as h:
                 results["remove"] = h.post(
                     url(leader, "/v1/admin/membership"), json={"action": "remove", "id": victim}
                 )
@@ -707,7 +708,9 @@ def test_api_token_and_cluster_secret(clusters, tmp_path, http):
 
 
 def test_garbage_on_the_peer_port_does_not_hurt_the_node(clusters):
-    c = clusters.up(3)
+    # Without peer authentication, so that the garbage reaches the frame decoder (behind
+    # TLS it would only reach the TLS handshake: test_secure_default covers that).
+    c = clusters.up(3, insecure=True)
     lead = wait_leader(c)
     leader = c.node(lead["id"])
     victim, third = (c.node(i) for i in followers(c, leader.id))

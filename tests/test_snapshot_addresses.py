@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from proc_helpers import ClusterFactory, find_leader, url, wait_leader, wait_until
+from proc_helpers import ClusterFactory, find_leader, http_client, url, wait_leader, wait_until
 
 pytestmark = pytest.mark.processes
 
@@ -23,7 +23,7 @@ def factory(tmp_path):
 
 
 def _change(http: httpx.Client, leader: dict, body: dict) -> dict:
-    r = http.post(f"http://{leader['leader_api']}/v1/admin/membership", json=body)
+    r = http.post(url(leader["leader_api"], "/v1/admin/membership"), json=body)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -35,7 +35,7 @@ def test_a_learner_catches_up_from_a_snapshot_older_than_the_leader(factory):
     # forgets n4, and then drops n4's messages and connections ("unknown peer"): its
     # acknowledgement never reaches n4, which keeps n5 in snapshot state at match 0.
     c = factory.up(3, allow_fault_injection=True, snapshot_entries=200, keep_entries=20)
-    http = httpx.Client(timeout=5.0)
+    http = http_client(timeout=5.0)
     leader = wait_leader(c)
     for i in range(300):
         r = http.put(url(leader["leader_api"], f"/v1/kv/k{i % 7}"), json={"value": str(i)})

@@ -22,6 +22,7 @@ shaped so that etcd fits as well as raft_core:
 
 from __future__ import annotations
 
+import ssl
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,6 +64,8 @@ class NodeStatus:
     addresses: dict[str, str | None] = field(default_factory=dict)  # members' API addresses
     error: str | None = None
     process: str | None = None  # "running" / "stopped" when the adapter controls processes
+    # raft-node: "tls", "secret" or "none"; None when the node does not say (older nodes).
+    peer_auth: str | None = None
     pid: int | None = None
     # Kind-specific facts, shown in status when known (etcd: names, IDs, URLs, db, alarms).
     name: str | None = None
@@ -272,6 +275,10 @@ class ClusterAdapter(ABC):
     def auth_headers(self) -> dict[str, str]:
         """HTTP headers a raw client (the load generator) needs to talk to the members."""
         return {}
+
+    def api_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context a raw client needs for the members' API; None for plain HTTP."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from ..core.config import TLSConfig
 from ..core.errors import ManagerError, Unreachable
 from ..local import pids
 from ..local.cluster import ClusterError, LocalCluster
@@ -99,6 +100,15 @@ class LocalProcesses(_Processes):
     def api_addresses(self) -> dict[str, str]:
         """Every local member's API address, by id."""
         return {n.id: n.api_address for n in self.cluster().nodes}
+
+    def api_tls(self) -> TLSConfig | None:
+        """How to verify the members' HTTPS API (the cluster's own CA); None for HTTP or
+        while the cluster does not exist yet."""
+        try:
+            s = LocalCluster.load(self.dir).settings
+        except ClusterError:
+            return None
+        return TLSConfig(ca_file=s.ca_file) if s.api_scheme == "https" else None
 
     def start(self, node: str) -> None:
         try:

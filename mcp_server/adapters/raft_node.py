@@ -11,6 +11,7 @@ processes, which this adapter can kill, start, add and retire through its
 
 from __future__ import annotations
 
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -62,21 +63,57 @@ class RaftNodeAdapter(ClusterAdapter):
         self.processes: LocalProcesses | None = processes
         self.endpoints = list(endpoints or [])
         self.can_control_processes = self.processes is not None
-        self.scheme = "https" if tls else "http"
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(
-            headers=headers, timeout=STATUS_TIMEOUT, verify=ssl_context(tls)
-        )
+        self._tls = tls
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http: httpx.Client | None = None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="raft-manager")
         self._addr: dict[str, str] = {}  # node id -> API address (learned)
         self._leader_addr: str | None = None
 
     def auth_headers(self) -> dict[str, str]:
-        auth = self._client.headers.get("authorization")
-        return {"Authorization": auth} if auth else {}
+        return dict(self._headers)
+
+    def api_ssl_context(self) -> ssl.SSLContext | None:
+        if self.scheme != "https":
+            return None
+        ctx = ssl_context(self._tls)
+        if isinstance(ctx, ssl.SSLContext):
+            return ctx
+        plain = ssl.create_default_context()
+        if ctx is False:  # clusters.yaml: tls.verify false
+            plain.check_hostname = False
+            plain.verify_mode = ssl.CERT_NONE
+        return plain
+
+    @property
+    def scheme(self) -> str:
+        self._connect()  # settles ``_tls``
+        return "https" if self._tls else "http"
+
+    def _tls_config(self) -> Any:
+        """``tls`` from clusters.yaml, else a local cluster's own CA (its cluster.yaml)."""
+        if self._tls is None and self.processes is not None:
+            return self.processes.api_tls()
+        return self._tls
+
+    @property
+    def _client(self) -> httpx.Client:
+        return self._connect()
+
+    def _connect(self) -> httpx.Client:
+        """One client for every request, built on first use (a local cluster's TLS
+        settings exist only once it was started): connections, and their TLS
+        sessions, are kept alive and reused."""
+        if self._http is None:
+            self._tls = self._tls_config()
+            self._http = httpx.Client(
+                headers=self._headers, timeout=STATUS_TIMEOUT, verify=ssl_context(self._tls)
+            )
+        return self._http
 
     def close(self) -> None:
-        self._client.close()
+        if self._http is not None:
+            self._http.close()
         self._pool.shutdown(wait=False)
 
     # -- processes (local clusters only): the base class delegates to LocalProcesses -------
@@ -434,6 +471,7 @@ def _to_status(st: dict, addr: str) -> NodeStatus:
         transferring_to=st.get("transferring_to"),
         progress=progress,
         faults=st.get("faults"),
+        peer_auth=st.get("peer_auth"),
     )
     members = st.get("members") or {}
     ns.addresses = {

@@ -44,6 +44,7 @@ def _bench(mgr: Manager, clients: int, duration_s: float, value_size: int) -> Be
             make_request=make_request,
             warmup_s=WARMUP_S,
             headers=mgr.adapter.auth_headers(),
+            tls=mgr.adapter.api_ssl_context(),
         )
     )
     d = res.to_dict()

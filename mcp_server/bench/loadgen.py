@@ -29,6 +29,7 @@ import contextlib
 import json
 import math
 import multiprocessing
+import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -183,6 +184,7 @@ async def _client(
     extra: bytes,
     stats: _Stats,
     start: asyncio.Event,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     clock = time.perf_counter
     reader: asyncio.StreamReader | None = None
@@ -192,7 +194,7 @@ async def _client(
     counts = stats.status_counts
     try:
         try:  # connect before the clock starts
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         except OSError:
             reader = writer = None
         finally:
@@ -204,7 +206,7 @@ async def _client(
                 if clock() >= t_end:
                     return
                 try:
-                    reader, writer = await asyncio.open_connection(host, port)
+                    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
                 except OSError:
                     if stats.in_window(clock()):
                         stats.conn_errors += 1
@@ -289,6 +291,7 @@ async def run_load(
     start_at: float | None = None,
     client_offset: int = 0,
     grace_s: float = 5.0,
+    tls: ssl.SSLContext | None = None,
 ) -> LoadResult:
     """Run ``clients`` closed-loop clients for ``warmup_s + duration_s`` seconds.
 
@@ -296,7 +299,7 @@ async def run_load(
     ``time.time()`` at which to start (to line up several processes); clients connect
     before it. ``client_offset`` is added to the client index passed to ``make_request``.
     Clients still waiting ``grace_s`` after the deadline are cancelled and counted as
-    ``timeouts``.
+    ``timeouts``. ``tls``: speak HTTPS (each client's one connection is kept).
     """
     if clients < 1:
         raise ValueError("clients must be >= 1")
@@ -307,7 +310,7 @@ async def run_load(
     start = asyncio.Event()
     tasks = [
         asyncio.create_task(
-            _client(client_offset + i, host, port, make_request, host_hdr, extra, stats, start)
+            _client(client_offset + i, host, port, make_request, host_hdr, extra, stats, start, tls)
         )
         for i in range(clients)
     ]

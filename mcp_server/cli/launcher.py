@@ -82,13 +82,13 @@ def describe(lc: LocalCluster, action: str, seconds: float, detail: str) -> Loca
     """The answer of a launcher command: each process, its pid, role and term."""
     nodes: list[LocalNodeInfo] = []
     leader = None
-    with httpx.Client(timeout=httpx.Timeout(1.0, connect=0.5)) as client:
+    with lc.http_client(httpx.Timeout(1.0, connect=0.5)) as client:
         for n in lc.nodes:
             alive = lc.alive(n)
             role = term = None
             if alive:
                 with contextlib.suppress(httpx.HTTPError, ValueError):
-                    st = client.get(f"http://{n.api_address}/v1/status").json()
+                    st = client.get(lc.url(n, "/v1/status")).json()
                     role, term = st.get("role"), st.get("term")
                     if role == "leader":
                         leader = n.id
@@ -112,7 +112,20 @@ def describe(lc: LocalCluster, action: str, seconds: float, detail: str) -> Loca
         leader=leader,
         seconds=round(seconds, 3),
         detail=detail,
+        peer_auth=lc.settings.peer_auth,
+        api_scheme=lc.settings.api_scheme,
+        ca_file=lc.settings.ca_file,
     )
+
+
+def _security_note(lc: LocalCluster) -> str:
+    """How the cluster's peers authenticate, for the `cluster up` summary (paths only)."""
+    s = lc.settings
+    if s.peer_auth == "tls":
+        return f"peers use mutual TLS and the API HTTPS (CA {s.ca_file})"
+    if s.peer_auth == "secret":
+        return f"peers authenticate with the cluster secret in {s.cluster_secret_file}"
+    return "WARNING: no peer authentication (--insecure): any local process can join as a peer"
 
 
 def cmd_cluster_up(args: argparse.Namespace, ui: UI) -> int:
@@ -139,10 +152,15 @@ def cmd_cluster_up(args: argparse.Namespace, ui: UI) -> int:
         )
         t0 = time.monotonic()
         with ui.spinner(f"starting {args.nodes} nodes and waiting for a leader"):
-            lc = LocalCluster.up(d, nodes=args.nodes, base_port=base, settings=settings)
+            lc = LocalCluster.up(
+                d, nodes=args.nodes, base_port=base, settings=settings, insecure=args.insecure
+            )
         took = time.monotonic() - t0
         st = describe(lc, "up", took, "")
-        st.detail = f"{args.nodes} nodes up in {d}; leader {st.leader} (in {took:.1f}s)"
+        st.detail = (
+            f"{args.nodes} nodes up in {d}; leader {st.leader} (in {took:.1f}s); "
+            + _security_note(lc)
+        )
         return st
 
     arguments = {
@@ -150,6 +168,7 @@ def cmd_cluster_up(args: argparse.Namespace, ui: UI) -> int:
         "nodes": args.nodes,
         "base_port": args.base_port,
         "allow_fault_injection": args.allow_fault_injection,
+        "insecure": args.insecure,
     }
     ui.emit(_launch(args, "cluster_up", arguments, up), render.local_view)
     return EXIT_OK

@@ -322,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--election-ticks", type=int, default=10)
     up.add_argument("--fsync", choices=["always", "never"], default="always")
     up.add_argument("--api-token-file", help="file holding an API token the nodes will require")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no peer authentication (default: a throwaway CA, mutual TLS for peers, HTTPS API)",
+    )
     for name, help, func in (
         ("down", "stop every process (data kept)", launcher.cmd_cluster_down),
         ("status", "processes, pids, roles", launcher.cmd_cluster_status),

@@ -117,6 +117,7 @@ def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
             local_token = None
     token = resolve_token(c, local_token)
     processes = LocalProcesses(c.dir) if c.dir else None
+    # Without `tls:` a local cluster's adapter uses the cluster's own CA (cluster.yaml).
     adapter = RaftNodeAdapter(endpoints=c.endpoints, processes=processes, token=token, tls=c.tls)
     return adapter, token
 

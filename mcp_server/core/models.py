@@ -318,6 +318,9 @@ class LocalClusterState(_Model):
     leader: str | None
     seconds: float
     detail: str
+    peer_auth: Literal["tls", "secret", "none"] | None = None  # raft-node clusters
+    api_scheme: str | None = None
+    ca_file: str | None = None
 
 
 # -- errors, bench, demo ----------------------------------------------------------------------

@@ -233,6 +233,10 @@ class ClusterView:
 
     # -- warnings ----------------------------------------------------------------------------
 
+    def _peer_auth(self, m: str) -> str | None:
+        st = self.statuses.get(m)
+        return st.peer_auth if st is not None and st.reachable else None
+
     def warnings(self) -> list[str]:
         w: list[str] = []
         up = [s for s in self.statuses.values() if s.reachable]
@@ -246,6 +250,14 @@ class ClusterView:
             )
         if self.leader is None:
             w.append("no leader: an election may be in progress, or no quorum can elect one")
+        # Older nodes do not report peer_auth (None): no warning for them.
+        open_peers = [m for m in self.members() if self._peer_auth(m) == "none"]
+        if open_peers:
+            w.append(
+                f"no peer authentication on {', '.join(open_peers)}: any process that reaches "
+                "a peer port can speak Raft to it (start clusters without --insecure, or give "
+                "the nodes peer TLS certificates or a cluster secret)"
+            )
         for m in self.members():
             st = self.statuses.get(m)
             role = "voter" if self.is_voter(m) else ("learner" if self.is_learner(m) else None)

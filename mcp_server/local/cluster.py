@@ -5,6 +5,10 @@ read) and each node writes ``DIR/<id>.log``. Processes run in their own session,
 they outlive the command that started them, as ``cluster up`` promises.
 ``ensure_running`` starts the embedded default cluster when asked to (never as a side
 effect of a read: ``Manager.open(start_local=True)`` is the one caller).
+
+Peer authentication is on by default (``security``): ``settings.peer_auth`` says which,
+``settings.api_scheme`` how to reach the API (``https`` on a TLS cluster, verified with
+``settings.ca_file``); the address strings stay ``HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,8 +27,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from . import pids
+from . import pids, security
 from .ports import free_base_port
+from .security import PeerAuth
 
 CLUSTER_FILE = "cluster.yaml"
 
@@ -52,6 +58,11 @@ class LocalSettings:
     cluster_secret_file: str | None = None
     snapshot_entries: int = 10_000
     keep_entries: int = 1_000
+    # Peer authentication the launcher set up (see ``security``). The defaults describe
+    # a cluster.yaml written before there was any: no peer authentication, plain HTTP.
+    peer_auth: PeerAuth = "none"
+    api_scheme: str = "http"
+    ca_file: str | None = None
 
 
 @dataclass
@@ -123,7 +134,7 @@ class LocalCluster:
             args += ["--api-token-file", s.api_token_file]
         if s.cluster_secret_file:
             args += ["--cluster-secret-file", s.cluster_secret_file]
-        return args
+        return args + security.node_args(s, n.id)
 
     def _spawn(self, n: LocalNode) -> None:
         # A joining node learns the others' addresses from its peers list.
@@ -156,7 +167,11 @@ class LocalCluster:
         settings: LocalSettings | None = None,
         wait_s: float = 20.0,
         progress: Callable[[str], None] | None = None,
+        insecure: bool = False,
     ) -> LocalCluster:
+        """Start ``nodes`` processes in ``directory``. Unless ``insecure`` (or ``settings``
+        already name a cluster secret), peer authentication is set up first: TLS
+        certificates from a new CA, else a cluster secret (``security``)."""
         d = Path(directory).resolve()
         if (d / CLUSTER_FILE).exists():
             existing = cls.load(d)
@@ -179,6 +194,10 @@ class LocalCluster:
                     data_dir=str(d / f"n{i}"),
                 )
             )
+        if not insecure and c.settings.peer_auth == "none" and not c.settings.cluster_secret_file:
+            security.provision(d, [n.id for n in c.nodes], security.default_peer_auth(), c.settings)
+        elif c.settings.cluster_secret_file:
+            c.settings.peer_auth = "secret"
         for n in c.nodes:
             c._spawn(n)
         c.save()
@@ -251,6 +270,7 @@ class LocalCluster:
             data_dir=str(self.dir / node_id),
             join=True,
         )
+        security.issue_member(self.settings, node_id)
         self.nodes.append(n)
         self._spawn(n)
         self.save()
@@ -266,18 +286,31 @@ class LocalCluster:
         self.nodes = [m for m in self.nodes if m.id != node_id]
         self.save()
 
+    # -- the API ---------------------------------------------------------------
+
+    def url(self, n: LocalNode, path: str) -> str:
+        return f"{self.settings.api_scheme}://{n.api_address}{path}"
+
+    def http_client(self, timeout: float | httpx.Timeout = 1.0) -> httpx.Client:
+        """An HTTP client for this cluster's API: it trusts the cluster's CA, if any.
+        Keep one for many requests: each new TLS connection costs a handshake."""
+        verify: ssl.SSLContext | bool = True
+        if self.settings.ca_file:
+            verify = ssl.create_default_context(cafile=self.settings.ca_file)
+        return httpx.Client(timeout=timeout, verify=verify)
+
     # -- readiness -------------------------------------------------------------
 
     def _status(self, n: LocalNode, client: httpx.Client) -> dict | None:
         try:
-            r = client.get(f"http://{n.api_address}/v1/status")
+            r = client.get(self.url(n, "/v1/status"))
             return r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None
 
     def wait_for_api(self, n: LocalNode, wait_s: float) -> dict:
         deadline = time.monotonic() + wait_s
-        with httpx.Client(timeout=1.0) as client:
+        with self.http_client() as client:
             while time.monotonic() < deadline:
                 st = self._status(n, client)
                 if st is not None:
@@ -289,7 +322,7 @@ class LocalCluster:
 
     def wait_for_leader(self, wait_s: float = 20.0) -> str:
         deadline = time.monotonic() + wait_s
-        with httpx.Client(timeout=1.0) as client:
+        with self.http_client() as client:
             while time.monotonic() < deadline:
                 for n in self.nodes:
                     st = self._status(n, client)
@@ -319,7 +352,8 @@ def ensure_running(
     settings: LocalSettings | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> bool:
-    """Start the local cluster in ``directory`` unless some of it runs; True if started."""
+    """Start the local cluster in ``directory`` unless some of it runs; True if started.
+    A new one gets peer authentication, as every ``LocalCluster.up`` cluster does."""
     d = Path(directory)
     say = progress or (lambda _: None)
     if (d / CLUSTER_FILE).exists():

@@ -22,6 +22,9 @@ log = logging.getLogger("raft_core.node")
 
 # File descriptors a node needs besides API connections: WAL, snapshots, peers, slack.
 _FDS_BESIDES_API = 128
+# After a full disk: how often to look, and how much room means "space is back".
+DISK_POLL_S = 1.0
+RESUME_FREE_BYTES = 16 << 20
 
 
 def _ensure_fd_limit(needed: int) -> None:
@@ -43,7 +46,8 @@ def _ensure_fd_limit(needed: int) -> None:
         )
 
 
-async def serve(cfg: NodeConfig) -> None:
+async def serve(cfg: NodeConfig) -> bool:
+    """Run the node until told to stop; True if it should restart (see _watch_disk)."""
     node = RaftNode(cfg)
     await node.start()
     token = cfg.read_secret("api_token_file")
@@ -95,11 +99,32 @@ async def serve(cfg: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_watch_disk(node, stop))
     await stop.wait()
-    log.info("%s: shutting down", cfg.id)
+    watcher.cancel()
+    restart = watcher.done() and not watcher.cancelled() and watcher.result()
+    log.info("%s: %s", cfg.id, "restarting to recover" if restart else "shutting down")
     http.close()
     await http.wait_closed(grace=2.0)
     await node.stop()
+    return restart
+
+
+async def _watch_disk(node: RaftNode, stop: asyncio.Event) -> bool:
+    """After a full disk stopped the node, wait until its disk has room again, then ask
+    for a restart: recovery on start is the one tested path back from a failed write
+    (it drops the torn tail; everything acknowledged was written before it)."""
+    while True:
+        await asyncio.sleep(DISK_POLL_S)
+        where = node.disk_full
+        if where is None:
+            continue
+        with contextlib.suppress(OSError):
+            st = os.statvfs(where)
+            if st.f_bavail * st.f_frsize >= RESUME_FREE_BYTES:
+                log.warning("%s: %s has room again; restarting to recover", node.id, where)
+                stop.set()
+                return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             log.warning("RAFT_NODE_UVLOOP=1 but uvloop is not installed: using asyncio")
     try:
-        run(serve(cfg))
+        if run(serve(cfg)):
+            # Same process, same arguments: a fresh start that recovers from disk.
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     except StorageCorruption as e:
         log.critical("%s", e)
         return 3

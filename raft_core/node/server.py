@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -52,7 +53,7 @@ from .config import NodeConfig
 from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unavailable
 from .metrics import Registry
 from .status import MemberAddress, NodeStatus
-from .storage import DiskStorage, StorageError
+from .storage import DiskFull, DiskStorage, StorageError
 from .tls import peer_tls_of
 from .transport import PeerTransport
 
@@ -301,14 +302,21 @@ class RaftNode:
         assert self.storage is not None
         self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
 
+    @property
+    def disk_full(self) -> Path | None:
+        """The directory whose disk filled up, if that is why this node stopped serving."""
+        return self._fatal.path if isinstance(self._fatal, DiskFull) else None
+
     def _die(self, error: BaseException) -> None:
         """A failed disk write leaves the on-disk state unknown: stop, don't guess."""
         self._fatal = error
         log.critical(
-            "%s: storage failed (%s); this node stops serving. Restart it: recovery will "
-            "check the log and refuse to start if data is damaged.",
+            "%s: storage failed (%s); this node stops serving. %s",
             self.id,
             error,
+            "It restarts by itself once the disk has room."
+            if isinstance(error, DiskFull)
+            else "Restart it: recovery will check the log and refuse to start if data is damaged.",
         )
         self._fail_everything(f"storage failure: {error}")
         if self._tick_task is not None:

@@ -26,6 +26,7 @@ Not thread-safe: one driver thread owns a DiskStorage.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -48,6 +49,7 @@ from raft_core.node.snapfile import (
 )
 from raft_core.node.wal import (
     Batch,
+    DiskFull,
     RecordType,
     SegmentHeader,
     StorageCorruption,
@@ -69,6 +71,7 @@ from raft_core.node.wal import (
 from raft_core.types import Entry, HardState, Snapshot
 
 __all__ = [
+    "DiskFull",
     "DiskStorage",
     "FsyncMode",
     "RecoveredState",
@@ -285,6 +288,23 @@ def _copy_hs(hs: HardState) -> HardState:
     return HardState(term=hs.term, vote=hs.vote, commit=hs.commit)
 
 
+def write_failure(where: Path, exc: OSError) -> StorageError:
+    """The error for a failed write, phrased for the operator. A full disk is the common
+    case and has a clear remedy: the write that failed was never acknowledged, and on
+    restart recovery drops its torn tail, so nothing acknowledged is lost."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFull(
+            f"disk full: no space left on the device holding {where}; acknowledged writes are "
+            "safe. Free space on that disk: the node restarts by itself once there is room "
+            "(or restart it; it recovers its log on start)",
+            where,
+        )
+    return StorageError(
+        f"writing to {where} failed ({exc}); the storage is unusable until the node "
+        "restarts and recovers"
+    )
+
+
 class DiskStorage:
     """A node's durable log, hard state and snapshots. Create with ``DiskStorage.open``."""
 
@@ -415,7 +435,10 @@ class DiskStorage:
         if snapshot is not None:
             # Nothing references the file until the WAL record below is durable, so a
             # failure here leaves the storage usable.
-            write_snapshot_file(self._snap_dir, snapshot, durable=self._durable)
+            try:
+                write_snapshot_file(self._snap_dir, snapshot, durable=self._durable)
+            except OSError as exc:
+                raise write_failure(self._snap_dir, exc) from exc
         try:
             if self._active_size >= self._segment_bytes:
                 self._rotate()
@@ -430,10 +453,7 @@ class DiskStorage:
             # After a failed write or fsync the file contents are unknown (the kernel may
             # have dropped dirty pages): stop, and let recovery sort it out on restart.
             self._failed = exc
-            raise StorageError(
-                f"writing to {self._wal_dir} failed ({exc}); the storage is unusable until "
-                "the node restarts and recovers"
-            ) from exc
+            raise write_failure(self._wal_dir, exc) from exc
         if marker is not None:
             s_index, s_term, reset = marker
             if reset:

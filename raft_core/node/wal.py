@@ -49,6 +49,14 @@ class StorageError(Exception):
     """The storage cannot be used (locked by another process, failed write, misuse)."""
 
 
+class DiskFull(StorageError):
+    """A write failed with ENOSPC: nothing is damaged, the disk at ``path`` is full."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class StorageCorruption(StorageError):
     """On-disk state is damaged in a way that recovery must not paper over."""
 
