@@ -134,10 +134,10 @@ def _guarded_run(
                 "run chaos on a local sandbox cluster (one with `dir:`), or on none for a "
                 "throwaway cluster",
             )
-        if cluster.tls:
+        if cluster.kind == "etcd" and cluster.tls:
             raise ConfigError(
-                f"cluster {cluster.name!r} uses TLS; the chaos clients speak plain HTTP",
-                "run chaos on a sandbox cluster without TLS, or on none for a throwaway one",
+                f"etcd cluster {cluster.name!r} uses TLS; the etcd chaos clients speak plain HTTP",
+                "run chaos on an etcd sandbox without TLS (as `raft-manager etcd up` starts it)",
             )
         if cluster.kind == "etcd" and cluster.username:
             raise ConfigError(
@@ -174,12 +174,12 @@ async def _run(
 ) -> ChaosVerdict:
     run_id = uuid.uuid4().hex[:8]
     history = History(prefix=f"chaos-{run_id}-")
-    members = Members(target.addresses())
+    members = Members(target.addresses(), target.scheme())
     # raft-node takes the token as a bearer token (an etcd cluster with auth is refused).
     bearer = token if isinstance(target, RaftNodeTarget) else None
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-    async with httpx.AsyncClient(headers=headers, limits=limits) as http:
+    async with httpx.AsyncClient(headers=headers, limits=limits, verify=target.verify()) as http:
 
         def note(message: str) -> None:
             log(message)

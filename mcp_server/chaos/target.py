@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,14 @@ class Target(ABC):
     @abstractmethod
     def addresses(self) -> dict[str, str]:
         """Each member's client ``host:port``, by id."""
+
+    def scheme(self) -> str:
+        """How the members' APIs are reached: ``http`` or ``https``."""
+        return "http"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What the clients trust for ``https`` (the cluster's own CA)."""
+        return True
 
     @abstractmethod
     def pid(self, node: str) -> int | None: ...
@@ -115,6 +124,13 @@ class RaftNodeTarget(Target):
     def addresses(self) -> dict[str, str]:
         return {n.id: n.api_address for n in self.cluster().nodes}
 
+    def scheme(self) -> str:
+        return self.cluster().settings.api_scheme
+
+    def verify(self) -> ssl.SSLContext | bool:
+        ca = self.cluster().settings.ca_file
+        return ssl.create_default_context(cafile=ca) if ca else True
+
     def pid(self, node: str) -> int | None:
         return self.cluster().node(node).pid
 
@@ -133,9 +149,11 @@ class RaftNodeTarget(Target):
         lc.wait_for_api(lc.node(node), wait_s)
 
     async def statuses(self, http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+        scheme = self.scheme()
+
         async def one(node: str, addr: str) -> tuple[str, dict[str, Any] | None]:
             try:
-                r = await http.get(f"http://{addr}/v1/status", timeout=STATUS_TIMEOUT_S)
+                r = await http.get(f"{scheme}://{addr}/v1/status", timeout=STATUS_TIMEOUT_S)
                 return node, r.json() if r.status_code == 200 else None
             except (httpx.HTTPError, ValueError):
                 return node, None
@@ -144,14 +162,14 @@ class RaftNodeTarget(Target):
         return {n: st for n, st in got if st is not None}
 
     async def set_drops(self, http: httpx.AsyncClient, drops: dict[str, set[str]]) -> None:
-        addresses = self.addresses()
+        addresses, scheme = self.addresses(), self.scheme()
 
         async def one(node: str, drop: set[str]) -> None:
             body: dict[str, Any] = {"drop": sorted(drop)} if drop else {"clear": True}
             for _ in range(10):
                 try:
                     r = await http.post(
-                        f"http://{addresses[node]}/v1/admin/faults", json=body, timeout=1.0
+                        f"{scheme}://{addresses[node]}/v1/admin/faults", json=body, timeout=1.0
                     )
                 except httpx.HTTPError:
                     await asyncio.sleep(0.2)

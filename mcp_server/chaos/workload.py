@@ -125,8 +125,9 @@ class Members:
     """The members' API addresses as the clients see them (the runner refreshes it
     after membership changes) and a shared guess of who leads."""
 
-    def __init__(self, addresses: dict[str, str]) -> None:
+    def __init__(self, addresses: dict[str, str], scheme: str = "http") -> None:
         self.addresses = dict(addresses)
+        self.scheme = scheme
         self.leader: str | None = None
 
     def update(self, addresses: dict[str, str]) -> None:
@@ -358,7 +359,10 @@ class Client:
             timeout = max(0.05, min(REQUEST_TIMEOUT_S, deadline - time.monotonic()))
             try:
                 r = await self.http.request(
-                    call.method, f"http://{addr}{call.path}", json=call.body, timeout=timeout
+                    call.method,
+                    f"{self.members.scheme}://{addr}{call.path}",
+                    json=call.body,
+                    timeout=timeout,
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
                 # Never sent: nothing can have been applied by this attempt.
