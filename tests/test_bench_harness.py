@@ -25,10 +25,12 @@ def test_quick_bench_on_ours_alone_reports_every_workload(tmp_path, capsys):
 
     assert {"date", "machine", "options", "systems", "ratios", "targets"} <= set(doc)
     assert doc["options"]["quick"] is True and doc["options"]["compare"] == []
-    assert [s["name"] for s in doc["systems"]] == ["ours", "ours-nosync"]
+    assert [s["name"] for s in doc["systems"]] == ["ours", "ours-nosync", "ours-tls"]
     for s in doc["systems"]:
         assert isinstance(s["load_avg_start"], float)
-        for workload in ("write", "read", "embedded"):
+        # The TLS row measures what security costs on the wire: writes and reads only.
+        workloads = ("write", "read") if s["name"] == "ours-tls" else ("write", "read", "embedded")
+        for workload in workloads:
             cells = s[workload]
             assert [c["clients"] for c in cells] == [1, 4], (s["name"], workload)
             for c in cells:

@@ -39,6 +39,7 @@ class BenchOptions:
     failovers: int = 5
     catchup_entries: int = 1_000_000  # 0: skip (always skipped with quick)
     fsync_modes: tuple[str, ...] = ("always", "never")
+    tls: bool = True  # also ours as `cluster up` starts it: TLS for the API and peers
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -122,6 +123,18 @@ def bench_ours(fsync: str, opts: BenchOptions, say: Progress) -> dict:
     return sysd
 
 
+def bench_ours_tls(opts: BenchOptions, say: Progress) -> dict:
+    """Ours as `cluster up` starts it (TLS on the API and between peers, durable): what
+    security costs. The other rows run plain HTTP, as etcd's gateway does here."""
+    from .ours import OursCluster
+
+    sysd = _system("ours-tls", "ours, --fsync always, TLS (API and peers)", [])
+    with OursCluster("always", tls=True) as c:
+        sysd["write"] = _cells(c.write, opts, say, "ours-tls writes")
+        sysd["read"] = _cells(c.read, opts, say, "ours-tls linearizable reads")
+    return sysd
+
+
 def bench_etcd(opts: BenchOptions, say: Progress) -> dict:
     from ..local.etcd import INSTALL_HINT, binary_version, find_binary
     from .etcd_system import EtcdCluster
@@ -162,6 +175,8 @@ def run_compare(opts: BenchOptions, say: Progress = lambda _: None) -> dict:
     }
     for mode in opts.fsync_modes:
         doc["systems"].append(bench_ours(mode, opts, say))
+    if opts.tls:
+        doc["systems"].append(bench_ours_tls(opts, say))
     if "etcd" in opts.compare:
         doc["systems"].append(bench_etcd(opts, say))
     if "pysyncobj" in opts.compare:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -34,8 +35,11 @@ _HEADERS = {"Content-Type": "application/json"}
 class OursCluster:
     """A fresh cluster in a temporary directory; a context manager."""
 
-    def __init__(self, fsync: str, value_size: int = 64) -> None:
+    def __init__(self, fsync: str, value_size: int = 64, tls: bool = False) -> None:
+        """``tls``: the cluster as `cluster up` starts it (TLS for the API and peers);
+        otherwise plain HTTP and no peer authentication, like etcd's plain gateway."""
         self.fsync = fsync
+        self.tls = tls
         self.value_size = value_size
         self._tmp = tempfile.TemporaryDirectory(prefix=f"raft-bench-{fsync}-")
         self.cluster: LocalCluster | None = None
@@ -46,8 +50,19 @@ class OursCluster:
         if base is None:
             raise RuntimeError("no free block of loopback ports")
         settings = LocalSettings(fsync=self.fsync)
-        self.cluster = LocalCluster.up(Path(self._tmp.name), 3, base, settings)
+        self.cluster = LocalCluster.up(
+            Path(self._tmp.name), 3, base, settings, insecure=not self.tls
+        )
+        self.http.close()
+        self.http = self.cluster.http_client(timeout=5.0)
         return self
+
+    def _url(self, api: str, path: str) -> str:
+        return f"{self.c.settings.api_scheme}://{api}{path}"
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        ca = self.c.settings.ca_file
+        return ssl.create_default_context(cafile=ca) if self.tls and ca else None
 
     def __exit__(self, *exc: object) -> None:
         if self.cluster is not None:
@@ -84,6 +99,7 @@ class OursCluster:
                 make_request=make_request,
                 warmup_s=WARMUP_S,
                 headers=_HEADERS,
+                tls=self._ssl(),
             )
         )
         d = res.to_dict()
@@ -97,7 +113,7 @@ class OursCluster:
 
     def read(self, clients: int, duration_s: float) -> dict:
         api = self.leader_api()
-        self.http.put(f"http://{api}/v1/kv/{READ_KEY}", json={"value": "x" * self.value_size})
+        self.http.put(self._url(api, f"/v1/kv/{READ_KEY}"), json={"value": "x" * self.value_size})
         path = f"/v1/kv/{READ_KEY}?consistency=linearizable"
         return self._load(clients, duration_s, lambda c, s: ("GET", path, b""))
 
@@ -116,9 +132,9 @@ class OursCluster:
         api = self.c.node(node_id).api_address
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            lead = self.http.get(f"http://{self.leader_api()}/v1/status").json()
+            lead = self.http.get(self._url(self.leader_api(), "/v1/status")).json()
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                st = self.http.get(f"http://{api}/v1/status").json()
+                st = self.http.get(self._url(api, "/v1/status")).json()
                 if st["applied_index"] >= lead["commit_index"]:
                     return
             time.sleep(0.05)
@@ -130,14 +146,14 @@ class OursCluster:
         """Fill to ``entries`` committed writes, add an empty learner, time its catch-up."""
         api = self.leader_api()
         t_fill = time.monotonic()
-        while self.http.get(f"http://{api}/v1/status").json()["commit_index"] < entries:
+        while self.http.get(self._url(api, "/v1/status")).json()["commit_index"] < entries:
             self.write(fill_clients, 5.0)
         fill_s = time.monotonic() - t_fill
-        lead = self.http.get(f"http://{api}/v1/status").json()
+        lead = self.http.get(self._url(api, "/v1/status")).json()
         learner = self.c.add_node("n4")
         t0 = time.monotonic()
         r = self.http.post(
-            f"http://{api}/v1/admin/membership",
+            self._url(api, "/v1/admin/membership"),
             json={
                 "action": "add_learner",
                 "id": "n4",
@@ -149,7 +165,7 @@ class OursCluster:
         r.raise_for_status()
         target = lead["commit_index"]
         while True:
-            st = self.http.get(f"http://{learner.api_address}/v1/status").json()
+            st = self.http.get(self._url(learner.api_address, "/v1/status")).json()
             if st["applied_index"] >= target:
                 break
             if time.monotonic() - t0 > 300:
