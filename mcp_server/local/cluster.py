@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import ssl
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -141,19 +140,7 @@ class LocalCluster:
         founders = self.nodes if n.join else [m for m in self.nodes if not m.join]
         if n.join and n not in founders:
             founders = [*founders, n]
-        log = open(self.dir / f"{n.id}.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            proc = subprocess.Popen(
-                self._args(n, founders),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                cwd=self.dir,
-            )
-        finally:
-            log.close()
-        n.pid = proc.pid
+        n.pid = pids.spawn(self._args(n, founders), self.dir / f"{n.id}.log", self.dir)
 
     def alive(self, n: LocalNode) -> bool:
         return pids.alive(n.pid)

@@ -159,19 +159,7 @@ class EtcdLocalCluster:
         return args
 
     def _spawn(self, m: EtcdMember, state: str, initial: list[EtcdMember]) -> None:
-        log = open(self.dir / f"{m.name}.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            proc = subprocess.Popen(
-                self._args(m, state, initial),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                cwd=self.dir,
-            )
-        finally:
-            log.close()
-        m.pid = proc.pid
+        m.pid = pids.spawn(self._args(m, state, initial), self.dir / f"{m.name}.log", self.dir)
 
     def alive(self, m: EtcdMember) -> bool:
         return pids.alive(m.pid)

@@ -10,7 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
+from pathlib import Path
+
+
+def spawn(argv: list[str], log_path: Path, cwd: Path) -> int:
+    """Start a member process in its own session (a terminal's Ctrl-C must not reach
+    it), output appended to ``log_path``; its pid."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=cwd
+        )
+    return proc.pid
 
 
 def state(pid: int) -> str:
