@@ -100,6 +100,11 @@ def test_cli_end_to_end(tmp_path, env, capsys):
         assert all({"id", "role", "reachable"} <= set(m) for m in status["members"])
         assert TOKEN not in st.stdout + st.stderr
 
+        # bench --existing: the guarded write load on this cluster (16 clients unless told)
+        code, load, _ = call(capsys, *c, "bench", "--existing", "--duration", "1", "--json")
+        assert code == 0 and load["clients"] == 16 and load["errors"] == 0, load
+        assert load["requests"] > 0 and load["leader"] in ("n1", "n2", "n3")
+
         # member add-learner --dry-run --json: a plan, not applied
         pl = run([*c, "member", "add-learner", "n4", "--dry-run", "--json"], env)
         assert pl.returncode == 0, pl.stderr

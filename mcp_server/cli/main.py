@@ -198,8 +198,9 @@ def cmd_demo(args: argparse.Namespace, ui: UI) -> int:
 def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
     """The three-system comparison (``--compare``); with ``--existing``, the guarded
     write load on the configured cluster instead."""
+    given = args.clients or ("16" if args.existing else "1,16,64")
     try:
-        levels = tuple(int(x) for x in args.clients.split(",") if x.strip())
+        levels = tuple(int(x) for x in given.split(",") if x.strip())
     except ValueError:
         raise ConfigError(
             "--clients takes numbers, e.g. 1,16,64", "see raft-manager bench --help"
@@ -417,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--compare", help="peers to run after ours: etcd,pysyncobj")
     bn.add_argument("--runs", type=int, help="runs per cell, medians reported (default 3)")
     bn.add_argument("--duration", type=float, help="seconds per run (default 5)")
-    bn.add_argument("--clients", default="1,16,64", help="concurrency levels (default 1,16,64)")
+    bn.add_argument(
+        "--clients", help="concurrency levels (default 1,16,64; with --existing one level, 16)"
+    )
     bn.add_argument("--failovers", type=int, help="kill -9 rounds per system (default 5)")
     bn.add_argument(
         "--catchup-entries", type=int, help="log size for the learner catch-up (0: skip)"
