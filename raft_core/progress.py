@@ -82,6 +82,9 @@ class Progress:
     recent_active: bool = False
     is_learner: bool = False
     last_heard_tick: int = -1
+    # The highest commit index a message has told this follower about (see
+    # RaftConfig.broadcast_commit).
+    sent_commit: int = 0
     inflights: Inflights = field(default_factory=lambda: Inflights(256, 0))
     transfer: SnapshotTransfer | None = None
 

@@ -178,6 +178,79 @@ def test_a_follower_leaves_snapshot_state_once_appends_can_continue():
     assert apps and apps[0].index == 12 and [e.index for e in apps[0].entries] == [13, 14, 15]
 
 
+# -- how the commit index reaches followers (issue 11) ---------------------------
+
+
+def _commit_riding_net() -> HandNet:
+    ids = ["n1", "n2", "n3"]
+    net = HandNet(ids, logs=_at_index_10(ids), broadcast_commit=False)
+    net.campaign("n1")
+    _stabilize(net)
+    net.tick("n1", 1)  # any commit the election left untold goes out now
+    net.deliver()
+    return net
+
+
+def test_without_broadcast_commit_a_write_costs_no_empty_appends():
+    """One write, one append and one acknowledgement per follower: the new commit
+    index is not broadcast in empty appends (and their acknowledgements)."""
+    net = _commit_riding_net()
+    net.delivered.clear()
+    index, _ = net.propose("n1", b"w")
+    net.deliver()
+    assert net["n1"].raft.log.committed == index
+    kinds = sorted((m.type.name, m.frm, m.to, bool(m.entries)) for m in net.delivered)
+    assert kinds == [
+        ("APP", "n1", "n2", True),
+        ("APP", "n1", "n3", True),
+        ("APP_RESP", "n2", "n1", False),
+        ("APP_RESP", "n3", "n1", False),
+    ]
+    # The followers hold the entry but do not know yet that it committed.
+    assert net["n2"].raft.log.committed < index
+
+
+def test_without_broadcast_commit_the_next_append_carries_the_commit():
+    net = _commit_riding_net()
+    first, _ = net.propose("n1", b"a")
+    net.deliver()
+    net.propose("n1", b"b")
+    net.deliver()
+    for f in ("n2", "n3"):
+        assert net[f].raft.log.committed >= first, "the second append carried the commit"
+
+
+def test_without_broadcast_commit_followers_learn_the_commit_on_the_next_tick():
+    """No further writes and the heartbeat not due: one tick of the leader sends the
+    commit index to each follower that holds the committed entry, and only once."""
+    net = _commit_riding_net()
+    leader = net["n1"].raft
+    leader.heartbeat_elapsed = 0
+    index, _ = net.propose("n1", b"w")
+    net.deliver()
+    assert leader.heartbeat_elapsed + 1 < net["n1"].config.heartbeat_tick
+    net.tick("n1", 1)
+    told = [m for m in net.queue if m.type is MT.APP and not m.entries]
+    assert sorted(m.to for m in told) == ["n2", "n3"]
+    assert all(m.commit == index for m in told)
+    net.deliver()
+    assert all(net[f].raft.log.committed == index for f in ("n2", "n3"))
+    net.tick("n1", 1)
+    assert not [m for m in net.queue if m.type is MT.APP], "told twice"
+
+
+def test_without_broadcast_commit_a_lagging_follower_is_told_only_what_it_holds():
+    """A follower that misses the entry is not sent empty appends for a commit it
+    cannot apply; it gets the entry (and the commit) when it answers again."""
+    net = _commit_riding_net()
+    net.drop = lambda m: m.to == "n3"
+    net.propose("n1", b"w")
+    net.deliver()
+    net.drop = None
+    net.tick("n1", 1)
+    assert not [m for m in net.queue if m.to == "n3" and m.type is MT.APP and not m.entries]
+
+
 # -- the campaign's share of these shapes --------------------------------------
 
 

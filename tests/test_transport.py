@@ -240,7 +240,9 @@ def test_three_nodes_exchange_in_order(secret: bytes | None) -> None:
     run(main())
 
 
-def test_frames_queued_in_one_iteration_leave_in_one_write(monkeypatch) -> None:
+def test_a_send_call_leaves_in_one_write_at_once(monkeypatch) -> None:
+    """On an idle connection, each ``send`` call is one write, made before ``send``
+    returns: a leader's appends are on the wire before it blocks in its own fsync."""
     calls: list[int] = []
     original = asyncio.StreamWriter.writelines
 
@@ -260,8 +262,53 @@ def test_frames_queued_in_one_iteration_leave_in_one_write(monkeypatch) -> None:
             calls.clear()
             for k in range(3):  # three separate send() calls, same loop iteration
                 a.t.send([hb("a", "b", 1 + 10 * k + i) for i in range(10)])
+                assert len(calls) == k + 1, "the frames were not written from send()"
             await eventually(lambda: len(b.inbox) == 31)
-            assert calls == [60]  # 30 x (header, payload), one write
+            assert calls == [20, 20, 20]  # 10 x (header, payload) per call
+            assert [m.commit for m in b.inbox] == list(range(31))
+        finally:
+            await close_all(nodes)
+
+    run(main())
+
+
+def test_frames_queued_behind_back_pressure_leave_together(monkeypatch) -> None:
+    """While the socket buffer holds unsent bytes, frames queue and the pump sends
+    them in one write once the buffer drains, in order."""
+    calls: list[int] = []
+    original = asyncio.StreamWriter.writelines
+    backlog = {"on": False}
+    original_size = asyncio.WriteTransport.get_write_buffer_size
+
+    def spy(self, data):
+        data = list(data)
+        calls.append(len(data))
+        return original(self, data)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "writelines", spy)
+
+    async def main() -> None:
+        nodes = await cluster(["a", "b"])
+        a, b = nodes["a"], nodes["b"]
+        try:
+            a.t.send([hb("a", "b", 0)])
+            await eventually(lambda: len(b.inbox) == 1)
+            transport = a.t._peers["b"].writer.transport
+            cls = type(transport)
+            monkeypatch.setattr(
+                cls,
+                "get_write_buffer_size",
+                lambda self: 1 if backlog["on"] else original_size(self),
+                raising=False,
+            )
+            calls.clear()
+            backlog["on"] = True
+            for k in range(3):
+                a.t.send([hb("a", "b", 1 + 10 * k + i) for i in range(10)])
+            assert calls == [], "frames were written despite a non-empty buffer"
+            backlog["on"] = False
+            await eventually(lambda: len(b.inbox) == 31)
+            assert calls == [60]  # the pump: everything queued, one write
             assert [m.commit for m in b.inbox] == list(range(31))
         finally:
             await close_all(nodes)

@@ -218,6 +218,7 @@ class RaftNode:
             id=cfg.id,
             election_tick=cfg.election_ticks,
             heartbeat_tick=cfg.heartbeat_ticks,
+            broadcast_commit=cfg.broadcast_commit,
         )
         self.raw = RawNode(raft_cfg, state, random.Random())
         self.raw.set_event_hook(self._on_engine_event)
@@ -711,27 +712,33 @@ class _WalWriter:
     def write(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
         node = self.node
         if node._snapshotting or (
-            rd.must_sync and node.cfg.fsync == "always" and len(rd.entries) > INLINE_SYNC_ENTRIES
+            rd.must_sync and node.cfg.fsync == "always" and self._offload(rd)
         ):
-            # A big batch is fsynced on the disk thread; meanwhile requests keep
-            # arriving and become the next batch (group commit). While a snapshot is
-            # being written there, every write queues behind it: DiskStorage has one
-            # owner at a time.
+            # While a snapshot is being written on the disk thread, every write
+            # queues behind it: DiskStorage has one owner at a time.
             fut = node._loop.run_in_executor(node._disk, node._persist, rd)
             fut.add_done_callback(lambda f: done(f.exception()))
-        else:
-            # A small batch (light load): syncing here is quicker than a round trip
-            # through the disk thread. Yield once first, so that the appends the
-            # driver just sent reach the sockets before the loop blocks in fsync.
-            node._loop.call_soon(self._write_inline, rd, done)
-
-    def _write_inline(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
+            return
+        # The leader's appends are already on the wire (the transport writes from
+        # the caller), so blocking here in fsync delays nobody but this loop.
         try:
-            self.node._persist(rd)
+            node._persist(rd)
         except Exception as e:
             done(e)
             return
         done(None)
+
+    def _offload(self, rd: Ready) -> bool:
+        """Whether to fsync on the disk thread rather than here.
+
+        With other requests waiting, the loop keeps reading and parsing them while
+        the disk works, and they make the next group commit; fsyncing on the loop
+        would leave them in the socket buffers and the next batch small. A lone
+        small batch (one client, or a follower's append) is quicker synced here: no
+        hand-off to a thread and back.
+        """
+        n = len(rd.entries)
+        return n > INLINE_SYNC_ENTRIES or self.node.driver.pending_count() > n
 
 
 class _NodeHooks(DriverHooks[asyncio.Future]):

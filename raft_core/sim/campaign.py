@@ -148,6 +148,9 @@ def plan_run(seed: int) -> RunPlan:
         plan.membership = more.random() < 0.7
     elif shape < 0.22:
         plan.membership = plan.shrink = True
+    # A stream of its own again: how the commit index reaches followers (raft-node
+    # defaults to riding it on later messages; etcd broadcasts it).
+    config.broadcast_commit = random.Random(seed * 7919 + 11).random() < 0.5
     return plan
 
 

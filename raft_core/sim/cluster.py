@@ -68,6 +68,7 @@ class SimConfig:
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
     snapshot_chunk_bytes: int = 256 << 10
+    broadcast_commit: bool = True  # raft-node runs with False
     check_invariants: bool = True
     # A run that handles more events than this is livelocked (the busiest campaign
     # runs handle ~15k): it fails at once, naming its seed, instead of spinning.
@@ -176,6 +177,7 @@ class SimCluster:
             max_size_per_msg=c.max_size_per_msg,
             max_inflight_msgs=c.max_inflight_msgs,
             snapshot_chunk_bytes=c.snapshot_chunk_bytes,
+            broadcast_commit=c.broadcast_commit,
         )
 
     def _add(self, nid: NodeId, state: PersistedState) -> SimNode:
