@@ -988,6 +988,23 @@ class Raft:
         """Start an election now (operator request), as if the timer had fired."""
         self.step(Message(MT.HUP, self.id, self.id))
 
+    def report_leader_lost(self, node: NodeId) -> None:
+        """The host saw ``node``'s connection close (its process died or restarted).
+
+        If it is our leader, give up our lease on it and let the election timer run
+        out within a random few ticks instead of a whole timeout. Only liveness
+        depends on this: a leader that is in fact alive keeps leading, because a
+        voter that still hears from it refuses our (pre-)vote, and its next
+        heartbeat resets our timer. The draw spreads followers that all saw the same
+        close over different ticks, so that one of them usually wins at once.
+        """
+        if self.role is Role.LEADER or node != self.lead or not self.promotable():
+            return
+        window = max(1, self.cfg.election_tick // 2)
+        soon = self.randomized_election_timeout - self.rng.randint(1, window)
+        self.election_elapsed = max(self.election_elapsed, self.cfg.election_tick, soon)
+        self._event("leader_lost", leader=node, term=self.term)
+
     def report_unreachable(self, node: NodeId) -> None:
         pr = self.prs.get(node)
         if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:

@@ -164,6 +164,10 @@ class RawNode:
     def report_unreachable(self, node: NodeId) -> None:
         self._raft.report_unreachable(node)
 
+    def report_leader_lost(self, node: NodeId) -> None:
+        """``node``'s connection closed: if it leads us, campaign within a few ticks."""
+        self._raft.report_leader_lost(node)
+
     def compact(self, snapshot: Snapshot, keep: int) -> None:
         """The driver took ``snapshot`` of its state machine (at an applied index) and
         persisted it: compact the in-memory log, keeping ``keep`` entries before it."""

@@ -251,6 +251,67 @@ def test_without_broadcast_commit_a_lagging_follower_is_told_only_what_it_holds(
     assert not [m for m in net.queue if m.to == "n3" and m.type is MT.APP and not m.entries]
 
 
+# -- a closed leader connection shortens the wait (issue 11, failover) -----------------
+
+
+def test_a_follower_that_lost_its_leaders_connection_campaigns_within_a_few_ticks():
+    ids = ["n1", "n2", "n3"]
+    net = HandNet(ids, logs=_at_index_10(ids), pre_vote=True, check_quorum=True)
+    net.campaign("n1")
+    _stabilize(net)
+    net.crash("n1")
+    for f in ("n2", "n3"):
+        net[f].raw.report_leader_lost("n1")
+    window = net["n2"].config.election_tick // 2
+    for _ in range(window):
+        for f in ("n2", "n3"):
+            net.tick(f)
+        net.deliver()
+    leaders = [f for f in ("n2", "n3") if net[f].raft.role is Role.LEADER]
+    campaigned = [f for f in ("n2", "n3") if net[f].raft.term > 2]
+    assert campaigned, "neither follower campaigned within half an election timeout"
+    assert len(leaders) <= 1
+    # Both saw the close, so neither holds a lease on n1: a split is retried, and
+    # within a normal timeout one of them leads.
+    for _ in range(2 * net["n2"].config.election_tick):
+        if any(net[f].raft.role is Role.LEADER for f in ("n2", "n3")):
+            break
+        for f in ("n2", "n3"):
+            net.tick(f)
+        net.deliver()
+    assert [f for f in ("n2", "n3") if net[f].raft.role is Role.LEADER]
+
+
+def test_a_false_report_of_a_lost_leader_does_not_unseat_it():
+    """n2 thinks n1's connection closed, but n1 is alive and n3 hears from it: n3
+    refuses n2's pre-vote (its lease on n1 holds), n1 keeps leading in its term."""
+    ids = ["n1", "n2", "n3"]
+    net = HandNet(ids, logs=_at_index_10(ids), pre_vote=True, check_quorum=True)
+    net.campaign("n1")
+    _stabilize(net)
+    term = net["n1"].raft.term
+    net["n2"].raw.report_leader_lost("n1")
+    for _ in range(net["n2"].config.election_tick // 2):
+        net.tick("n2")
+        net.deliver()
+    assert net["n1"].raft.role is Role.LEADER and net["n1"].raft.term == term
+    assert net["n2"].raft.term == term
+    _heartbeat_round(net, "n1")
+    assert net["n2"].raft.lead == "n1"
+
+
+def test_a_report_about_a_node_that_is_not_the_leader_changes_nothing():
+    ids = ["n1", "n2", "n3"]
+    net = HandNet(ids, logs=_at_index_10(ids))
+    net.campaign("n1")
+    _stabilize(net)
+    before = net["n2"].raft.election_elapsed
+    net["n2"].raw.report_leader_lost("n3")
+    assert net["n2"].raft.election_elapsed == before
+    net["n1"].raw.report_leader_lost("n2")  # a leader is nobody's follower
+    assert net["n1"].raft.role is Role.LEADER
+
+
 # -- the campaign's share of these shapes --------------------------------------
 
 

@@ -276,6 +276,9 @@ def test_leader_kill9_loses_no_acknowledged_write(clusters):
         f"first write committed by it {failover_s:.3f}s after kill -9 of {old}"
     )
     assert failover_s < FAILOVER_BOUND_S, f"failover took {failover_s:.2f}s"
+    # The survivors saw the kill as a closed connection, not only as silence.
+    closed = f"the leader {old} closed its connection"
+    assert any(closed in (c.dir / f"{s}.log").read_text() for s in survivors)
 
     acks = writer.snapshot()
     assert [a.index for a in acks] == sorted(a.index for a in acks)

@@ -11,13 +11,14 @@ builds it, :mod:`.report` renders it.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from raft_core.node.eventloop import loop_runner
 
 from .procinfo import load_average, machine
 
@@ -106,8 +107,7 @@ def bench_ours(fsync: str, opts: BenchOptions, say: Progress) -> dict:
 
     name = "ours" if fsync == "always" else "ours-nosync"
     notes = ["a follower answers linearizable reads with 421 today: reads go to the leader"]
-    if os.environ.get("RAFT_NODE_UVLOOP") == "1":
-        notes.append("raft-node processes on uvloop (RAFT_NODE_UVLOOP=1); embedded: asyncio")
+    notes.append(f"event loop: {loop_runner()[0]} (raft-node and the embedded node)")
     sysd = _system(name, f"ours, --fsync {fsync}", notes)
     with OursCluster(fsync) as c:
         sysd["write"] = _cells(c.write, opts, say, f"{name} writes")

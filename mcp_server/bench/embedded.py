@@ -20,6 +20,7 @@ from pathlib import Path
 
 from raft_core.kv import put as kv_put
 from raft_core.node.config import NodeConfig
+from raft_core.node.eventloop import loop_runner
 from raft_core.node.server import RaftNode
 
 from ..local import LocalCluster, LocalNode, LocalSettings, free_base_port
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     levels = [int(x) for x in a.clients.split(",")]
     with tempfile.TemporaryDirectory(prefix="raft-bench-embedded-") as d:
-        out = asyncio.run(_main(a.fsync, levels, a.duration, a.runs, Path(d)))
+        out = loop_runner()[1](_main(a.fsync, levels, a.duration, a.runs, Path(d)))
     print(json.dumps(out))
     return 0
 

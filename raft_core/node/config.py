@@ -15,6 +15,8 @@ import yaml
 
 from ..types import NodeId
 from .address import parse_address
+from .eventloop import CHOICES as LOOP_CHOICES
+from .eventloop import UVLOOP_WITH_PEER_TLS
 
 
 class ConfigError(ValueError):
@@ -88,6 +90,9 @@ class NodeConfig:
     cluster_secret_file: Path | None = None
     allow_fault_injection: bool = False
     log_level: str = "INFO"
+    # "auto": uvloop when installed (it is a dependency where it has wheels), else
+    # asyncio; see raft_core/node/eventloop.py.
+    event_loop: str = "auto"
     # -- TLS (paths of PEM files). API: HTTPS when cert_file/key_file are set; with
     # client_cert_auth a client certificate from trusted_ca_file is required too.
     cert_file: Path | None = None
@@ -107,6 +112,10 @@ class NodeConfig:
     @property
     def api_tls(self) -> bool:
         return self.cert_file is not None
+
+    @property
+    def peer_tls(self) -> bool:
+        return self.peer_cert_file is not None
 
     def validate_tls_and_limits(self) -> None:
         """The checks for the TLS and limit options (called by :meth:`validate`)."""
@@ -145,6 +154,10 @@ class NodeConfig:
         check_address(self.api_listen, "--api-listen", listen=True)
         if self.fsync not in ("always", "never"):
             raise ConfigError(f"--fsync must be 'always' or 'never', not {self.fsync!r}")
+        if self.event_loop not in LOOP_CHOICES:
+            raise ConfigError(f"--event-loop must be one of {', '.join(LOOP_CHOICES)}")
+        if self.event_loop == "uvloop" and self.peer_tls:
+            raise ConfigError(UVLOOP_WITH_PEER_TLS)
         if self.tick_ms <= 0 or self.heartbeat_ticks <= 0:
             raise ConfigError("--tick-ms and --heartbeat-ticks must be positive")
         if self.election_ticks <= self.heartbeat_ticks:
@@ -240,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="enable POST /v1/admin/faults (test clusters only)",
     )
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--event-loop",
+        choices=list(LOOP_CHOICES),
+        help="auto (default): uvloop when installed, else asyncio",
+    )
     tls = p.add_argument_group("TLS (PEM files)")
     tls.add_argument("--cert-file", type=Path, help="API server certificate: serve HTTPS")
     tls.add_argument("--key-file", type=Path, help="private key of --cert-file")

@@ -13,6 +13,7 @@ import sys
 from .address import parse_address
 from .api import build_router
 from .config import ConfigError, NodeConfig, load_config
+from .eventloop import EventLoopUnavailable, loop_runner
 from .http_server import start_server
 from .server import RaftNode
 from .storage import StorageCorruption, StorageError
@@ -138,16 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    run = asyncio.run
-    # Opt-in, measured in README "Performance". Not the default yet: with peer TLS on,
-    # nodes on uvloop failed to replicate in tests/test_node_tls.py.
-    if os.environ.get("RAFT_NODE_UVLOOP") == "1":
-        try:
-            import uvloop
-
-            run = uvloop.run
-        except ImportError:
-            log.warning("RAFT_NODE_UVLOOP=1 but uvloop is not installed: using asyncio")
+    try:
+        loop_name, run = loop_runner(cfg.event_loop, peer_tls=cfg.peer_tls)
+    except EventLoopUnavailable as e:
+        print(f"raft-node: {e}", file=sys.stderr)
+        return 2
+    log.info("%s: event loop %s", cfg.id, loop_name)
     try:
         if run(serve(cfg)):
             # Same process, same arguments: a fresh start that recovers from disk.

@@ -230,6 +230,7 @@ class RaftNode:
             port,
             on_message=self._on_message,
             on_unreachable=self._on_unreachable,
+            on_disconnected=self._on_disconnected,
             cluster_secret=cfg.read_secret("cluster_secret_file"),
             tls=peer_tls_of(cfg),
         )
@@ -284,6 +285,13 @@ class RaftNode:
         if self._fatal is None:
             self.raw.report_unreachable(node)
             self._schedule()
+
+    def _on_disconnected(self, node: NodeId) -> None:
+        # kill -9 of the leader closes its connections at once: its followers need
+        # not wait out a whole election timeout (see Raft.report_leader_lost).
+        if self._fatal is None and node == self.raw.leader:
+            log.info("%s: the leader %s closed its connection", self.id, node)
+            self.raw.report_leader_lost(node)
 
     def _on_engine_event(self, name: str, fields: dict) -> None:
         if name == "election":

@@ -57,7 +57,7 @@ import ssl
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -401,6 +401,21 @@ class _Peer:
         w.writelines(self.take_frames(stats))
 
 
+class _HeldStreamProtocol(asyncio.StreamReaderProtocol):
+    """An accepted connection that reads nothing until its handler starts.
+
+    With peer TLS the dialer's ClientHello may arrive before the handler calls
+    ``start_tls``; read by the plain stream reader first, it would be lost and the
+    handshake would hang until its timeout (uvloop reads eagerly enough to make that
+    the common case). Reading resumes in ``start_tls`` or, without TLS, explicitly.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports have the method without subclassing ReadTransport.
+        cast(asyncio.ReadTransport, transport).pause_reading()
+        super().connection_made(transport)
+
+
 class _Inbound:
     """One accepted, authenticated connection."""
 
@@ -420,9 +435,11 @@ class _Inbound:
 class PeerTransport:
     """Carries Raft messages to and from peers over TCP. See the module docstring.
 
-    All methods must be called from the event loop thread. ``on_message`` and
-    ``on_unreachable`` are invoked from the event loop; exceptions they raise are
-    logged and swallowed.
+    All methods must be called from the event loop thread. ``on_message``,
+    ``on_unreachable`` and ``on_disconnected`` are invoked from the event loop;
+    exceptions they raise are logged and swallowed. ``on_disconnected(peer)``: the
+    connection ``peer`` sends on was closed by its end (the process died or closed
+    it), not replaced by a newer one.
     """
 
     def __init__(
@@ -433,6 +450,7 @@ class PeerTransport:
         *,
         on_message: OnMessage,
         on_unreachable: OnUnreachable | None = None,
+        on_disconnected: OnUnreachable | None = None,
         cluster_secret: bytes | None = None,
         cluster_id: str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
@@ -464,6 +482,7 @@ class PeerTransport:
         self.listen_port = listen_port
         self.on_message = on_message
         self.on_unreachable = on_unreachable
+        self.on_disconnected = on_disconnected
         self.cluster_id = cluster_id
         self.max_frame = max_frame
         self.queue_limit = queue_limit
@@ -496,13 +515,14 @@ class PeerTransport:
         """Listen on ``listen_host:listen_port`` and start dialing known peers."""
         if self._started:
             raise RuntimeError("transport already started")
-        self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(
-            self._handle_inbound,
-            self.listen_host,
-            self.listen_port,
-            limit=_STREAM_LIMIT,
-            reuse_address=True,
+        loop = self._loop = asyncio.get_running_loop()
+
+        def accept() -> _HeldStreamProtocol:
+            reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
+            return _HeldStreamProtocol(reader, self._handle_inbound, loop=loop)
+
+        self._server = await loop.create_server(
+            accept, self.listen_host, self.listen_port, reuse_address=True
         )
         self._bound_port = int(self._server.sockets[0].getsockname()[1])
         self._started = True
@@ -886,12 +906,16 @@ class PeerTransport:
             watcher.cancel()
 
     def _report_unreachable(self, pid: NodeId) -> None:
-        if self.on_unreachable is None:
+        self._notify(self.on_unreachable, pid)
+
+    @staticmethod
+    def _notify(callback: OnUnreachable | None, pid: NodeId) -> None:
+        if callback is None:
             return
         try:
-            self.on_unreachable(pid)
+            callback(pid)
         except Exception:
-            log.exception("on_unreachable(%s) raised", pid)
+            log.exception("%s(%s) raised", getattr(callback, "__name__", "callback"), pid)
 
     # ------------------------------------------------------------------ inbound
 
@@ -915,8 +939,10 @@ class PeerTransport:
                     if self._tls is not None:
                         # TLS is started here rather than by the server so that a failed
                         # handshake is logged and counted, and TLS handshakes share the
-                        # pending-handshake cap and timeout.
+                        # pending-handshake cap and timeout. start_tls resumes reading.
                         await writer.start_tls(self._tls.server)
+                    else:
+                        cast(asyncio.ReadTransport, writer.transport).resume_reading()
                     peer_id = await self._accept_handshake(reader, writer, addr)
             finally:
                 self._pending_handshakes -= 1
@@ -958,6 +984,8 @@ class PeerTransport:
                     conns.discard(conn)
                     if not conns:
                         del self._inbound[conn.peer_id]
+                if not conn.superseded and not self._closed:
+                    self._notify(self.on_disconnected, conn.peer_id)
             _close(writer, abort=True)
             if task is not None:
                 self._inbound_tasks.discard(task)

@@ -150,7 +150,9 @@ def plan_run(seed: int) -> RunPlan:
         plan.membership = plan.shrink = True
     # A stream of its own again: how the commit index reaches followers (raft-node
     # defaults to riding it on later messages; etcd broadcasts it).
-    config.broadcast_commit = random.Random(seed * 7919 + 11).random() < 0.5
+    extra = random.Random(seed * 7919 + 11)
+    config.broadcast_commit = extra.random() < 0.5
+    config.close_notices = extra.random() < 0.5
     return plan
 
 

@@ -69,6 +69,9 @@ class SimConfig:
     max_inflight_msgs: int = 256
     snapshot_chunk_bytes: int = 256 << 10
     broadcast_commit: bool = True  # raft-node runs with False
+    # A crash closes the node's connections: nodes it can reach hear of it after a
+    # link delay and report their leader lost (as raft-node does on a closed socket).
+    close_notices: bool = False
     check_invariants: bool = True
     # A run that handles more events than this is livelocked (the busiest campaign
     # runs handle ~15k): it fails at once, naming its seed, instead of spinning.
@@ -232,6 +235,16 @@ class SimCluster:
         node.crash()
         self.stats["crashes"] += 1
         self.note(f"{nid} CRASH")
+        if self.cfg.close_notices:
+            for other in self.nodes.values():
+                if other.id != nid and other.up and self.net.reachable(nid, other.id):
+                    delay = self.rng.uniform(self.cfg.link.min_delay_ms, self.cfg.link.max_delay_ms)
+                    self.schedule(delay, lambda o=other: self._connection_closed(o, nid))
+
+    def _connection_closed(self, node: SimNode, peer: NodeId) -> None:
+        if node.up:
+            node.raw.report_leader_lost(peer)
+            node.process()
 
     def restart(self, nid: NodeId) -> None:
         node = self.nodes[nid]
