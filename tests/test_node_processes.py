@@ -426,7 +426,13 @@ def test_partition_isolates_the_old_leader_and_heals(clusters, http):
 
     assert faults(old, {"drop": others})["drop"] == sorted(others)
     for o in others:
-        assert faults(o, {"drop": [old]}) == {"drop": [old], "delay_ms": 0}
+        assert faults(o, {"drop": [old]}) == {
+            "drop": [old],
+            "drop_out": [],
+            "drop_in": [],
+            "delay_ms": 0,
+            "disk_delay_ms": 0,
+        }
     t0 = time.monotonic()
 
     # The isolated leader stops serving: never a successful linearizable read, and
