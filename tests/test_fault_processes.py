@@ -141,6 +141,8 @@ def test_leader_that_cannot_send_loses_leadership_and_the_rest_progress(clusters
         f"{st['term']} (leader it sees: {old_st['leader']}), applied "
         f"{old_st['applied_index']} while the majority is at {majority}"
     )
+    dropped = metric(metrics_of(c.node(old)), "raft_messages_dropped_total", reason="fault")
+    assert dropped and dropped > 0  # what it sent meanwhile was discarded, and counted
     set_faults(c, old, {"clear": True})
     assert_same_digest(c, [n.id for n in c.nodes], timeout=20)
     assert_readable(c, {**before, **during})
