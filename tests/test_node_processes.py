@@ -54,6 +54,7 @@ pytestmark = [pytest.mark.processes, pytest.mark.slow]
 # Measured failover times (kill -9 of the leader -> first write committed by a new
 # leader), printed by the failover test.
 FAILOVER_BOUND_S = 5.0
+NO_FAULTS = {"drop": [], "drop_out": [], "drop_in": [], "delay_ms": 0, "disk_delay_ms": 0}
 
 
 @pytest.fixture
@@ -404,13 +405,7 @@ def test_partition_isolates_the_old_leader_and_heals(clusters, http):
 
     assert faults(old, {"drop": others})["drop"] == sorted(others)
     for o in others:
-        assert faults(o, {"drop": [old]}) == {
-            "drop": [old],
-            "drop_out": [],
-            "drop_in": [],
-            "delay_ms": 0,
-            "disk_delay_ms": 0,
-        }
+        assert faults(o, {"drop": [old]}) == {**NO_FAULTS, "drop": [old]}
     t0 = time.monotonic()
 
     # The isolated leader stops serving: never a successful linearizable read, and
@@ -451,7 +446,7 @@ def test_partition_isolates_the_old_leader_and_heals(clusters, http):
         assert_error(r, (421, 503))
 
         for n in c.nodes:
-            assert faults(n.id, {"clear": True}) == {"drop": [], "delay_ms": 0}
+            assert faults(n.id, {"clear": True}) == NO_FAULTS
         # The old leader rejoins as a follower and gets the new writes.
         wait_until(
             lambda: (lambda s: s and s["role"] == "follower" and s["leader"] in others)(
