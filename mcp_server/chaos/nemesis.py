@@ -292,11 +292,11 @@ class Nemesis:
         if rng.random() < 0.5:
             await self.set_faults({lead: {"drop_out": rest}})
             to = ",".join(rest)
-            detail = f"one-way: leader {lead}'s messages to {to} dropped (it still hears them)"
+            detail = f"leader {lead}'s messages to {to} dropped (it still hears them)"
             return [lead], detail, self._clear_all
         deaf = rng.choice(rest)
         await self.set_faults({deaf: {"drop_in": [lead]}})
-        detail = f"one-way: {deaf} hears nothing from leader {lead} (which still hears {deaf})"
+        detail = f"{deaf} hears nothing from leader {lead} (which still hears {deaf})"
         return [deaf], detail, self._clear_all
 
     async def _clear_all(self) -> None:
