@@ -36,9 +36,12 @@ def test_short_chaos_run_all_nemeses_is_clean(tmp_path, monkeypatch, capsys):
     assert set(v["faults"]) == kinds and all(v["faults"][k] >= 1 for k in kinds), events
     applied = {e["variant"] for e in events if e["applied"]}
     assert {"pause-isolated-leader", "kill-all", "one-way", "slow-disk-leader"} <= applied
-    details = {e["variant"]: e["detail"] for e in events if e["applied"]}
-    assert "messages to" in details["one-way"] and "still hears" in details["one-way"]
-    assert details["slow-disk-leader"].startswith("slow disk on leader n"), details
+
+    def details(variant: str) -> list[str]:
+        return [e["detail"] for e in events if e["applied"] and e["variant"] == variant]
+
+    assert any("messages to" in d and "still hears" in d for d in details("one-way"))
+    assert any(d.startswith("slow disk on leader n") for d in details("slow-disk-leader"))
     assert v["notes"] == []  # raft-node serves every nemesis
     c = v["counts"]
     assert c["operations"] > 500 and c["ok"] > 0
