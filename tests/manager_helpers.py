@@ -101,6 +101,21 @@ def leader_of(lc: LocalCluster) -> str:
     return wait_until(find, 10, "a leader")
 
 
+def wait_all_applied(lc: LocalCluster, timeout: float = 20.0) -> int:
+    """Until every member applied the leader's commit index (a follower may trail the
+    leader by a round trip, more on a loaded machine); that index."""
+
+    def check() -> int | None:
+        sts = [node_status(lc, n.id) for n in LocalCluster.load(lc.dir).nodes]
+        lead = [s for s in sts if s.get("role") == "leader"]
+        if len(lead) != 1:
+            return None
+        commit = lead[0]["commit_index"]
+        return commit if all(s["applied_index"] >= commit for s in sts) else None
+
+    return wait_until(check, timeout, "every member to apply the leader's commit index")
+
+
 def set_faults(lc: LocalCluster, node: str, body: dict) -> dict:
     r = shared_http().post(f"{node_api(lc, node)}/v1/admin/faults", json=body, timeout=2)
     r.raise_for_status()

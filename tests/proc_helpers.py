@@ -212,6 +212,29 @@ def assert_error(r: httpx.Response, status: int | tuple[int, ...], code: str | N
     return body
 
 
+def digest_at(node, at: int) -> dict:
+    r = shared_http().get(url(node, "/v1/admin/digest"), params={"at": at})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def assert_same_digest(c: LocalCluster, ids: list[str], timeout: float = 15.0) -> int:
+    """Wait until the nodes applied the same index, then compare their chains there."""
+
+    def common() -> int | None:
+        sts = [status_of(c.node(i)) for i in ids]
+        if any(s is None for s in sts):
+            return None
+        applied = {s["applied_index"] for s in sts}
+        return applied.pop() if len(applied) == 1 else None
+
+    at = wait_until(common, timeout, f"{ids} to reach a common applied index")
+    chains = {i: digest_at(c.node(i), at) for i in ids}
+    assert len({d["chain"] for d in chains.values()}) == 1, chains
+    assert len({d["applied_term"] for d in chains.values()}) == 1, chains
+    return at
+
+
 class Client:
     """Synchronous cluster client: follows 421 hints, rotates nodes on errors.
 

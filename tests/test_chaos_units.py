@@ -8,6 +8,7 @@ import itertools
 import json
 import random
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,9 +17,10 @@ from mcp_server import cli
 from mcp_server.chaos import workload
 from mcp_server.chaos.checks import check_linearizable, lost_writes
 from mcp_server.chaos.models import FaultEvent
+from mcp_server.chaos.nemesis import Nemesis
 from mcp_server.chaos.runner import ChaosOptions, judge, run_chaos
-from mcp_server.chaos.schedule import VARIANTS, make_schedule, parse_nemeses
-from mcp_server.chaos.target import RaftNodeTarget
+from mcp_server.chaos.schedule import HOLD_S, VARIANTS, FaultStep, make_schedule, parse_nemeses
+from mcp_server.chaos.target import ETCD_VARIANTS, EtcdTarget, RaftNodeTarget
 from mcp_server.chaos.workload import Client, History, Members, Op
 from mcp_server.core import ClusterConfig, Refused, VerifyReport
 
@@ -37,17 +39,80 @@ def test_schedule_covers_every_supported_kind_early_and_stays_in_bounds():
     kinds = parse_nemeses("kill,pause,partition,membership,transfer,disk")
     for seed in range(20):
         steps = make_schedule(seed, 50, kinds)
-        # the shuffled bag: the first five steps are the five injectable kinds
-        assert sorted(s.kind for s in steps[:5]) == sorted(VARIANTS)
+        # the first round: one of each kind, required; then random picks
+        assert sorted(s.kind for s in steps[:6]) == sorted(VARIANTS)
+        assert [s.required for s in steps] == [True] * 6 + [False] * (len(steps) - 6)
         assert all(s.variant in VARIANTS[s.kind] for s in steps)
         assert all(s.at >= 2.0 and s.at + s.hold <= 47.0 for s in steps)
         assert all(b.at >= a.at + a.hold for a, b in itertools.pairwise(steps))
 
 
+def test_a_short_run_still_schedules_every_kind_once_with_short_holds():
+    kinds = parse_nemeses(None)
+    for seed in range(20):
+        steps = make_schedule(seed, 20, kinds)
+        assert sorted(s.kind for s in steps) == sorted(VARIANTS)  # nothing after round 1
+        # each step's share of 20 s, less a gap, is 1.5 s: holds shrink to it, or to
+        # their kind's minimum
+        assert all(s.required and s.hold <= max(HOLD_S[s.kind][0], 1.5) for s in steps)
+    # with room to spare, the holds are drawn from the whole range
+    holds = [s.hold for seed in range(20) for s in make_schedule(seed, 300, kinds)[:6]]
+    assert len(set(holds)) > 20
+
+
 def test_schedule_only_uses_the_requested_kinds():
     steps = make_schedule(3, 60, parse_nemeses("kill,transfer"))
     assert {s.kind for s in steps} == {"kill", "transfer"}
-    assert make_schedule(3, 60, ["disk"]) == []  # asked for, but not injectable
+    assert make_schedule(3, 60, ["disk"], ETCD_VARIANTS) == []  # asked for, not injectable
+    assert {s.kind for s in make_schedule(3, 60, ["disk"])} == {"disk"}
+
+
+class _ScriptedNemesis(Nemesis):
+    """The run loop alone: ``apply`` records the step and fails as scripted."""
+
+    def __init__(self, refusals: dict[str, int]) -> None:
+        super().__init__(
+            RaftNodeTarget(Path("/nonexistent")),
+            None,  # type: ignore[arg-type]
+            Members({}),
+            None,  # type: ignore[arg-type]
+            History(),
+            lambda s: None,
+        )
+        self.refusals = dict(refusals)
+        self.applied_steps: list[FaultStep] = []
+
+    async def apply(self, step: FaultStep) -> FaultEvent:
+        self.applied_steps.append(step)
+        ok = self.refusals.get(step.kind, 0) <= 0
+        self.refusals[step.kind] = self.refusals.get(step.kind, 0) - 1
+        return FaultEvent(
+            kind=step.kind, variant=step.variant, start=0.0, end=0.0, applied=ok, detail=""
+        )
+
+
+def test_required_steps_are_never_skipped_and_are_retried_until_applied():
+    late = [
+        FaultStep(0.0, "kill", "kill-leader", 1.0, 1, required=True),
+        FaultStep(0.0, "transfer", "transfer", 50.0, 2, required=True),  # past the end
+        FaultStep(0.0, "membership", "add-voter", 1.0, 3, required=True),
+        FaultStep(0.0, "disk", "slow-disk-leader", 1.0, 4, required=True),
+        FaultStep(0.0, "pause", "pause-leader", 50.0, 5),  # past the end: skipped
+        FaultStep(0.0, "kill", "kill-all", 1.0, 6),
+    ]
+    n = _ScriptedNemesis({"membership": 2, "disk": 5})
+    asyncio.run(n.run(late, stop_at=10.0))
+    assert [(s.kind, s.pick) for s in n.applied_steps] == [
+        ("kill", 1),
+        ("transfer", 2),
+        ("membership", 3),  # refused,
+        ("membership", 4),  # refused again, retried with other picks,
+        ("membership", 5),  # applied
+        ("disk", 4),
+        ("disk", 5),
+        ("disk", 6),  # refused every time: given up after RETRIES retries
+    ]
+    assert [e.applied for e in n.events] == [True, True, False, False, True, False, False, False]
 
 
 def test_unknown_nemesis_is_a_usage_error():
@@ -172,7 +237,10 @@ def test_a_planted_stale_read_fails_the_verdict_and_is_marked_on_the_timeline(tm
     assert not v.ok and not v.linearizable and v.check == "violation"
     assert [a.kind for a in v.anomalies] == ["nonlinearizable"]
     assert v.faults == {"pause": 1}
-    assert v.notes == ["disk: not supported by raft-node yet (it has no slow-disk fault)"]
+    assert v.notes == []  # raft-node serves every nemesis, disk included
+    assert EtcdTarget(tmp_path).notes_for(["pause", "disk"]) == [
+        "disk: not supported on etcd (it has no fault API to slow its disk)"
+    ]
     assert json.loads((tmp_path / "verdict.json").read_text())["anomalies"][0]["op_ids"] == [2]
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 4
     page = (tmp_path / "timeline.html").read_text()

@@ -296,6 +296,11 @@ def test_status_warnings_name_each_problem():
     assert any("joint configuration" in x for x in ClusterView.build(st).warnings())
     st = healthy(pending=11)
     assert ClusterView.build(st).change_in_flight
+    # injected faults of every kind, named by what is active
+    for faults in ({"drop_out": ["n1"]}, {"drop_in": ["n1"]}, {"disk_delay_ms": 250}):
+        st = healthy()
+        st["n2"].faults = {"drop": [], "drop_out": [], "drop_in": [], "delay_ms": 0, **faults}
+        assert ClusterView.build(st).warnings() == [f"n2 has injected faults: {faults}"]
 
 
 def test_health_report_names_the_operation_and_its_reasons():

@@ -1,12 +1,16 @@
 """verify_consistency on a real cluster: consistent, divergent (one member's answers
-doctored through the adapter), and could-not-verify."""
+doctored through the adapter), and could-not-verify.
+
+verify compares members at the lowest applied index among them, so the test waits until
+every member applied the writes before it asserts that index; and it runs with steady
+elections (1-2 s), as a spurious election on a loaded machine is not what it tests."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
-from manager_helpers import leader_of, local_cluster, make_manager
+from manager_helpers import STEADY, leader_of, local_cluster, make_manager, wait_all_applied
 
 from mcp_server.adapters.base import LogSlice
 
@@ -14,12 +18,17 @@ pytestmark = pytest.mark.processes
 
 
 def test_verify_consistent_divergent_and_unverifiable(tmp_path, state, monkeypatch):
-    with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
-        leader = leader_of(lc)
+    with (
+        local_cluster(tmp_path / "c", election_ticks=STEADY) as lc,
+        make_manager(lc.dir, state) as mgr,
+    ):
         mgr.replicate({f"k{i}": str(i) for i in range(12)})
+        last = max(e.index for e in mgr.replicate({"last": "x"}).result.entries)
+        assert wait_all_applied(lc) >= last
+        leader = leader_of(lc)
         ok = mgr.verify_consistency()
         assert ok.consistent is True and ok.divergences == []
-        assert ok.common_index >= 14 and ok.log_range == [1, ok.common_index]
+        assert ok.common_index >= last >= 15 and ok.log_range == [1, ok.common_index]
         assert ok.log_indexes_checked == ok.common_index
         bad = next(n for n in ("n1", "n2", "n3") if n != leader)
         first_bad = 9

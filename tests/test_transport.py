@@ -733,7 +733,7 @@ def test_drop_fault_blocks_both_directions_and_clears() -> None:
             await eventually(lambda: a.t.stats.dropped["fault"] == 2)
             await eventually(lambda: len(c.inbox) == 2 and len(a.frm("c")) == 1)
             assert a.frm("b") == [] and b.frm("a") == []
-            assert a.t.faults == {"drop": ["b"], "delay_ms": 0}
+            assert a.t.faults == {"drop": ["b"], "drop_out": [], "drop_in": [], "delay_ms": 0}
             a.t.set_faults()
             a.t.send([hb("a", "b", 2)])
             b.t.send([hb("b", "a", 2)])
@@ -753,6 +753,98 @@ def test_drop_fault_discards_already_queued_messages() -> None:
         try:
             a.t.send([hb("a", "b", i) for i in range(5)])
             a.t.set_faults(drop={"b"})
+            assert a.t.peer_status()["b"]["queued"] == 0
+            assert a.t.stats.dropped["fault"] == 5
+        finally:
+            await a.t.close()
+
+    run(main())
+
+
+def test_drop_out_fault_blocks_only_what_this_node_sends() -> None:
+    async def main() -> None:
+        nodes = await cluster(["a", "b", "c"])
+        a, b, c = nodes["a"], nodes["b"], nodes["c"]
+        try:
+            a.t.set_faults(drop_out={"b"})
+            assert a.t.faults == {"drop": [], "drop_out": ["b"], "drop_in": [], "delay_ms": 0}
+            b.t.send([hb("b", "a", 1)])  # b -> a still flows
+            a.t.send([hb("a", "b", 1), hb("a", "c", 1)])
+            await eventually(lambda: len(a.frm("b")) == 1 and len(c.frm("a")) == 1)
+            assert a.t.stats.dropped["fault"] == 1  # the one a -> b, dropped on sending
+            # Cleared: what a sends b flows again.
+            a.t.set_faults()
+            a.t.send([hb("a", "b", 2)])
+            await eventually(lambda: len(b.frm("a")) == 1)
+            assert [m.commit for m in b.frm("a")] == [2]
+            assert b.t.stats.dropped["fault"] == 0
+        finally:
+            await close_all(nodes)
+
+    run(main())
+
+
+def test_drop_in_fault_blocks_only_what_this_node_receives() -> None:
+    async def main() -> None:
+        nodes = await cluster(["a", "b", "c"])
+        a, b, c = nodes["a"], nodes["b"], nodes["c"]
+        try:
+            a.t.set_faults(drop_in={"b"})
+            a.t.send([hb("a", "b", 1)])  # a -> b still flows
+            b.t.send([hb("b", "a", 1)])
+            c.t.send([hb("c", "a", 1)])
+            await eventually(lambda: len(b.frm("a")) == 1 and len(a.frm("c")) == 1)
+            # b's message reached a (counted as received) and was discarded there.
+            await eventually(lambda: a.t.stats.dropped["fault"] == 1)
+            assert a.frm("b") == [] and b.t.stats.dropped["fault"] == 0
+            a.t.set_faults()
+            b.t.send([hb("b", "a", 2)])
+            await eventually(lambda: len(a.frm("b")) == 1)
+            assert a.frm("b")[0].commit == 2
+        finally:
+            await close_all(nodes)
+
+    run(main())
+
+
+def test_one_way_faults_compose_with_drop_and_delay() -> None:
+    async def main() -> None:
+        nodes = await cluster(["a", "b", "c"])
+        a, b, c = nodes["a"], nodes["b"], nodes["c"]
+        loop = asyncio.get_running_loop()
+        try:
+            # Out to b and in from c are cut; both other directions are delayed.
+            a.t.set_faults(drop_out={"b"}, drop_in={"c"}, delay_ms=150)
+            t0 = loop.time()
+            a.t.send([hb("a", "b", 1), hb("a", "c", 1)])
+            b.t.send([hb("b", "a", 1)])
+            c.t.send([hb("c", "a", 1)])
+            await eventually(lambda: len(c.frm("a")) == 1 and len(a.frm("b")) == 1)
+            assert loop.time() - t0 >= 0.14
+            await eventually(lambda: a.t.stats.dropped["fault"] == 2)
+            assert b.frm("a") == [] and a.frm("c") == []
+            # A delayed message to a peer that becomes cut is dropped when it comes due.
+            a.t.set_faults(delay_ms=300)
+            a.t.send([hb("a", "b", 2)])
+            a.t.set_faults(drop_out={"b"})
+            await eventually(lambda: a.t.stats.dropped["fault"] == 3)
+            assert b.frm("a") == []
+        finally:
+            await close_all(nodes)
+
+    run(main())
+
+
+def test_drop_out_discards_already_queued_messages_and_drop_in_does_not() -> None:
+    async def main() -> None:
+        a = Node("a")
+        await a.t.start()
+        a.t.set_peers({"b": f"127.0.0.1:{free_port()}"})
+        try:
+            a.t.send([hb("a", "b", i) for i in range(5)])
+            a.t.set_faults(drop_in={"b"})
+            assert a.t.peer_status()["b"]["queued"] == 5
+            a.t.set_faults(drop_out={"b"})
             assert a.t.peer_status()["b"]["queued"] == 0
             assert a.t.stats.dropped["fault"] == 5
         finally:

@@ -10,16 +10,21 @@
   (client ``probe``), so a stale answer is a linearizability violation.
 * partition (raft-node only): the node fault API (``POST /v1/admin/faults``): isolated leader,
   minority, split (no majority with an even count), bridge (two sides that only one
-  node hears both of).
+  node hears both of), one-way (the leader's messages to everyone dropped while it still
+  hears them, or a follower that hears nothing from the leader while the leader hears it).
+* disk (raft-node only): every WAL sync of the leader or of a follower made slower by
+  100, 250 or 500 ms (``disk_delay_ms``), then healed.
 * membership and transfer: through the manager's guarded operations
   (``Manager.change_membership`` add_voter / remove, ``Manager.elect_leader``), so the
   chaos run also exercises their plans and safety checks; a plan the manager refuses is
   recorded as a refused step, not forced.
 
 After every step everything is healed (processes resumed or restarted, fault sets
-cleared), so each fault is judged on its own. The :class:`~.target.Target` re-reads the
-cluster's state file before every action: the manager rewrites it when it starts or
-retires a member.
+cleared), so each fault is judged on its own. A ``required`` step (the schedule's first
+round, one of each kind) is never skipped for running late, and is retried up to
+``RETRIES`` times when it could not be applied, so every kind asked for is injected.
+The :class:`~.target.Target` re-reads the cluster's state file before every action: the
+manager rewrites it when it starts or retires a member.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import os
 import random
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -42,6 +48,8 @@ from .target import Target
 from .workload import Client, History, Members
 
 PROBE_S = 1.5
+RETRIES = 2
+DISK_DELAYS_MS = (100, 250, 500)
 MIN_VOTERS, MAX_VOTERS = 3, 5
 Undo = Callable[[], Awaitable[None]]
 
@@ -119,10 +127,17 @@ class Nemesis:
             wait = step.at - self.history.now()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if self.history.now() + step.hold > stop_at:
+            if not step.required and self.history.now() + step.hold > stop_at:
                 self.log(f"{self.history.now():7.1f}s  skipping {step.variant}: past the end")
                 break
-            self.events.append(await self.apply(step))
+            event = await self.apply(step)
+            self.events.append(event)
+            for attempt in range(1, RETRIES + 1 if step.required else 1):
+                if event.applied:
+                    break
+                self.log(f"{self.history.now():7.1f}s  retrying {step.kind} ({attempt})")
+                event = await self.apply(replace(step, pick=step.pick + attempt))
+                self.events.append(event)
 
     async def apply(self, step: FaultStep) -> FaultEvent:
         rng = random.Random(step.pick)
@@ -164,10 +179,10 @@ class Nemesis:
             with contextlib.suppress(ClusterError):
                 await asyncio.to_thread(self.target.start_all, dead, 15.0)
         self.refresh_members()
-        await self.set_drops({n: set() for n in self.members.addresses})
+        await self.set_faults({n: {} for n in self.members.addresses})
 
-    async def set_drops(self, drops: dict[str, set[str]]) -> None:
-        await self.target.set_drops(self.http, drops)
+    async def set_faults(self, faults: dict[str, dict[str, Any]]) -> None:
+        await self.target.set_faults(self.http, faults)
 
     async def _cut(self, side_a: list[str], side_b: list[str]) -> None:
         drops: dict[str, set[str]] = {n: set() for n in self.members.addresses}
@@ -175,7 +190,7 @@ class Nemesis:
             for b in side_b:
                 drops[a].add(b)
                 drops[b].add(a)
-        await self.set_drops({n: d for n, d in drops.items() if d})
+        await self.set_faults({n: {"drop": sorted(d)} for n, d in drops.items() if d})
 
     async def _pick_target(self, variant: str, rng: random.Random) -> tuple[str, str | None]:
         lead = await self.leader()
@@ -254,6 +269,8 @@ class Nemesis:
             bridge = rest.pop()
             a, b = rest[: len(rest) // 2], rest[len(rest) // 2 :]
             detail = f"{','.join(a)} | {','.join(b)} cut apart; {bridge} hears both sides"
+        elif variant == "one-way":
+            return await self._one_way(nodes, lead, rng)
         else:
             shuffled = list(nodes)
             rng.shuffle(shuffled)
@@ -261,11 +278,36 @@ class Nemesis:
             a, b = sorted(shuffled[: max(k, 1)]), sorted(shuffled[max(k, 1) :])
             detail = f"{','.join(a)} | {','.join(b)}"
         await self._cut(a, b)
+        return sorted(a), detail, self._clear_all
 
-        async def undo() -> None:
-            await self.set_drops({n: set() for n in self.members.addresses})
+    async def _one_way(
+        self, nodes: list[str], lead: str | None, rng: random.Random
+    ) -> tuple[list[str], str, Undo]:
+        """A one-way cut: the leader goes mute (its messages to everyone are dropped,
+        theirs still reach it), or a follower goes deaf to the leader (it hears the
+        others; the leader still hears it)."""
+        if lead is None:
+            raise LookupError("no leader to cut one way")
+        rest = [n for n in nodes if n != lead]
+        if rng.random() < 0.5:
+            await self.set_faults({lead: {"drop_out": rest}})
+            to = ",".join(rest)
+            detail = f"leader {lead}'s messages to {to} dropped (it still hears them)"
+            return [lead], detail, self._clear_all
+        deaf = rng.choice(rest)
+        await self.set_faults({deaf: {"drop_in": [lead]}})
+        detail = f"{deaf} hears nothing from leader {lead} (which still hears {deaf})"
+        return [deaf], detail, self._clear_all
 
-        return sorted(a), detail, undo
+    async def _clear_all(self) -> None:
+        await self.set_faults({n: {} for n in self.members.addresses})
+
+    async def _disk(self, variant: str, rng: random.Random) -> tuple[list[str], str, Undo]:
+        node, lead = await self._pick_target(variant, rng)
+        delay = rng.choice(DISK_DELAYS_MS)
+        await self.set_faults({node: {"disk_delay_ms": delay}})
+        role = "leader" if node == lead else "follower"
+        return [node], f"slow disk on {role} {node}: every WAL sync +{delay} ms", self._clear_all
 
     async def _membership(self, variant: str, rng: random.Random) -> tuple[list[str], str, Undo]:
         voters = await self.voters()

@@ -1,11 +1,12 @@
 """What the nemesis and the clients need of a local cluster, per kind of cluster.
 
 * :class:`RaftNodeTarget`: a ``raft-manager cluster up`` cluster (``cluster.yaml``):
-  ``/v1/status`` for roles and indexes, the node fault API for partitions.
+  ``/v1/status`` for roles and indexes, the node fault API for partitions (both ways
+  and one-way) and slow disks.
 * :class:`EtcdTarget`: a ``raft-manager etcd up`` cluster (``etcd-cluster.yaml``):
   ``maintenance/status`` and ``cluster/member/list`` through etcd's JSON gateway. etcd
-  has no fault API, so the partition nemesis (and the pause of an isolated leader, which
-  needs one) is not offered; the verdict's notes say so.
+  has no fault API, so the partition and disk nemeses (and the pause of an isolated
+  leader, which needs one) are not offered; the verdict's notes say so.
 
 Both re-read their state file on every call: the manager rewrites it when it starts or
 retires a member.
@@ -26,10 +27,12 @@ import httpx
 from ..core import ManagerError
 from ..local import ClusterError, LocalCluster
 from ..local.etcd import EtcdLocalCluster
-from .schedule import PARTIAL, UNSUPPORTED, VARIANTS
+from .schedule import VARIANTS
 from .workload import ETCD, RAFT_NODE, Dialect
 
 STATUS_TIMEOUT_S = 0.5
+# A node whose disk is slowed syncs on its event loop thread: give it time to answer.
+FAULT_TIMEOUT_S = 3.0
 
 ETCD_VARIANTS: dict[str, tuple[str, ...]] = {
     "kill": VARIANTS["kill"],
@@ -40,7 +43,7 @@ ETCD_VARIANTS: dict[str, tuple[str, ...]] = {
 ETCD_NOTES: dict[str, str] = {
     "partition": "partition: not supported on etcd (it has no fault API); pause-isolated-leader "
     "is left out for the same reason",
-    "disk": "disk: not supported on etcd (no slow-disk fault)",
+    "disk": "disk: not supported on etcd (it has no fault API to slow its disk)",
 }
 
 
@@ -106,17 +109,18 @@ class Target(ABC):
     def notes_for(self, nemeses: list[str]) -> list[str]:
         return [self.notes[k] for k in nemeses if k in self.notes]
 
-    async def set_drops(self, http: httpx.AsyncClient, drops: dict[str, set[str]]) -> None:
-        """Make each member drop its peers' traffic (empty: clear); raft-node only."""
-        if any(drops.values()):
-            raise ManagerError(f"{self.kind} clusters cannot be partitioned")
+    async def set_faults(self, http: httpx.AsyncClient, faults: dict[str, dict[str, Any]]) -> None:
+        """Give each named member this fault set (a ``/v1/admin/faults`` body; ``{}``:
+        none), replacing what it had; raft-node only."""
+        if any(faults.values()):
+            raise ManagerError(f"{self.kind} clusters have no fault API")
 
 
 class RaftNodeTarget(Target):
     kind = "raft_core"
     dialect = RAFT_NODE
     variants = VARIANTS
-    notes = {**UNSUPPORTED, **PARTIAL}
+    notes: dict[str, str] = {}
 
     def cluster(self) -> LocalCluster:
         return LocalCluster.load(self.dir)
@@ -161,15 +165,17 @@ class RaftNodeTarget(Target):
         got = await asyncio.gather(*(one(n, a) for n, a in self.addresses().items()))
         return {n: st for n, st in got if st is not None}
 
-    async def set_drops(self, http: httpx.AsyncClient, drops: dict[str, set[str]]) -> None:
+    async def set_faults(self, http: httpx.AsyncClient, faults: dict[str, dict[str, Any]]) -> None:
         addresses, scheme = self.addresses(), self.scheme()
 
-        async def one(node: str, drop: set[str]) -> None:
-            body: dict[str, Any] = {"drop": sorted(drop)} if drop else {"clear": True}
+        async def one(node: str, fault: dict[str, Any]) -> None:
+            body = {"clear": True, **fault}
             for _ in range(10):
                 try:
                     r = await http.post(
-                        f"{scheme}://{addresses[node]}/v1/admin/faults", json=body, timeout=1.0
+                        f"{scheme}://{addresses[node]}/v1/admin/faults",
+                        json=body,
+                        timeout=FAULT_TIMEOUT_S,
                     )
                 except httpx.HTTPError:
                     await asyncio.sleep(0.2)
@@ -178,12 +184,14 @@ class RaftNodeTarget(Target):
                     raise ManagerError(
                         f"{node} refuses fault injection: start it with --allow-fault-injection"
                     )
+                if r.status_code == 400:
+                    raise ManagerError(f"{node} refused the fault set {fault}: {r.text[:300]}")
                 if r.status_code == 200:
                     return
-            if drop:
+            if fault:
                 raise ManagerError(f"could not set the fault set of {node}")
 
-        await asyncio.gather(*(one(n, d) for n, d in drops.items() if n in addresses))
+        await asyncio.gather(*(one(n, f) for n, f in faults.items() if n in addresses))
 
 
 class EtcdTarget(Target):

@@ -294,8 +294,9 @@ class ClusterView:
                     "losing one more stops the cluster"
                 )
         for s in up:
-            if s.faults and (s.faults.get("drop") or s.faults.get("delay_ms")):
-                w.append(f"{s.id} has injected faults: {s.faults}")
+            if s.faults and any(s.faults.values()):
+                active = {k: v for k, v in s.faults.items() if v}
+                w.append(f"{s.id} has injected faults: {active}")
         for s in self.statuses.values():
             if s.alarms:
                 w.append(f"{s.id} has active alarms: {', '.join(s.alarms)}")

@@ -17,6 +17,7 @@ from ..kv import delete as kv_delete
 from ..kv import put as kv_put
 from ..statemachine import ApplyResult
 from .errors import ErrorCode, NodeError
+from .faults import parse_fault_request
 from .http_server import (
     HTTPError,
     Request,
@@ -221,19 +222,7 @@ def build_router(node: RaftNode, api_token: str | None = None) -> Router:
                 "forbidden",
                 "fault injection is disabled; start the node with --allow-fault-injection",
             )
-        body = req.json()
-        _fields(body, {"drop", "delay_ms", "clear"})
-        drop = body.get("drop")
-        if drop is not None and (
-            not isinstance(drop, list) or not all(isinstance(d, str) for d in drop)
-        ):
-            raise HTTPError(400, "bad_request", "drop must be a list of node ids")
-        delay = body.get("delay_ms")
-        if delay is not None and (
-            not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 60_000
-        ):
-            raise HTTPError(400, "bad_request", "delay_ms must be an integer in 0..60000")
-        return json_response(200, node.set_faults(drop, delay, bool(body.get("clear"))))
+        return json_response(200, node.set_faults(parse_fault_request(req.json())))
 
     async def metrics(req: Request) -> Response:
         return text_response(200, node.metrics.render(), content_type="text/plain; version=0.0.4")

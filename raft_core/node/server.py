@@ -51,6 +51,7 @@ from ..types import (
 from .address import parse_address
 from .config import NodeConfig
 from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unavailable
+from .faults import FaultRequest, check_peer_ids, merge
 from .metrics import Registry
 from .status import MemberAddress, NodeStatus
 from .storage import DiskFull, DiskStorage, StorageError
@@ -655,7 +656,7 @@ class RaftNode:
             fsync=self.cfg.fsync,
             members=dict(self.addresses),
             uptime_s=round(time.monotonic() - self._started, 1),
-            faults=self.transport.faults,
+            faults=self.fault_set(),
             healthy=self._fatal is None,
             peer_auth=self.transport.peer_auth,
         )
@@ -696,19 +697,30 @@ class RaftNode:
                 )
         return {"first_index": first, "last_index": last, "entries": entries}
 
-    def set_faults(self, drop: list[str] | None, delay_ms: int | None, clear: bool) -> dict:
+    def set_faults(self, req: FaultRequest) -> dict:
+        """Apply a validated fault request (see :mod:`.faults`); the new fault set."""
         if not self.cfg.allow_fault_injection:
             raise Forbidden(
                 "fault injection is disabled; start the node with --allow-fault-injection"
             )
-        if clear:
-            self.transport.set_faults()
-        else:
-            current = self.transport.faults
-            new_drop = set(drop) if drop is not None else set(current["drop"])
-            new_delay = delay_ms if delay_ms is not None else current["delay_ms"]
-            self.transport.set_faults(frozenset(new_drop), new_delay)
-        return self.transport.faults
+        check_peer_ids(req, self.id, self.addresses)
+        assert self.storage is not None
+        if req.disk_delay_ms and self.storage.fsync_mode != "always":
+            raise BadRequest(
+                "disk_delay_ms slows WAL syncs, and this node runs with --fsync never "
+                "(it never syncs): there is nothing to slow"
+            )
+        new = merge(req, self.fault_set())
+        self.transport.set_faults(
+            new.drop, new.delay_ms, drop_out=new.drop_out, drop_in=new.drop_in
+        )
+        self.storage.sync_delay_s = new.disk_delay_ms / 1000.0
+        return self.fault_set()
+
+    def fault_set(self) -> dict:
+        """The transport's faults and the slow-disk delay, as the API reports them."""
+        disk = self.storage.sync_delay_s if self.storage is not None else 0.0
+        return {**self.transport.faults, "disk_delay_ms": round(disk * 1000)}
 
 
 class _WalWriter:

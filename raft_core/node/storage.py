@@ -322,6 +322,10 @@ class DiskStorage:
         self._durable = fsync == "always"
         self._segment_bytes = segment_bytes
         self._on_fsync = on_fsync
+        # Fault injection (a slow disk): seconds slept before every WAL sync. Read by
+        # whichever thread runs ``save``; a float store is atomic, so the API thread
+        # may change it at any time.
+        self.sync_delay_s = 0.0
         self._lock_fd: int | None = None
         self._fd: int | None = None  # active segment, O_APPEND
         self._active_size = 0
@@ -447,7 +451,7 @@ class DiskStorage:
             self._active_size += len(header) + len(payload)
             if self._durable and (sync or snapshot is not None):
                 t0 = time.perf_counter()
-                datasync(self._fd)
+                self._sync_wal()
                 fsync_seconds = time.perf_counter() - t0
         except OSError as exc:
             # After a failed write or fsync the file contents are unknown (the kernel may
@@ -472,6 +476,15 @@ class DiskStorage:
             self._prune_snapshots()
         if fsync_seconds is not None and self._on_fsync is not None:
             self._on_fsync(fsync_seconds)
+
+    def _sync_wal(self) -> None:
+        """Make the active segment durable; slowed by ``sync_delay_s`` when a slow-disk
+        fault is injected (inside the timed region, so the fsync metric shows it)."""
+        delay = self.sync_delay_s
+        if delay > 0:
+            time.sleep(delay)
+        assert self._fd is not None
+        datasync(self._fd)
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Persist a snapshot the local state machine took; entries after it are kept."""

@@ -504,6 +504,10 @@ class PeerTransport:
         self._pending_handshakes = 0
         self._in_delay: dict[NodeId, _DelayLine] = {}
         self._drop: frozenset[NodeId] = frozenset()
+        self._drop_out: frozenset[NodeId] = frozenset()
+        self._drop_in: frozenset[NodeId] = frozenset()
+        self._no_send: frozenset[NodeId] = frozenset()  # drop | drop_out
+        self._no_recv: frozenset[NodeId] = frozenset()  # drop | drop_in
         self._delay = 0.0
         self._started = False
         self._bound_port: int | None = None
@@ -628,17 +632,31 @@ class PeerTransport:
     # ------------------------------------------------------------------ faults
 
     def set_faults(
-        self, drop: set[NodeId] | frozenset[NodeId] = frozenset(), delay_ms: int = 0
+        self,
+        drop: set[NodeId] | frozenset[NodeId] = frozenset(),
+        delay_ms: int = 0,
+        *,
+        drop_out: set[NodeId] | frozenset[NodeId] = frozenset(),
+        drop_in: set[NodeId] | frozenset[NodeId] = frozenset(),
     ) -> None:
-        """Fault injection. ``drop``: discard all traffic to and from these peers
-        (including anything already queued for them). ``delay_ms``: hold every
-        inbound and outbound message this long (per-peer order preserved).
-        ``set_faults()`` clears both."""
+        """Fault injection; replaces the whole fault set, ``set_faults()`` clears it.
+
+        ``drop``: discard all traffic to and from these peers. ``drop_out``: discard
+        only this node's messages to them (they still reach us: a one-way partition).
+        ``drop_in``: discard only their messages to this node, on receipt. Messages
+        already queued (or held by a delay) for a peer we no longer send to are
+        discarded too. ``delay_ms``: hold every inbound and outbound message this long
+        (per-peer order preserved). Every discarded message counts as
+        ``dropped["fault"]``."""
         if delay_ms < 0:
             raise ValueError("delay_ms must be >= 0")
         self._drop = frozenset(drop)
+        self._drop_out = frozenset(drop_out)
+        self._drop_in = frozenset(drop_in)
+        self._no_send = self._drop | self._drop_out
+        self._no_recv = self._drop | self._drop_in
         self._delay = delay_ms / 1000.0
-        for pid in self._drop:
+        for pid in self._no_send:
             peer = self._peers.get(pid)
             if peer is not None and peer.queue:
                 self.stats.dropped["fault"] += len(peer.queue)
@@ -647,7 +665,13 @@ class PeerTransport:
 
     @property
     def faults(self) -> dict[str, Any]:
-        return {"drop": sorted(self._drop), "delay_ms": round(self._delay * 1000)}
+        """The fault set as :meth:`set_faults` took it (ids sorted)."""
+        return {
+            "drop": sorted(self._drop),
+            "drop_out": sorted(self._drop_out),
+            "drop_in": sorted(self._drop_in),
+            "delay_ms": round(self._delay * 1000),
+        }
 
     # ------------------------------------------------------------------ sending
 
@@ -668,7 +692,7 @@ class PeerTransport:
                 self.stats.dropped["bad_sender"] += 1
                 log.error("refusing to send %s claiming to be from %r", _type_name(m.type), m.frm)
                 continue
-            if m.to in self._drop:
+            if m.to in self._no_send:
                 self.stats.dropped["fault"] += 1
                 continue
             try:
@@ -708,7 +732,7 @@ class PeerTransport:
         peer = self._peers.get(pid)
         if peer is None or self._closed:
             self.stats.dropped["peer_removed"] += 1
-        elif pid in self._drop:
+        elif pid in self._no_send:
             self.stats.dropped["fault"] += 1
         elif self._enqueue(peer, item):
             peer.flush(self.stats)
@@ -1073,7 +1097,7 @@ class PeerTransport:
                 continue
             stats.received_messages[name] += 1
             stats.received_bytes[name] += len(payload) + _HEADER_LEN
-            if pid in self._drop:
+            if pid in self._no_recv:
                 stats.dropped["fault"] += 1
                 continue
             line = self._in_delay.get(pid)
@@ -1099,7 +1123,7 @@ class PeerTransport:
     def _deliver_delayed(self, m: Message) -> None:
         if self._closed:
             self.stats.dropped["closed"] += 1
-        elif m.frm in self._drop:
+        elif m.frm in self._no_recv:
             self.stats.dropped["fault"] += 1
         else:
             self._deliver(m)
