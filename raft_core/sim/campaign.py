@@ -38,6 +38,8 @@ COUNTERS = (
     "partitions",
     "corruptions_refused",
     "torn_tails_dropped",
+    "follower_reads",
+    "reads_failed",
 )
 
 

@@ -104,6 +104,10 @@ class SimCluster:
             "crashes": 0,
             "partitions": 0,
             "corruptions_refused": 0,
+            # Linearizable reads served by a follower or learner (ReadIndex through
+            # the leader), and reads that failed (no leader, term change, expiry).
+            "follower_reads": 0,
+            "reads_failed": 0,
         }
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}
@@ -342,10 +346,14 @@ class SimCluster:
         node.driver.submit(encode_command(cmd, cid, seq, int(self.now)), req)
 
     def _on_read(self, node: SimNode, req: ClientRequest, index: int) -> None:
+        if not node.raw.is_leader:
+            self.stats["follower_reads"] += 1
         value = node.kv.get(req.key)
         self._respond(node.id, req, ClientResponse(req.req_id, True, output={"value": value}))
 
     def _on_request_failed(self, node: SimNode, req: ClientRequest, failure: Failure) -> None:
+        if req.kind == "get":
+            self.stats["reads_failed"] += 1
         if failure.drop is DropCode.NOT_LEADER:
             error = "not_leader"
         elif failure.code is FailureCode.REPLACED:

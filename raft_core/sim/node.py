@@ -125,6 +125,7 @@ class SimNode:
             state=self.replica,
             call_soon=None,  # virtual time stands still between events: "soon" is now
             hooks=SimHooks(self),
+            incarnation=str(self.incarnation),
         )
 
     def crash(self) -> None:
