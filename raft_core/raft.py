@@ -130,6 +130,9 @@ class Raft:
         self.reads_waiting_for_commit: list[tuple[bytes, NodeId]] = []
         # A follower's reads sent to its leader, waiting for the answer.
         self.forwarded_reads = ForwardedReads()
+        # Reads were queued since the last heartbeat round: one round, sent when the
+        # driver takes the next Ready (flush_read_round), confirms all of them.
+        self.read_round_due = False
         self.incoming_snapshot: IncomingSnapshot | None = None
         self.ticks = 0
         # Outputs, drained by RawNode.ready().
@@ -203,6 +206,7 @@ class Raft:
         own = [r.context for r in self.read_only.drain() if r.origin == self.id]
         own += [ctx for ctx, origin in self.reads_waiting_for_commit if origin == self.id]
         self.reads_waiting_for_commit = []
+        self.read_round_due = False
         self.dropped_reads.extend(own)
 
     def _new_progress(self, node: NodeId, last: int) -> Progress:
@@ -643,8 +647,10 @@ class Raft:
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
             self._send(Message(MT.TIMEOUT_NOW, m.frm, self.id))
 
-    def _broadcast_heartbeat(self, context: bytes | None = None) -> None:
-        ctx = self.read_only.last_context() if context is None else context
+    def _broadcast_heartbeat(self) -> None:
+        # The newest pending read rides along: an acknowledgement confirms it and
+        # every read queued before it.
+        ctx = self.read_only.last_context()
         for node, pr in self.prs.items():
             if node == self.id:
                 continue
@@ -967,7 +973,15 @@ class Raft:
             self._answer_read(index, context, origin)
             return
         if self.read_only.add(index, context, self.id, origin):
-            self._broadcast_heartbeat(context)
+            self.read_round_due = True
+
+    def flush_read_round(self) -> None:
+        """One heartbeat round for every read queued since the last one: it carries the
+        newest read's context, and a quorum's acknowledgement of it releases that read
+        and all queued before it (each was queued before the round left)."""
+        if self.read_round_due and self.role is Role.LEADER and self.read_only:
+            self._broadcast_heartbeat()
+        self.read_round_due = False
 
     def _answer_read(self, index: int, context: bytes, origin: NodeId) -> None:
         if origin == self.id:

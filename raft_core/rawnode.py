@@ -27,7 +27,9 @@ The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
    the next Ready.
 
 Inputs (``step``, ``tick``, proposals) may be given between ``ready()`` and
-``advance()``; ``ready()`` must not be called again before ``advance()``.
+``advance()``; ``ready()`` must not be called again before ``advance()``. Reads a
+leader starts between two ``ready()`` calls (its own and those followers forward)
+share one heartbeat round, which goes out with the next Ready.
 """
 
 from __future__ import annotations
@@ -198,6 +200,7 @@ class RawNode:
             or r.read_states
             or r.dropped_reads
             or r.expired_reads
+            or r.read_round_due
             or lg.pending_snapshot is not None
             or lg.stable < lg.last_index()
             or lg.committed > lg.applying
@@ -213,6 +216,7 @@ class RawNode:
             raise RuntimeError("ready() called again before advance()")
         r = self._raft
         lg = r.log
+        r.flush_read_round()
         rd = Ready()
         rd.snapshot = lg.pending_snapshot
         rd.entries = lg.unstable_entries()

@@ -287,6 +287,24 @@ def test_the_leader_answers_a_forwarded_read_only_after_a_quorum_round() -> None
     assert net["n2"].read_states == [ReadState(commit, b"r1")]
 
 
+def test_reads_arriving_together_share_one_heartbeat_round() -> None:
+    net = HandNet(["n1", "n2", "n3"])
+    elected(net, "n1")
+    asks = [forwarded_read(net, "n2", b"a"), forwarded_read(net, "n3", b"b")]
+    leader = net["n1"]
+    for m in asks:
+        leader.raw.step(m)
+    leader.raw.read_index(b"own")
+    net.process("n1")
+    beats = [m for m in net.queue if m.type is MT.HEARTBEAT]
+    assert sorted(b.to for b in beats) == ["n2", "n3"] and {b.context for b in beats} == {b"own"}
+    net.deliver()
+    commit = leader.raft.log.committed
+    assert net["n2"].read_states == [ReadState(commit, b"a")]
+    assert net["n3"].read_states == [ReadState(commit, b"b")]
+    assert leader.read_states == [ReadState(commit, b"own")]
+
+
 def test_an_answer_from_an_older_term_or_another_node_is_ignored() -> None:
     net = HandNet(["n1", "n2", "n3"])
     elected(net, "n1")
