@@ -3,14 +3,15 @@
 The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
 
 1. send the messages for which ``sendable_before_persist(m)`` holds: what a leader
-   sends (appends, heartbeats, snapshot chunks, TimeoutNow, a follower's read
-   index) depends on nothing unpersisted, because a leader's term was persisted
-   before it could win, and its own entries count toward commit only once
-   persisted [10.2.1] (so a commit index, and a read index, is durable on a
+   sends (appends, heartbeats, snapshot chunks, TimeoutNow, the read index it
+   confirmed for a follower) depends on nothing unpersisted, because a leader's term
+   was persisted before it could win, and its own entries count toward commit only
+   once persisted [10.2.1] (so a commit index, and a read index, is durable on a
    quorum). The first half is a rule of this module: a candidate's own vote is
    counted only in ``advance()`` of the Ready that carried its new term and vote, so
    no node (a single voter included) leads in a term that is not yet durable. A
-   follower's READ_INDEX request promises nothing either, so it leaves early too;
+   follower's READ_INDEX request promises nothing, so it leaves early too; a refused
+   read waits (it may carry a term not yet persisted);
 2. persist ``rd.snapshot`` (if any), ``rd.entries`` and ``rd.hard_state`` durably,
    with a single sync for the batch when ``rd.must_sync()``;
    ``rd.entries[0].index`` may be at or below the last persisted index: everything
