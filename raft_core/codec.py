@@ -22,6 +22,7 @@ a few structural invariants are enforced because the engine relies on them:
   terms never decrease (starting from ``log_term``);
 * SNAP carries a chunk and no other type does; ``offset + len(data) <= total`` and a
   ``done`` chunk ends exactly at ``total``;
+* READ_INDEX and READ_INDEX_RESP carry a non-empty context (the read's tag);
 * no duplicate ids inside a ConfState list; size limits below.
 
 Encoding validates with the same rules (raising ``ValueError``), so anything
@@ -90,6 +91,7 @@ _ENTRY_TYPE_CLASSES = frozenset({int, EntryType})
 _MESSAGE_TYPE_CLASSES = frozenset({int, MessageType})
 _APP = int(MessageType.APP)
 _SNAP = int(MessageType.SNAP)
+_READS = frozenset({int(MessageType.READ_INDEX), int(MessageType.READ_INDEX_RESP)})
 _NIL = 0xC0
 
 
@@ -251,6 +253,7 @@ def _check_message(t: Any) -> None:
             and len(entries) <= MAX_ENTRIES
             and (chunk is None) != (mtype == _SNAP)
             and (not entries or mtype == _APP)
+            and (ctx or mtype not in _READS)
         ):
             if entries:
                 _check_entries(entries, index, log_term)
@@ -284,6 +287,8 @@ def _diagnose_message(t: Any) -> None:
     _bool(t[8], "message.reject")
     _uint(t[9], "message.reject_hint")
     _bytes(t[10], "message.context", MAX_CONTEXT_BYTES)
+    if not t[10] and mtype in _READS:
+        raise CodecError(f"message.context: {_PEER_TYPES[mtype].name} requires a context")
     chunk = t[11]
     if mtype == _SNAP:
         if chunk is None:

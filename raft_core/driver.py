@@ -26,7 +26,7 @@ Per batch, in this order (``rawnode.py`` states the contract):
    persisted), a snapshot is restored (and the proposals it covers get an unknown
    outcome), committed entries are applied and their proposals answered (a proposal
    whose entry was replaced by another term's answers as lost), read states queue
-   until the applied index reaches them, dropped reads fail;
+   until the applied index reaches them, dropped and expired reads fail;
 5. ``advance``, then reads whose index is applied are served, and the next pass runs.
 
 A failed write is fatal: the driver stops and the host is told (the on-disk state is
@@ -35,6 +35,7 @@ unknown; recovery on restart decides).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -82,6 +83,7 @@ class FailureCode(Enum):
     REPLACED = "replaced"  # its entry was overwritten by a new leader: not executed
     UNKNOWN = "unknown"  # a snapshot skipped its entry: it may or may not have committed
     LEADERSHIP_LOST = "leadership_lost"  # a read whose leader stepped down
+    TIMED_OUT = "timed_out"  # a follower's read the leader did not answer in time
     SHUTDOWN = "shutdown"  # the node stopped (storage failure or shutdown)
 
 
@@ -151,7 +153,12 @@ class Driver(Generic[Token]):
         state: ReplicatedState,
         call_soon: Callable[[Callable[[], None]], object] | None,
         hooks: DriverHooks[Token],
+        incarnation: str | None = None,
     ) -> None:
+        """``incarnation`` tells this process's read contexts from those of earlier
+        runs of the same node (a late answer to a read of a previous process must not
+        serve a new one); random unless given (the simulator gives its own, to stay
+        deterministic)."""
         self.raw = raw
         self._storage = storage
         self._transport = transport
@@ -170,6 +177,7 @@ class Driver(Generic[Token]):
         self._read_batches: dict[bytes, list[Token]] = {}
         self._ready_reads: list[tuple[int, list[Token]]] = []
         self._read_ids = 0
+        self._read_prefix = f"{raw.id}:{incarnation or secrets.token_hex(8)}:"
 
     # -- inputs -------------------------------------------------------------------
 
@@ -205,7 +213,8 @@ class Driver(Generic[Token]):
         self.kick()
 
     def read(self, token: Token) -> None:
-        """A linearizable read (ReadIndex); reads queued together share one round."""
+        """A linearizable read (ReadIndex, through the leader when this node is a
+        follower or learner); reads queued together share one round."""
         self._read_queue.append(token)
         self.kick()
 
@@ -294,14 +303,20 @@ class Driver(Generic[Token]):
                 hooks.write_done(waiting.token, e.index, e.term, result)
         for rs in rd.read_states:
             self._ready_reads.append((rs.index, self._read_batches.pop(rs.context, [])))
-        for ctx in rd.dropped_reads:
+        if rd.dropped_reads:
             lost = Failure(
                 FailureCode.LEADERSHIP_LOST,
-                "leadership was lost during the read",
+                "leadership changed during the read",
                 leader=self.raw.leader,
             )
-            for token in self._read_batches.pop(ctx, []):
-                hooks.read_failed(token, lost)
+            self._fail_reads(rd.dropped_reads, lost)
+        if rd.expired_reads:
+            late = Failure(
+                FailureCode.TIMED_OUT,
+                "the leader did not confirm the read in time; retry",
+                leader=self.raw.leader,
+            )
+            self._fail_reads(rd.expired_reads, late)
         confs = self.raw.advance(rd)
         self._busy = False
         if self._ready_reads:
@@ -326,7 +341,7 @@ class Driver(Generic[Token]):
     def _start_reads(self) -> None:
         batch, self._read_queue = self._read_queue, []
         self._read_ids += 1
-        ctx = f"{self.raw.id}:{self._read_ids}".encode()
+        ctx = f"{self._read_prefix}{self._read_ids}".encode()
         try:
             self.raw.read_index(ctx)
         except ProposalDropped as e:
@@ -335,6 +350,11 @@ class Driver(Generic[Token]):
                 self._hooks.read_failed(token, failure)
             return
         self._read_batches[ctx] = batch
+
+    def _fail_reads(self, contexts: list[bytes], failure: Failure) -> None:
+        for ctx in contexts:
+            for token in self._read_batches.pop(ctx, []):
+                self._hooks.read_failed(token, failure)
 
     def _serve_reads(self) -> None:
         applied = self._state.applied_index

@@ -20,7 +20,7 @@ from . import quorum
 from .confchange import ConfChange, ConfChangeError, apply_change
 from .log import RaftLog
 from .progress import Progress, ProgressState
-from .readonly import ReadOnlyQueue
+from .readonly import ForwardedReads, ReadOnlyQueue
 from .types import (
     ENTRY_OVERHEAD,
     TRANSFER_CONTEXT,
@@ -132,8 +132,14 @@ class Raft:
         self.pending_conf_index = 0
         self.uncommitted_bytes = 0
         self.read_only = ReadOnlyQueue()
-        # Reads that arrived before this leader committed an entry of its term.
-        self.reads_waiting_for_commit: list[bytes] = []
+        # Reads (context, origin) that arrived before this leader committed an entry
+        # of its term.
+        self.reads_waiting_for_commit: list[tuple[bytes, NodeId]] = []
+        # A follower's reads sent to its leader, waiting for the answer.
+        self.forwarded_reads = ForwardedReads()
+        # Reads were queued since the last heartbeat round: one round, sent when the
+        # driver takes the next Ready (flush_read_round), confirms all of them.
+        self.read_round_due = False
         self.incoming_snapshot: IncomingSnapshot | None = None
         self.ticks = 0
         # Outputs, drained by RawNode.ready().
@@ -142,7 +148,10 @@ class Raft:
         # the current hard state is durable (RawNode steps them in advance()).
         self.steps_after_persist: list[Message] = []
         self.read_states: list[ReadState] = []
+        # Reads that cannot be served: leadership or the term changed (dropped), or a
+        # forwarded read got no answer in time (expired).
         self.dropped_reads: list[bytes] = []
+        self.expired_reads: list[bytes] = []
         # Observers, for metrics and the simulator's statistics.
         self.on_event: Callable[[str, dict], None] | None = None
         self._reset(self.term)
@@ -184,6 +193,9 @@ class Raft:
         if term != self.term:
             self.term = term
             self.vote = None
+            # A forwarded read may be answered only by the leader of the term it was
+            # sent in; within that term it stays valid whatever our role becomes.
+            self.dropped_reads.extend(self.forwarded_reads.drain())
         self.lead = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -196,9 +208,13 @@ class Raft:
             self.prs[node] = self._new_progress(node, last)
         self.pending_conf_index = 0
         self.uncommitted_bytes = 0
-        dropped = self.read_only.drain() + self.reads_waiting_for_commit
+        # Our own pending reads fail; a follower's are forgotten (its read expires, or
+        # is dropped when it learns the new term).
+        own = [r.context for r in self.read_only.drain() if r.origin == self.id]
+        own += [ctx for ctx, origin in self.reads_waiting_for_commit if origin == self.id]
         self.reads_waiting_for_commit = []
-        self.dropped_reads.extend(dropped)
+        self.read_round_due = False
+        self.dropped_reads.extend(own)
 
     def _new_progress(self, node: NodeId, last: int) -> Progress:
         pr = Progress(match=0, next=last + 1, is_learner=node in self.conf.learners)
@@ -247,6 +263,8 @@ class Raft:
 
     def tick(self) -> None:
         self.ticks += 1
+        if self.forwarded_reads:
+            self.expired_reads.extend(self.forwarded_reads.expire(self.ticks))
         if self.role is Role.LEADER:
             self._tick_heartbeat()
         else:
@@ -428,13 +446,21 @@ class Raft:
                 self._send(Message(MT.APP_RESP, m.frm, self.id))
             elif m.type is MT.PRE_VOTE:
                 self._send(self._vote_refusal(MT.PRE_VOTE_RESP, m.frm))
-            return  # stale: ignore
+            elif m.type is MT.READ_INDEX:
+                # A follower asking a leader of an older term: refuse at our term, so
+                # it fails the read now and learns the term.
+                self._refuse_read(m)
+            return  # stale: ignore (an old term's read answer above all)
 
         t = m.type
         if t is MT.HUP:
             self._hup(transfer=False)
         elif t in (MT.VOTE, MT.PRE_VOTE):
             self._handle_vote_request(m)
+        elif t is MT.READ_INDEX_RESP:
+            self._handle_read_index_response(m)
+        elif t is MT.READ_INDEX and self.role is not Role.LEADER:
+            self._refuse_read(m)
         elif self.role is Role.LEADER:
             self._step_leader(m)
         elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
@@ -501,6 +527,9 @@ class Raft:
             for n, pr in self.prs.items():
                 pr.recent_active = n == self.id
             return
+        if t is MT.READ_INDEX:
+            self._handle_forwarded_read(m)
+            return
         pr = self.prs.get(m.frm)
         if pr is None:
             return
@@ -556,8 +585,8 @@ class Raft:
     def _on_commit_advanced(self) -> None:
         if self.reads_waiting_for_commit and self._committed_in_current_term():
             waiting, self.reads_waiting_for_commit = self.reads_waiting_for_commit, []
-            for ctx in waiting:
-                self._start_read(ctx)
+            for ctx, origin in waiting:
+                self._start_read(ctx, origin)
 
     def _broadcast_append(self, send_if_empty: bool = True) -> None:
         """Send every follower what it lacks; with ``send_if_empty`` also an empty
@@ -642,8 +671,10 @@ class Raft:
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
             self._send(Message(MT.TIMEOUT_NOW, m.frm, self.id))
 
-    def _broadcast_heartbeat(self, context: bytes | None = None) -> None:
-        ctx = self.read_only.last_context() if context is None else context
+    def _broadcast_heartbeat(self) -> None:
+        # The newest pending read rides along: an acknowledgement confirms it and
+        # every read queued before it.
+        ctx = self.read_only.last_context()
         for node, pr in self.prs.items():
             if node == self.id:
                 continue
@@ -919,32 +950,86 @@ class Raft:
             self.propose_conf_change(ConfChange())
 
     def read_index(self, context: bytes) -> None:
-        """Start a linearizable read; its ReadState appears in a later Ready."""
-        if self.role is not Role.LEADER:
-            raise ProposalDropped(DropCode.NOT_LEADER, "not the leader", leader=self.lead)
+        """Start a linearizable read; its ReadState (or its failure, in
+        ``dropped_reads`` or ``expired_reads``) appears in a later Ready.
+
+        ``context`` must be unique in the cluster, across restarts too: a follower
+        sends it to its leader and matches the answer by it.
+        """
         if not context:
             raise ValueError("a read needs a non-empty context")
+        if self.role is Role.LEADER:
+            self._read_as_leader(context, self.id)
+            return
+        if self.lead is None or self.lead == self.id:
+            raise ProposalDropped(DropCode.NOT_LEADER, "no leader is known", leader=None)
+        # A follower or learner asks its leader for the read index [6.4]. Expiry is
+        # for liveness only (a dead or unreachable leader); safety never depends on
+        # a clock: only the leader of this term may answer, after its quorum round.
+        deadline = self.ticks + 2 * self.cfg.election_tick
+        self.forwarded_reads.add(context, self.lead, self.term, deadline)
+        self._send(Message(MT.READ_INDEX, self.lead, self.id, context=context))
+
+    def _read_as_leader(self, context: bytes, origin: NodeId) -> None:
         if not self._committed_in_current_term():
             # Step 1 of ReadIndex: until the no-op commits we do not know the
             # commit index of earlier terms.
-            self.reads_waiting_for_commit.append(context)
+            self.reads_waiting_for_commit.append((context, origin))
             return
-        self._start_read(context)
+        self._start_read(context, origin)
 
-    def _start_read(self, context: bytes) -> None:
+    def _handle_forwarded_read(self, m: Message) -> None:
+        if not m.context:
+            return
+        if m.frm not in self.prs:
+            # Not a member: we do not replicate to it, so it could never apply up
+            # to the index; refuse instead of leaving it to expire.
+            self._refuse_read(m)
+            return
+        self._read_as_leader(m.context, m.frm)
+
+    def _refuse_read(self, m: Message) -> None:
+        if m.context:
+            self._send(Message(MT.READ_INDEX_RESP, m.frm, self.id, reject=True, context=m.context))
+
+    def _start_read(self, context: bytes, origin: NodeId) -> None:
         index = self.log.committed
         if self._quorum_has({self.id}):
-            self.read_states.append(ReadState(index, context))
+            self._answer_read(index, context, origin)
             return
-        if self.read_only.add(index, context, self.id):
-            self._broadcast_heartbeat(context)
+        if self.read_only.add(index, context, self.id, origin):
+            self.read_round_due = True
+
+    def flush_read_round(self) -> None:
+        """One heartbeat round for every read queued since the last one: it carries the
+        newest read's context, and a quorum's acknowledgement of it releases that read
+        and all queued before it (each was queued before the round left)."""
+        if self.read_round_due and self.role is Role.LEADER and self.read_only:
+            self._broadcast_heartbeat()
+        self.read_round_due = False
+
+    def _answer_read(self, index: int, context: bytes, origin: NodeId) -> None:
+        if origin == self.id:
+            self.read_states.append(ReadState(index, context))
+        else:
+            self._send(Message(MT.READ_INDEX_RESP, origin, self.id, index=index, context=context))
 
     def _handle_read_ack(self, frm: NodeId, context: bytes) -> None:
         acks = self.read_only.ack(frm, context)
         if acks is None or not self._quorum_has(acks):
             return
         for read in self.read_only.release_through(context):
-            self.read_states.append(ReadState(read.index, read.context))
+            self._answer_read(read.index, read.context, read.origin)
+
+    def _handle_read_index_response(self, m: Message) -> None:
+        """The leader's answer to a read we forwarded (any role: within the term it
+        was sent in, the answer is valid even if we started a pre-vote meanwhile)."""
+        if not self.forwarded_reads.take(m.context, m.frm, m.term):
+            return  # not ours, already answered or expired, or from another leader
+        if m.reject:
+            self.dropped_reads.append(m.context)
+        else:
+            self.read_states.append(ReadState(m.index, m.context))
 
     def transfer_leadership(self, target: NodeId) -> None:
         if self.role is not Role.LEADER:

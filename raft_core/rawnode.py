@@ -3,12 +3,15 @@
 The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
 
 1. send the messages for which ``sendable_before_persist(m)`` holds: what a leader
-   sends (appends, heartbeats, snapshot chunks, TimeoutNow) depends on nothing
-   unpersisted, because a leader's term was persisted before it could win, and its
-   own entries count toward commit only once persisted [10.2.1]. The first half is
-   a rule of this module: a candidate's own vote is counted only in ``advance()`` of
-   the Ready that carried its new term and vote, so no node (a single voter
-   included) leads in a term that is not yet durable;
+   sends (appends, heartbeats, snapshot chunks, TimeoutNow, the read index it
+   confirmed for a follower) depends on nothing unpersisted, because a leader's term
+   was persisted before it could win, and its own entries count toward commit only
+   once persisted [10.2.1] (so a commit index, and a read index, is durable on a
+   quorum). The first half is a rule of this module: a candidate's own vote is
+   counted only in ``advance()`` of the Ready that carried its new term and vote, so
+   no node (a single voter included) leads in a term that is not yet durable. A
+   follower's READ_INDEX request promises nothing, so it leaves early too; a refused
+   read waits (it may carry a term not yet persisted);
 2. persist ``rd.snapshot`` (if any), ``rd.entries`` and ``rd.hard_state`` durably,
    with a single sync for the batch when ``rd.must_sync()``;
    ``rd.entries[0].index`` may be at or below the last persisted index: everything
@@ -16,14 +19,18 @@ The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
    acknowledgements promise what was just persisted);
 3. restore the state machine from ``rd.snapshot``, then apply
    ``rd.committed_entries`` in order; serve ``rd.read_states`` once the applied
-   index reaches theirs; fail ``rd.dropped_reads`` (leadership was lost);
+   index reaches theirs; fail ``rd.dropped_reads`` (leadership or the term changed,
+   or the leader refused a forwarded read) and ``rd.expired_reads`` (a forwarded
+   read the leader did not answer in time);
 4. call ``advance(rd)``. Configuration changes take effect there, and messages
    that waited for ``rd`` to be durable (a candidate's vote for itself) are stepped;
    a single voter therefore becomes leader in ``advance()``, and its no-op comes in
    the next Ready.
 
 Inputs (``step``, ``tick``, proposals) may be given between ``ready()`` and
-``advance()``; ``ready()`` must not be called again before ``advance()``.
+``advance()``; ``ready()`` must not be called again before ``advance()``. Reads a
+leader starts between two ``ready()`` calls (its own and those followers forward)
+share one heartbeat round, which goes out with the next Ready.
 """
 
 from __future__ import annotations
@@ -56,13 +63,20 @@ from .types import (
 log = logging.getLogger(__name__)
 
 
-_LEADER_MESSAGES = frozenset(
-    {MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP, MessageType.TIMEOUT_NOW}
+_EARLY_MESSAGES = frozenset(
+    {
+        MessageType.APP,
+        MessageType.HEARTBEAT,
+        MessageType.SNAP,
+        MessageType.TIMEOUT_NOW,
+        MessageType.READ_INDEX,
+    }
 )
 
 
 def sendable_before_persist(m: Message) -> bool:
-    return m.type in _LEADER_MESSAGES
+    # A refused read waits: it may carry a term this node has not persisted yet.
+    return m.type in _EARLY_MESSAGES or (m.type is MessageType.READ_INDEX_RESP and not m.reject)
 
 
 @dataclass(slots=True)
@@ -75,6 +89,7 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     dropped_reads: list[bytes] = field(default_factory=list)
+    expired_reads: list[bytes] = field(default_factory=list)
 
     must_sync: bool = False
 
@@ -153,6 +168,9 @@ class RawNode:
         return self._raft.propose_conf_change(cc)
 
     def read_index(self, context: bytes) -> None:
+        """A linearizable read: on the leader, or forwarded by a follower or learner
+        to the leader it knows (NOT_LEADER when it knows none). ``context`` must be
+        unique across the cluster and across restarts."""
         self._raft.read_index(context)
 
     def transfer_leadership(self, target: NodeId) -> None:
@@ -186,6 +204,8 @@ class RawNode:
             or r.steps_after_persist
             or r.read_states
             or r.dropped_reads
+            or r.expired_reads
+            or r.read_round_due
             or lg.pending_snapshot is not None
             or lg.stable < lg.last_index()
             or lg.committed > lg.applying
@@ -201,6 +221,7 @@ class RawNode:
             raise RuntimeError("ready() called again before advance()")
         r = self._raft
         lg = r.log
+        r.flush_read_round()
         rd = Ready()
         rd.snapshot = lg.pending_snapshot
         rd.entries = lg.unstable_entries()
@@ -230,6 +251,7 @@ class RawNode:
         self._steps_on_advance, r.steps_after_persist = r.steps_after_persist, []
         rd.read_states, r.read_states = r.read_states, []
         rd.dropped_reads, r.dropped_reads = r.dropped_reads, []
+        rd.expired_reads, r.expired_reads = r.expired_reads, []
         self._in_flight = rd
         return rd
 

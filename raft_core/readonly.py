@@ -4,6 +4,12 @@ A read is recorded with the commit index at the time it arrived and a context th
 the leader puts on its next heartbeat. Once a quorum has answered a heartbeat carrying
 that context, the leader knows it was still the leader when the read arrived, so the
 read, and every read queued before it, may be served at its recorded index.
+
+A follower (or learner) cannot confirm leadership itself: it forwards the read to the
+leader it knows, which runs the same round for it and answers with the index
+(``ForwardedReads`` keeps the follower's side). Contexts identify reads across the
+cluster, so they must be unique per node and per process incarnation (the driver
+prefixes them with both).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from .types import NodeId
 class PendingRead:
     index: int
     context: bytes
+    origin: NodeId  # who asked: the leader itself, or the follower to answer
     acks: set[NodeId] = field(default_factory=set)
 
 
@@ -27,11 +34,11 @@ class ReadOnlyQueue:
         self._by_context: dict[bytes, PendingRead] = {}
         self._queue: list[bytes] = []
 
-    def add(self, index: int, context: bytes, self_id: NodeId) -> bool:
+    def add(self, index: int, context: bytes, self_id: NodeId, origin: NodeId) -> bool:
         """Queue a read; False if the context is already pending (a duplicate)."""
         if context in self._by_context:
             return False
-        self._by_context[context] = PendingRead(index, context, {self_id})
+        self._by_context[context] = PendingRead(index, context, origin, {self_id})
         self._queue.append(context)
         return True
 
@@ -54,12 +61,61 @@ class ReadOnlyQueue:
     def last_context(self) -> bytes:
         return self._queue[-1] if self._queue else b""
 
-    def drain(self) -> list[bytes]:
-        """Forget every pending read (the leader stepped down) and return their contexts."""
-        contexts = list(self._queue)
+    def drain(self) -> list[PendingRead]:
+        """Forget every pending read (the leader stepped down) and return them."""
+        reads = [self._by_context[c] for c in self._queue]
         self._queue.clear()
         self._by_context.clear()
-        return contexts
+        return reads
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+@dataclass(slots=True)
+class ForwardedRead:
+    leader: NodeId  # the only node whose answer counts
+    term: int  # the term it leads in; an answer from another term is ignored
+    deadline: int  # the engine tick after which the read is given up
+
+
+class ForwardedReads:
+    """A follower's reads waiting for the leader's READ_INDEX_RESP.
+
+    A read is bound to the leader and term it was sent to: only that leader's answer
+    in that term may serve it (any other could be stale). It ends in exactly one of
+    three ways: answered, dropped (the term changed, or the leader refused), or
+    expired (no answer by its deadline, e.g. the leader died or is partitioned away);
+    so no read waits forever.
+    """
+
+    __slots__ = ("_reads",)
+
+    def __init__(self) -> None:
+        self._reads: dict[bytes, ForwardedRead] = {}
+
+    def add(self, context: bytes, leader: NodeId, term: int, deadline: int) -> None:
+        self._reads[context] = ForwardedRead(leader, term, deadline)
+
+    def take(self, context: bytes, frm: NodeId, term: int) -> bool:
+        """Remove the read ``context`` if ``frm`` in ``term`` may answer it."""
+        read = self._reads.get(context)
+        if read is None or read.leader != frm or read.term != term:
+            return False
+        del self._reads[context]
+        return True
+
+    def expire(self, now: int) -> list[bytes]:
+        """Remove and return the reads whose deadline has passed."""
+        late = [c for c, r in self._reads.items() if r.deadline < now]
+        for c in late:
+            del self._reads[c]
+        return late
+
+    def drain(self) -> list[bytes]:
+        contexts = list(self._reads)
+        self._reads.clear()
+        return contexts
+
+    def __len__(self) -> int:
+        return len(self._reads)

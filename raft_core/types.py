@@ -119,6 +119,10 @@ class MessageType(IntEnum):
     SNAP = 18
     SNAP_RESP = 19
     TIMEOUT_NOW = 20
+    # ReadIndex on behalf of a follower or learner (dissertation 6.4): the follower
+    # asks its leader, the leader answers once a quorum confirmed its leadership.
+    READ_INDEX = 21
+    READ_INDEX_RESP = 22
 
 
 LOCAL_MESSAGES = frozenset({MessageType.HUP, MessageType.BEAT, MessageType.CHECK_QUORUM})
@@ -153,6 +157,10 @@ class Message:
       HEARTBEAT(_RESP): commit, context = read-index confirmation tag.
       SNAP: chunk. SNAP_RESP: index = snapshot index, reject, reject_hint = next
                 offset wanted.
+      READ_INDEX: context = the follower's read tag (non-empty).
+      READ_INDEX_RESP: context = that tag, index = the confirmed read index;
+                reject = the recipient cannot serve it (not the leader, or the
+                asker is not a member).
     """
 
     type: MessageType

@@ -327,8 +327,9 @@ class Client:
         return self.ok("PUT", kv_path(key), json={"value": value})
 
     def leader_address(self) -> str:
-        self.ok("GET", kv_path("__probe__"))  # a linearizable read lands on the leader
-        assert self.target is not None
+        # Not a read: followers serve linearizable reads too (ReadIndex).
+        lead = wait_leader(self.cluster, among=self.only)
+        self.target = self.cluster.node(lead["id"]).api_address
         return self.target
 
 

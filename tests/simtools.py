@@ -18,7 +18,16 @@ from raft_core.rawnode import PersistedState, RawNode
 from raft_core.sim.cluster import ClientRequest, ClientResponse, SimCluster
 from raft_core.sim.node import Disk, SimNode
 from raft_core.statemachine import decode_command
-from raft_core.types import Entry, EntryType, HardState, Message, MessageType, NodeId, Role
+from raft_core.types import (
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
+    NodeId,
+    ReadState,
+    Role,
+)
 
 MT = MessageType
 
@@ -351,6 +360,10 @@ class HandNode:
     raw: RawNode = field(init=False)
     applied: list[Entry] = field(default_factory=list)
     ever_applied: list[Entry] = field(default_factory=list)
+    # What its Ready batches said about reads: confirmed, dropped, expired.
+    read_states: list[ReadState] = field(default_factory=list)
+    dropped_reads: list[bytes] = field(default_factory=list)
+    expired_reads: list[bytes] = field(default_factory=list)
     up: bool = True
     restarts: int = 0
 
@@ -425,6 +438,9 @@ class HandNet:
             self.queue.extend(rd.messages)
             n.applied.extend(rd.committed_entries)
             n.ever_applied.extend(rd.committed_entries)
+            n.read_states.extend(rd.read_states)
+            n.dropped_reads.extend(rd.dropped_reads)
+            n.expired_reads.extend(rd.expired_reads)
             n.raw.advance(rd)
 
     def step(self, m: Message) -> None:

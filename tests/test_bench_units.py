@@ -68,11 +68,20 @@ def test_targets_are_marked_met_or_not_with_the_measure():
     assert by["64 clients durable >= PySyncObj (which does not fsync)"]["met"] is True
     emb = by["embedded proposals, durable, >= 1.5x PySyncObj in-process (64 clients)"]
     assert emb["met"] is True and emb["measured"] == "1.71x"
-    reads = by["linearizable reads served by followers too, >= 2x the write rate at 64"]
-    assert reads["met"] is False, "followers answer 421 today"
+    name = "linearizable reads served by followers too, >= 2x the write rate at 64"
+    assert by[name]["met"] is True  # 15,000 reads/s against 7,000 writes/s
+    assert by[name]["measured"] == "reads on all 3 nodes (ReadIndex) 2.14x writes"
     assert by["failover median <= 0.5 s and no worse than PySyncObj"]["met"] is True
     assert by["learner catch-up on 1,000,000 entries < 10 s"]["met"] is False
     assert by["peak RSS per node < 150 MB"]["met"] is True
+
+
+def test_reads_below_twice_the_write_rate_miss_their_target():
+    doc = _doc()
+    doc[0]["read"] = [_cell(64, 13000, 4.0)]
+    by = {t["target"]: t for t in targets(doc)}
+    reads = by["linearizable reads served by followers too, >= 2x the write rate at 64"]
+    assert reads["met"] is False and "1.86x" in reads["measured"]
 
 
 def test_targets_without_peers_are_not_measured():

@@ -92,6 +92,7 @@ def app_entries(draw, index: int, log_term: int):
 
 
 ANY_PEER_TYPE = st.sampled_from(PEER_TYPES)
+READ_TYPES = (MessageType.READ_INDEX, MessageType.READ_INDEX_RESP)
 
 
 @st.composite
@@ -110,7 +111,7 @@ def messages(draw, types=ANY_PEER_TYPE):
         commit=draw(uints),
         reject=draw(st.booleans()),
         reject_hint=draw(uints),
-        context=draw(small_bytes),
+        context=draw(st.binary(min_size=1, max_size=64) if mtype in READ_TYPES else small_bytes),
         chunk=draw(chunks()) if mtype == MessageType.SNAP else None,
     )
 
@@ -306,6 +307,8 @@ def test_local_messages_are_not_encodable(mtype: MessageType) -> None:
         (dict(entries=["nope"]), "message"),
         (dict(chunk=sample_snap().chunk), "message.chunk"),
         (dict(type=99), "message.type"),
+        (dict(type=MessageType.READ_INDEX, entries=[]), "message.context"),  # no tag
+        (dict(type=MessageType.READ_INDEX_RESP, entries=[]), "message.context"),
         (dict(to="\ud800"), "encode"),
     ],
 )

@@ -948,6 +948,28 @@ def test_loadgen_counts_requests_and_statuses() -> None:
     run(main())
 
 
+def test_loadgen_spreads_clients_round_robin_over_targets() -> None:
+    async def main() -> None:
+        apps = [make_app() for _ in range(3)]
+        servers = [await start_server(router, "127.0.0.1", 0) for router, _ in apps]
+        res = await run_load(
+            "127.0.0.1",
+            servers[0].port,
+            clients=6,
+            duration_s=0.3,
+            warmup_s=0.05,
+            make_request=lambda c, s: ("GET", f"/v1/kv/c{c}", b""),
+            extra_targets=[("127.0.0.1", s.port) for s in servers[1:]],
+        )
+        for server in servers:
+            await server.wait_closed()
+        assert res.requests > 20 and res.conn_errors == 0
+        # Two clients on each server, all busy.
+        assert all(state["calls"] > 10 for _, state in apps), [s["calls"] for _, s in apps]
+
+    run(main())
+
+
 def test_loadgen_handles_connection_close_and_reconnects_after_loss() -> None:
     """Against a stub server that drops every third connection's request unanswered
     and says ``Connection: close`` on others."""

@@ -46,6 +46,17 @@ def test_status_health_replicate_read_snapshot_verify(tmp_path, state):
             assert r.entries[1].index == r.entries[0].index + 1
             assert mgr.read("a").value == "1"
             assert mgr.read("missing").value is None
+            # Any member serves a linearizable read (followers through ReadIndex), and
+            # a follower that served one is not taken for the leader.
+            follower = next(n for n in ("n1", "n2", "n3") if n != leader)
+            out = mgr.adapter.get("a", "linearizable", node=follower)
+            assert out.value == "1" and out.node == follower
+            mgr.adapter._leader_addr = None  # as after a failover: the leader unknown
+            for _ in range(3):
+                assert mgr.read("a").value == "1"
+            assert mgr.adapter._leader_addr is None
+            r = mgr.replicate([{"key": "c", "value": "3"}]).result
+            assert r.leader == leader
             wait_until(lambda: mgr.read("b", "stale").value == "2")
             d = mgr.replicate({"a": None}).result
             assert d.entries[0].deleted is True and mgr.read("a").value is None

@@ -200,7 +200,6 @@ def test_follower_redirects_with_leader_hint_and_faults_are_forbidden(clusters, 
             ("PUT", kv_path("k"), {"value": "v"}),
             ("DELETE", kv_path("k"), None),
             ("POST", kv_path("k") + "/cas", {"expected": None, "value": "v"}),
-            ("GET", kv_path("k"), None),  # linearizable by default
             ("POST", "/v1/admin/membership", {"action": "remove", "id": "n9"}),
             ("POST", "/v1/admin/transfer-leadership", {"target": None}),
         ]
@@ -209,9 +208,11 @@ def test_follower_redirects_with_leader_hint_and_faults_are_forbidden(clusters, 
             err = assert_error(r, 421, "not_leader")
             assert err["leader"] == leader.id, (method, path, err)
             assert err["leader_api"] == leader.api_address, (method, path, err)
-        r = http.get(url(node, kv_path("k")), params={"consistency": "linearizable"})
-        assert assert_error(r, 421)["leader_api"] == leader.api_address
-        # Stale reads are served locally.
+        # Linearizable reads are served by followers (ReadIndex through the leader),
+        # linearizable by default; stale reads are served locally.
+        for params in ({}, {"consistency": "linearizable"}):
+            r = http.get(url(node, kv_path("k")), params=params)
+            assert r.status_code == 200 and r.json()["value"] is None, r.text
         r = http.get(url(node, kv_path("k")), params={"consistency": "stale"})
         assert r.status_code == 200 and r.json()["value"] is None
     # Fault injection is off unless the node was started with it.
@@ -389,6 +390,68 @@ def test_corrupted_wal_record_in_the_middle_refuses_to_start(clusters):
             assert cl2.get("x-7")["value"] == "v7"
 
 
+# 6b ---------------------------------------------------------------------------------------
+
+
+def test_followers_serve_linearizable_reads_and_a_cut_off_one_never_serves_stale(clusters, http):
+    """A write the leader acknowledged is visible at once to a linearizable read on
+    each follower (ReadIndex through the leader, then waiting to apply). A follower
+    cut off from the others with the fault API answers 503 for linearizable reads,
+    never its old value; stale reads there still answer (the old value)."""
+    c = clusters.up(3, allow_fault_injection=True)
+    lead = wait_leader(c)
+    leader = c.node(lead["id"])
+    fs = followers(c, leader.id)
+    for f in fs:
+        wait_until(
+            lambda f=f: (status_of(c.node(f)) or {}).get("leader") == leader.id,
+            10,
+            f"{f} to know the leader",
+        )
+    for i in range(20):
+        r = http.put(url(leader, kv_path("k")), json={"value": f"v{i}"})
+        assert r.status_code == 200, r.text
+        index = r.json()["index"]
+        for f in fs:  # right after the acknowledgement, no waiting
+            got = http.get(url(c.node(f), kv_path("k")), params={"consistency": "linearizable"})
+            assert got.status_code == 200, got.text
+            assert got.json()["value"] == f"v{i}", (f, i, got.json())
+            assert got.json()["applied_index"] >= index
+
+    cut, other = fs
+    cut_node = c.node(cut)
+
+    def faults(node_id: str, body: dict) -> None:
+        r = http.post(url(c.node(node_id), "/v1/admin/faults"), json=body)
+        assert r.status_code == 200, r.text
+
+    faults(cut, {"drop": [leader.id, other]})
+    faults(leader.id, {"drop": [cut]})
+    faults(other, {"drop": [cut]})
+    r = http.put(url(leader, kv_path("k")), json={"value": "after-cut"})
+    assert r.status_code == 200, r.text
+    t0 = time.monotonic()
+    got = http.get(url(cut_node, kv_path("k")), params={"consistency": "linearizable"})
+    took = time.monotonic() - t0
+    # It still believed in the leader: its read was forwarded, got no answer and
+    # expired (two election timeouts), well before the request deadline.
+    assert_error(got, 503, "unavailable")
+    assert took < 2 * ELECTION_TIMEOUT_MAX_S + 1.0, took
+    # Later ones: 503 again, or 421 once it has given up on the leader; never a value.
+    for _ in range(3):
+        got = http.get(url(cut_node, kv_path("k")), params={"consistency": "linearizable"})
+        assert_error(got, (421, 503))
+    assert stale_get(cut_node, "k") == "v19"
+
+    for n in c.nodes:
+        faults(n.id, {"clear": True})
+    wait_until(
+        lambda: (status_of(cut_node) or {}).get("leader") is not None, 10, f"{cut} to rejoin"
+    )
+    got = http.get(url(cut_node, kv_path("k")), params={"consistency": "linearizable"})
+    assert got.status_code == 200 and got.json()["value"] == "after-cut", got.text
+
+
 # 7 ----------------------------------------------------------------------------------------
 
 
@@ -564,6 +627,11 @@ def test_membership_learner_promote_remove_and_conflict(clusters, http):
         assert st["role"] == "learner"
         r = http.get(url(n4, kv_path("m")), params={"consistency": "stale"})
         assert r.json()["value"] == "1"
+        # A learner serves linearizable reads too (ReadIndex through the leader): it
+        # sees a write acknowledged just before.
+        cl.put("m", "1b")
+        r = http.get(url(n4, kv_path("m")), params={"consistency": "linearizable"})
+        assert r.status_code == 200 and r.json()["value"] == "1b", r.text
 
         out2 = cl.ok("POST", "/v1/admin/membership", json={"action": "promote", "id": "n4"})
         assert out2["index"] > out["index"]
@@ -611,6 +679,11 @@ def test_membership_learner_promote_remove_and_conflict(clusters, http):
         assert first.status_code == 200, first.text
         assert first.json()["voters"] == sorted({"n1", "n2", "n3", "n4"} - {victim})
         http.post(url(leader, "/v1/admin/faults"), json={"clear": True})
+        # The removed node, still running, serves no linearizable read: 421 once it
+        # knows it is out of the configuration; until then its request to the leader,
+        # which no longer accepts its connections, goes unanswered: 503.
+        r = http.get(url(c.node(victim), kv_path("m")), params={"consistency": "linearizable"})
+        assert_error(r, (421, 503))
         c.forget(victim)
 
         st = cl.ok("GET", "/v1/status")

@@ -2,11 +2,14 @@
 
 Any member will do as an entry point: the status of one names every member and its
 API address (``members``), writes follow ``421`` leader hints, and a leaderless moment
-(an election) is waited out for a bounded time. The API token comes from the cluster's
-config (environment variable or file) and is only ever put in the Authorization
-header. A cluster given by ``dir`` is a local cluster: its ``cluster.yaml`` lists the
-processes, which this adapter can kill, start, add and retire through its
-``LocalProcesses`` (process control stays out of the protocol code).
+(an election) is waited out for a bounded time. Linearizable reads go to the leader
+when it is known (one hop less) but any member may serve them (followers and learners
+use ReadIndex on the leader), so a read asked of a node goes to that node. The API
+token comes from the cluster's config (environment variable or file) and is only ever
+put in the Authorization header. A cluster given by ``dir`` is a local cluster: its
+``cluster.yaml`` lists the processes, which this adapter can kill, start, add and
+retire through its ``LocalProcesses`` (process control stays out of the protocol
+code).
 """
 
 from __future__ import annotations
@@ -197,8 +200,12 @@ class RaftNodeAdapter(ClusterAdapter):
         params: dict | None = None,
         timeout: httpx.Timeout = WRITE_TIMEOUT,
         wait_s: float = LEADER_WAIT_S,
+        any_member: bool = False,
     ) -> tuple[dict, str | None]:
-        """Send to the leader, following 421 hints and waiting out elections."""
+        """Send to the leader, following 421 hints and waiting out elections.
+
+        ``any_member``: whoever answers will do (a linearizable read), so the node
+        that answered is not taken for the leader."""
         deadline = time.monotonic() + wait_s
         last: ManagerError | None = None
         while True:
@@ -214,7 +221,8 @@ class RaftNodeAdapter(ClusterAdapter):
                 tried.add(addr)
                 try:
                     doc = self._call(method, addr, path, body=body, params=params, timeout=timeout)
-                    self._leader_addr = addr
+                    if not any_member:
+                        self._leader_addr = addr
                     return doc, self._id_of(addr)
                 except Unreachable as e:
                     last = e
@@ -344,8 +352,8 @@ class RaftNodeAdapter(ClusterAdapter):
 
     def get(self, key: str, consistency: str, node: str | None = None) -> ReadOutcome:
         params = {"consistency": consistency}
-        if consistency == "linearizable":
-            doc, served = self._leader_call("GET", _kv(key), params=params)
+        if consistency == "linearizable" and node is None:
+            doc, served = self._leader_call("GET", _kv(key), params=params, any_member=True)
             return ReadOutcome(doc.get("value"), doc.get("applied_index"), served)
         candidates = [self._need_addr(node)] if node else self._addresses()
         last: ManagerError | None = None

@@ -8,7 +8,9 @@ server under test, so this speaks the wire format itself.
 Only responses completing inside the measurement window (after ``warmup_s``, before the
 deadline) are counted. Non-2xx responses are errors, counted by status; connection losses
 are counted in ``conn_errors`` (and in ``errors``) and the client reconnects. Redirects
-(e.g. 421 "not the leader") are not followed: point it at the leader.
+(e.g. 421 "not the leader") are not followed: point writes at the leader. Clients can
+be spread round-robin over several nodes (``extra_targets``), e.g. linearizable reads,
+which every member serves.
 
 Library::
 
@@ -32,7 +34,7 @@ import multiprocessing
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -292,6 +294,7 @@ async def run_load(
     client_offset: int = 0,
     grace_s: float = 5.0,
     tls: ssl.SSLContext | None = None,
+    extra_targets: Sequence[tuple[str, int]] = (),
 ) -> LoadResult:
     """Run ``clients`` closed-loop clients for ``warmup_s + duration_s`` seconds.
 
@@ -300,20 +303,23 @@ async def run_load(
     before it. ``client_offset`` is added to the client index passed to ``make_request``.
     Clients still waiting ``grace_s`` after the deadline are cancelled and counted as
     ``timeouts``. ``tls``: speak HTTPS (each client's one connection is kept).
+    ``extra_targets``: client ``i`` connects to the ``i``-th of ``(host, port)`` and
+    these, round-robin.
     """
     if clients < 1:
         raise ValueError("clients must be >= 1")
-    host_hdr = f"{host}:{port}".encode()
+    targets = [(host, port), *extra_targets]
     extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in (headers or {}).items())
     stats = _Stats(clients)
     cpu0 = time.process_time()
     start = asyncio.Event()
-    tasks = [
-        asyncio.create_task(
-            _client(client_offset + i, host, port, make_request, host_hdr, extra, stats, start, tls)
+    tasks = []
+    for i in range(clients):
+        h, p = targets[i % len(targets)]
+        client = _client(
+            client_offset + i, h, p, make_request, f"{h}:{p}".encode(), extra, stats, start, tls
         )
-        for i in range(clients)
-    ]
+        tasks.append(asyncio.create_task(client))
     # Connection setup stays outside the clock (a client that could not connect retries
     # once the run starts).
     with contextlib.suppress(TimeoutError):

@@ -1,10 +1,11 @@
 """Our side of the comparison: a 3-node cluster of ``raft-node`` processes on loopback.
 
 Writes are ``PUT /v1/kv/k{client}-{seq}`` to the leader; linearizable reads are
-``GET /v1/kv/r?consistency=linearizable`` to the leader (a follower answers 421 today,
-so reads cannot be spread). Embedded proposals run in a process of their own
-(:mod:`mcp_server.bench.embedded`). The catch-up measurement fills the log to
-``entries`` committed writes with compaction on, then adds an empty learner.
+``GET /v1/kv/r?consistency=linearizable`` spread round-robin over all three nodes
+(followers serve them through ReadIndex on the leader). Embedded proposals run in a
+process of their own (:mod:`mcp_server.bench.embedded`). The catch-up measurement
+fills the log to ``entries`` committed writes with compaction on, then adds an empty
+learner.
 """
 
 from __future__ import annotations
@@ -85,25 +86,38 @@ class OursCluster:
         assert pid is not None
         return pid
 
-    def _load(self, clients: int, duration_s: float, make_request: Any) -> dict:
-        api = self.leader_api()
-        host, _, port = api.rpartition(":")
-        pid = self.leader_pid()
-        cpu0 = proc_cpu_s(pid)
+    def _load(
+        self, clients: int, duration_s: float, make_request: Any, *, all_nodes: bool = False
+    ) -> dict:
+        """Run the load against the leader, or with ``all_nodes`` round-robin over every
+        node starting with the leader (``nodes_cpu_s`` then adds up all of them)."""
+        lead = self.c.wait_for_leader()
+        nodes = [self.c.node(lead)]
+        if all_nodes:
+            nodes += [n for n in self.c.nodes if n.id != lead]
+        targets = []
+        for n in nodes:
+            host, _, port = n.api_address.rpartition(":")
+            targets.append((host, int(port)))
+        pids = [n.pid for n in nodes if n.pid is not None]
+        cpu0 = {pid: proc_cpu_s(pid) for pid in pids}
         res = asyncio.run(
             run_load(
-                host,
-                int(port),
+                *targets[0],
                 clients=clients,
                 duration_s=duration_s,
                 make_request=make_request,
                 warmup_s=WARMUP_S,
                 headers=_HEADERS,
                 tls=self._ssl(),
+                extra_targets=targets[1:],
             )
         )
         d = res.to_dict()
-        d["leader_cpu_s"] = round(proc_cpu_s(pid) - cpu0, 2)
+        used = {pid: proc_cpu_s(pid) - cpu0[pid] for pid in pids}
+        d["leader_cpu_s"] = round(used.get(nodes[0].pid, 0.0), 2)
+        if all_nodes:
+            d["nodes_cpu_s"] = round(sum(used.values()), 2)
         return d
 
     # -- workloads -------------------------------------------------------------
@@ -115,7 +129,7 @@ class OursCluster:
         api = self.leader_api()
         self.http.put(self._url(api, f"/v1/kv/{READ_KEY}"), json={"value": "x" * self.value_size})
         path = f"/v1/kv/{READ_KEY}?consistency=linearizable"
-        return self._load(clients, duration_s, lambda c, s: ("GET", path, b""))
+        return self._load(clients, duration_s, lambda c, s: ("GET", path, b""), all_nodes=True)
 
     def failover(self) -> float:
         old = self.c.wait_for_leader()

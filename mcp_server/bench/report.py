@@ -115,7 +115,7 @@ def render(doc: dict) -> Group:
     ]
     for workload, title in (
         ("write", "closed-loop writes (HTTP through the leader; PySyncObj: in-process)"),
-        ("read", "linearizable reads (to the leader)"),
+        ("read", "linearizable reads (ours: all nodes, round-robin; etcd: to the leader)"),
         ("embedded", "embedded proposals (library API, callers in the leader process)"),
     ):
         t = _workload_table(doc, workload, title)

@@ -14,7 +14,10 @@ Writes carry a client session (``client_id``/``seq``) and every retry of one op 
 its ``seq``, so a retry after an indeterminate attempt is exactly-once: if the first
 attempt committed, the retry answers with its result. Clients follow 421 leader hints,
 rotate over the members otherwise, and never reuse a value (``<client>-<n>``), so every
-value read names the write that produced it.
+value read names the write that produced it. Writes go to the leader they know;
+linearizable reads go to a member drawn at random (both systems serve them on
+followers, ours through ReadIndex on the leader), so the checker judges follower
+reads too, cut-off and stale-term followers included.
 
 The wire protocol is a :class:`Dialect`: :class:`RaftNodeDialect` (``/v1/kv``, client
 sessions, 421 hints) or :class:`EtcdDialect` (etcd's JSON gateway: ``kv/put``,
@@ -335,11 +338,13 @@ class Client:
 
     # -- attempts ----------------------------------------------------------------------
 
-    def _target(self, avoid: str | None = None) -> str | None:
+    def _target(self, avoid: str | None = None, *, anyone: bool = False) -> str | None:
+        """The pinned node, else the known leader (unless ``anyone`` will do), else a
+        member drawn at random."""
         if self.pinned:
             return self.pinned
         lead = self.members.leader
-        if lead and lead != avoid and lead in self.members.addresses:
+        if not anyone and lead and lead != avoid and lead in self.members.addresses:
             return lead
         choices = sorted(n for n in self.members.addresses if n != avoid)
         return self.rng.choice(choices) if choices else None
@@ -349,7 +354,7 @@ class Client:
         maybe_applied = False
         attempts = 0
         error: str | None = None
-        node = self._target()
+        node = self._target(anyone=not write)
         while time.monotonic() < deadline and node is not None:
             addr = self.members.addresses.get(node)
             if addr is None:
@@ -381,8 +386,8 @@ class Client:
             doc = _json(r)
             verdict = self.dialect.judge(r.status_code, doc, write)
             if verdict == "ok":
-                if not self.pinned:
-                    self.members.leader = node
+                if write and not self.pinned:
+                    self.members.leader = node  # a read may have been served by a follower
                 return _Outcome("ok", doc, node, attempts, None)
             error = f"{node}: {r.status_code} {doc.get('error') or doc.get('message') or ''}"
             error = error.strip()

@@ -1,4 +1,5 @@
-"""read: a key's value from the cluster, linearizable (through the leader) or stale."""
+"""read: a key's value from the cluster, linearizable (served by the leader, or by any member
+through ReadIndex on the leader) or stale."""
 
 from __future__ import annotations
 

@@ -1,9 +1,13 @@
 """The node's HTTP API, exactly as DESIGN.md's "node HTTP API (contract)" says.
 
 Handlers validate input, call RaftNode, and map its errors to the contract's status
-codes. Writes and linearizable reads sent to a follower are answered 421 with the
-leader's id and API address (not forwarded: the client or manager follows the hint,
-so a request never silently takes two network hops).
+codes. Writes sent to a follower are answered 421 with the leader's id and API
+address (not forwarded: the client or manager follows the hint, so a write never
+silently takes two network hops). Linearizable reads are served by every member,
+followers and learners included: a follower asks the leader for a read index
+(ReadIndex) and answers from its own state once it has applied that far; 421 only
+when it knows no leader or is not a member, 503 when the leader did not confirm the
+read in time.
 """
 
 from __future__ import annotations

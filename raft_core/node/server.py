@@ -416,14 +416,18 @@ class RaftNode:
                 )
 
     async def read_barrier(self) -> int:
-        """Wait until this leader can serve a linearizable read; the index it is at.
+        """Wait until this node can serve a linearizable read; the index it is at.
 
         ReadIndex (dissertation 6.4): reads arriving together share one round of
         heartbeats, and the answer waits until the applied index reaches the read
-        index.
+        index. A follower or learner asks its leader for the index (no clock
+        involved); with no leader known, or outside the configuration (removed, or
+        not yet joined), it answers NotLeader. A read the leader does not confirm in
+        time fails as Unavailable, never with a stale answer.
         """
         self._check_serving()
-        if not self.raw.is_leader:
+        raw = self.raw
+        if not raw.is_leader and (raw.leader is None or self.id not in raw.conf.members()):
             raise self._not_leader()
         fut: asyncio.Future = self._loop.create_future()
         self.driver.read(fut)

@@ -38,6 +38,9 @@ COUNTERS = (
     "partitions",
     "corruptions_refused",
     "torn_tails_dropped",
+    "pauses",
+    "follower_reads",
+    "reads_failed",
 )
 
 
@@ -76,6 +79,9 @@ class RunPlan:
     # Shrink the voters towards one through membership changes.
     shrink: bool
     config: SimConfig
+    # Pause processes (SIGSTOP) now and then: a node that wakes up still believes in
+    # an old leader and term, with messages for it queued meanwhile.
+    pauses: bool = False
 
 
 def plan_run(seed: int) -> RunPlan:
@@ -148,6 +154,7 @@ def plan_run(seed: int) -> RunPlan:
         plan.membership = more.random() < 0.7
     elif shape < 0.22:
         plan.membership = plan.shrink = True
+    plan.pauses = more.random() < 0.3
     # A stream of its own again: how the commit index reaches followers (raft-node
     # defaults to riding it on later messages; etcd broadcasts it).
     extra = random.Random(seed * 7919 + 11)
@@ -169,6 +176,10 @@ class Chaos:
 
     def start(self) -> None:
         self.c.schedule(self.rng.uniform(100, 300), self._act)
+        if self.plan.pauses:
+            # A stream of its own, so that the other faults stay as they were.
+            self._pause_rng = random.Random(self.plan.seed * 15485863 + 5)
+            self.c.schedule(self._pause_rng.uniform(100, 400), self._pause)
         if self.plan.churn:
             self.c.persist_hooks.append(self._crash_at_the_worst_moment)
         if self.plan.churn or self.plan.nodes == 1 or self.plan.shrink:
@@ -280,6 +291,20 @@ class Chaos:
             self.c.partition(ids[:cut], ids[cut:])
         self.c.schedule(self.rng.uniform(80, 900), self.c.heal)
 
+    def _pause(self) -> None:
+        if not self.active:
+            return
+        rng = self._pause_rng
+        up = [n for n in self._members() if self.c.nodes[n].up and not self.c.nodes[n].paused]
+        if up:
+            victim = rng.choice(up)
+            leader = self.c.leader()
+            if leader is not None and rng.random() < 0.3:
+                victim = leader.id
+            self.c.pause(victim)
+            self.c.schedule(rng.uniform(30, 700), lambda: self.c.resume(victim))
+        self.c.schedule(rng.uniform(150, 600), self._pause)
+
     def _one_way(self) -> None:
         ids = list(self.c.nodes)
         if len(ids) < 2:
@@ -389,6 +414,7 @@ class Chaos:
         self.active = False
         self.c.heal()
         for nid, node in self.c.nodes.items():
+            self.c.resume(nid)
             if not node.up:
                 self.c.restart(nid)
 

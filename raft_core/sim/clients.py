@@ -6,6 +6,10 @@ with a result, so a write that is applied twice would show up as a linearizabili
 violation (and in the exactly-once scenario tests). An operation's outcome is
 recorded as *unknown* when any attempt may have reached a leader and none returned a
 result: it may or may not have taken effect, and the checker treats it so.
+
+Linearizable reads go to a node drawn at random, followers and learners included
+(they serve them through ReadIndex on the leader), so the checker sees reads served
+by every kind of node, stale leaders and cut-off followers among them.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class SimClient:
         self._current: _Attempt | None = None
         self._target: str | None = None
         self.completed = 0
+        # Where reads go, from a stream of its own: the other draws stay as they were.
+        self._read_rng = random.Random(f"{cluster.seed}:{name}:reads")
         cluster.net.attach(name, self._receive)
 
     # -- lifecycle -----------------------------------------------------------
@@ -109,6 +115,9 @@ class SimClient:
         return vals[-3:]
 
     def _pick_node(self) -> str:
+        assert self._op is not None
+        if self._op.kind == "get" and self._attempts == 1:
+            return self._read_rng.choice(sorted(self.cluster.nodes))
         if self._target is not None and self._target in self.cluster.nodes:
             return self._target
         return self.rng.choice(sorted(self.cluster.nodes))
@@ -157,7 +166,8 @@ class SimClient:
         if self._current is None or resp.req_id != self._current.req_id:
             return  # a late or duplicated answer to an earlier attempt
         if resp.ok:
-            self._target = self._current.node
+            if self._op is not None and self._op.kind != "get":
+                self._target = self._current.node  # the leader, for the next write
             self._record(self.cluster.now, resp.output)
             return
         if resp.error == "not_leader":

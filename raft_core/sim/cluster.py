@@ -108,6 +108,11 @@ class SimCluster:
             "crashes": 0,
             "partitions": 0,
             "corruptions_refused": 0,
+            "pauses": 0,
+            # Linearizable reads served by a follower or learner (ReadIndex through
+            # the leader), and reads that failed (no leader, term change, expiry).
+            "follower_reads": 0,
+            "reads_failed": 0,
         }
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}
@@ -269,9 +274,31 @@ class SimCluster:
         self._hook_events(node)
         self.note(f"{nid} RESTART term={node.term} commit={node.raw.commit_index}")
 
+    def pause(self, nid: NodeId) -> None:
+        """Stop a process without killing it (SIGSTOP): its clock stops and what is
+        sent to it waits; it resumes with everything it had, an old term included."""
+        node = self.nodes[nid]
+        if node.up and not node.paused:
+            node.paused = True
+            self.stats["pauses"] += 1
+            self.note(f"{nid} PAUSE")
+
+    def resume(self, nid: NodeId) -> None:
+        node = self.nodes[nid]
+        if not node.paused:
+            return
+        node.paused = False
+        self.note(f"{nid} RESUME ({len(node.inbox)} waiting)")
+        waiting, node.inbox = node.inbox, []
+        for m in waiting:
+            self._deliver(nid, m)
+
     def _deliver(self, nid: NodeId, m: Any) -> None:
         node = self.nodes[nid]
         if not node.up:
+            return
+        if node.paused:
+            node.inbox.append(m)  # in the socket buffers until it resumes
             return
         if isinstance(m, ClientRequest):
             # A TCP connection does not deliver a request twice: drop network
@@ -357,10 +384,14 @@ class SimCluster:
         node.driver.submit(encode_command(cmd, cid, seq, int(self.now)), req)
 
     def _on_read(self, node: SimNode, req: ClientRequest, index: int) -> None:
+        if not node.raw.is_leader:
+            self.stats["follower_reads"] += 1
         value = node.kv.get(req.key)
         self._respond(node.id, req, ClientResponse(req.req_id, True, output={"value": value}))
 
     def _on_request_failed(self, node: SimNode, req: ClientRequest, failure: Failure) -> None:
+        if req.kind == "get":
+            self.stats["reads_failed"] += 1
         if failure.drop is DropCode.NOT_LEADER:
             error = "not_leader"
         elif failure.code is FailureCode.REPLACED:

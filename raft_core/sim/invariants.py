@@ -7,7 +7,9 @@ persisted, a commit index observed, an entry applied, a leader elected), so chec
 * election safety: at most one leader per term;
 * log matching: two entries with the same index and term carry the same data and
   follow entries with the same term (by induction, identical prefixes);
-* leader completeness: a new leader holds every entry known committed;
+* leader completeness: a new leader of term T holds every entry committed in a term
+  before T (a candidate paused between its votes and counting them may lead a term
+  that the cluster has left behind; it need not hold what later terms committed);
 * state machine safety: no two nodes apply different entries at one index, and an
   applied entry is the committed one;
 * monotonicity: a node's term and commit index never go backwards, not even across a
@@ -36,6 +38,9 @@ class SafetyChecker:
         self.entries: dict[tuple[int, int], tuple[tuple[int, bytes], int | None]] = {}
         # index -> (term, fingerprint) for entries known committed
         self.committed: dict[int, tuple[int, tuple[int, bytes]]] = {}
+        # index -> the lowest term of a node that saw it committed: it was committed
+        # in that term or an earlier one
+        self.committed_by_term: dict[int, int] = {}
         self.applied: dict[int, tuple[int, tuple[int, bytes]]] = {}
         self.last_term: dict[NodeId, int] = {}
         self.last_commit: dict[NodeId, int] = {}
@@ -86,6 +91,9 @@ class SafetyChecker:
                 continue
             fp = (e.term, _fingerprint(e))
             known = self.committed.get(i)
+            seen_in = self.last_term.get(node, 0)
+            if seen_in < self.committed_by_term.get(i, seen_in + 1):
+                self.committed_by_term[i] = seen_in
             if known is None:
                 self.committed[i] = fp
             elif known != fp:
@@ -116,9 +124,11 @@ class SafetyChecker:
             self._fail(f"{node} applied {e.index}/{e.term}, which is not the committed entry")
 
     def leader_complete(self, node: NodeId, term: int, first_index: int, entry_at) -> None:
-        """A new leader must hold every entry known committed (or have it compacted)."""
+        """A new leader must hold every entry committed in an earlier term (or have it
+        compacted). An entry first seen committed by a node already in ``term`` or later
+        may have been committed in a later term: not required of this leader."""
         for i, (t, fp) in self.committed.items():
-            if i < first_index:
+            if i < first_index or self.committed_by_term.get(i, 0) >= term:
                 continue
             e = entry_at(i)
             if e is None or (e.term, _fingerprint(e)) != (t, fp):

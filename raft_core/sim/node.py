@@ -96,6 +96,10 @@ class SimNode:
         self.snapshot_every = snapshot_every
         self.keep_entries = keep_entries
         self.up = False
+        # A paused process (SIGSTOP): no clock, and what arrives waits in ``inbox``
+        # until it resumes. Unlike a crash it keeps all its state, an old term included.
+        self.paused = False
+        self.inbox: list[Any] = []
         self.incarnation = 0
         self.raw: RawNode
         self.replica: Replica
@@ -125,10 +129,13 @@ class SimNode:
             state=self.replica,
             call_soon=None,  # virtual time stands still between events: "soon" is now
             hooks=SimHooks(self),
+            incarnation=str(self.incarnation),
         )
 
     def crash(self) -> None:
         self.up = False
+        self.paused = False
+        self.inbox = []
         self.incarnation += 1  # invalidates scheduled disk completions
         self.driver.stop()
         if self.writing is not None:
@@ -165,7 +172,7 @@ class SimNode:
     # -- inputs --------------------------------------------------------------
 
     def tick(self) -> None:
-        if self.up:
+        if self.up and not self.paused:
             self.raw.tick()
             self.driver.kick()
 
