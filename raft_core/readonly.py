@@ -106,8 +106,13 @@ class ForwardedReads:
         return True
 
     def expire(self, now: int) -> list[bytes]:
-        """Remove and return the reads whose deadline has passed."""
-        late = [c for c, r in self._reads.items() if r.deadline < now]
+        """Remove and return the reads whose deadline has passed (the oldest first:
+        deadlines grow in the order reads are added, so the scan stops early)."""
+        late = []
+        for c, r in self._reads.items():
+            if r.deadline >= now:
+                break
+            late.append(c)
         for c in late:
             del self._reads[c]
         return late

@@ -59,3 +59,15 @@ def test_the_lowest_term_a_commit_was_seen_in_counts() -> None:
     ck.commit_observed("n2", 2, lambda i: e if i == 2 else None)
     with pytest.raises(InvariantViolation):
         ck.leader_complete("n3", 5, 1, lambda i: None if i != 2 else _entry(2, 1, b"z"))
+
+
+@pytest.mark.parametrize("seed", [1040, 1451, 1761])
+def test_campaign_seed_where_a_paused_candidate_led_a_term_left_behind(seed: int) -> None:
+    """These runs failed the old leader-completeness check: a candidate paused after
+    asking for votes resumed, counted them, and led a term the cluster had left."""
+    from raft_core.sim.campaign import plan_run, run_one
+
+    assert plan_run(seed).pauses
+    result = run_one(seed)
+    assert result.ok, f"{result.kind}: {result.reason}"
+    assert result.stats["pauses"] > 0
