@@ -84,6 +84,8 @@ def _peer_seeds() -> list[bytes]:
             ],
         ),
         Message(MessageType.APP_RESP, "n1", "n2", term=3, index=9, reject=True, reject_hint=4),
+        Message(MessageType.READ_INDEX, "n2", "n1", term=3, context=b"n2:7f3a:12"),
+        Message(MessageType.READ_INDEX_RESP, "n2", "n1", term=3, index=9, context=b"n1:9c:4"),
         Message(
             MessageType.SNAP,
             "n2",
