@@ -131,3 +131,41 @@ def test_remote_recovery_is_manual_steps():
     assert any("--initial-cluster-state existing" in s for s in steps)
     assert not a.can_control_processes
     a.close()
+
+
+def test_a_member_is_removed_through_another_member():
+    """Asked of the member it removes, etcd stops before answering ("server stopped"):
+    the removal goes to another member, even when the removed one was the leader."""
+    a = EtcdAdapter(endpoints=["127.0.0.1:2379", "127.0.0.1:2380"])
+    n1 = {"ID": "1", "name": "n1", "clientURLs": ["http://127.0.0.1:2379"]}
+    n2 = {"ID": "2", "name": "n2", "clientURLs": ["http://127.0.0.1:2380"]}
+    a._members = {"n1": n1, "n2": n2}
+    a._leader_url = "http://127.0.0.1:2380"  # n2 led until a moment ago
+    asked: list[str] = []
+
+    def call(url, path, body=None, **kw):
+        asked.append(base_url(url, "http"))
+        return {"header": {"revision": "7"}, "members": [n1]}
+
+    a.gw.call = call  # type: ignore[method-assign]
+    result = a.remove("n2")
+    assert asked == ["http://127.0.0.1:2379"]
+    assert result.voters == ["n1"]
+    a.close()
+
+
+def test_a_failed_membership_step_keeps_the_node_error_it_wraps():
+    from mcp_server.core.errors import NodeRequestError
+    from mcp_server.core.models import PlanStep, StepResult
+    from mcp_server.operations.membership import _step_failed
+
+    plan = type("P", (), {"action": "remove", "node": "n2"})()
+    err = NodeRequestError("n1: timed out", "retry later", status=503, indeterminate=True)
+    done = [StepResult(action="transfer_leadership", ok=True, detail="moved", seconds=0.1)]
+    wrapped = _step_failed(plan, 1, PlanStep(action="remove", detail="remove n2"), err, done)
+    assert isinstance(wrapped, NodeRequestError)
+    assert (wrapped.status, wrapped.indeterminate) == (503, True)
+    assert wrapped.operation == "change_membership"
+    assert wrapped.reason == "remove n2: step 2 (remove) failed: n1: timed out"
+    assert "steps completed: transfer_leadership" in wrapped.next_step
+    assert "retry later" in wrapped.next_step

@@ -260,14 +260,22 @@ class EtcdAdapter(ClusterAdapter):
     # -- data ------------------------------------------------------------------------------
 
     def _any_call(
-        self, path: str, body: dict, *, wait_s: float = LEADER_WAIT_S
+        self,
+        path: str,
+        body: dict,
+        *,
+        wait_s: float = LEADER_WAIT_S,
+        avoid: frozenset[str] = frozenset(),
     ) -> tuple[dict, str]:
         """Send to the leader if known, else any member (etcd forwards to the leader);
-        an answer of "no leader" or an unreachable member moves on, within ``wait_s``."""
+        an answer of "no leader" or an unreachable member moves on, within ``wait_s``.
+        ``avoid``: URLs not to ask (a member being removed stops before it answers)."""
         deadline = time.monotonic() + wait_s
         last: ManagerError | None = None
         while True:
             for url in self._candidate_urls():
+                if avoid and base_url(url, self.gw.scheme) in avoid:
+                    continue
                 try:
                     doc = self.gw.call(url, path, body)
                     return doc, self._name_of_url(url)
@@ -341,12 +349,12 @@ class EtcdAdapter(ClusterAdapter):
 
     # -- membership ------------------------------------------------------------------------
 
-    def _reconfig(self, path: str, body: dict) -> dict:
+    def _reconfig(self, path: str, body: dict, avoid: frozenset[str] = frozenset()) -> dict:
         """A membership call, retried while etcd says the cluster is not ready for one."""
         deadline = time.monotonic() + RECONFIG_WAIT_S
         while True:
             try:
-                doc, _ = self._any_call(path, body)
+                doc, _ = self._any_call(path, body, avoid=avoid)
                 return doc
             except NodeRequestError as e:
                 if "unhealthy cluster" not in e.reason or time.monotonic() >= deadline:
@@ -387,8 +395,14 @@ class EtcdAdapter(ClusterAdapter):
             time.sleep(0.2)
 
     def remove(self, node: str) -> ConfResult:
-        member_id = num(self._record(node), "ID")
-        return self._conf(self._reconfig("cluster/member/remove", {"ID": str(member_id)}))
+        record = self._record(node)
+        member_id = num(record, "ID")
+        # Asked of the member it removes, etcd applies the removal, stops, and answers
+        # "server stopped": the change is made but looks failed. Ask another member.
+        own = frozenset(base_url(u, self.gw.scheme) for u in record.get("clientURLs") or [])
+        return self._conf(
+            self._reconfig("cluster/member/remove", {"ID": str(member_id)}, avoid=own)
+        )
 
     # -- maintenance -----------------------------------------------------------------------
 

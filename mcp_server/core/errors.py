@@ -65,8 +65,10 @@ class NodeRequestError(ManagerError):
         indeterminate: bool = False,
         node: str | None = None,
         body: dict | None = None,
+        operation: str | None = None,
+        reasons: list[str] | None = None,
     ) -> None:
-        super().__init__(reason, next_step)
+        super().__init__(reason, next_step, operation=operation, reasons=reasons)
         self.body = body or {}
         self.status = status
         self.error = error

@@ -126,10 +126,10 @@ def run(ctx: Context, plan: Plan, progress: ProgressFn, timeout_s: float = 15.0)
     step = plan.steps[0]
     candidate = step.node
 
-    def result(v: ClusterView, detail: str) -> ElectionResult:
+    def result(v: ClusterView, detail: str, action: str = step.action) -> ElectionResult:
         return ElectionResult(
             cluster=ctx.name,
-            method=METHODS[step.action],  # type: ignore[arg-type]
+            method=METHODS[action],  # type: ignore[arg-type]
             target=plan.arguments.get("target"),
             previous_leader=prev,
             previous_term=prev_term,
@@ -145,6 +145,13 @@ def run(ctx: Context, plan: Plan, progress: ProgressFn, timeout_s: float = 15.0)
         progress(0, None, f"transferring leadership {prev} -> {candidate}")
         v = ctx.transfer_and_wait(candidate, progress)
         return result(v, f"leadership moved {prev} -> {candidate} in term {v.term}")
+    if step.action == "campaign" and view.leader is not None and len(view.leaders) == 1:
+        # The cluster elected a leader by itself between the plan and now (followers
+        # campaign within a few ticks of seeing the old leader's connection close): a
+        # campaign now would only disturb it. Who led before is not known any more.
+        prev = plan.leader
+        lead = view.leader.id
+        return result(view, f"{lead} was elected before the campaign; nothing to do", "none")
     progress(0, None, f"{candidate} starts an election")
     v = _campaign_until_elected(ctx, candidate, progress, timeout_s)
     return result(v, f"{v.leader.id} elected in term {v.term}")  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ the plan; the error names the step and the steps already done.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -321,13 +322,16 @@ def _step_failed(
     plan: MembershipChange, i: int, step: PlanStep, e: ManagerError, results: list[StepResult]
 ) -> ManagerError:
     done = ", ".join(r.action for r in results if r.ok) or "nothing"
-    return type(e)(
-        f"{plan.action} {plan.node}: step {i + 1} ({step.action}) failed: {e.reason}",
-        f"steps completed: {done}. Check `raft-manager status` before retrying"
-        + (f"; {e.next_step}" if e.next_step else ""),
-        operation=OPERATION,
-        reasons=e.reasons if len(e.reasons) > 1 else None,
+    # A copy keeps what the kind of error carries (a node's status, indeterminacy).
+    failed = copy.copy(e)
+    failed.reason = f"{plan.action} {plan.node}: step {i + 1} ({step.action}) failed: {e.reason}"
+    failed.args = (failed.reason,)
+    failed.next_step = f"steps completed: {done}. Check `raft-manager status` before retrying" + (
+        f"; {e.next_step}" if e.next_step else ""
     )
+    failed.operation = OPERATION
+    failed.reasons = e.reasons if len(e.reasons) > 1 else [failed.reason]
+    return failed
 
 
 def _step(

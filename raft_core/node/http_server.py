@@ -766,10 +766,9 @@ class _Connection(asyncio.Protocol):
             self._abort()
         elif phase in (_HEAD, _BODY) and self._transport is not None:
             what = "request head" if phase == _HEAD else "request body"
-            err = HTTPError(408, "request_timeout", f"{what} not received in time")
-            self._closing = True
-            self._transport.write(_encode(err.to_response(), _CONN_CLOSE))
-            self._close()
+            # A client that is still sending (a slow loris) would get RST for its unread
+            # bytes, which can destroy the 408 in flight: close the way _fail does.
+            self._fail(HTTPError(408, "request_timeout", f"{what} not received in time"))
         else:  # _FRESH or _IDLE: nothing to answer
             self._close()
 
