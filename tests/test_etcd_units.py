@@ -1,5 +1,6 @@
 """The etcd pieces that need no etcd: gateway decoding and error mapping, config secrets,
-plan order, the no-campaign refusal, remote recovery steps."""
+plan order, the no-campaign refusal, remote recovery steps, and an election the
+cluster wins by itself between plan and run."""
 
 from __future__ import annotations
 
@@ -169,3 +170,29 @@ def test_a_failed_membership_step_keeps_the_node_error_it_wraps():
     assert wrapped.reason == "remove n2: step 2 (remove) failed: n1: timed out"
     assert "steps completed: transfer_leadership" in wrapped.next_step
     assert "retry later" in wrapped.next_step
+
+
+class _ElectsItself(_Leaderless):
+    """Leaderless when the plan is made; n2 leads by the time it runs (its followers
+    campaigned on their own). A campaign would be an error here."""
+
+    def __init__(self) -> None:
+        super().__init__("raft_core", True)
+        self.calls = 0
+
+    def statuses(self) -> dict[str, NodeStatus]:
+        self.calls += 1
+        return _statuses(leader=None if self.calls == 1 else "n2")
+
+    def campaign(self, node: str) -> None:
+        raise AssertionError(f"campaigned {node} in a cluster that has a leader")
+
+
+def test_an_election_the_cluster_won_by_itself_is_reported_not_disturbed():
+    cluster = ClusterConfig(name="e", kind="raft_core", endpoints=["h:1"])
+    ctx = Context(cluster, _ElectsItself())  # type: ignore[arg-type]
+    plan = leadership.plan(ctx, ElectRequest(target=None))
+    assert plan.steps[0].action == "campaign"
+    result = leadership.run(ctx, plan, lambda *a: None)
+    assert (result.method, result.leader, result.previous_leader) == ("none", "n2", None)
+    assert "elected before the campaign" in result.detail
