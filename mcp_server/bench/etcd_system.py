@@ -9,7 +9,6 @@ to the leader like ours. The cluster is :class:`mcp_server.local.etcd.EtcdLocalC
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -22,7 +21,7 @@ import httpx
 from ..local import free_base_port
 from ..local.etcd import EtcdLocalCluster, EtcdMember
 from .failover import WriteProbe, measure_failover
-from .loadgen import run_load
+from .loadgen import run_load_sync
 from .procinfo import proc_cpu_s
 
 WARMUP_S = 0.5
@@ -99,16 +98,14 @@ class EtcdCluster:
         assert m.pid is not None
         pid = m.pid
         cpu0 = proc_cpu_s(pid)
-        res = asyncio.run(
-            run_load(
-                "127.0.0.1",
-                m.client_port,
-                clients=clients,
-                duration_s=duration_s,
-                make_request=make_request,  # type: ignore[arg-type]
-                warmup_s=WARMUP_S,
-                headers=_HEADERS,
-            )
+        res = run_load_sync(
+            "127.0.0.1",
+            m.client_port,
+            clients=clients,
+            duration_s=duration_s,
+            make_request=make_request,  # type: ignore[arg-type]
+            warmup_s=WARMUP_S,
+            headers=_HEADERS,
         )
         d = res.to_dict()
         d["leader_cpu_s"] = round(proc_cpu_s(pid) - cpu0, 2)

@@ -8,11 +8,10 @@ sandbox clusters only, refused on read-only and production clusters, audited.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from ..core import BenchResult, Manager, ManagerError
-from .loadgen import run_load
+from .loadgen import run_load_sync
 
 WARMUP_S = 0.5
 
@@ -35,17 +34,15 @@ def _bench(mgr: Manager, clients: int, duration_s: float, value_size: int) -> Be
     def make_request(client: int, seq: int) -> tuple[str, str, bytes]:
         return "PUT", f"/v1/kv/bench%2F{client}-{seq}", value
 
-    res = asyncio.run(
-        run_load(
-            host,
-            int(port),
-            clients=clients,
-            duration_s=duration_s,
-            make_request=make_request,
-            warmup_s=WARMUP_S,
-            headers=mgr.adapter.auth_headers(),
-            tls=mgr.adapter.api_ssl_context(),
-        )
+    res = run_load_sync(
+        host,
+        int(port),
+        clients=clients,
+        duration_s=duration_s,
+        make_request=make_request,
+        warmup_s=WARMUP_S,
+        headers=mgr.adapter.auth_headers(),
+        tls=mgr.adapter.api_ssl_context(),
     )
     d = res.to_dict()
     return BenchResult(

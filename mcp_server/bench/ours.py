@@ -10,7 +10,6 @@ learner.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import ssl
@@ -25,7 +24,7 @@ import httpx
 
 from ..local import LocalCluster, LocalSettings, free_base_port
 from .failover import WriteProbe, measure_failover
-from .loadgen import KVPutRequests, run_load
+from .loadgen import KVPutRequests, run_load_sync
 from .procinfo import peak_rss_mb, proc_cpu_s
 
 READ_KEY = "r"
@@ -101,17 +100,15 @@ class OursCluster:
             targets.append((host, int(port)))
         pids = [n.pid for n in nodes if n.pid is not None]
         cpu0 = {pid: proc_cpu_s(pid) for pid in pids}
-        res = asyncio.run(
-            run_load(
-                *targets[0],
-                clients=clients,
-                duration_s=duration_s,
-                make_request=make_request,
-                warmup_s=WARMUP_S,
-                headers=_HEADERS,
-                tls=self._ssl(),
-                extra_targets=targets[1:],
-            )
+        res = run_load_sync(
+            *targets[0],
+            clients=clients,
+            duration_s=duration_s,
+            make_request=make_request,
+            warmup_s=WARMUP_S,
+            headers=_HEADERS,
+            tls=self._ssl(),
+            extra_targets=targets[1:],
         )
         d = res.to_dict()
         used = {pid: proc_cpu_s(pid) - cpu0[pid] for pid in pids}

@@ -15,7 +15,6 @@ function, "total" busy samples with that function anywhere on the stack.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import shutil
@@ -26,7 +25,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from .loadgen import KVPutRequests, run_load
+from .loadgen import KVPutRequests, run_load_sync
 from .ours import OursCluster
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
@@ -117,15 +116,13 @@ def profile(
         result: dict = {}
 
         def load() -> None:
-            r = asyncio.run(
-                run_load(
-                    host,
-                    int(port),
-                    clients=clients,
-                    duration_s=duration_s + 2,
-                    make_request=KVPutRequests(64),
-                    headers={"Content-Type": "application/json"},
-                )
+            r = run_load_sync(
+                host,
+                int(port),
+                clients=clients,
+                duration_s=duration_s + 2,
+                make_request=KVPutRequests(64),
+                headers={"Content-Type": "application/json"},
             )
             result.update(r.to_dict())
 
