@@ -76,7 +76,9 @@ class NodeConfig:
     # page cache (benchmarks only; a machine crash can lose acknowledged writes).
     fsync: str = "always"
     # Take a snapshot after this many entries were applied since the last one, and
-    # keep this many entries before it for slow followers.
+    # keep this many entries before it for slow followers. While the state is larger
+    # than the log since the last snapshot, wait (up to 10x this many entries) until it
+    # is not: a snapshot costs the whole state, so its cost per entry stays bounded.
     snapshot_entries: int = 10_000
     keep_entries: int = 1_000
     # Requests waiting in the proposal pipeline before new ones get 503.
@@ -236,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["always", "never"],
         help="'never' trades durability for speed (benchmarks only)",
     )
-    p.add_argument("--snapshot-entries", type=int)
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        help="entries applied before a snapshot is taken (default 10000; up to 10x "
+        "that while the log since the last snapshot is smaller than the snapshot)",
+    )
     p.add_argument("--keep-entries", type=int)
     p.add_argument("--max-pending-proposals", type=int)
     p.add_argument("--request-timeout-ms", type=int)

@@ -61,6 +61,9 @@ log = logging.getLogger("raft_core.node")
 
 # Batches of at most this many entries are fsynced on the event loop thread.
 INLINE_SYNC_ENTRIES = 4
+# How far past ``snapshot_entries`` a large state may defer its snapshot (see
+# RaftNode._maybe_snapshot).
+SNAPSHOT_WAIT_FACTOR = 10
 
 
 # -- membership addresses -------------------------------------------------------------
@@ -106,6 +109,8 @@ class RaftNode:
         self._tick_task: asyncio.Task | None = None
         self._snapshotting = False
         self._last_snapshot_index = 0
+        self._last_snapshot_bytes = 0
+        self._applied_bytes = 0  # of entry payloads applied since the last snapshot
         self._started = time.monotonic()
         self._last_leader: NodeId | None = None
 
@@ -225,6 +230,7 @@ class RaftNode:
         self.raw = RawNode(raft_cfg, state, random.Random())
         self.raw.set_event_hook(self._on_engine_event)
         self._last_snapshot_index = state.snapshot.meta.index if state.snapshot else 0
+        self._last_snapshot_bytes = len(state.snapshot.data) if state.snapshot else 0
         host, port = parse_address(cfg.peer_listen, "--peer-listen", listen=True)
         self.transport = PeerTransport(
             cfg.id,
@@ -615,16 +621,31 @@ class RaftNode:
             for node in list(self.addresses):
                 if node not in keep:
                     del self.addresses[node]
-        self._last_snapshot_index = max(self._last_snapshot_index, snap.meta.index)
+        if snap.meta.index > self._last_snapshot_index:
+            self._last_snapshot_index = snap.meta.index
+            self._last_snapshot_bytes = len(snap.data)
+            self._applied_bytes = 0
         if hasattr(self, "transport"):
             self._update_peers()
 
     def _maybe_snapshot(self) -> None:
-        if (
-            not self._snapshotting
-            and self.replica.applied_index - self._last_snapshot_index >= self.cfg.snapshot_entries
-        ):
-            self._loop.create_task(self.take_snapshot())
+        """Snapshot after ``snapshot_entries`` applied entries, or later for a large state.
+
+        A snapshot serializes and writes the whole state, so taking one every N entries
+        costs O(state / N) per entry, which grows without bound with the state. Waiting
+        until the payloads applied since the last snapshot add up to its size keeps the
+        cost per entry bounded (each byte of log pays for at most one byte of
+        snapshot); ``SNAPSHOT_WAIT_FACTOR`` bounds how long the log may grow meanwhile.
+        """
+        if self._snapshotting:
+            return
+        since = self.replica.applied_index - self._last_snapshot_index
+        every = self.cfg.snapshot_entries
+        if since < every:
+            return
+        if since < every * SNAPSHOT_WAIT_FACTOR and self._applied_bytes < self._last_snapshot_bytes:
+            return
+        self._loop.create_task(self.take_snapshot())
 
     async def take_snapshot(self) -> tuple[int, int]:
         """Snapshot the state machine at its applied index and compact the log."""
@@ -649,6 +670,8 @@ class RaftNode:
             await self._loop.run_in_executor(self._disk, write)
             self.raw.compact(snap, self.cfg.keep_entries)
             self._last_snapshot_index = index
+            self._last_snapshot_bytes = len(snap.data)
+            self._applied_bytes = 0
             self.m_snapshots.inc()
             log.info("%s: snapshot at %d (%d bytes)", self.id, index, len(snap.data))
             return index, len(snap.data)
@@ -803,6 +826,8 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
         if rd.soft_state is not None:
             node._on_soft_state()
         node._wake_apply_waiters()
+        if rd.committed_entries:
+            node._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
         node._maybe_snapshot()
 
     def storage_failed(self, error: BaseException) -> None:

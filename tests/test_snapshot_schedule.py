@@ -1,0 +1,92 @@
+"""When a node snapshots: every ``snapshot_entries`` applied entries while the state is
+small, later while the state is larger than the log since the last snapshot (a
+snapshot costs the whole state), and never later than ``SNAPSHOT_WAIT_FACTOR`` times
+``snapshot_entries``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from testkit import free_port
+
+from raft_core.node.config import NodeConfig
+from raft_core.node.server import SNAPSHOT_WAIT_FACTOR, RaftNode
+from raft_core.status import NodeRole
+
+EVERY = 50
+
+
+async def _started(tmp_path: Path) -> RaftNode:
+    node = RaftNode(
+        NodeConfig(
+            id="n1",
+            data_dir=tmp_path,
+            peer_listen=f"127.0.0.1:{free_port()}",
+            api_listen=f"127.0.0.1:{free_port()}",
+            tick_ms=10,
+            snapshot_entries=EVERY,
+            keep_entries=5,
+        )
+    )
+    await node.start()
+    for _ in range(500):
+        if node.status().role is NodeRole.LEADER:
+            return node
+        await asyncio.sleep(0.01)
+    raise AssertionError("no leader")
+
+
+async def _write(node: RaftNode, n: int, value_bytes: int, tag: str) -> None:
+    for i in range(n):
+        await node.propose(["put", f"{tag}{i}", "x" * value_bytes])
+    for _ in range(100):  # let a snapshot the last write started finish
+        await asyncio.sleep(0.01)
+        if not node._snapshotting:
+            return
+
+
+def _snapshot_index(node: RaftNode) -> int:
+    return node.status().engine.snapshot_index
+
+
+def test_a_small_state_is_snapshotted_every_snapshot_entries(tmp_path: Path) -> None:
+    async def main() -> None:
+        node = await _started(tmp_path)
+        try:
+            taken = set()
+            for _ in range(4):
+                await _write(node, EVERY, 10, "k")
+                taken.add(_snapshot_index(node))
+            assert len(taken) == 4, taken  # a new snapshot after each round
+        finally:
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_large_state_waits_until_the_log_outweighs_it_but_not_forever(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        node = await _started(tmp_path)
+        try:
+            await _write(node, EVERY, 10_000, "big")  # ~500 kB of state
+            first = _snapshot_index(node)
+            assert first >= EVERY
+            # Small writes: 3x snapshot_entries applied, far fewer bytes than the state.
+            await _write(node, 3 * EVERY, 10, "small")
+            assert _snapshot_index(node) == first
+            # The log outweighs the state: the next snapshot follows.
+            await _write(node, EVERY, 10_000, "big2-")
+            second = _snapshot_index(node)
+            assert second > first
+            # Tiny writes never outweigh it: the wait ends at the factor's bound.
+            await _write(node, (SNAPSHOT_WAIT_FACTOR - 1) * EVERY, 1, "tiny")
+            assert _snapshot_index(node) == second
+            await _write(node, EVERY, 1, "tiny2-")
+            assert _snapshot_index(node) > second
+        finally:
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 120))
