@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from mcp_server.bench.loadgen import run_load
 from raft_core.node.http_server import (
+    Deferred,
     HTTPError,
     HTTPServer,
     Request,
@@ -182,6 +183,31 @@ def make_app(**router_kw: Any) -> tuple[Router, dict[str, Any]]:
         n = int(r.query.get("n", "65536"))
         return text_response(200, "y" * n)
 
+    # Deferred handlers: run at once, answered when the test completes their future.
+    state["later"] = []
+
+    def later(r: Request) -> Deferred:
+        name = r.query.get("name", "later")
+        fut = asyncio.get_running_loop().create_future()
+        state["later"].append(fut)
+
+        def finish(done: asyncio.Future[Any]) -> Response:
+            value = done.result()
+            if value == "conflict":
+                raise HTTPError(409, "conflict", "finish refused it")
+            return json_response(200, {"name": name, "value": value})
+
+        return Deferred(fut, finish)
+
+    def now(r: Request) -> Response:
+        if r.query.get("fail") == "http":
+            raise HTTPError(400, "bad_request", "refused at once")
+        if r.query.get("fail") == "bug":
+            raise RuntimeError("kaboom-now")
+        return json_response(200, {"now": True})
+
+    router.add("GET", "/later", later)
+    router.add("GET", "/now", now)
     router.add("PUT", "/v1/kv/{key}", put)
     router.add("GET", "/v1/kv/{key}", get)
     router.add("POST", "/v1/kv/{key}/cas", cas)
@@ -634,6 +660,114 @@ def test_handler_exception_gives_500_logged_and_connection_survives(
         c.close()
 
     serve_test(t)
+
+
+async def _pending(state: dict[str, Any], n: int) -> list[asyncio.Future[Any]]:
+    while len(state["later"]) < n:
+        await asyncio.sleep(0)
+    return state["later"]
+
+
+def test_a_deferred_response_waits_for_its_future_and_pipelined_requests_wait_behind_it() -> None:
+    async def t(server: HTTPServer, state: dict[str, Any]) -> None:
+        c = await Conn.open(server)
+        await c.send(req("GET", "/later?name=a") + req("GET", "/fast?name=b"))
+        (fut,) = await _pending(state, 1)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert state["events"] == []  # b waits behind a, which waits for its future
+        fut.set_result(7)
+        assert (await c.read()).json() == {"name": "a", "value": 7}
+        assert (await c.read()).json() == {"name": "b"}
+        # The connection goes on: another deferred request on it.
+        await c.send(req("GET", "/later?name=c"))
+        (_, fut2) = await _pending(state, 2)
+        fut2.set_result("x")
+        assert (await c.read()).json() == {"name": "c", "value": "x"}
+        c.close()
+
+    serve_test(t)
+
+
+def test_a_deferred_that_fails_is_answered_and_the_connection_survives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def t(server: HTTPServer, state: dict[str, Any]) -> None:
+        c = await Conn.open(server)
+        outcomes = [
+            (lambda f: f.set_result("conflict"), 409, "conflict"),  # finish raises HTTPError
+            (lambda f: f.set_exception(RuntimeError("kaboom-later")), 500, "internal"),
+            (lambda f: f.cancel(), 503, "unavailable"),
+        ]
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            for i, (complete, status, error) in enumerate(outcomes):
+                await c.send(req("GET", "/later"))
+                complete((await _pending(state, i + 1))[i])
+                r = await c.read()
+                assert (r.status, r.json()["error"]) == (status, error)
+        assert "kaboom-later" in caplog.text and "kaboom-later" not in r.body.decode()
+        assert (await c.request("GET", "/v1/status")).status == 200
+        c.close()
+
+    serve_test(t)
+
+
+def test_a_plain_handler_answers_at_once_or_fails_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def t(server: HTTPServer, state: dict[str, Any]) -> None:
+        c = await Conn.open(server)
+        await c.send(req("GET", "/now") + req("GET", "/now?fail=http") + req("GET", "/now"))
+        assert (await c.read()).json() == {"now": True}
+        r = await c.read()
+        assert (r.status, r.json()["message"]) == (400, "refused at once")
+        assert (await c.read()).json() == {"now": True}
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            r = await c.request("GET", "/now?fail=bug")
+        assert r.status == 500 and "kaboom-now" in caplog.text
+        assert (await c.request("GET", "/now")).status == 200
+        c.close()
+
+    serve_test(t)
+
+
+def test_a_deferred_whose_client_left_is_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def t(server: HTTPServer, state: dict[str, Any]) -> None:
+        c = await Conn.open(server)
+        await c.send(req("GET", "/later"))
+        (fut,) = await _pending(state, 1)
+        c.writer.transport.abort()
+        await asyncio.sleep(0.05)
+        with caplog.at_level(logging.WARNING):
+            fut.set_result(1)
+            while server.active_connections:
+                await asyncio.sleep(0.01)
+        assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+        assert (await (await Conn.open(server)).request("GET", "/v1/status")).status == 200
+
+    serve_test(t)
+
+
+def test_server_close_answers_a_deferred_in_flight_then_closes() -> None:
+    async def main() -> None:
+        router, state = make_app()
+        server = await start_server(router, "127.0.0.1", 0)
+        c = await Conn.open(server)
+        await c.send(req("GET", "/later?name=last"))
+        (fut,) = await _pending(state, 1)
+        closing = asyncio.create_task(server.wait_closed(grace=5))
+        await asyncio.sleep(0.01)
+        fut.set_result(1)
+        r = await c.read()
+        assert r.status == 200 and r.headers["connection"] == "close"
+        assert await c.at_eof()
+        await closing
+        assert server.active_connections == 0
+        c.close()
+
+    run(main())
 
 
 # --------------------------------------------------------------------------- auth

@@ -12,6 +12,7 @@ read in time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..statemachine import ApplyResult
 from .errors import ErrorCode, NodeError
 from .faults import parse_fault_request
 from .http_server import (
+    Deferred,
     HTTPError,
     Request,
     Response,
@@ -89,14 +91,45 @@ def _int_query(req: Request, name: str) -> int | None:
     return n
 
 
+def _http_error(e: NodeError) -> HTTPError:
+    return HTTPError(HTTP_STATUS[e.code], e.code.value, e.message, e.extra)
+
+
 def _guard(handler: Handler) -> Handler:
     async def run(req: Request) -> Response:
         try:
             return await handler(req)
         except NodeError as e:
-            raise HTTPError(HTTP_STATUS[e.code], e.code.value, e.message, e.extra) from None
+            raise _http_error(e) from None
 
     return run
+
+
+def _guard_now(
+    handler: Callable[[Request], Deferred | Response],
+) -> Callable[[Request], Deferred | Response]:
+    """``_guard`` for the hot-path handlers, which run at once (see Deferred)."""
+
+    def run(req: Request) -> Deferred | Response:
+        try:
+            return handler(req)
+        except NodeError as e:
+            raise _http_error(e) from None
+
+    return run
+
+
+def _answer(fut: asyncio.Future[Any], make: Callable[[Any], Response]) -> Deferred:
+    """The response ``make`` builds from the future's result, or the node's error."""
+
+    def finish(done: asyncio.Future[Any]) -> Response:
+        try:
+            result = done.result()
+        except NodeError as e:
+            raise _http_error(e) from None
+        return make(result)
+
+    return Deferred(fut, finish)
 
 
 def build_router(node: RaftNode, api_token: str | None = None) -> Router:
@@ -127,7 +160,11 @@ def build_router(node: RaftNode, api_token: str | None = None) -> Router:
     async def status(req: Request) -> Response:
         return json_response(200, node.status().to_json())
 
-    async def put(req: Request) -> Response:
+    def write_answer(res: ApplyResult) -> Response:
+        committed(res)
+        return json_response(200, {"index": res.index, "term": res.term})
+
+    def put(req: Request) -> Deferred:
         require_kv()
         key = key_of(req)
         body = req.json()
@@ -138,35 +175,41 @@ def build_router(node: RaftNode, api_token: str | None = None) -> Router:
                 400, "bad_request", "value must be a string (use DELETE to remove a key)"
             )
         cid, seq = _session(body)
-        res = await node.propose(kv_put(key, value), cid, seq)
-        committed(res)
-        return json_response(200, {"index": res.index, "term": res.term})
+        return _answer(node.submit(kv_put(key, value), cid, seq), write_answer)
 
-    async def get(req: Request) -> Response:
+    def get(req: Request) -> Deferred | Response:
         store = require_kv()
         key = key_of(req)
         consistency = req.query.get("consistency", "linearizable")
-        if consistency == "linearizable":
-            await node.read_barrier()
-        elif consistency != "stale":
+        if consistency not in ("linearizable", "stale"):
             raise HTTPError(400, "bad_request", "consistency must be 'linearizable' or 'stale'")
-        return json_response(
-            200, {"value": store.get(key), "applied_index": node.replica.applied_index}
-        )
 
-    async def delete(req: Request) -> Response:
+        def value_now(_: object = None) -> Response:
+            # After a barrier: read once this node has applied at least its read index.
+            return json_response(
+                200, {"value": store.get(key), "applied_index": node.replica.applied_index}
+            )
+
+        if consistency == "stale":
+            return value_now()
+        return _answer(node.submit_read(), value_now)
+
+    def delete(req: Request) -> Deferred:
         require_kv()
         key = key_of(req)
         body = req.json() if req.body else {}
         _fields(body, {"client_id", "seq"})
         cid, seq = _session(body)
-        res = await node.propose(kv_delete(key), cid, seq)
-        value = committed(res)
-        return json_response(
-            200, {"index": res.index, "term": res.term, "deleted": bool(value["deleted"])}
-        )
 
-    async def cas(req: Request) -> Response:
+        def deleted(res: ApplyResult) -> Response:
+            value = committed(res)
+            return json_response(
+                200, {"index": res.index, "term": res.term, "deleted": bool(value["deleted"])}
+            )
+
+        return _answer(node.submit(kv_delete(key), cid, seq), deleted)
+
+    def cas(req: Request) -> Deferred:
         require_kv()
         key = key_of(req)
         body = req.json()
@@ -174,11 +217,14 @@ def build_router(node: RaftNode, api_token: str | None = None) -> Router:
         expected = _opt_str(body, "expected", cfg.max_value_bytes)
         value = _opt_str(body, "value", cfg.max_value_bytes)
         cid, seq = _session(body)
-        res = await node.propose(kv_cas(key, expected, value), cid, seq)
-        out = committed(res)
-        return json_response(
-            200, {"ok": out["ok"], "value": out["value"], "index": res.index, "term": res.term}
-        )
+
+        def swapped(res: ApplyResult) -> Response:
+            out = committed(res)
+            return json_response(
+                200, {"ok": out["ok"], "value": out["value"], "index": res.index, "term": res.term}
+            )
+
+        return _answer(node.submit(kv_cas(key, expected, value), cid, seq), swapped)
 
     async def transfer(req: Request) -> Response:
         body = req.json() if req.body else {}
@@ -232,10 +278,10 @@ def build_router(node: RaftNode, api_token: str | None = None) -> Router:
         return text_response(200, node.metrics.render(), content_type="text/plain; version=0.0.4")
 
     router.add("GET", "/v1/status", _guard(status), public=True)
-    router.add("PUT", "/v1/kv/{key}", _guard(put))
-    router.add("GET", "/v1/kv/{key}", _guard(get))
-    router.add("DELETE", "/v1/kv/{key}", _guard(delete))
-    router.add("POST", "/v1/kv/{key}/cas", _guard(cas))
+    router.add("PUT", "/v1/kv/{key}", _guard_now(put))
+    router.add("GET", "/v1/kv/{key}", _guard_now(get))
+    router.add("DELETE", "/v1/kv/{key}", _guard_now(delete))
+    router.add("POST", "/v1/kv/{key}/cas", _guard_now(cas))
     router.add("POST", "/v1/admin/transfer-leadership", _guard(transfer))
     router.add("POST", "/v1/admin/campaign", _guard(campaign))
     router.add("POST", "/v1/admin/membership", _guard(membership))

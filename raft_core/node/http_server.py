@@ -9,7 +9,8 @@ Scope, deliberately small:
 * HTTP/1.1 and HTTP/1.0 over TCP, or TLS (``ssl_context``); keep-alive by default on
   1.1, on 1.0 only when the client asks for it; ``Connection: close`` honoured.
 * One request at a time per connection. Pipelined requests are buffered and answered in
-  order. Different connections run concurrently: every handler runs in its own task.
+  order. Different connections run concurrently: a coroutine handler runs in its own
+  task; a handler that returns a :class:`Deferred` is answered from a callback.
 * Request bodies only with ``Content-Length``. Any ``Transfer-Encoding`` (chunked or other)
   is answered with **411** ``{"error":"length_required"}`` and the connection is closed,
   because without framing the rest of the stream cannot be parsed. ``Expect: 100-continue``
@@ -72,6 +73,7 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote
@@ -84,6 +86,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_HEADER",
     "AuthHook",
+    "Deferred",
     "HTTPError",
     "HTTPServer",
     "Handler",
@@ -268,7 +271,28 @@ def text_response(
     return Response(status, text.encode(), content_type, headers)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+class Deferred:
+    """A response that follows once ``future`` is done, made by ``finish(future)``.
+
+    What a hot-path handler returns instead of being a coroutine: the connection
+    answers from the future's done-callback, so a request costs no task and no
+    coroutine frames (on uvloop, a task awaiting a future through three coroutine
+    frames cost about 13 us per request in a micro-benchmark, a done-callback about
+    1 us). ``finish`` may raise HTTPError, like a handler.
+    """
+
+    __slots__ = ("finish", "future")
+
+    def __init__(
+        self, future: asyncio.Future[Any], finish: Callable[[asyncio.Future[Any]], Response]
+    ) -> None:
+        self.future = future
+        self.finish = finish
+
+
+# A coroutine function (the handler runs in a task of its own), or a plain function
+# returning a Response (answered at once) or a Deferred (answered from a callback).
+Handler = Callable[[Request], Awaitable[Response] | Deferred | Response]
 # Returns True to let the request through, False for 401; may raise HTTPError (e.g. 403).
 AuthHook = Callable[[Request], bool]
 
@@ -868,12 +892,32 @@ class _Connection(asyncio.Protocol):
             log.exception("error before handler for %s %s", head.method, raw_path)
             self._write(_internal_error(), keep_alive, conn)
             return
-        self._busy = True
-        self._task = self._loop.create_task(self._run(handler, request, keep_alive, conn))
-
-    async def _run(self, handler: Handler, request: Request, keep_alive: bool, conn: bytes) -> None:
         try:
-            resp = await handler(request)
+            # A coroutine handler only creates its coroutine here; a plain one runs now.
+            out = handler(request)
+        except HTTPError as e:
+            self._write(e.to_response(), keep_alive, conn)
+            return
+        except Exception:
+            log.exception("unhandled error in handler for %s %s", head.method, raw_path)
+            self._write(_internal_error(), keep_alive, conn)
+            return
+        if type(out) is Response:
+            self._write(out, keep_alive, conn)
+            return
+        self._busy = True
+        if type(out) is Deferred:
+            out.future.add_done_callback(
+                partial(self._deferred_done, out.finish, request, keep_alive, conn)
+            )
+        else:
+            self._task = self._loop.create_task(self._run(out, request, keep_alive, conn))
+
+    async def _run(
+        self, pending: Awaitable[Response], request: Request, keep_alive: bool, conn: bytes
+    ) -> None:
+        try:
+            resp = await pending
             if not isinstance(resp, Response):
                 raise TypeError(f"handler returned {type(resp).__name__}, not Response")
         except HTTPError as e:
@@ -882,6 +926,31 @@ class _Connection(asyncio.Protocol):
             log.exception("unhandled error in handler for %s %s", request.method, request.path)
             resp = _internal_error()
         self._task = None
+        self._respond(resp, keep_alive, conn)
+
+    def _deferred_done(
+        self,
+        finish: Callable[[asyncio.Future[Any]], Response],
+        request: Request,
+        keep_alive: bool,
+        conn: bytes,
+        fut: asyncio.Future[Any],
+    ) -> None:
+        try:
+            resp = finish(fut)
+            if not isinstance(resp, Response):
+                raise TypeError(f"handler returned {type(resp).__name__}, not Response")
+        except HTTPError as e:
+            resp = e.to_response()
+        except asyncio.CancelledError:
+            resp = HTTPError(503, "unavailable", "the request was cancelled").to_response()
+        except Exception:
+            log.exception("unhandled error in handler for %s %s", request.method, request.path)
+            resp = _internal_error()
+        self._respond(resp, keep_alive, conn)
+
+    def _respond(self, resp: Response, keep_alive: bool, conn: bytes) -> None:
+        """The handler is done: answer, then go on with what the client sent meanwhile."""
         self._busy = False
         if self._server.closing and keep_alive:  # shutdown began while the handler ran
             keep_alive, conn = False, _CONN_CLOSE

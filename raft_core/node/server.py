@@ -386,10 +386,16 @@ class RaftNode:
         if self._stopping:
             raise Unavailable("the node is shutting down", indeterminate=False)
 
-    async def propose(
+    def submit(
         self, command: Any, client_id: str | None = None, seq: int | None = None
-    ) -> ApplyResult:
-        """Replicate one state-machine command; its result once applied here."""
+    ) -> asyncio.Future[ApplyResult]:
+        """Start replicating one state-machine command; a future of its result.
+
+        The future gets the ApplyResult once the command is applied here, or
+        Unavailable (indeterminate) at the request timeout. What cannot be taken at all
+        (not the leader, overloaded, stopping) raises at once. The HTTP API answers
+        from the future's callback; :meth:`propose` awaits it.
+        """
         self._check_serving()
         if not self.raw.is_leader:
             raise self._not_leader()
@@ -397,16 +403,22 @@ class RaftNode:
             self.m_proposals_failed.inc(label_value="overloaded")
             raise Unavailable("too many requests in flight; retry shortly", indeterminate=False)
         data = encode_command(command, client_id, seq, int(time.time() * 1000))
-        fut: asyncio.Future = self._loop.create_future()
+        fut: asyncio.Future[ApplyResult] = self._loop.create_future()
         self.m_proposals.inc()
         self.driver.submit(data, fut)
-        return await self._wait(fut, write=True)
+        self._track(fut, write=True)
+        return fut
 
-    async def _wait(self, fut: asyncio.Future, *, write: bool) -> Any:
+    async def propose(
+        self, command: Any, client_id: str | None = None, seq: int | None = None
+    ) -> ApplyResult:
+        """Replicate one state-machine command; its result once applied here."""
+        return await self.submit(command, client_id, seq)
+
+    def _track(self, fut: asyncio.Future, *, write: bool) -> None:
         # One queue swept every tick instead of a timer per request (wait_for costs a
         # task and a timer handle per call, which shows on the hot path).
         self._deadlines.append((self._loop.time() + self._request_timeout_s, fut, write))
-        return await fut
 
     def _expire_requests(self) -> None:
         """Fail requests past their deadline, and forget answered ones from the front.
@@ -434,23 +446,28 @@ class RaftNode:
                 )
             )
 
-    async def read_barrier(self) -> int:
-        """Wait until this node can serve a linearizable read; the index it is at.
+    def submit_read(self) -> asyncio.Future[int]:
+        """Start a linearizable read; a future of the index this node may serve it at.
 
         ReadIndex (dissertation 6.4): reads arriving together share one round of
-        heartbeats, and the answer waits until the applied index reaches the read
+        heartbeats, and the future is done once the applied index reaches the read
         index. A follower or learner asks its leader for the index (no clock
         involved); with no leader known, or outside the configuration (removed, or
-        not yet joined), it answers NotLeader. A read the leader does not confirm in
-        time fails as Unavailable, never with a stale answer.
+        not yet joined), it raises NotLeader at once. A read the leader does not
+        confirm in time fails as Unavailable, never with a stale answer.
         """
         self._check_serving()
         raw = self.raw
         if not raw.is_leader and (raw.leader is None or self.id not in raw.conf.members()):
             raise self._not_leader()
-        fut: asyncio.Future = self._loop.create_future()
+        fut: asyncio.Future[int] = self._loop.create_future()
         self.driver.read(fut)
-        return await self._wait(fut, write=False)
+        self._track(fut, write=False)
+        return fut
+
+    async def read_barrier(self) -> int:
+        """Wait until this node can serve a linearizable read; the index it is at."""
+        return await self.submit_read()
 
     async def wait_applied(self, index: int, timeout_s: float) -> None:
         if self.replica.applied_index >= index:
