@@ -59,8 +59,6 @@ from .transport import PeerTransport
 
 log = logging.getLogger("raft_core.node")
 
-# Batches of at most this many entries are fsynced on the event loop thread.
-INLINE_SYNC_ENTRIES = 4
 # How far past ``snapshot_entries`` a large state may defer its snapshot (see
 # RaftNode._maybe_snapshot).
 SNAPSHOT_WAIT_FACTOR = 10
@@ -806,16 +804,17 @@ class _WalWriter:
         done(None)
 
     def _offload(self, rd: Ready) -> bool:
-        """Whether to fsync on the disk thread rather than here.
+        """Whether to fsync on the disk thread rather than here: only while client
+        requests wait beyond this batch.
 
-        With other requests waiting, the loop keeps reading and parsing them while
-        the disk works, and they make the next group commit; fsyncing on the loop
-        would leave them in the socket buffers and the next batch small. A lone
-        small batch (one client, or a follower's append) is quicker synced here: no
-        hand-off to a thread and back.
+        Then the loop keeps reading and parsing them while the disk works, and they
+        make the next group commit; fsyncing on the loop would leave them in the socket
+        buffers and the next batch small. Otherwise (one client, a follower's appends)
+        the hand-off costs more than it overlaps: measured at 64 clients, syncing a
+        follower's batches here cut its CPU per write from about 21 to 15.5 us and
+        the leader's from about 61 to 51 us (less contention for the two cores).
         """
-        n = len(rd.entries)
-        return n > INLINE_SYNC_ENTRIES or self.node.driver.pending_count() > n
+        return self.node.driver.pending_count() > len(rd.entries)
 
 
 class _NodeHooks(DriverHooks[asyncio.Future]):

@@ -1,0 +1,30 @@
+"""Where raft-node fsyncs a batch: on the event loop, unless client requests wait
+beyond it (then the disk thread, so the loop can parse the next group commit)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from raft_core.node.server import _WalWriter
+from raft_core.rawnode import Ready
+from raft_core.types import Entry, EntryType
+
+
+def _decide(batch: int, pending: int) -> bool:
+    node = SimpleNamespace(driver=SimpleNamespace(pending_count=lambda: pending))
+    rd = Ready(entries=[Entry(i + 1, 1, EntryType.NORMAL, b"x") for i in range(batch)])
+    return _WalWriter(node)._offload(rd)  # type: ignore[arg-type]
+
+
+def test_a_follower_syncs_even_a_large_batch_on_its_loop():
+    assert not _decide(batch=500, pending=0)
+
+
+def test_a_leader_with_only_this_batch_waiting_syncs_on_its_loop():
+    assert not _decide(batch=1, pending=1)
+    assert not _decide(batch=20, pending=20)
+
+
+def test_a_leader_with_requests_waiting_beyond_the_batch_hands_it_to_the_disk_thread():
+    assert _decide(batch=1, pending=2)
+    assert _decide(batch=20, pending=64)
