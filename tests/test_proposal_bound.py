@@ -15,15 +15,21 @@ import asyncio
 import threading
 from pathlib import Path
 
+import pytest
 from testkit import free_port
 
 from raft_core.node.config import NodeConfig
-from raft_core.node.server import RaftNode, Unavailable
+from raft_core.node.server import RaftNode, Unavailable, _WalWriter
 from raft_core.status import NodeRole
 
 
-def test_proposals_beyond_the_bound_are_refused_at_once(tmp_path: Path) -> None:
+def test_proposals_beyond_the_bound_are_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bound = 20
+    # Every batch goes to the disk thread, which the test stalls. (A batch with nothing
+    # waiting beyond it would be synced on the loop; see _WalWriter._offload.)
+    monkeypatch.setattr(_WalWriter, "_offload", lambda self, rd: True)
 
     async def main() -> None:
         cfg = NodeConfig(
