@@ -77,7 +77,7 @@ class NodeConfig:
     fsync: str = "always"
     # Take a snapshot after this many entries were applied since the last one, and
     # keep this many entries before it for slow followers. While the state is larger
-    # than the log since the last snapshot, wait (up to 10x this many entries) until it
+    # than the log since the last snapshot, wait (up to 4x this many entries) until it
     # is not: a snapshot costs the whole state, so its cost per entry stays bounded.
     snapshot_entries: int = 10_000
     keep_entries: int = 1_000
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snapshot-entries",
         type=int,
-        help="entries applied before a snapshot is taken (default 10000; up to 10x "
+        help="entries applied before a snapshot is taken (default 10000; up to 4x "
         "that while the log since the last snapshot is smaller than the snapshot)",
     )
     p.add_argument("--keep-entries", type=int)

@@ -61,7 +61,7 @@ log = logging.getLogger("raft_core.node")
 
 # How far past ``snapshot_entries`` a large state may defer its snapshot (see
 # RaftNode._maybe_snapshot).
-SNAPSHOT_WAIT_FACTOR = 10
+SNAPSHOT_WAIT_FACTOR = 4
 
 
 # -- membership addresses -------------------------------------------------------------
