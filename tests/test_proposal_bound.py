@@ -16,10 +16,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from testkit import free_port
+from testkit import started_single_node
 
-from raft_core.node.config import NodeConfig
-from raft_core.node.server import RaftNode, Unavailable, _WalWriter
+from raft_core.node.server import Unavailable, _WalWriter
 from raft_core.status import NodeRole
 
 
@@ -32,23 +31,11 @@ def test_proposals_beyond_the_bound_are_refused_at_once(
     monkeypatch.setattr(_WalWriter, "_offload", lambda self, rd: True)
 
     async def main() -> None:
-        cfg = NodeConfig(
-            id="n1",
-            data_dir=tmp_path,
-            peer_listen=f"127.0.0.1:{free_port()}",
-            api_listen=f"127.0.0.1:{free_port()}",
-            tick_ms=10,
-            max_pending_proposals=bound,
-            request_timeout_ms=20_000,
+        node = await started_single_node(
+            tmp_path, max_pending_proposals=bound, request_timeout_ms=20_000
         )
-        node = RaftNode(cfg)
-        await node.start()
         gate = threading.Event()
         try:
-            for _ in range(500):
-                if node.status().role is NodeRole.LEADER:
-                    break
-                await asyncio.sleep(0.01)
             await node.propose(["put", "warm", "up"])
             node._disk.submit(gate.wait)  # the disk thread is now stuck
             tasks = [

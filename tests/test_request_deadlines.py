@@ -12,40 +12,15 @@ import asyncio
 import gc
 from pathlib import Path
 
-from testkit import free_port
+from testkit import started_single_node
 
-from raft_core.node.config import NodeConfig
 from raft_core.node.main import GC_YOUNG_THRESHOLD, _tune_gc
-from raft_core.node.server import RaftNode, Unavailable
-from raft_core.status import NodeRole
-
-
-def _single_node(tmp_path: Path, timeout_ms: int) -> RaftNode:
-    return RaftNode(
-        NodeConfig(
-            id="n1",
-            data_dir=tmp_path,
-            peer_listen=f"127.0.0.1:{free_port()}",
-            api_listen=f"127.0.0.1:{free_port()}",
-            tick_ms=10,
-            request_timeout_ms=timeout_ms,
-        )
-    )
-
-
-async def _leader(node: RaftNode) -> None:
-    await node.start()
-    for _ in range(500):
-        if node.status().role is NodeRole.LEADER:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no leader")
+from raft_core.node.server import Unavailable
 
 
 def test_answered_requests_are_forgotten_at_the_next_tick(tmp_path: Path) -> None:
     async def main() -> None:
-        node = _single_node(tmp_path, timeout_ms=60_000)
-        await _leader(node)
+        node = await started_single_node(tmp_path, request_timeout_ms=60_000)
         try:
             await asyncio.gather(*(node.propose(["put", f"k{i}", "v"]) for i in range(300)))
             await node.read_barrier()
@@ -59,8 +34,7 @@ def test_answered_requests_are_forgotten_at_the_next_tick(tmp_path: Path) -> Non
 
 def test_requests_nobody_answers_time_out_writes_as_indeterminate(tmp_path: Path) -> None:
     async def main() -> None:
-        node = _single_node(tmp_path, timeout_ms=300)
-        await _leader(node)
+        node = await started_single_node(tmp_path, request_timeout_ms=300)
         try:
             answered = await node.propose(["put", "before", "v"])
             assert answered.error is None

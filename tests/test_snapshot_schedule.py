@@ -8,33 +8,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from testkit import free_port
+from testkit import started_single_node
 
-from raft_core.node.config import NodeConfig
 from raft_core.node.server import SNAPSHOT_WAIT_FACTOR, RaftNode
-from raft_core.status import NodeRole
 
 EVERY = 50
 
 
 async def _started(tmp_path: Path) -> RaftNode:
-    node = RaftNode(
-        NodeConfig(
-            id="n1",
-            data_dir=tmp_path,
-            peer_listen=f"127.0.0.1:{free_port()}",
-            api_listen=f"127.0.0.1:{free_port()}",
-            tick_ms=10,
-            snapshot_entries=EVERY,
-            keep_entries=5,
-        )
-    )
-    await node.start()
-    for _ in range(500):
-        if node.status().role is NodeRole.LEADER:
-            return node
-        await asyncio.sleep(0.01)
-    raise AssertionError("no leader")
+    return await started_single_node(tmp_path, snapshot_entries=EVERY, keep_entries=5)
 
 
 async def _write(node: RaftNode, n: int, value_bytes: int, tag: str) -> None:

@@ -1,5 +1,6 @@
 """What every test file shares for waiting and ports: one ``wait_until``, one port
-allocator (``reserve_base_port`` / ``release_base_port``) and ``free_port``.
+allocator (``reserve_base_port`` / ``release_base_port``), ``free_port``, and
+``started_single_node`` for in-process tests of one ``RaftNode``.
 
 Port blocks: a local cluster's node i listens on base+i (peers) and base+100+i (API);
 ``add_node(base_port=base+10)`` uses base+11.. and base+111..; a block of 200 ports
@@ -10,6 +11,7 @@ sessions with a lock file for as long as its cluster runs.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import itertools
 import os
@@ -21,6 +23,9 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from mcp_server.local.ports import ephemeral_port, ports_free
+from raft_core.node.config import NodeConfig
+from raft_core.node.server import RaftNode
+from raft_core.status import NodeRole
 
 T = TypeVar("T")
 
@@ -85,3 +90,23 @@ def release_base_port(base: int) -> None:
 def free_port() -> int:
     """One port nothing listens on right now (for a single listener, or a dead peer)."""
     return ephemeral_port()
+
+
+async def started_single_node(data_dir: Path, **config: Any) -> RaftNode:
+    """A one-voter ``RaftNode`` in ``data_dir`` (10 ms ticks, free loopback ports, the
+    given config), started and leading; the caller stops it."""
+    cfg = NodeConfig(
+        id="n1",
+        data_dir=data_dir,
+        peer_listen=f"127.0.0.1:{free_port()}",
+        api_listen=f"127.0.0.1:{free_port()}",
+        **{"tick_ms": 10, **config},
+    )
+    node = RaftNode(cfg)
+    await node.start()
+    for _ in range(500):
+        if node.status().role is NodeRole.LEADER:
+            return node
+        await asyncio.sleep(0.01)
+    await node.stop()
+    raise AssertionError("a single voter did not become leader within 5 s")

@@ -878,6 +878,7 @@ class _Connection(asyncio.Protocol):
         headers = head.headers
         keep_alive = head.keep_alive and not self._server.closing
         conn = head.conn if keep_alive else _CONN_CLOSE
+        where = "before handler"
         try:
             request = Request(head.method, raw_path, qs, headers, body, self._remote)
             handler, public, params = self._router.resolve(head.method, raw_path)
@@ -885,21 +886,14 @@ class _Connection(asyncio.Protocol):
             auth = self._router.auth
             if not public and auth is not None and not auth(request):
                 raise _unauthorized()
-        except HTTPError as e:
-            self._write(e.to_response(), keep_alive, conn)
-            return
-        except Exception:
-            log.exception("error before handler for %s %s", head.method, raw_path)
-            self._write(_internal_error(), keep_alive, conn)
-            return
-        try:
+            where = "in handler"
             # A coroutine handler only creates its coroutine here; a plain one runs now.
             out = handler(request)
         except HTTPError as e:
             self._write(e.to_response(), keep_alive, conn)
             return
         except Exception:
-            log.exception("unhandled error in handler for %s %s", head.method, raw_path)
+            log.exception("unhandled error %s for %s %s", where, head.method, raw_path)
             self._write(_internal_error(), keep_alive, conn)
             return
         if type(out) is Response:
