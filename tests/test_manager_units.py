@@ -11,13 +11,13 @@ import json
 
 import pytest
 
-from mcp_server.adapters.base import NodeStatus, Progress
 from mcp_server.core import policy
 from mcp_server.core.audit import REDACTED, AuditLog, redact
 from mcp_server.core.config import load_config, resolve_token, state_dir
 from mcp_server.core.errors import ConfigError, Refused
 from mcp_server.core.models import Plan
 from mcp_server.core.plans import PlanStore, dry_run_rule, plan_id, timestamps
+from mcp_server.core.port import NodeStatus, Progress
 from mcp_server.core.view import ClusterView
 from mcp_server.operations.health import report
 from mcp_server.operations.membership import plan_change

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from ..core.errors import ManagerError, NodeRequestError, Refused, Unreachable
-from .base import (
+from ..core.port import (
     ClusterAdapter,
     ConfResult,
     LogEntryDigest,

@@ -34,7 +34,6 @@ from ..core import (
     FaultResult,
     HealthReport,
     KVEntry,
-    Manager,
     MembershipAction,
     MembershipChange,
     Plan,
@@ -44,9 +43,9 @@ from ..core import (
     ReplicateResult,
     SnapshotResult,
     VerifyReport,
-    list_clusters,
 )
 from ..core.policy import DESTRUCTIVE
+from ..manager import Manager, list_clusters
 from .backend import Backend
 
 
