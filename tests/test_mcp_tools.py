@@ -33,7 +33,7 @@ pytestmark = pytest.mark.processes
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "skill" / "references"
 
-# The contract (DESIGN.md): name -> (arguments, read_only, destructive).
+# The tool table of docs/design.md, section 6: name -> (arguments, read_only, destructive).
 CONTRACT = {
     "list_clusters": ([], True, False),
     "cluster_status": (["cluster"], True, False),

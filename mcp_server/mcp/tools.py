@@ -23,18 +23,10 @@ from pydantic import BaseModel, Field
 from .. import core
 from ..chaos import models as chaos_models
 from ..chaos.schedule import ALL as NEMESES
-from ..core import (
-    Config,
-    FaultKind,
-    KVEntry,
-    Manager,
-    MembershipAction,
-    Outcome,
-    ProgressFn,
-    list_clusters,
-)
+from ..core import Config, FaultKind, KVEntry, MembershipAction, Outcome, ProgressFn
 from ..core.catalog import TOOLS, ToolEntry
 from ..core.config import state_dir
+from ..manager import Manager, list_clusters
 from . import results
 from .backend import Backend
 
