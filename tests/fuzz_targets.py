@@ -37,6 +37,7 @@ from raft_core.codec import CodecError, decode_message, encode_message
 from raft_core.node import http_server as hs
 from raft_core.node import transport as tp
 from raft_core.node import wal
+from raft_core.node.http_server.connection import Connection
 from raft_core.node.snapfile import decode_snapshot, encode_snapshot
 from raft_core.types import (
     ConfState,
@@ -301,7 +302,7 @@ def check_http(data: bytes, splits: int | None = None) -> None:
     """Feed ``data`` in pieces; every response the server writes must be well formed."""
     server = _HTTP.get()
     loop = _Chan.get()
-    conn = hs._Connection(server)
+    conn = Connection(server)
     t = _FakeTransport()
     conn.connection_made(t)
     rng = random.Random(len(data) if splits is None else splits)
