@@ -3,7 +3,7 @@
 The CLI, the MCP server, the demo and the benchmark all call these methods. Each one:
 
 1. builds the operation's one request model from its arguments (bad input is a
-   ``ConfigError`` naming the field);
+   ``InputError`` naming the field);
 2. runs under ``Guard.run``: policy, the dry-run rule, one audit line per mutation,
    plan and refusal;
 3. for a mutation: the operation's ``plan(ctx, request)`` makes a plan against the
@@ -41,7 +41,7 @@ from .core.config import (
     state_dir,
 )
 from .core.context import OperationContext, ProgressFn, quiet
-from .core.errors import ConfigError, ManagerError
+from .core.errors import InputError, ManagerError
 from .core.guard import Guard
 from .core.models import (
     ClusterInfo,
@@ -50,13 +50,14 @@ from .core.models import (
     ElectionOutcome,
     ElectRequest,
     FaultOutcome,
-    FaultRequest,
     HealthReport,
     HealthRequest,
+    InjectFaultRequest,
     KVEntry,
     LocalStart,
     MembershipOutcome,
     MembershipRequest,
+    OperationRequest,
     Outcome,
     Plan,
     ReadRequest,
@@ -65,7 +66,6 @@ from .core.models import (
     RecoverRequest,
     ReplicateOutcome,
     ReplicateRequest,
-    Request,
     SnapshotOutcome,
     SnapshotRequest,
     VerifyReport,
@@ -86,7 +86,7 @@ from .operations import (
     verify,
 )
 
-R = TypeVar("R", bound=Request)
+R = TypeVar("R", bound=OperationRequest)
 
 
 class PlannedOperation(Protocol):
@@ -106,7 +106,7 @@ class Mutation:
     """A mutation's parts: its operation module, its one request model, its outcome."""
 
     op: PlannedOperation
-    request: type[Request]
+    request: type[OperationRequest]
     outcome: type[Outcome]
 
 
@@ -118,7 +118,7 @@ MUTATIONS: dict[str, Mutation] = {
         Mutation(membership, MembershipRequest, MembershipOutcome),
         Mutation(snapshot, SnapshotRequest, SnapshotOutcome),
         Mutation(recovery, RecoverRequest, RecoverOutcome),
-        Mutation(faults, FaultRequest, FaultOutcome),
+        Mutation(faults, InjectFaultRequest, FaultOutcome),
     )
 }
 """Every mutation by its operation (MCP tool) name: the one table ``Manager.mutate`` reads."""
@@ -170,13 +170,13 @@ def list_clusters(config: Config) -> ClusterList:
 
 
 def request(model: type[R], **fields: Any) -> R:
-    """``model`` built from ``fields``; a ``ConfigError`` naming the bad field otherwise."""
+    """``model`` built from ``fields``; a ``InputError`` naming the bad field otherwise."""
     try:
         return model.model_validate(fields)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or model.__name__
-        raise ConfigError(f"bad {where}: {err['msg']}", "check the arguments") from None
+        raise InputError(f"bad {where}: {err['msg']}", "check the arguments") from None
 
 
 class Manager:
@@ -257,7 +257,7 @@ class Manager:
         work of their own, such as ``raft-manager bench --existing``."""
         return self.guard.run(operation, arguments, lambda _decision: body())
 
-    def _read(self, operation: str, req: Request, body: Callable[[], Any]) -> Any:
+    def _read(self, operation: str, req: OperationRequest, body: Callable[[], Any]) -> Any:
         return self.guard.run(operation, req.arguments(), lambda _decision: body())
 
     def mutate(
@@ -305,7 +305,7 @@ class Manager:
     # -- reads ---------------------------------------------------------------------------------
 
     def list_clusters(self) -> ClusterList:
-        return self._read("list_clusters", Request(), lambda: list_clusters(self.config))
+        return self._read("list_clusters", OperationRequest(), lambda: list_clusters(self.config))
 
     def status(self) -> ClusterStatus:
         def body() -> ClusterStatus:
@@ -319,7 +319,7 @@ class Manager:
                 self._start_reported = True
             return st
 
-        return self._read("cluster_status", Request(), body)
+        return self._read("cluster_status", OperationRequest(), body)
 
     cluster_status = status  # the MCP tool's name
 
@@ -328,7 +328,7 @@ class Manager:
             try:
                 operation = policy.canonical(operation)
             except ValueError as e:
-                raise ConfigError(str(e), "name one of the MCP tool operations") from None
+                raise InputError(str(e), "name one of the MCP tool operations") from None
         req = request(HealthRequest, operation=operation)
         return self._read(health.OPERATION, req, lambda: health.check(self.ctx, req))
 
@@ -337,7 +337,7 @@ class Manager:
         return self._read(read.OPERATION, req, lambda: read.read(self.ctx, req))
 
     def verify_consistency(self) -> VerifyReport:
-        return self._read(verify.OPERATION, Request(), lambda: verify.verify(self.ctx))
+        return self._read(verify.OPERATION, OperationRequest(), lambda: verify.verify(self.ctx))
 
     # -- mutations -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .config import ClusterConfig, Config, load_config
 from .context import ProgressFn
-from .errors import ConfigError, ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
+from .errors import InputError, ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
 from .models import (
     BenchResult,
     Check,
@@ -28,10 +28,10 @@ from .models import (
     ErrorReport,
     FaultKind,
     FaultOutcome,
-    FaultRequest,
     FaultResult,
     HealthReport,
     HealthRequest,
+    InjectFaultRequest,
     KVEntry,
     LocalClusterState,
     LocalNodeInfo,
@@ -43,6 +43,7 @@ from .models import (
     MembershipRequest,
     Mode,
     NodeSnapshot,
+    OperationRequest,
     Outcome,
     Plan,
     PlanStep,
@@ -54,7 +55,6 @@ from .models import (
     ReplicateOutcome,
     ReplicateRequest,
     ReplicateResult,
-    Request,
     Role,
     SnapshotOutcome,
     SnapshotRequest,
@@ -72,7 +72,6 @@ __all__ = [
     "ClusterList",
     "ClusterStatus",
     "Config",
-    "ConfigError",
     "DemoReport",
     "DemoStep",
     "Divergence",
@@ -82,10 +81,11 @@ __all__ = [
     "ErrorReport",
     "FaultKind",
     "FaultOutcome",
-    "FaultRequest",
     "FaultResult",
     "HealthReport",
     "HealthRequest",
+    "InjectFaultRequest",
+    "InputError",
     "KVEntry",
     "LocalClusterState",
     "LocalNodeInfo",
@@ -100,6 +100,7 @@ __all__ = [
     "NodeRequestError",
     "NodeSnapshot",
     "NotSupported",
+    "OperationRequest",
     "Outcome",
     "Plan",
     "PlanStep",
@@ -113,7 +114,6 @@ __all__ = [
     "ReplicateOutcome",
     "ReplicateRequest",
     "ReplicateResult",
-    "Request",
     "Role",
     "SnapshotOutcome",
     "SnapshotRequest",
