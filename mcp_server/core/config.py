@@ -37,13 +37,18 @@ from . import policy
 from .errors import InputError
 
 ENV_CONFIG = "RAFT_MANAGER_CONFIG"
+ENV_STATE_DIR = "RAFT_MANAGER_STATE_DIR"
 DEFAULT_NAME = "local"
 APP = "agent-raft-manager"
 _SECRET_KEYS = ("token", "api_token", "password", "secret", "bearer", "cluster_secret")
 
 
 def state_dir() -> Path:
-    """Per-user state: ``$XDG_STATE_HOME/agent-raft-manager`` (``~/.local/state/...``)."""
+    """Per-user state: ``$RAFT_MANAGER_STATE_DIR`` (which the MCP server's --state-dir
+    sets, because stdio hosts drop XDG_STATE_HOME), else
+    ``$XDG_STATE_HOME/agent-raft-manager`` (``~/.local/state/...``)."""
+    if explicit := os.environ.get(ENV_STATE_DIR):
+        return Path(explicit).expanduser()
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / APP
 

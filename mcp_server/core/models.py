@@ -296,6 +296,9 @@ class ClusterInfo(_Model):
 
 class ClusterList(_Model):
     config: str | None = Field(description="clusters.yaml used, or null for the embedded default")
+    state_dir: str | None = Field(
+        None, description="where plans, approvals and the embedded cluster live (the server's)"
+    )
     clusters: list[ClusterInfo]
 
 
@@ -469,9 +472,8 @@ class ElectionAnswer(_Model):
     leader: str | None = Field(description="planned: who leads now; applied: the new leader")
     term: int | None
     applied: bool = False
+    target: str | None = Field(None, description="the voter asked to lead; none: any")
     # planned
-    operation: str | None = None
-    arguments: dict[str, Any] | None = None
     risks: list[str] | None = None
     voters: list[str] | None = None
     learners: list[str] | None = None
@@ -482,7 +484,6 @@ class ElectionAnswer(_Model):
     )
     # applied
     method: Literal["transfer", "campaign", "none"] | None = None
-    target: str | None = None
     previous_leader: str | None = None
     previous_term: int | None = None
     seconds: float | None = None
@@ -494,7 +495,8 @@ class ElectionOutcome(Outcome):
 
     def document(self) -> ElectionAnswer:
         if self.result is None:
-            return ElectionAnswer(outcome="planned", **self.plan.model_dump())
+            plan = self.plan.model_dump(exclude={"operation", "arguments"})
+            return ElectionAnswer(outcome="planned", target=self.plan.arguments["target"], **plan)
         plan = self.plan.model_dump(include={"plan_id", "safe", "steps", "reasons"})
         return ElectionAnswer(outcome="applied", applied=True, **plan, **self.result.model_dump())
 
