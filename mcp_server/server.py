@@ -99,7 +99,7 @@ def build_server(
 ) -> ScopedServer:
     """The MCP server over ``config`` (a Config, a clusters.yaml path, or None: the
     default), serving the tools the scoping arguments leave (``args.Scope``; an unknown
-    name raises ``ConfigError``); ``skill`` is the folder with SKILL.md and
+    name raises ``InputError``); ``skill`` is the folder with SKILL.md and
     skill/references (found by default)."""
     scope = Scope(
         toolsets=tuple(toolsets) if toolsets is not None else None,

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from mcp_helpers import err, mcp_config, with_client
 
-from mcp_server.core import ConfigError, policy
+from mcp_server.core import InputError, policy
 from mcp_server.core.catalog import BY_NAME, TOOLS, TOOLSETS
 from mcp_server.mcp import args as server_args
 from mcp_server.mcp.results import compact_schema
@@ -200,7 +200,7 @@ def test_targets_from_arguments_else_the_environment():
     ],
 )
 def test_unknown_names_are_startup_errors_that_list_the_known_ones(argv, env, message):
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(InputError) as e:
         parse(argv, env)
     assert message in str(e.value) and "\nnext: " in str(e.value)
 

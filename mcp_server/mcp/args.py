@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ..core.catalog import BY_NAME, TOOLS, TOOLSETS, in_toolset
 from ..core.config import ENV_CONFIG, ENV_STATE_DIR
-from ..core.errors import ConfigError
+from ..core.errors import InputError
 
 ENV_TOKEN = "RAFT_MANAGER_MCP_TOKEN"
 ENV_CLUSTER = "RAFT_MANAGER_CLUSTER"
@@ -91,12 +91,12 @@ class Scope:
     def __post_init__(self) -> None:
         for name in self.toolsets or ():
             if name not in TOOLSETS:
-                raise ConfigError(
+                raise InputError(
                     f"unknown toolset {name!r}", f"toolsets are: {', '.join(TOOLSETS)}"
                 )
         for name in (*(self.tools or ()), *self.exclude_tools):
             if name not in BY_NAME:
-                raise ConfigError(f"unknown tool {name!r}", f"tools are: {', '.join(BY_NAME)}")
+                raise InputError(f"unknown tool {name!r}", f"tools are: {', '.join(BY_NAME)}")
         object.__setattr__(self, "hidden", self._hidden())
 
     def _hidden(self) -> dict[str, str]:
@@ -143,12 +143,12 @@ def _flag(value: bool | None, env: Mapping[str, str], name: str) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw in _TRUE | _FALSE:
         return raw in _TRUE
-    raise ConfigError(f"{name}={env[name]!r} is not a yes/no value", "set it to 1 or 0")
+    raise InputError(f"{name}={env[name]!r} is not a yes/no value", "set it to 1 or 0")
 
 
 def settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
     """The server's settings from its parsed flags; a flag not given falls back to its
-    environment twin. Raises ``ConfigError`` on an unknown tool or toolset name."""
+    environment twin. Raises ``InputError`` on an unknown tool or toolset name."""
 
     def pick(attr: str, twin: str) -> str | None:
         given = getattr(args, attr, None)
