@@ -71,7 +71,11 @@ def test_tool_definitions_match_the_snapshot(tmp_path):
 def test_tools_list_fits_its_budget_and_every_schema_is_valid(tmp_path):
     tools = listed(tmp_path)
     size = len(json.dumps({"tools": tools}, separators=(",", ":")))
-    assert size <= TOOLS_LIST_BUDGET, f"tools/list is {size} characters"
+    assert size <= TOOLS_LIST_BUDGET, (
+        f"tools/list is {size} characters, over {TOOLS_LIST_BUDGET}: say what many tools "
+        "share once in the server's instructions (as for `cluster`), not per argument, and "
+        "keep descriptions to what a model needs to choose and call a tool"
+    )
     for t in tools:
         assert t["outputSchema"]["type"] == "object", t["name"]
         jsonschema.Draft202012Validator.check_schema(t["outputSchema"])
