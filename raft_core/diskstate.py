@@ -3,7 +3,9 @@
 Why LMDB, and what was measured against SQLite: docs/design.md, "The on-disk state
 machine". One LMDB file (``state.mdb``) holds four tables:
 
-* ``kv``: the data (UTF-8 keys and values); reads come from here, never a dict copy;
+* ``kv``: the data (UTF-8 keys and values); reads come from here, never a dict copy.
+  LMDB keys stop at 511 bytes and the API takes up to 1 KiB, so a longer key lives in
+  ``long`` under its SHA-256, with the key itself stored before the value;
 * ``sessions`` and ``tombs``: the client sessions and their tombstones (exactly-once,
   raft_core/statemachine.py), one row each with its place in activity order;
 * ``meta``: the applied index and term, the digest chain, the log clock, and the
@@ -27,6 +29,8 @@ A crash at any step leaves either the old store or the new one; the WAL decides
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import os
 import threading
 from collections import OrderedDict
@@ -127,6 +131,18 @@ class _Tracked(OrderedDict):
             self.place[key] = place
 
 
+_MAX_KEY = 511  # lmdb.Environment.max_key_size() for the default build
+
+
+def _long_value(kb: bytes, vb: bytes) -> bytes:
+    return len(kb).to_bytes(4, "big") + kb + vb
+
+
+def _split_long(raw: bytes) -> tuple[bytes, bytes]:
+    n = int.from_bytes(raw[:4], "big")
+    return raw[4 : 4 + n], raw[4 + n :]
+
+
 class LmdbKV(KVStore):
     """The KV commands of ``KVStore``, executed on the store's open write transaction;
     reads see that transaction's writes (so a read served inside a batch is current),
@@ -139,20 +155,33 @@ class LmdbKV(KVStore):
     def data(self) -> dict[str, str]:  # type: ignore[override]
         raise AttributeError("the on-disk KV has no dict of its data; use get()")
 
+    def _where(self, key: str) -> tuple[bytes, Any, bool]:
+        """The LMDB key and table of ``key``, and whether it is a long one."""
+        kb = key.encode()
+        if len(kb) <= _MAX_KEY:
+            return kb, self._r._kv, False
+        return hashlib.sha256(kb).digest(), self._r._long, True
+
     def get(self, key: str) -> str | None:
         r = self._r
+        k, db, long = self._where(key)
         if r._txn is not None:
-            v = r._txn.get(key.encode(), db=r._kv)
+            v = r._txn.get(k, db=db)
         else:
-            with r._env.begin(db=r._kv) as txn:
-                v = txn.get(key.encode())
-        return None if v is None else bytes(v).decode()
+            with r._env.begin(db=db) as txn:
+                v = txn.get(k)
+        if v is None:
+            return None
+        return (_split_long(bytes(v))[1] if long else bytes(v)).decode()
 
     def _set(self, key: str, value: str) -> None:
-        self._r._txn.put(key.encode(), value.encode(), db=self._r._kv)  # type: ignore[union-attr]
+        k, db, long = self._where(key)
+        vb = value.encode()
+        self._r._txn.put(k, _long_value(key.encode(), vb) if long else vb, db=db)  # type: ignore[union-attr]
 
     def _remove(self, key: str) -> bool:
-        return self._r._txn.delete(key.encode(), db=self._r._kv)  # type: ignore[union-attr]
+        k, db, _ = self._where(key)
+        return self._r._txn.delete(k, db=db)  # type: ignore[union-attr]
 
     def snapshot(self) -> bytes:
         raise NotImplementedError("DiskReplica snapshots the whole store file")
@@ -165,8 +194,11 @@ class LmdbKV(KVStore):
         r = self._r
         r.commit()
         with r._env.begin(db=r._kv) as txn:
-            for k, v in txn.cursor():
-                yield bytes(k).decode(), bytes(v).decode()
+            # Long keys are few (API keys over 511 bytes): sorted in memory, merged in.
+            longs = sorted(_split_long(bytes(v)) for _, v in txn.cursor(db=r._long))
+            pairs = ((bytes(k), bytes(v)) for k, v in txn.cursor())
+            for k, v in heapq.merge(pairs, longs):
+                yield k.decode(), v.decode()
 
     def state_hash(self) -> str:
         """O(state): a diagnostic, compared by the consistency checks, not on a hot path."""
@@ -178,7 +210,7 @@ def _open_env(path: Path, map_size: int) -> lmdb.Environment:
         str(path),
         subdir=False,
         map_size=map_size,
-        max_dbs=4,
+        max_dbs=5,
         sync=False,  # the Raft WAL is the durable record: see the module docstring
         metasync=False,
         readahead=False,  # point reads of a store larger than memory
@@ -217,6 +249,7 @@ class DiskReplica(Replica):
     def _open(self) -> None:
         self._env = _open_env(self.path, self._map_size)
         self._kv = self._env.open_db(b"kv")
+        self._long = self._env.open_db(b"long")
         self._sessions = self._env.open_db(b"sessions")
         self._tombs = self._env.open_db(b"tombs")
         self._meta = self._env.open_db(b"meta")
@@ -388,10 +421,10 @@ class DiskReplica(Replica):
         extra = mem.restore(data)
         kv: KVStore = mem.sm  # type: ignore[assignment]
         txn = self._txn = self._env.begin(write=True)
-        for db in (self._kv, self._sessions, self._tombs, self._meta):
+        for db in (self._kv, self._long, self._sessions, self._tombs, self._meta):
             txn.drop(db, delete=False)
         for k in sorted(kv.data):
-            txn.put(k.encode(), kv.data[k].encode(), db=self._kv)
+            self.kv._set(k, kv.data[k])
         txn.put(_EXTRA, msgpack.packb([mem.applied_index, extra]), db=self._meta)
         self.sessions.load([])  # type: ignore[attr-defined]
         self.tombstones.load([])  # type: ignore[attr-defined]

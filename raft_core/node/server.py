@@ -108,6 +108,9 @@ class RaftNode:
         else:
             self.replica = Replica(KVStore())
         self.sm: StateMachine = self.replica.sm
+        self.state_store = (
+            "custom" if state_machine is not None else cfg.state_store  # for status
+        )
         if cfg.allow_fault_injection and arm_crash_points():
             log.warning("%s: crash point armed: %s", cfg.id, os.environ.get("RAFT_NODE_CRASH_AT"))
         self.snapshot_every = round(
@@ -832,6 +835,8 @@ class RaftNode:
             faults=self.fault_set(),
             healthy=self._fatal is None,
             peer_auth=self.transport.peer_auth,
+            loop_lag_ms=(round(self.loop_lag_s * 1000, 1), round(self.loop_lag_max_s * 1000, 1)),
+            state_store=self.state_store,
         )
 
     def digest(self, at: int | None = None) -> dict:

@@ -25,6 +25,9 @@ class NodeStatus:
     faults: dict[str, Any]
     healthy: bool
     peer_auth: str  # how peers prove who they are: "tls", "secret" or "none"
+    # How late the loop ran the node's timer: the latest and the largest since start.
+    loop_lag_ms: tuple[float, float] = (0.0, 0.0)
+    state_store: str = "custom"  # "lmdb", "memory" or "custom" (a library's machine)
 
     def __getattr__(self, name: str) -> Any:
         # The engine's fields read as the node's own: status.role, status.term, ...
@@ -75,4 +78,6 @@ class NodeStatus:
         doc["faults"] = self.faults
         doc["healthy"] = self.healthy
         doc["peer_auth"] = self.peer_auth
+        doc["loop_lag_ms"] = {"last": self.loop_lag_ms[0], "max": self.loop_lag_ms[1]}
+        doc["state_store"] = self.state_store
         return doc
