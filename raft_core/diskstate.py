@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -60,21 +61,31 @@ CRASH_ENV = "RAFT_NODE_CRASH_AT"
 def crash_point(name: str) -> None:
     """Die as kill -9 would, here, if the crash tests asked for it.
 
-    The point is armed by the environment variable ``RAFT_NODE_CRASH_AT`` and
-    ``arm_crash_points``; a process never armed (the default) only pays a lookup.
+    ``RAFT_NODE_CRASH_AT=NAME`` (or ``NAME:N``, the N-th time the point is passed)
+    arms one point through ``arm_crash_points``, which raft-node calls only with
+    --allow-fault-injection; an unarmed process pays one comparison.
     """
-    if _armed is not None and _armed == name:
-        os.kill(os.getpid(), 9)
+    global _hits
+    if _armed is None or _armed[0] != name:
+        return
+    _hits += 1
+    if _hits >= _armed[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
-_armed: str | None = None
+_armed: tuple[str, int] | None = None
+_hits = 0
 
 
 def arm_crash_points() -> str | None:
-    """Arm the crash point named in the environment (fault-injection builds only)."""
+    """Arm the crash point named in the environment; its name, if any."""
     global _armed
-    _armed = os.environ.get(CRASH_ENV) or None
-    return _armed
+    spec = os.environ.get(CRASH_ENV, "")
+    if not spec:
+        return None
+    name, _, count = spec.partition(":")
+    _armed = (name, int(count) if count else 1)
+    return spec
 
 
 class _Tracked(OrderedDict):

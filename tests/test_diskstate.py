@@ -171,7 +171,7 @@ _CHILD = textwrap.dedent(
         disk.apply(e)
     disk.commit()
     print("committed", flush=True)
-    diskstate._armed = "store-commit"  # what RAFT_NODE_CRASH_AT arms in raft-node
+    diskstate._armed = ("store-commit", 1)  # what RAFT_NODE_CRASH_AT arms in raft-node
     for e in entries[50:]:
         disk.apply(e)
     disk.commit()  # killed here, before this transaction commits
