@@ -6,8 +6,10 @@ machine". One LMDB file (``state.mdb``) holds four tables:
 * ``kv``: the data (UTF-8 keys and values); reads come from here, never a dict copy.
   LMDB keys stop at 511 bytes and the API takes up to 1 KiB, so a longer key lives in
   ``long`` under its SHA-256, with the key itself stored before the value;
-* ``sessions`` and ``tombs``: the client sessions and their tombstones (exactly-once,
-  raft_core/statemachine.py), one row each with its place in activity order;
+* ``sessions``, ``responses`` and ``tombs``: the client sessions (exactly-once,
+  raft_core/statemachine.py), one row each with its place in activity order, their
+  saved responses one row each (a command writes one, not its session's whole
+  history), and the tombstones; keyed by a hash of the client id, which may be long;
 * ``meta``: the applied index and term, the digest chain, the log clock, and the
   host's ``extra`` (member addresses) as of the latest snapshot.
 
@@ -154,6 +156,32 @@ def _split_long(raw: bytes) -> tuple[bytes, bytes]:
     return raw[4 : 4 + n], raw[4 + n :]
 
 
+class _Responses(dict):
+    """A session's saved responses, remembering which changed since the last commit.
+    ``fresh``: the session is new, so rows an earlier session of the same client left
+    must go."""
+
+    def __init__(self, *args: Any, fresh: bool = False) -> None:
+        super().__init__(*args)
+        self.added: set[int] = set()
+        self.removed: set[int] = set()
+        self.fresh = fresh
+
+    def __setitem__(self, seq: int, value: Any) -> None:
+        super().__setitem__(seq, value)
+        self.added.add(seq)
+        self.removed.discard(seq)
+
+    def __delitem__(self, seq: int) -> None:
+        super().__delitem__(seq)
+        self.removed.add(seq)
+        self.added.discard(seq)
+
+
+def _cid_key(cid: str) -> bytes:
+    return hashlib.sha256(cid.encode()).digest()[:16]
+
+
 class LmdbKV(KVStore):
     """The KV commands of ``KVStore``, executed on the store's open write transaction;
     reads see that transaction's writes (so a read served inside a batch is current),
@@ -221,7 +249,7 @@ def _open_env(path: Path, map_size: int) -> lmdb.Environment:
         str(path),
         subdir=False,
         map_size=map_size,
-        max_dbs=5,
+        max_dbs=6,
         sync=False,  # the Raft WAL is the durable record: see the module docstring
         metasync=False,
         readahead=False,  # point reads of a store larger than memory
@@ -262,6 +290,7 @@ class DiskReplica(Replica):
         self._kv = self._env.open_db(b"kv")
         self._long = self._env.open_db(b"long")
         self._sessions = self._env.open_db(b"sessions")
+        self._responses = self._env.open_db(b"responses")
         self._tombs = self._env.open_db(b"tombs")
         self._meta = self._env.open_db(b"meta")
         self._load()
@@ -278,15 +307,20 @@ class DiskReplica(Replica):
                 self.chain = bytes(32)
             extra = txn.get(_EXTRA, db=self._meta)
             self.extra_index, self.extra = msgpack.unpackb(extra) if extra else (0, None)
+            responses: dict[bytes, _Responses] = {}
+            for k, v in txn.cursor(db=self._responses):
+                index, term, value = msgpack.unpackb(v, strict_map_key=False)
+                rs = responses.setdefault(bytes(k[:16]), _Responses())
+                dict.__setitem__(rs, int.from_bytes(k[16:], "big"), (index, term, value))
             sessions = []
             for k, v in txn.cursor(db=self._sessions):
-                place, last, floor, responses = msgpack.unpackb(v, strict_map_key=False)
-                rs = {int(s): (int(i), int(t), val) for s, i, t, val in responses}
-                sessions.append((place, bytes(k).decode(), Session(last, rs, floor)))
+                place, last, floor, cid = msgpack.unpackb(v)
+                rs = responses.get(bytes(k), _Responses())
+                sessions.append((place, cid, Session(last, rs, floor)))
             tombs = [
-                (place, bytes(k).decode(), (top, at))
-                for k, v in txn.cursor(db=self._tombs)
-                for place, top, at in [msgpack.unpackb(v)]
+                (place, cid, (top, at))
+                for v in txn.cursor(db=self._tombs).iternext(keys=False)
+                for place, top, at, cid in [msgpack.unpackb(v)]
             ]
         self.sessions.load(sessions)  # type: ignore[attr-defined]
         self.tombstones.load(tombs)  # type: ignore[attr-defined]
@@ -310,8 +344,8 @@ class DiskReplica(Replica):
         if txn is None:
             return
         try:
-            self._write_table(txn, self.sessions, self._sessions, _session_row)  # type: ignore[arg-type]
-            self._write_table(txn, self.tombstones, self._tombs, _tomb_row)  # type: ignore[arg-type]
+            self._write_sessions(txn)
+            self._write_tombstones(txn)
             meta = [self.applied_index, self.applied_term, self.chain, self.clock_ms]
             txn.put(_APPLIED, msgpack.packb([*meta, self._counter[0]]), db=self._meta)
             crash_point("store-commit")
@@ -322,17 +356,52 @@ class DiskReplica(Replica):
         finally:
             self._txn = None
 
-    @staticmethod
-    def _write_table(
-        txn: lmdb.Transaction, table: _Tracked, db: Any, row: Callable[[int, Any], bytes]
-    ) -> None:
-        for key in table.dirty:
-            value = table.get(key)
-            if value is None:
-                txn.delete(key.encode(), db=db)
-            else:
-                txn.put(key.encode(), row(table.place[key], value), db=db)
+    def _write_sessions(self, txn: lmdb.Transaction) -> None:
+        table: _Tracked = self.sessions  # type: ignore[assignment]
+        for cid in table.dirty:
+            k = _cid_key(cid)
+            s = table.get(cid)
+            if s is None:
+                txn.delete(k, db=self._sessions)
+                self._drop_responses(txn, k)
+                continue
+            row = [table.place[cid], s.last_active_ms, s.floor, cid]
+            txn.put(k, msgpack.packb(row), db=self._sessions)
+            rs = s.responses
+            if not isinstance(rs, _Responses):  # filled whole (an image converted)
+                rs = s.responses = _Responses(rs, fresh=True)
+                rs.added.update(rs)
+            if rs.fresh:
+                self._drop_responses(txn, k)
+                rs.fresh = False
+            for seq in rs.removed:
+                txn.delete(k + seq.to_bytes(8, "big"), db=self._responses)
+            for seq in rs.added:
+                row = msgpack.packb(rs[seq], use_bin_type=True)
+                txn.put(k + seq.to_bytes(8, "big"), row, db=self._responses)
+            rs.added.clear()
+            rs.removed.clear()
         table.dirty.clear()
+
+    def _drop_responses(self, txn: lmdb.Transaction, k: bytes) -> None:
+        cur = txn.cursor(db=self._responses)
+        if cur.set_range(k):
+            while cur.key()[:16] == k and cur.delete():
+                pass
+
+    def _write_tombstones(self, txn: lmdb.Transaction) -> None:
+        table: _Tracked = self.tombstones  # type: ignore[assignment]
+        for cid in table.dirty:
+            t = table.get(cid)
+            if t is None:
+                txn.delete(_cid_key(cid), db=self._tombs)
+            else:
+                row = msgpack.packb([table.place[cid], t[0], t[1], cid])
+                txn.put(_cid_key(cid), row, db=self._tombs)
+        table.dirty.clear()
+
+    def _new_session(self) -> Session:
+        return Session(self.clock_ms, _Responses(fresh=True))
 
     def close(self) -> None:
         with self._view_lock:
@@ -432,7 +501,8 @@ class DiskReplica(Replica):
         extra = mem.restore(data)
         kv: KVStore = mem.sm  # type: ignore[assignment]
         txn = self._txn = self._env.begin(write=True)
-        for db in (self._kv, self._long, self._sessions, self._tombs, self._meta):
+        tables = (self._kv, self._long, self._sessions, self._responses, self._tombs)
+        for db in (*tables, self._meta):
             txn.drop(db, delete=False)
         for k in sorted(kv.data):
             self.kv._set(k, kv.data[k])
@@ -450,15 +520,6 @@ class DiskReplica(Replica):
         self._chains.clear()
         self._chains[self.applied_index] = self.chain
         return extra
-
-
-def _session_row(place: int, s: Session) -> bytes:
-    responses = [[seq, i, t, v] for seq, (i, t, v) in s.responses.items()]
-    return msgpack.packb([place, s.last_active_ms, s.floor, responses], use_bin_type=True)
-
-
-def _tomb_row(place: int, t: tuple[int, int]) -> bytes:
-    return msgpack.packb([place, t[0], t[1]])
 
 
 def _fsync_dir(path: Path) -> None:

@@ -178,7 +178,7 @@ class Replica:
                 )
             if len(self.sessions) >= self.max_sessions:
                 self._bury(next(iter(self.sessions)))  # the least recently active
-            session = self.sessions[client_id] = Session(self.clock_ms)
+            session = self.sessions[client_id] = self._new_session()
             if tomb is not None:
                 session.floor = tomb[0] + 1
                 del self.tombstones[client_id]
@@ -200,6 +200,10 @@ class Replica:
             del session.responses[oldest]
             session.floor = max(session.floor, oldest + 1)
         return response
+
+    def _new_session(self) -> Session:
+        """A session starting now (DiskReplica's records which responses change)."""
+        return Session(self.clock_ms)
 
     def _expire_sessions(self) -> None:
         deadline = self.clock_ms - self.session_ttl_ms

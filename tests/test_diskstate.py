@@ -69,6 +69,10 @@ def test_answers_and_digests_match_the_in_memory_machine_across_restarts(
                 disk.close()
                 disk = DiskReplica(tmp_path / "state.mdb", **LIMITS)
                 assert list(disk.sessions) == list(mem.sessions)
+                assert {
+                    c: (s.floor, s.last_active_ms, dict(s.responses))
+                    for c, s in disk.sessions.items()
+                } == {c: (s.floor, s.last_active_ms, s.responses) for c, s in mem.sessions.items()}
                 assert list(disk.tombstones) == list(mem.tombstones)
     disk.commit()
     assert disk.digest() == mem.digest()
