@@ -84,8 +84,8 @@ def test_a_node_killed_at_a_store_crash_point_recovers_and_agrees(
     with httpx.Client(timeout=5.0) as http:
         procs.start("n1")
         procs.start("n2")
-        if not late:
-            _start(procs, "n3", crash_at)
+        # n3 starts once n1 or n2 leads: the victim must be a follower, whose death
+        # the cluster rides out.
         lead = wait_for_leader(http, "http", [nodes["n1"], nodes["n2"]])
         leader = nodes[lead["id"]]
         acked: dict[str, str] = {}
@@ -98,11 +98,18 @@ def test_a_node_killed_at_a_store_crash_point_recovers_and_agrees(
                 20,
                 "the leader to compact its log",
             )
-            _start(procs, "n3", crash_at)
-        else:
-            _put_many(http, leader, "before", 150, acked)
+        _start(procs, "n3", crash_at)
         assert victim.proc is not None
-        wait_until(lambda: victim.proc.poll() is not None, 30, f"n3 to die at {crash_at}")
+        wait_until(
+            lambda: victim.proc.poll() is not None or _status(http, victim), 30, "n3 to serve"
+        )
+        # Write until n3 reaches its crash point (a loaded machine may take a while).
+        rounds = 0
+        while victim.proc.poll() is None:
+            assert rounds < 200, f"n3 never reached {crash_at}"
+            _put_many(http, leader, f"round{rounds}", 10, acked)
+            rounds += 1
+        victim.proc.wait(10)
         assert victim.proc.returncode == -signal.SIGKILL, victim.log_text()[-2000:]
         _put_many(http, leader, "while-down", 30, acked)
         _start(procs, "n3", None)
@@ -121,4 +128,4 @@ def test_a_node_killed_at_a_store_crash_point_recovers_and_agrees(
         for key, value in acked.items():
             r = http.get(f"http://{victim.api}/v1/kv/{key}", params={"consistency": "stale"})
             assert r.json()["value"] == value, key
-        assert len(acked) >= 200
+        assert len(acked) >= 60
