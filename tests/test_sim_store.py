@@ -17,7 +17,7 @@ def _put(index: int) -> Entry:
 
 
 def test_a_crash_keeps_the_synced_image_and_a_prefix_of_later_batches() -> None:
-    store = SimStore()
+    store = SimStore(random.Random(3))
     r = store.open()
     for i in range(1, 4):
         r.apply(_put(i))
@@ -25,8 +25,7 @@ def test_a_crash_keeps_the_synced_image_and_a_prefix_of_later_batches() -> None:
     for i in range(4, 10):
         r.apply(_put(i))
         r.commit()
-    rng = random.Random(3)
-    store.crash(rng)
+    store.crash()
     kept = 9 - store.batches_lost
     again = store.open()
     assert 3 <= again.applied_index == kept

@@ -210,7 +210,9 @@ class SimCluster:
             disk_latency_ms=self.cfg.disk_latency_ms,
             snapshot_every=self.cfg.snapshot_every,
             keep_entries=self.cfg.keep_entries,
-            store=SimStore() if self.cfg.stored_state else None,
+            store=(
+                SimStore(random.Random(f"{self.seed}/{nid}")) if self.cfg.stored_state else None
+            ),
         )
         self._hook_events(node)
         self.nodes[nid] = node

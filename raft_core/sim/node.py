@@ -145,7 +145,7 @@ class SimNode:
         self.incarnation += 1  # invalidates scheduled disk completions
         self.driver.stop()
         if self.store is not None:
-            self.store.crash(self.rng)
+            self.store.crash()
         if self.writing is not None:
             self.disk.crash_during(self.writing, self.rng)
             self.writing = None

@@ -25,7 +25,10 @@ class SimStore:
     """What survives on the simulated disk: the synced image and the committed
     batches after it (oldest first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rng: random.Random) -> None:
+        # A stream of its own: what a crash keeps draws nothing from the node's
+        # stream, so runs keep the trajectory their seed gave them.
+        self.rng = rng
         self.synced: bytes | None = None
         self.unsynced: list[bytes] = []
         self.batches_lost = 0
@@ -39,9 +42,9 @@ class SimStore:
             r._committed = r.applied_index
         return r
 
-    def crash(self, rng: random.Random) -> None:
+    def crash(self) -> None:
         """Unsynced batches survive only as a prefix, of a seeded length."""
-        keep = rng.randint(0, len(self.unsynced))
+        keep = self.rng.randint(0, len(self.unsynced))
         self.batches_lost += len(self.unsynced) - keep
         del self.unsynced[keep:]
 
