@@ -45,3 +45,12 @@ def test_campaign_runs_with_the_stored_state_lose_batches_and_pass() -> None:
         assert result.ok, (s, result.kind, result.reason[:500])
         lost += result.stats["store_batches_lost"]
     assert lost > 0  # the crashes did drop unsynced batches, and nothing broke
+
+
+def test_campaign_seed_48_no_snapshot_while_the_log_replays_below_the_store() -> None:
+    """Seed 48 caught it: after a restart the store was ahead of the log being replayed
+    over it, and a snapshot taken at the store's index was beyond the engine's applied
+    index (and its configuration). Snapshots wait until the replay reaches the store."""
+    assert plan_run(48).config.stored_state
+    result = run_one(48)
+    assert result.ok, (result.kind, result.reason[:500])

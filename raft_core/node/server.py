@@ -773,7 +773,9 @@ class RaftNode:
         if self._snapshotting:
             raise Conflict("a snapshot is already being taken")
         index = self.replica.applied_index
-        if index <= self._last_snapshot_index:
+        if index <= self._last_snapshot_index or self.raw.applied_index < index:
+            # (After a restart the store may be ahead of the log being replayed over
+            # it: the configuration as of its index is known once the replay gets there.)
             return self._last_snapshot_index, 0
         self._snapshotting = True
         started = time.monotonic()

@@ -205,6 +205,8 @@ class SimNode:
         index = self.replica.applied_index
         if index == 0 or (self.disk.snapshot and self.disk.snapshot.meta.index >= index):
             return None
+        if self.raw.applied_index < index:  # a store ahead of the log's replay
+            return None
         meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
         if isinstance(self.replica, StoredReplica):
             self.replica.sync()  # as DiskReplica.snapshot_writer does
