@@ -423,9 +423,6 @@ class DiskReplica(Replica):
             with self._env.begin(write=True) as txn:
                 txn.put(_EXTRA, msgpack.packb([self.applied_index, extra]), db=self._meta)
             self.extra_index, self.extra = self.applied_index, extra
-            # The store's own commits are not synced: the snapshot lets the log be
-            # compacted below this index, so the store must hold it durably first.
-            self._env.sync(True)
             view = self._env.begin()
         except BaseException:
             self._view_lock.release()
@@ -434,6 +431,10 @@ class DiskReplica(Replica):
 
         def write() -> None:
             try:
+                # The store's commits are not synced; once the snapshot lets the log go
+                # below this index, a restart should find the store at least this far
+                # (else it restores the snapshot): sync here, off the caller's loop.
+                env.sync(True)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     env.copyfd(fd, compact=True, txn=view)

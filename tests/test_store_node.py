@@ -118,7 +118,9 @@ def test_the_in_memory_store_still_restores_from_its_snapshot(tmp_path: Path) ->
                 await _no_snapshot_running(node)
                 assert node.status().snapshot_index >= 30
             else:
-                # Rebuilt from the snapshot and the log; a new term's entry came since.
+                # Rebuilt from the snapshot and the log (replayed once this term's
+                # first entry commits); a new term's entry came since.
+                await node.wait_applied(check[0], 5)
                 assert node.digest(check[0])["chain"] == check[1]
             assert node.sm.get("m59") == "value-59"
             return node.replica.applied_index, node.replica.chain.hex()
@@ -127,3 +129,49 @@ def test_the_in_memory_store_still_restores_from_its_snapshot(tmp_path: Path) ->
 
     asyncio.run(life(asyncio.run(life(None))))
     assert not (tmp_path / "state.mdb").exists()
+
+
+def test_the_snapshot_image_is_written_and_saved_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop only captures the view: copying the store into the image file and
+    saving the snapshot file happen on other threads (the loop's thread is recorded)."""
+    import threading
+
+    from raft_core.node.storage import DiskStorage
+
+    threads: dict[str, str] = {}
+    real_writer = DiskReplica.snapshot_writer
+    real_save = DiskStorage.save_snapshot
+
+    def writer(self, path, extra=None):
+        threads["capture"] = threading.current_thread().name
+        write = real_writer(self, path, extra)
+
+        def recorded() -> None:
+            threads["image"] = threading.current_thread().name
+            write()
+
+        return recorded
+
+    def save(self, snap):
+        threads["save"] = threading.current_thread().name
+        return real_save(self, snap)
+
+    monkeypatch.setattr(DiskReplica, "snapshot_writer", writer)
+    monkeypatch.setattr(DiskStorage, "save_snapshot", save)
+
+    async def main() -> None:
+        node = await started_single_node(tmp_path)
+        try:
+            await _write(node, 200, "s")
+            index, size = await node.take_snapshot()
+            assert index >= 200 and size > 0
+            loop_thread = threading.current_thread().name
+            assert threads["capture"] == loop_thread
+            assert threads["image"] != loop_thread and threads["save"] != loop_thread
+            assert threads["image"] != threads["save"]  # WAL writes never queue behind it
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
