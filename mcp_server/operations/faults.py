@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from ..core.context import Context, ProgressFn
-from ..core.models import FaultKind, FaultRequest, FaultResult, Plan, PlanStep
+from ..core.context import OperationContext, ProgressFn
+from ..core.models import FaultKind, FaultResult, InjectFaultRequest, Plan, PlanStep
 from ..core.view import ClusterView, is_quorum
 
 OPERATION = "inject_fault"
@@ -21,7 +21,7 @@ KINDS: tuple[str, ...] = get_args(FaultKind)
 PROCESS_KINDS = ("kill", "restart", "stop", "continue")
 
 
-def plan(ctx: Context, request: FaultRequest) -> Plan:
+def plan(ctx: OperationContext, request: InjectFaultRequest) -> Plan:
     view = ctx.view()
     kind, nodes = request.kind, request.nodes
     everyone = view.members()
@@ -52,8 +52,8 @@ def plan(ctx: Context, request: FaultRequest) -> Plan:
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons, risks=risks)
 
 
-def run(ctx: Context, plan: Plan, progress: ProgressFn) -> FaultResult:
-    request = FaultRequest.model_validate(plan.arguments)
+def run(ctx: OperationContext, plan: Plan, progress: ProgressFn) -> FaultResult:
+    request = InjectFaultRequest.model_validate(plan.arguments)
     view = ctx.view()
     kind, nodes = request.kind, request.nodes
     faults: dict[str, dict[str, Any]] = {}
@@ -90,7 +90,7 @@ def run(ctx: Context, plan: Plan, progress: ProgressFn) -> FaultResult:
 
 
 def _partition(
-    ctx: Context,
+    ctx: OperationContext,
     view: ClusterView,
     nodes: list[str],
     faults: dict[str, dict[str, Any]],

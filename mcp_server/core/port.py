@@ -1,5 +1,8 @@
-"""The adapter interface every cluster kind implements.
+"""The port: the interface every cluster kind's adapter implements, and what it answers.
 
+It lives in the core, not beside its implementations in ``mcp_server/adapters/``, so
+that the core (the cluster view, the operation context) depends on no adapter: the
+adapters depend on the core, never the other way round (docs/design.md, "Layout").
 The operations (``mcp_server/operations/``) only speak this interface. It is deliberately
 shaped so that etcd fits as well as raft_core:
 
@@ -27,19 +30,21 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from raft_core.status import ProgressStatus
 
-@dataclass
-class Progress:
-    match: int
-    next: int
-    state: str
-    learner: bool = False
-    recent_active: bool = True
+from .errors import NotSupported, Refused
 
 
 @dataclass
-class NodeStatus:
-    """One member as it answered (or failed to answer) a status request."""
+class MemberStatus:
+    """One member as it answered (or failed to answer) a status request.
+
+    The consensus fields are the engine's (``raft_core.status.RaftStatus``), each
+    optional: a raft-node member's come from the status it serves, parsed with
+    ``raft_core.node.status.NodeStatus.from_json``; an etcd member's are those its
+    gateway reports, and an unreachable member has none. The leader's ``progress`` is
+    the engine's own ``ProgressStatus``.
+    """
 
     id: str
     reachable: bool
@@ -59,7 +64,7 @@ class NodeStatus:
     joint: bool = False
     pending_conf_index: int | None = None
     transferring_to: str | None = None
-    progress: dict[str, Progress] | None = None
+    progress: dict[str, ProgressStatus] | None = None
     faults: dict[str, Any] | None = None
     addresses: dict[str, str | None] = field(default_factory=dict)  # members' API addresses
     error: str | None = None
@@ -130,7 +135,7 @@ class NewProcess:
 
 
 class ProcessControl(Protocol):
-    """The member processes of a local cluster (``adapters.processes`` implements it)."""
+    """The member processes of a local cluster (``mcp_server.adapters.processes`` implements it)."""
 
     def running(self, node: str) -> bool | None: ...
     def kill(self, node: str) -> None: ...
@@ -156,19 +161,17 @@ class ClusterAdapter(ABC):
     # -- observation ---------------------------------------------------------------
 
     @abstractmethod
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         """Every known member (configured, discovered, or local process), by id."""
 
     @abstractmethod
-    def status(self, node: str) -> NodeStatus: ...
+    def status(self, node: str) -> MemberStatus: ...
 
     @abstractmethod
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:
         """Applied-state hash of ``node`` (at index ``at`` when it still retains it)."""
 
     def log_digests(self, node: str, start: int, end: int) -> LogSlice:
-        from ..core.errors import NotSupported
-
         raise NotSupported(f"{self.kind} clusters do not expose per-entry log digests")
 
     # -- data --------------------------------------------------------------------------
@@ -189,8 +192,6 @@ class ClusterAdapter(ABC):
         """Ask the current leader to hand over to ``target``; (leader, term) after."""
 
     def campaign(self, node: str) -> int:
-        from ..core.errors import NotSupported
-
         raise NotSupported(f"{self.kind} members cannot be told to campaign")
 
     # -- membership ------------------------------------------------------------------------
@@ -213,16 +214,12 @@ class ClusterAdapter(ABC):
     def set_faults(
         self, node: str, *, drop: list[str] | None = None, clear: bool = False
     ) -> dict[str, Any]:
-        from ..core.errors import NotSupported
-
         raise NotSupported(f"{self.kind} clusters do not support fault injection")
 
     # -- processes (local clusters only) -------------------------------------------------------
 
     def _processes(self) -> ProcessControl:
         if self.processes is None:
-            from ..core.errors import Refused
-
             raise Refused(
                 f"this {self.kind} cluster's processes are not run by raft-manager "
                 "(it is not a local cluster: it has no `dir`)",
