@@ -37,7 +37,7 @@ def test_a_restart_resumes_from_the_store_without_restoring_the_snapshot(
         try:
             await _write(node, 130, "k")
             await _no_snapshot_running(node)
-            return node.replica.applied_index, node.status().snapshot_index, node.digest()
+            return node.replica.applied_index, node.status().engine.snapshot_index, node.digest()
         finally:
             await node.stop()
 
@@ -80,7 +80,7 @@ def test_a_running_snapshot_is_never_scheduled_twice(tmp_path: Path) -> None:
                 with pytest.raises(Conflict):
                     await node.take_snapshot()
             await _no_snapshot_running(node)
-            assert node.status().snapshot_index >= node.snapshot_every
+            assert node.status().engine.snapshot_index >= node.snapshot_every
         finally:
             await node.stop()
 
@@ -116,11 +116,11 @@ def test_the_in_memory_store_still_restores_from_its_snapshot(tmp_path: Path) ->
             if check is None:
                 await _write(node, 60, "m")
                 await _no_snapshot_running(node)
-                assert node.status().snapshot_index >= 30
+                assert node.status().engine.snapshot_index >= 30
             else:
                 # Rebuilt from the snapshot and the log (replayed once this term's
                 # first entry commits); a new term's entry came since.
-                await node.wait_applied(check[0], 5)
+                await node.read_barrier()
                 assert node.digest(check[0])["chain"] == check[1]
             assert node.sm.get("m59") == "value-59"
             return node.replica.applied_index, node.replica.chain.hex()

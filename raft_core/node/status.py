@@ -96,7 +96,18 @@ class NodeStatus:
             faults=_field(doc, "faults", dict),
             healthy=_field(doc, "healthy", bool),
             peer_auth=_field(doc, "peer_auth", str),
+            loop_lag_ms=_loop_lag(doc),
+            state_store=_opt(doc, "state_store", str) or "custom",
         )
+
+
+def _loop_lag(doc: dict) -> tuple[float, float]:
+    """``loop_lag_ms`` (absent from nodes older than the loop-lag probe: zeros)."""
+    lag = _opt(doc, "loop_lag_ms", dict) or {}
+    last, top = lag.get("last", 0.0), lag.get("max", 0.0)
+    if not all(isinstance(v, int | float) for v in (last, top)):
+        raise StatusFormatError("loop_lag_ms.last and loop_lag_ms.max must be numbers")
+    return float(last), float(top)
 
 
 class StatusFormatError(ValueError):
