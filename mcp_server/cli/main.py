@@ -26,7 +26,7 @@ from ..core import ConfigError, DemoStep, ManagerError, list_clusters
 from ..local import ClusterError
 from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
-from . import chaos, etcd, launcher, render
+from . import chaos, etcd, launcher, nats, render
 from .approve import cmd_approve
 from .ui import (
     EPILOG,
@@ -356,6 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--dir", help="cluster directory (default: the config entry's dir)")
     for sp in (eu, ed):
         sp.add_argument("--name", default="etcd", help="the cluster's name in clusters.yaml")
+
+    nt = sub.add_parser("nats", help="start/stop a local NATS JetStream cluster")
+    nts = nt.add_subparsers(dest="nats_command", required=True, metavar="ACTION")
+    nu = cmd(
+        nts,
+        "up",
+        "start N nats-servers, wait for a meta leader, write clusters.yaml",
+        nats.cmd_nats_up,
+    )
+    nu.add_argument("--nodes", type=int, default=3)
+    nu.add_argument("--dir", help="cluster directory (default: STATE_DIR/nats)")
+    nu.add_argument("--base-port", type=int, help="clients on P+1.., routes P+51.., HTTP P+101..")
+    nd = cmd(nts, "down", "stop every nats-server (data kept)", nats.cmd_nats_down)
+    nd.add_argument("--dir", help="cluster directory (default: the config entry's dir)")
+    for sp in (nu, nd):
+        sp.add_argument("--name", default="nats", help="the cluster's name in clusters.yaml")
 
     cmd(sub, "clusters", "list configured clusters", cmd_clusters)
     cmd(sub, "status", "members, roles, indexes, lag, warnings", cmd_status)

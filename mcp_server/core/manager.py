@@ -27,6 +27,8 @@ from pydantic import BaseModel, ValidationError
 
 from ..adapters.base import ClusterAdapter
 from ..adapters.etcd import EtcdAdapter
+from ..adapters.nats import NatsAdapter
+from ..adapters.nats_processes import NatsProcesses
 from ..adapters.processes import EtcdProcesses, LocalProcesses
 from ..adapters.raft_node import RaftNodeAdapter
 from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
@@ -63,6 +65,7 @@ from .models import (
     ElectRequest,
     FaultOutcome,
     FaultRequest,
+    GroupRequest,
     HealthReport,
     HealthRequest,
     KVEntry,
@@ -80,10 +83,11 @@ from .models import (
     Request,
     SnapshotOutcome,
     SnapshotRequest,
+    StatusRequest,
     VerifyReport,
 )
 from .plans import Decision, PlanStore, check_saved, refuse_unsafe
-from .view import status_model
+from .view import GROUP_PAGE, status_with_groups
 
 R = TypeVar("R", bound=Request)
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
@@ -109,6 +113,17 @@ def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
             password=password,
         )
         return etcd, password
+    if c.kind == "nats":
+        password = resolve_password(c)
+        nats = NatsAdapter(
+            servers=c.servers,
+            monitor=c.monitor,
+            processes=NatsProcesses(c.dir) if c.dir else None,
+            username=c.username,
+            password=password,
+            backup_dir=Path(c.dir) / "backups" if c.dir else state_dir() / "nats-backups",
+        )
+        return nats, password
     local_token = None
     if c.dir and (Path(c.dir) / CLUSTER_FILE).exists():
         try:
@@ -230,6 +245,14 @@ class Manager:
         work of their own, such as ``raft-manager bench --existing``."""
         return self.guard.run(operation, arguments, lambda _decision: body())
 
+    def _ctx(self, group: str | None) -> Context:
+        """The context of one Raft group (``group``; None: the cluster's main one)."""
+        if group is None:
+            return self.ctx
+        return Context(
+            self.cluster, self.adapter.for_group(group), plan_ttl_s=self.config.plan_ttl_s
+        )
+
     def _read(self, operation: str, req: Request, body: Callable[[], Any]) -> Any:
         return self.guard.run(operation, req.arguments(), lambda _decision: body())
 
@@ -242,13 +265,14 @@ class Manager:
         dry_run: bool,
         plan_id: str | None,
         run: Callable[[Plan], BaseModel],
+        ctx: Context | None = None,
     ) -> OutcomeT:
         """Plan ``req`` with ``op.plan``; then, as the dry-run rule decides, return the
         plan or apply it with ``run``: a saved plan only while it still matches the
         cluster, with a human's approval where one is required, and never an unsafe one."""
 
         def body(decision: Decision) -> OutcomeT:
-            plan = op.plan(self.ctx, req)
+            plan = op.plan(ctx or self.ctx, req)
             gated = self.approvals.required(plan.operation)
             plan.requires_approval = gated and plan.safe
             if decision == "plan":
@@ -275,10 +299,22 @@ class Manager:
     def list_clusters(self) -> ClusterList:
         return self._read("list_clusters", Request(), lambda: list_clusters(self.config))
 
-    def status(self) -> ClusterStatus:
+    def status(
+        self,
+        group: str | None = None,
+        *,
+        group_offset: int = 0,
+        group_limit: int = GROUP_PAGE,
+    ) -> ClusterStatus:
+        """The cluster's (or one group's) status, with one page of its Raft groups."""
+        req = request(
+            StatusRequest, group=group, group_offset=group_offset, group_limit=group_limit
+        )
+
         def body() -> ClusterStatus:
-            st = status_model(
-                self.ctx.view(), cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
+            ctx = self._ctx(group)
+            st = status_with_groups(
+                ctx.adapter, req, cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
             )
             if self.started is not None and not self._start_reported:
                 # Said once, by the first status answer after the start; a long-lived
@@ -287,25 +323,26 @@ class Manager:
                 self._start_reported = True
             return st
 
-        return self._read("cluster_status", Request(), body)
+        return self._read("cluster_status", req, body)
 
     cluster_status = status  # the MCP tool's name
 
-    def health_check(self, operation: str | None = None) -> HealthReport:
+    def health_check(self, operation: str | None = None, group: str | None = None) -> HealthReport:
         if operation is not None:
             try:
                 operation = policy.canonical(operation)
             except ValueError as e:
                 raise ConfigError(str(e), "name one of the MCP tool operations") from None
-        req = request(HealthRequest, operation=operation)
-        return self._read(health.OPERATION, req, lambda: health.check(self.ctx, req))
+        req = request(HealthRequest, operation=operation, group=group)
+        return self._read(health.OPERATION, req, lambda: health.check(self._ctx(group), req))
 
     def read(self, key: str, consistency: str = "linearizable") -> ReadResult:
         req = request(ReadRequest, key=key, consistency=consistency)
         return self._read(read.OPERATION, req, lambda: read.read(self.ctx, req))
 
-    def verify_consistency(self) -> VerifyReport:
-        return self._read(verify.OPERATION, Request(), lambda: verify.verify(self.ctx))
+    def verify_consistency(self, group: str | None = None) -> VerifyReport:
+        req = request(GroupRequest, group=group)
+        return self._read(verify.OPERATION, req, lambda: verify.verify(self._ctx(group)))
 
     # -- mutations -----------------------------------------------------------------------------
 
@@ -317,16 +354,20 @@ class Manager:
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
         timeout_s: float = 15.0,
+        group: str | None = None,
     ) -> ElectionOutcome:
-        """Move leadership to ``target``, or make a leaderless cluster elect one."""
-        req = request(ElectRequest, target=target)
+        """Move leadership to ``target``, or make a leaderless cluster elect one (a
+        group's leader step down, where leaders move only so)."""
+        req = request(ElectRequest, target=target, group=group)
+        ctx = self._ctx(group)
         return self._mutate(
             leadership,
             req,
             ElectionOutcome,
             dry_run=dry_run,
             plan_id=plan_id,
-            run=lambda p: leadership.run(self.ctx, p, progress or quiet, timeout_s),
+            run=lambda p: leadership.run(ctx, p, progress or quiet, timeout_s),
+            ctx=ctx,
         )
 
     def replicate(
@@ -390,15 +431,18 @@ class Manager:
         dry_run: bool = False,
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
+        group: str | None = None,
     ) -> SnapshotOutcome:
-        req = request(SnapshotRequest, node=node)
+        req = request(SnapshotRequest, node=node, group=group)
+        ctx = self._ctx(group)
         return self._mutate(
             snapshot,
             req,
             SnapshotOutcome,
             dry_run=dry_run,
             plan_id=plan_id,
-            run=lambda p: snapshot.run(self.ctx, p, progress or quiet),
+            run=lambda p: snapshot.run(ctx, p, progress or quiet),
+            ctx=ctx,
         )
 
     def recover_node(
@@ -409,16 +453,20 @@ class Manager:
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
         timeout_s: float = 60.0,
+        group: str | None = None,
     ) -> RecoverOutcome:
-        """Bring a crashed or lagging member back and wait until it has caught up."""
-        req = request(RecoverRequest, node_id=node_id)
+        """Bring a crashed or lagging member back and wait until it has caught up (in
+        ``group``, where the cluster has several Raft groups)."""
+        req = request(RecoverRequest, node_id=node_id, group=group)
+        ctx = self._ctx(group)
         return self._mutate(
             recovery,
             req,
             RecoverOutcome,
             dry_run=dry_run,
             plan_id=plan_id,
-            run=lambda p: recovery.run(self.ctx, p, progress or quiet, timeout_s),
+            run=lambda p: recovery.run(ctx, p, progress or quiet, timeout_s),
+            ctx=ctx,
         )
 
     def inject_fault(
