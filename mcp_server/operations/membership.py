@@ -116,14 +116,7 @@ def plan_change(
     )
     d.reasons += _cluster_ready(view)
     if action in ("add_learner", "promote") and adapter and not adapter.supports_learners:
-        d.reasons.append(
-            f"{adapter.kind} has no learners: add a voter instead (add_voter); "
-            + (
-                "it joins by starting with the others' addresses"
-                if adapter.joins_by_starting
-                else ""
-            )
-        )
+        d.reasons.append(f"{adapter.kind} has no learners: add a voter instead (add_voter)")
     if action == "add_voter" and adapter is not None and adapter.joins_by_starting:
         _plan_join(d)
     elif action in ("add_learner", "add_voter"):
