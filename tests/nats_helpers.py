@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from testkit import release_base_port, reserve_base_port
 
-from mcp_server.core import Manager
 from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
 from mcp_server.core.plans import PlanStore
 from mcp_server.local.nats import INSTALL_HINT, SYS_USER, NatsLocalCluster, find_binary
+from mcp_server.manager import Manager
 
 
 def require() -> str:

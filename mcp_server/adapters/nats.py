@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import ConfigError, ManagerError, NodeRequestError, NotSupported, Unreachable
-from ..local.nats import get_json
-from .base import (
+from ..core.port import (
     ClusterAdapter,
     ConfResult,
     NodeStatus,
@@ -50,6 +49,7 @@ from .base import (
     StateDigest,
     WriteResult,
 )
+from ..local.nats import get_json
 from .nats_processes import NatsProcesses
 from .nats_wire import NatsConnection
 

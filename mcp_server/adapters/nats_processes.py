@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 
+from ..core.port import NewProcess
 from ..local.cluster import ClusterError
 from ..local.nats import NatsLocalCluster
-from .base import NewProcess
 from .processes import _Processes
 
 

@@ -35,9 +35,10 @@ from pathlib import Path
 
 from ..adapters.nats import KV_BUCKET, KV_STREAM, NatsAdapter
 from ..adapters.nats_wire import NatsConnection
-from ..core import Manager, ManagerError
+from ..core import ManagerError
 from ..core.errors import NodeRequestError, Unreachable
 from ..local.nats import NatsLocalCluster
+from ..manager import Manager
 from .checks import check_linearizable, lost_writes
 from .models import Anomaly, ChaosVerdict, FaultEvent, OpCounts
 from .timeline import write_timeline

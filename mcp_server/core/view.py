@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from raft_core.quorum import VoteResult, joint_active, majority_vote
 from raft_core.types import ConfState
 
-from ..adapters.base import ClusterAdapter, NodeStatus
 from .audit import now_iso
 from .models import ClusterStatus, Member, RaftGroup, StatusRequest
+from .port import ClusterAdapter, NodeStatus
 
 CAUGHT_UP_LAG = 10
 GROUP_PAGE = 10  # groups per cluster_status page: 50 streams stay within a tool result

@@ -25,28 +25,15 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..adapters.base import ClusterAdapter
-from ..adapters.etcd import EtcdAdapter
-from ..adapters.nats import NatsAdapter
-from ..adapters.nats_processes import NatsProcesses
-from ..adapters.processes import EtcdProcesses, LocalProcesses
-from ..adapters.raft_node import RaftNodeAdapter
-from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
-from ..operations import (
-    faults,
-    health,
-    leadership,
-    membership,
-    read,
-    recovery,
-    replicate,
-    snapshot,
-    verify,
-)
-from . import policy
-from .approvals import ApprovalGate, ApprovalStore
-from .audit import AuditLog
-from .config import (
+from .adapters.etcd import EtcdAdapter
+from .adapters.nats import NatsAdapter
+from .adapters.nats_processes import NatsProcesses
+from .adapters.processes import EtcdProcesses, LocalProcesses
+from .adapters.raft_node import RaftNodeAdapter
+from .core import policy
+from .core.approvals import ApprovalGate, ApprovalStore
+from .core.audit import AuditLog
+from .core.config import (
     ClusterConfig,
     Config,
     load_config,
@@ -54,10 +41,10 @@ from .config import (
     resolve_token,
     state_dir,
 )
-from .context import Context, ProgressFn, quiet
-from .errors import ConfigError, ManagerError
-from .guard import Guard
-from .models import (
+from .core.context import OperationContext, ProgressFn, quiet
+from .core.errors import ConfigError, ManagerError
+from .core.guard import Guard
+from .core.models import (
     ClusterInfo,
     ClusterList,
     ClusterStatus,
@@ -86,8 +73,21 @@ from .models import (
     StatusRequest,
     VerifyReport,
 )
-from .plans import Decision, PlanStore, check_saved, refuse_unsafe
-from .view import GROUP_PAGE, status_with_groups
+from .core.plans import Decision, PlanStore, check_saved, refuse_unsafe
+from .core.port import ClusterAdapter
+from .core.view import GROUP_PAGE, status_with_groups
+from .local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
+from .operations import (
+    faults,
+    health,
+    leadership,
+    membership,
+    read,
+    recovery,
+    replicate,
+    snapshot,
+    verify,
+)
 
 R = TypeVar("R", bound=Request)
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
@@ -98,7 +98,7 @@ class PlannedOperation(Protocol):
 
     OPERATION: str
 
-    def plan(self, ctx: Context, request: Any) -> Plan: ...
+    def plan(self, ctx: OperationContext, request: Any) -> Plan: ...
 
 
 def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
@@ -191,7 +191,7 @@ class Manager:
         self.approvals = ApprovalGate(
             cluster, ApprovalStore(self.plans.dir / "approvals"), self.audit
         )
-        self.ctx = Context(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
+        self.ctx = OperationContext(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
         self.started = started
         self._start_reported = False
         """Set when ``open(start_local=True)`` started the embedded local cluster."""
@@ -245,11 +245,11 @@ class Manager:
         work of their own, such as ``raft-manager bench --existing``."""
         return self.guard.run(operation, arguments, lambda _decision: body())
 
-    def _ctx(self, group: str | None) -> Context:
+    def _ctx(self, group: str | None) -> OperationContext:
         """The context of one Raft group (``group``; None: the cluster's main one)."""
         if group is None:
             return self.ctx
-        return Context(
+        return OperationContext(
             self.cluster, self.adapter.for_group(group), plan_ttl_s=self.config.plan_ttl_s
         )
 
@@ -265,7 +265,7 @@ class Manager:
         dry_run: bool,
         plan_id: str | None,
         run: Callable[[Plan], BaseModel],
-        ctx: Context | None = None,
+        ctx: OperationContext | None = None,
     ) -> OutcomeT:
         """Plan ``req`` with ``op.plan``; then, as the dry-run rule decides, return the
         plan or apply it with ``run``: a saved plan only while it still matches the
