@@ -127,9 +127,12 @@ class HealthReport(_Model):
 # -- leadership --------------------------------------------------------------------------
 
 
+ElectionMethod = Literal["transfer", "campaign", "step_down", "none"]
+
+
 class ElectionResult(_Model):
     cluster: str
-    method: Literal["transfer", "campaign", "step_down", "none"]
+    method: ElectionMethod
     target: str | None
     previous_leader: str | None
     previous_term: int | None
@@ -516,7 +519,7 @@ class ElectionAnswer(_Model):
         None, description="a human must `raft-manager approve PLAN_ID` before it is applied"
     )
     # applied
-    method: Literal["transfer", "campaign", "none"] | None = None
+    method: ElectionMethod | None = None
     target: str | None = None
     previous_leader: str | None = None
     previous_term: int | None = None

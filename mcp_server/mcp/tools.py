@@ -121,6 +121,13 @@ ClusterArg = Annotated[
     ),
 ]
 PlanIdArg = Annotated[str | None, Field(description="apply this dry run's plan")]
+GroupArg = Annotated[
+    str | None,
+    Field(
+        description="one Raft group (NATS JetStream: meta, stream:NAME, consumer:STREAM/NAME; "
+        "see cluster_status `groups`); omit for the cluster's main group"
+    ),
+]
 Nemesis = Literal[NEMESES]  # type: ignore[valid-type]
 MAX_CHAOS_S = 600.0
 
@@ -158,8 +165,17 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
         "notices of what the manager itself did (e.g. started the embedded cluster). Use it "
         "to look before you act and after you act. Safe at any time; never changes anything.",
     )
-    async def cluster_status(ctx: Context, cluster: ClusterArg = None) -> ClusterStatus:
-        return await backend.run(ctx, cluster, lambda m, p: m.cluster_status())
+    async def cluster_status(
+        ctx: Context,
+        cluster: ClusterArg = None,
+        group: GroupArg = None,
+        group_offset: Annotated[
+            int, Field(ge=0, description="first Raft group of the page (next_group_offset)")
+        ] = 0,
+    ) -> ClusterStatus:
+        return await backend.run(
+            ctx, cluster, lambda m, p: m.cluster_status(group, group_offset=group_offset)
+        )
 
     @tool(
         "health_check",
@@ -176,8 +192,9 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
             str | None,
             Field(description="the operation you intend: one of the tool names, e.g. elect_leader"),
         ] = None,
+        group: GroupArg = None,
     ) -> HealthReport:
-        return await backend.run(ctx, cluster, lambda m, p: m.health_check(operation))
+        return await backend.run(ctx, cluster, lambda m, p: m.health_check(operation, group=group))
 
     @tool(
         "verify_consistency",
@@ -187,8 +204,10 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
         "index and kind), or null when it could not verify (reasons say why, e.g. members "
         "unreachable). Run it after any change or incident. Never changes anything.",
     )
-    async def verify_consistency(ctx: Context, cluster: ClusterArg = None) -> VerifyReport:
-        return await backend.run(ctx, cluster, lambda m, p: m.verify_consistency())
+    async def verify_consistency(
+        ctx: Context, cluster: ClusterArg = None, group: GroupArg = None
+    ) -> VerifyReport:
+        return await backend.run(ctx, cluster, lambda m, p: m.verify_consistency(group))
 
     # -- data --------------------------------------------------------------------------------
 
@@ -251,12 +270,13 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
         target: Annotated[str | None, Field(description="voter id to lead, e.g. n2")] = None,
         dry_run: Annotated[bool, Field(description="only plan; returns plan_id")] = False,
         plan_id: PlanIdArg = None,
+        group: GroupArg = None,
     ) -> ElectionAnswer:
         return await backend.run(
             ctx,
             cluster,
             lambda m, p: m.elect_leader(
-                target, dry_run=dry_run, plan_id=plan_id, progress=p
+                target, dry_run=dry_run, plan_id=plan_id, progress=p, group=group
             ).document(),
             mutation=True,
         )
@@ -317,11 +337,12 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
         ctx: Context,
         cluster: ClusterArg = None,
         node: Annotated[str | None, Field(description="one member; omit for all")] = None,
+        group: GroupArg = None,
     ) -> SnapshotResult:
         return await backend.run(  # type: ignore[return-value]
             ctx,
             cluster,
-            lambda m, p: m.snapshot(node, progress=p).answer(),
+            lambda m, p: m.snapshot(node, progress=p, group=group).answer(),
             mutation=True,
             cli="snapshot",
         )
@@ -339,11 +360,12 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
         ctx: Context,
         node_id: Annotated[str, Field(min_length=1, description="the member to recover")],
         cluster: ClusterArg = None,
+        group: GroupArg = None,
     ) -> RecoverResult:
         return await backend.run(  # type: ignore[return-value]
             ctx,
             cluster,
-            lambda m, p: m.recover_node(node_id, progress=p).answer(),
+            lambda m, p: m.recover_node(node_id, progress=p, group=group).answer(),
             mutation=True,
             cli=f"recover {node_id}",
         )
