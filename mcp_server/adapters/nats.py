@@ -35,9 +35,11 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ..core.errors import ConfigError, ManagerError, NodeRequestError, NotSupported, Unreachable
 from ..core.port import (
@@ -53,6 +55,7 @@ from ..local.nats import get_json
 from .nats_processes import NatsProcesses
 from .nats_wire import NatsConnection
 
+T = TypeVar("T")
 META = "meta"
 KV_BUCKET = "raft-manager"
 KV_STREAM = f"KV_{KV_BUCKET}"
@@ -189,6 +192,7 @@ class NatsAdapter(ClusterAdapter):
         self._lock = threading.Lock()
         self._version = "2.9"
         self._names: dict[str, str] = {}  # monitor URL -> server name, once seen
+        self._bucket_ok = False
 
     def for_group(self, group: str | None) -> NatsAdapter:
         """This adapter seen through one Raft group (the operations' ``group``)."""
@@ -375,20 +379,15 @@ class NatsAdapter(ClusterAdapter):
         if c is not None:
             c.close()
 
-    def api(
-        self,
-        subject: str,
-        body: dict | None = None,
-        *,
-        system: bool = False,
-        wait_s: float = LEADER_WAIT_S,
-    ) -> dict:
-        """One JetStream API call, retried on another server while none answers or the
-        group has no leader yet (503), for up to ``wait_s``."""
+    def _retrying(self, call: Callable[[NatsConnection], T], *, system: bool, wait_s: float) -> T:
+        """``call`` on a connection, retried on another server while none answers or the
+        group has no leader yet (503: no responders), for up to ``wait_s``. A publish
+        retried after a lost answer carries the same ``Nats-Msg-Id``, which JetStream
+        deduplicates."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return self._conn(system).api(subject, body, timeout=min(5.0, wait_s))
+                return call(self._conn(system))
             except Unreachable:
                 self._drop(system)
                 if time.monotonic() >= deadline:
@@ -398,11 +397,28 @@ class NatsAdapter(ClusterAdapter):
                     raise
             time.sleep(0.2)
 
+    def api(
+        self,
+        subject: str,
+        body: dict | None = None,
+        *,
+        system: bool = False,
+        wait_s: float = LEADER_WAIT_S,
+    ) -> dict:
+        """One JetStream API call (``$JS.API.<subject>``), retried as ``_retrying`` says."""
+        return self._retrying(
+            lambda c: c.api(subject, body, timeout=min(5.0, wait_s)), system=system, wait_s=wait_s
+        )
+
     # -- data: the KV bucket ----------------------------------------------------------------------
 
     def ensure_bucket(self) -> None:
+        """Create the KV bucket's stream on first use (asked once per adapter)."""
+        if self._bucket_ok:
+            return
         try:
             self.api(f"STREAM.INFO.{KV_STREAM}")
+            self._bucket_ok = True
             return
         except NodeRequestError as e:
             if e.status != 404:
@@ -423,23 +439,16 @@ class NatsAdapter(ClusterAdapter):
                 "duplicate_window": 120_000_000_000,
             },
         )
+        self._bucket_ok = True
 
     def _publish(self, key: str, value: bytes, headers: dict[str, str] | None) -> WriteResult:
         _check_key(key)
         self.ensure_bucket()
-        deadline = time.monotonic() + LEADER_WAIT_S
-        while True:
-            try:
-                msg = self._conn().request(f"$KV.{KV_BUCKET}.{key}", value, headers=headers)
-                break
-            except Unreachable:
-                self._drop(False)
-                if time.monotonic() >= deadline:
-                    raise
-            except NodeRequestError as e:
-                if e.status != 503 or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.2)
+        msg = self._retrying(
+            lambda c: c.request(f"$KV.{KV_BUCKET}.{key}", value, headers=headers),
+            system=False,
+            wait_s=LEADER_WAIT_S,
+        )
         ack = msg.json()
         if "error" in ack:
             err = ack["error"]

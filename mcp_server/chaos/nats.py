@@ -55,6 +55,7 @@ NOTES = {
 HOLD_S = (1.5, 3.0)
 GAP_S = 1.0
 HEAL_S = 45.0
+SETTLE_S = 20.0
 REQUEST_TIMEOUT_S = 2.0
 
 
@@ -238,8 +239,11 @@ def run_nats_chaos(
 
 
 def _fault(mgr: Manager, kind: str, rng: random.Random, history: History, log) -> FaultEvent:
-    """Inject one fault through the manager, hold it, heal it; what happened."""
+    """Inject one fault through the manager, hold it, heal it; what happened. Each
+    starts from a healed cluster (the previous fault's server current again), so the
+    manager's guardrails judge this fault, not the tail of the last one."""
     start = history.now()
+    _wait_healed(mgr, SETTLE_S, writes_stopped=False)
     st = mgr.status(group=KV_GROUP)
     up = sorted(m.id for m in st.members if m.reachable)
     leader = st.leader
@@ -305,13 +309,18 @@ def _heal(mgr: Manager, directory: Path) -> bool:
             mgr.inject_fault("continue", [s.name])
         elif not lc.alive(s):
             mgr.recover_node(s.name, timeout_s=30)
-    deadline = time.monotonic() + HEAL_S
+    return _wait_healed(mgr, HEAL_S, writes_stopped=True)
+
+
+def _wait_healed(mgr: Manager, wait_s: float, *, writes_stopped: bool) -> bool:
+    """Until the KV group has no warnings and, once writes stopped, every replica
+    stored the same last sequence (a replica that was paused reports itself current a
+    moment before it has caught up)."""
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         st = mgr.status(group=KV_GROUP)
         seqs = {m.last_index for m in st.members if m.voter}
-        # Healthy, and every replica stored the same last sequence (a replica that was
-        # paused reports itself current a moment before it has caught up).
-        if not st.warnings and len(seqs) == 1 and None not in seqs:
+        if not st.warnings and (not writes_stopped or (len(seqs) == 1 and None not in seqs)):
             return True
         time.sleep(0.5)
     return False

@@ -11,23 +11,17 @@ answer a ``LocalClusterState`` and run under the guard-and-audit path, audited a
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo, ManagerError
+from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo
 from ..core.config import state_dir
-from ..core.guard import Guard
-from ..local import ClusterError, free_base_port
 from ..local.nats import SYS_USER, NatsLocalCluster, get_json
-from ..local.ports import port_free
 from . import render
-from .etcd import config_path
-from .launcher import audit_for
+from .etcd import config_path, dir_from_config, write_entry
+from .launcher import base_port_for, cluster_state, run_launcher, stopped_detail
 from .ui import EXIT_OK, UI
 
 
@@ -48,44 +42,18 @@ def entry(lc: NatsLocalCluster) -> dict[str, Any]:
     }
 
 
-def write_entry(path: Path, name: str, lc: NatsLocalCluster) -> None:
-    """Add (or replace) cluster ``name`` in the clusters.yaml at ``path``, keeping the rest."""
-    doc: dict = {}
-    if path.exists():
-        doc = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(doc, dict):
-            raise ManagerError(f"{path} is not a clusters.yaml mapping", "fix or move it")
-    doc.setdefault("clusters", {})[name] = entry(lc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def block_free(base: int, nodes: int) -> bool:
-    """Are the client, route and monitoring ports of ``nodes`` servers at ``base`` free?"""
-    return all(port_free(base + off + i) for off in (0, 50, 100) for i in range(1, nodes + 1))
-
-
 def up(
     directory: str | None, *, nodes: int, base_port: int | None, name: str, config: str | None
 ) -> LocalClusterState:
     d = Path(directory).expanduser().resolve() if directory else default_dir()
-    if base_port is None:
-        base_port = free_base_port(7700)
-        if base_port is None:
-            raise ManagerError("no free block of loopback ports found", "pass --base-port")
-    elif not block_free(base_port, nodes):
-        raise ManagerError(
-            f"a port of {base_port + 1}-{base_port + nodes} (clients), +50 (routes) or +100 "
-            "(monitoring) is in use",
-            "pick another --base-port (or stop what uses them)",
-        )
+    # Clients on base+i and monitoring on base+100+i are the ports checked; routes
+    # (base+50+i) sit inside the same reserved block.
+    base_port = base_port_for(base_port, nodes, 7700)
     t0 = time.monotonic()
     lc = NatsLocalCluster.up(d, nodes=nodes, base_port=base_port)
     took = time.monotonic() - t0
     path = config_path(config)
-    write_entry(path, name, lc)
+    write_entry(path, name, entry(lc))
     st = describe(lc, "up", took, "")
     st.detail = (
         f"{nodes} nats-server processes up in {d}; JetStream meta leader {st.leader} (in "
@@ -95,31 +63,20 @@ def up(
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
-    d = Path(directory).expanduser().resolve() if directory else _dir_from_config(name, config)
+    d = (
+        Path(directory).expanduser().resolve()
+        if directory
+        else dir_from_config(name, config, "nats", default_dir())
+    )
     t0 = time.monotonic()
     lc = NatsLocalCluster.load(d)
     stopped = lc.down()
-    return describe(
-        lc,
-        "down",
-        time.monotonic() - t0,
-        f"stopped {len(stopped)} nats-server(s): {', '.join(stopped) or 'none was running'}",
-    )
-
-
-def _dir_from_config(name: str, config: str | None) -> Path:
-    path = config_path(config)
-    if path.exists():
-        doc = yaml.safe_load(path.read_text()) or {}
-        found = (doc.get("clusters") or {}).get(name) or {}
-        if found.get("kind") == "nats" and found.get("dir"):
-            return Path(found["dir"])
-    return default_dir()
+    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "nats-server(s)"))
 
 
 def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
+    """Each server, its pid and its role in the meta group."""
     infos: list[LocalNodeInfo] = []
-    leader = None
     for s in lc.servers:
         alive = lc.alive(s)
         role = None
@@ -130,7 +87,6 @@ def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> 
                 meta = {}
             if meta.get("leader"):
                 role = "leader" if meta["leader"] == s.name else "follower"
-                leader = meta["leader"]
         infos.append(
             LocalNodeInfo(
                 id=s.name,
@@ -143,14 +99,10 @@ def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> 
                 log=str(lc.dir / f"{s.name}.log"),
             )
         )
-    return LocalClusterState(
-        dir=str(lc.dir),
-        action=action,  # type: ignore[arg-type]
-        nodes=infos,
-        leader=leader,
-        seconds=round(seconds, 3),
-        detail=detail,
-    )
+    return cluster_state(lc.dir, action, seconds, detail, infos)
+
+
+# -- the commands --------------------------------------------------------------------
 
 
 def _guarded(
@@ -161,16 +113,8 @@ def _guarded(
 ) -> LocalClusterState:
     """Run ``fn`` under the guard (policy, one audit line) as a sandbox NATS cluster."""
     c = ClusterConfig(name=args.name, kind="nats", dir=args.dir, mode="sandbox")
-
-    def body(_decision: object) -> LocalClusterState:
-        try:
-            return fn()
-        except ClusterError as e:
-            raise ManagerError(
-                str(e), "see the server logs in the cluster directory", operation=operation
-            ) from None
-
-    return Guard(c, audit_for(args)).run(operation, {"kind": "nats", **arguments}, body)
+    logs = "server logs in the cluster directory"
+    return run_launcher(args, c, operation, {"kind": "nats", **arguments}, fn, logs)
 
 
 def cmd_nats_up(args: argparse.Namespace, ui: UI) -> int:
