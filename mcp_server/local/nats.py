@@ -30,10 +30,9 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from . import pids
 from .cluster import ClusterError
+from .statefile import read_state, write_state
 
 STATE_FILE = "nats-cluster.yaml"
 CLUSTER_NAME = "raft-manager"
@@ -104,22 +103,17 @@ class NatsLocalCluster:
     @classmethod
     def load(cls, directory: Path | str) -> NatsLocalCluster:
         d = Path(directory)
-        path = d / STATE_FILE
-        if not path.exists():
-            raise ClusterError(f"no NATS cluster at {d} ({STATE_FILE} missing); run `nats up`")
+        doc = read_state(d / STATE_FILE, "nats up")
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
-            servers = [NatsServer(**s) for s in doc.pop("servers", [])]
+            servers = [NatsServer(**m) for m in doc.pop("servers", [])]
             return cls(dir=d, servers=servers, **doc)
-        except (yaml.YAMLError, TypeError) as e:
-            raise ClusterError(f"{path} is not a file `nats up` wrote: {e}") from e
+        except TypeError as e:
+            raise ClusterError(f"{d / STATE_FILE} is not a file `nats up` wrote: {e}") from e
 
     def save(self) -> None:
         doc = {k: v for k, v in asdict(self).items() if k not in ("dir", "servers")}
-        doc["servers"] = [asdict(s) for s in self.servers]
-        tmp = self.dir / (STATE_FILE + ".tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-        os.replace(tmp, self.dir / STATE_FILE)
+        doc["servers"] = [asdict(m) for m in self.servers]
+        write_state(self.dir / STATE_FILE, doc)
 
     def server(self, name: str) -> NatsServer:
         for s in self.servers:
@@ -221,23 +215,12 @@ class NatsLocalCluster:
         )
 
     def down(self, grace_s: float = 5.0) -> list[str]:
-        stopped = []
+        """Stop every server (see ``pids.stop``); the names of those that were running."""
+        running = pids.stop([s.pid for s in self.servers], grace_s)
         for s in self.servers:
-            if self.alive(s):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(s.pid, signal.SIGCONT)  # type: ignore[arg-type]
-                    os.kill(s.pid, signal.SIGTERM)  # type: ignore[arg-type]
-                stopped.append(s.name)
-        deadline = time.monotonic() + grace_s
-        for s in self.servers:
-            while self.alive(s) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.alive(s):
-                with contextlib.suppress(ProcessLookupError):
-                    pids.send(s.pid, signal.SIGKILL)  # type: ignore[arg-type]
             s.pid = None
         self.save()
-        return stopped
+        return [s.name for s, up in zip(self.servers, running, strict=True) if up]
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running server."""
