@@ -224,7 +224,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
                 f"{p}: etcd cluster {name!r} needs `endpoints` (or the `dir` of `etcd up`)",
                 "fix clusters.yaml",
             )
-        if c.kind == "nats" and not c.monitor and not c.dir:
+        if c.kind == "nats" and not (c.monitor and c.servers) and not c.dir:
             raise ConfigError(
                 f"{p}: nats cluster {name!r} needs `servers` and `monitor` (or the `dir` of "
                 "`nats up`)",
