@@ -12,7 +12,7 @@ import pytest
 from nats_helpers import audit_lines, nats_cluster, nats_manager
 from testkit import wait_until
 
-from mcp_server.core.errors import ConfigError, NodeRequestError, NotSupported, Refused
+from mcp_server.core.errors import InputError, NodeRequestError, NotSupported, Refused
 from mcp_server.core.view import group_line
 
 pytestmark = pytest.mark.processes
@@ -73,7 +73,7 @@ def test_status_lists_groups_with_the_meta_leader_as_leader(mgr):
     one = mgr.status(group="stream:ORDERS")
     assert one.group == "stream:ORDERS" and [g.name for g in one.groups] == ["stream:ORDERS"]
     assert one.leader == one.groups[0].leader and one.groups[0].index == 3
-    with pytest.raises(ConfigError, match="bad group"):
+    with pytest.raises(InputError, match="bad group"):
         mgr.status(group="streams/ORDERS")
 
 
@@ -109,7 +109,7 @@ def test_replicate_read_and_delete_through_the_kv_bucket(mgr):
     assert gone.deleted is True
     assert mgr.read("k1").value is None and mgr.read("k1", "stale").value is None
     assert mgr.read("never-written").value is None
-    with pytest.raises(ConfigError, match="bad key"):
+    with pytest.raises(InputError, match="bad key"):
         mgr.read("has space")
 
 

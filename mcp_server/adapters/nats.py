@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from ..core.errors import ConfigError, ManagerError, NodeRequestError, NotSupported, Unreachable
+from raft_core.status import ProgressStatus
+
+from ..core.errors import InputError, ManagerError, NodeRequestError, NotSupported, Unreachable
 from ..core.port import (
     ClusterAdapter,
     ConfResult,
-    NodeStatus,
-    Progress,
+    MemberStatus,
     ReadOutcome,
     StateDigest,
     WriteResult,
@@ -199,7 +200,7 @@ class NatsAdapter(ClusterAdapter):
         if group is None or group == self.group:
             return self
         if group != META and not re.match(r"^(stream:[^/]+|consumer:[^/]+/[^/]+)$", group):
-            raise ConfigError(
+            raise InputError(
                 f"bad group {group!r}",
                 "name `meta`, `stream:NAME` or `consumer:STREAM/NAME` (see cluster_status)",
             )
@@ -265,7 +266,7 @@ class NatsAdapter(ClusterAdapter):
 
     # -- observation -----------------------------------------------------------------------------
 
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         servers = self.servers()
         groups = scan_groups(servers)
         g = groups.get(self.group)
@@ -277,20 +278,20 @@ class NatsAdapter(ClusterAdapter):
             )
         return self._decorate(group_statuses(g, servers))
 
-    def group_statuses_all(self) -> dict[str, dict[str, NodeStatus]]:
+    def group_statuses_all(self) -> dict[str, dict[str, MemberStatus]]:
         servers = self.servers()
         out = {n: group_statuses(g, servers) for n, g in scan_groups(servers).items()}
         self._decorate(out[META])
         return out
 
-    def _decorate(self, out: dict[str, NodeStatus]) -> dict[str, NodeStatus]:
+    def _decorate(self, out: dict[str, MemberStatus]) -> dict[str, MemberStatus]:
         if self.processes is not None:
             for st in out.values():
                 self.processes.decorate(st)
         return out
 
-    def status(self, node: str) -> NodeStatus:
-        return self.statuses().get(node) or NodeStatus(
+    def status(self, node: str) -> MemberStatus:
+        return self.statuses().get(node) or MemberStatus(
             id=node, reachable=False, error="not a member"
         )
 
@@ -348,7 +349,7 @@ class NatsAdapter(ClusterAdapter):
             if c is not None:
                 return c
         if system and self.username is None:
-            raise ConfigError(
+            raise InputError(
                 "this operation needs the NATS system account",
                 "set `username` and `password_file` (or `password_env`) for a system-account "
                 "user in clusters.yaml",
@@ -641,7 +642,7 @@ class NatsAdapter(ClusterAdapter):
         ]
 
 
-def group_statuses(g: Group, servers: dict[str, Server]) -> dict[str, NodeStatus]:
+def group_statuses(g: Group, servers: dict[str, Server]) -> dict[str, MemberStatus]:
     """One group's members as the generic model sees them: role in this group, the
     leader each names, its replica's index, and (on the leader) each follower's
     progress from ``current``/``lag``."""
@@ -652,12 +653,12 @@ def group_statuses(g: Group, servers: dict[str, Server]) -> dict[str, NodeStatus
     top = leader_view.get("index")
     if top is None:
         top = max(lags, default=0)
-    out: dict[str, NodeStatus] = {}
+    out: dict[str, MemberStatus] = {}
     for m in sorted(set(members) | ({k for k, s in servers.items()} if kind == "meta" else set())):
         s = servers.get(m)
         view = g.views.get(m)
         rep = g.replicas.get(m) or {}
-        st = NodeStatus(id=m, reachable=False, voters=members, version=s.version if s else None)
+        st = MemberStatus(id=m, reachable=False, voters=members, version=s.version if s else None)
         if s is not None:
             st.api_address = s.url
             st.addresses = {k: v.url for k, v in servers.items()}
@@ -687,18 +688,23 @@ def group_statuses(g: Group, servers: dict[str, Server]) -> dict[str, NodeStatus
         for name, rep in g.replicas.items():
             lag = int(rep.get("lag") or 0)
             match = max(0, (top or 0) - lag)
-            ld.progress[name] = Progress(
+            ld.progress[name] = ProgressStatus(
                 match=match,
                 next=match + 1,
                 state="replicate" if rep.get("current") else "probe",
+                learner=False,
                 recent_active=not rep.get("offline"),
+                # JetStream reports none of these.
+                ticks_since_heard=None,
+                inflight=0,
+                snapshot_bytes_acked=None,
             )
     return out
 
 
 def _check_key(key: str) -> None:
     if not KEY_RE.match(key):
-        raise ConfigError(
+        raise InputError(
             f"bad key {key!r} for a NATS KV bucket",
             "use letters, digits and - / _ = separated by single dots",
         )
