@@ -34,9 +34,7 @@ from .backend import Backend
 # description here costs tools/list about 700 characters).
 ClusterArg = str | None
 PlanIdArg = Annotated[str | None, Field(description="apply this dry run's plan")]
-GroupArg = Annotated[
-    str | None, Field(description="NATS Raft group: meta, stream:NAME, consumer:STREAM/NAME")
-]
+GroupArg = str | None
 Nemesis = Literal[NEMESES]  # type: ignore[valid-type]
 MAX_CHAOS_S = 600.0
 
@@ -48,10 +46,7 @@ ARGUMENTS: dict[str, dict[str, tuple[Any, Any]]] = {
     "cluster_status": {
         "cluster": (ClusterArg, None),
         "group": (GroupArg, None),
-        "group_offset": (
-            Annotated[int, Field(ge=0, description="next page: next_group_offset")],
-            0,
-        ),
+        "group_offset": (Annotated[int, Field(ge=0)], 0),
     },
     "health_check": {
         "cluster": (ClusterArg, None),
