@@ -26,7 +26,7 @@ from ..core import ConfigError, DemoStep, ManagerError, list_clusters
 from ..local import ClusterError
 from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
-from . import chaos, etcd, launcher, render
+from . import certs, chaos, etcd, launcher, render
 from .approve import cmd_approve
 from .ui import (
     EPILOG,
@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "chaos", "clients + faults on real processes; a verdict (sandbox)", chaos.cmd_chaos
     )
     chaos.add_arguments(ch)
+    certs.add_arguments(sub, cmd)
     mc = cmd(sub, "mcp", "run the MCP server (stdio; --http for streamable HTTP)", cmd_mcp)
     add_server_arguments(mc)
     ap = cmd(

@@ -130,6 +130,16 @@ def _cert_ids(writer: asyncio.StreamWriter) -> set[str]:
     return cert_names(writer.get_extra_info("peercert"))
 
 
+def _wrong_cert(claimed: str, names: set[str], who: str) -> str:
+    """Why a certificate from the cluster's CA is still refused: it is another node's
+    (copied to the wrong host, or a host posing as another member)."""
+    return (
+        f"{who} claims to be {claimed!r} but its TLS certificate names "
+        f"{', '.join(sorted(names)) or 'nothing'}: a certificate issued for another node; "
+        f"give {claimed} its own (raft-manager certs issue {claimed})"
+    )
+
+
 def _valid_id(v: Any) -> bool:
     return type(v) is str and 0 < len(v) <= MAX_NODE_ID_LEN
 
@@ -859,8 +869,8 @@ class PeerTransport:
                     )
                 if acceptor != peer.id:
                     raise _HandshakeError(f"reached node {acceptor!r}, expected {peer.id!r}")
-                if self._tls is not None and peer.id not in _cert_ids(writer):
-                    raise _AuthError(f"the peer's certificate does not name {peer.id!r}")
+                if self._tls is not None and peer.id not in (names := _cert_ids(writer)):
+                    raise _AuthError(_wrong_cert(peer.id, names, "the peer at " + peer.address))
                 if secret is None:
                     if nonce_a or mac_a:
                         raise _AuthError("peer requires a cluster secret; none configured here")
@@ -1047,8 +1057,8 @@ class PeerTransport:
             await reject("dialer claims this node's own id")
         if not self.allow_unknown_peers and dialer not in self._peers:
             await reject("unknown peer (not in this node's peer set)")
-        if self._tls is not None and dialer not in _cert_ids(writer):
-            await reject("the TLS client certificate does not name this node id", _AuthError)
+        if self._tls is not None and dialer not in (names := _cert_ids(writer)):
+            await reject(_wrong_cert(dialer, names, "the dialer"), _AuthError)
         secret = self._secret
         if secret is None and nonce_d:
             await reject("authentication offered but no cluster secret configured here", _AuthError)
