@@ -47,7 +47,11 @@ class Host:
 
     @property
     def family(self) -> str:
-        return "ip6" if ipaddress.ip_address(self.address).version == 6 else "ip"
+        """``ip6`` for an IPv6 address; ``ip`` otherwise (nft resolves a name itself)."""
+        try:
+            return "ip6" if ipaddress.ip_address(self.address).version == 6 else "ip"
+        except ValueError:
+            return "ip"
 
 
 def network_part(fault: Mapping[str, Any]) -> dict[str, list[str]]:
