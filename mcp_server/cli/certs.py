@@ -115,7 +115,10 @@ def _peers(text: str) -> dict[str, str]:
 def cmd_certs_issue(args: argparse.Namespace, ui: UI) -> int:
     directory = Path(args.dir).expanduser().resolve()
     peers = _peers(args.peers) if args.peers else None
-    hosts = list(args.host) or ([peers[args.node]] if peers and args.node in peers else [])
+    hosts = list(args.host)
+    if peers is not None:
+        own = pki.own_host(args.node, peers)
+        hosts = hosts or [own]
     issued = pki.issue(directory, args.node, hosts, args.days, renew=args.renew)
     install = Path(args.install_dir) if args.install_dir else None
     config_file = None

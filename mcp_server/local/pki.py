@@ -158,6 +158,13 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def own_host(node: str, peers: dict[str, str]) -> str:
+    """``node``'s host in ``peers`` (every member's, by id), which must name it."""
+    if node not in peers:
+        raise ClusterError(f"--peers must name {node}'s own host too ({node}=HOST,...)")
+    return check_host(peers[node])
+
+
 def node_config(
     issued: Issued,
     peers: dict[str, str],
@@ -172,12 +179,8 @@ def node_config(
     member's host by id (this node's included). The node binds its own host's address
     when it is an IP (else every address, advertising the name)."""
     node = issued.node
-    if node not in peers:
-        raise ClusterError(
-            f"--peers must name {node}'s own host too (e.g. {node}={issued.names[0]})"
-        )
+    own = own_host(node, peers)
     hosts = {n: check_host(h) for n, h in peers.items()}
-    own = hosts[node]
     try:
         ipaddress.ip_address(own)
         bind = own
