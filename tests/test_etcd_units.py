@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_server.adapters.base import NodeStatus
 from mcp_server.adapters.etcd import EtcdAdapter
 from mcp_server.adapters.etcd_gateway import b64, base_url, gateway_error, hex_id, num, unb64
 from mcp_server.core.config import ClusterConfig, load_config
-from mcp_server.core.context import Context
+from mcp_server.core.context import OperationContext
 from mcp_server.core.errors import ConfigError
 from mcp_server.core.models import ElectRequest
+from mcp_server.core.port import NodeStatus
 from mcp_server.core.view import ClusterView
 from mcp_server.operations import leadership
 from mcp_server.operations.membership import plan_change
@@ -54,7 +54,7 @@ def test_config_secrets_are_never_inline(tmp_path, monkeypatch):
     ok.write_text("clusters: {e: {kind: etcd, endpoints: [h:1], username: u, password_env: PW}}")
     c = load_config(ok).cluster("e")
     assert c.mode == "production" and c.username == "u"
-    from mcp_server.core.manager import make_adapter
+    from mcp_server.manager import make_adapter
 
     monkeypatch.delenv("PW", raising=False)
     with pytest.raises(ConfigError, match="PW"):
@@ -115,7 +115,7 @@ class _Leaderless:
 
 def _election_plan(kind: str, supports_campaign: bool):
     cluster = ClusterConfig(name="e", kind=kind, endpoints=["h:1"])
-    ctx = Context(cluster, _Leaderless(kind, supports_campaign))  # type: ignore[arg-type]
+    ctx = OperationContext(cluster, _Leaderless(kind, supports_campaign))  # type: ignore[arg-type]
     return leadership.plan(ctx, ElectRequest(target=None))
 
 
@@ -190,7 +190,7 @@ class _ElectsItself(_Leaderless):
 
 def test_an_election_the_cluster_won_by_itself_is_reported_not_disturbed():
     cluster = ClusterConfig(name="e", kind="raft_core", endpoints=["h:1"])
-    ctx = Context(cluster, _ElectsItself())  # type: ignore[arg-type]
+    ctx = OperationContext(cluster, _ElectsItself())  # type: ignore[arg-type]
     plan = leadership.plan(ctx, ElectRequest(target=None))
     assert plan.steps[0].action == "campaign"
     result = leadership.run(ctx, plan, lambda *a: None)

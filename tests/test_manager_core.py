@@ -7,7 +7,17 @@ from __future__ import annotations
 import pytest
 from test_manager_units import healthy, member
 
-from mcp_server.adapters.base import (
+from mcp_server.core import (
+    ClusterConfig,
+    Config,
+    ConfigError,
+    Refused,
+    ReplicateOutcome,
+    SnapshotOutcome,
+)
+from mcp_server.core.audit import AuditLog
+from mcp_server.core.plans import PlanStore
+from mcp_server.core.port import (
     ClusterAdapter,
     ConfResult,
     NodeStatus,
@@ -15,18 +25,8 @@ from mcp_server.adapters.base import (
     StateDigest,
     WriteResult,
 )
-from mcp_server.core import (
-    ClusterConfig,
-    Config,
-    ConfigError,
-    Manager,
-    Refused,
-    ReplicateOutcome,
-    SnapshotOutcome,
-)
-from mcp_server.core.audit import AuditLog
-from mcp_server.core.plans import PlanStore
 from mcp_server.core.view import is_quorum, quorum_of
+from mcp_server.manager import Manager
 
 
 class FakeAdapter(ClusterAdapter):

@@ -9,15 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import httpx
 import pytest
 
-from mcp_server.adapters.base import NodeStatus, Progress
+from mcp_server.adapters.http import exchange
 from mcp_server.core import policy
 from mcp_server.core.audit import REDACTED, AuditLog, redact
 from mcp_server.core.config import load_config, resolve_token, state_dir
-from mcp_server.core.errors import ConfigError, Refused
+from mcp_server.core.errors import ConfigError, NodeRequestError, Refused, Unreachable
 from mcp_server.core.models import Plan
 from mcp_server.core.plans import PlanStore, dry_run_rule, plan_id, timestamps
+from mcp_server.core.port import NodeStatus, Progress
 from mcp_server.core.view import ClusterView
 from mcp_server.operations.health import report
 from mcp_server.operations.membership import plan_change
@@ -412,3 +414,46 @@ def test_health_warns_once_about_members_without_peer_authentication(auths, warn
     else:
         assert len(about) == 1 and f"on {warned}:" in about[0], about
     assert r.healthy  # a warning, not a failed check
+
+
+# -- one HTTP exchange (adapters/http.py), as both kinds' clients use it ----------------------
+
+
+def _exchange(handler, *, reads_only: bool):
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return exchange(
+        client, "POST", "http://m1/x", member="n1 (m1)", what="POST /x", reads_only=reads_only,
+        node="n1",
+    )  # fmt: skip
+
+
+def _raise(error: type[httpx.HTTPError]):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error("boom\nsecond line", request=request)
+
+    return handler
+
+
+def test_a_refused_connection_is_unreachable_and_names_the_member():
+    with pytest.raises(Unreachable, match=r"^n1 \(m1\) is unreachable: boom$"):
+        _exchange(_raise(httpx.ConnectError), reads_only=False)
+
+
+@pytest.mark.parametrize(("reads_only", "indeterminate"), [(False, True), (True, False)])
+def test_a_lost_answer_may_have_taken_effect_unless_the_request_only_reads(
+    reads_only, indeterminate
+):
+    with pytest.raises(NodeRequestError) as e:
+        _exchange(_raise(httpx.ReadTimeout), reads_only=reads_only)
+    assert e.value.indeterminate is indeterminate
+    assert e.value.node == "n1"
+    assert e.value.reason == "n1 (m1) did not answer POST /x: boom"
+
+
+@pytest.mark.parametrize(
+    ("content", "body"), [(b'{"a": 1}', {"a": 1}), (b"not json", {}), (b"[1, 2]", {})]
+)
+def test_an_answer_comes_back_with_its_json_object_or_an_empty_one(content, body):
+    r, doc = _exchange(lambda _req: httpx.Response(503, content=content), reads_only=False)
+    assert r.status_code == 503
+    assert doc == body

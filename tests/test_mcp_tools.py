@@ -14,11 +14,10 @@ from mcp_helpers import err, mcp_config, ok, with_client
 from mcp_server.core import (
     ClusterList,
     ClusterStatus,
-    ElectionResult,
+    ElectionAnswer,
     FaultResult,
     HealthReport,
     MembershipChange,
-    Plan,
     ReadResult,
     RecoverResult,
     ReplicateResult,
@@ -33,7 +32,7 @@ pytestmark = pytest.mark.processes
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "skill" / "references"
 
-# The contract (DESIGN.md): name -> (arguments, read_only, destructive).
+# The tool table of docs/design.md, section 6: name -> (arguments, read_only, destructive).
 CONTRACT = {
     "list_clusters": ([], True, False),
     "cluster_status": (["cluster"], True, False),
@@ -74,7 +73,8 @@ def test_tools_names_arguments_annotations_and_output_schemas(tmp_path, state):
         assert tools["change_membership"].input_schema["properties"]["dry_run"]["default"] is True
         required = set(tools["change_membership"].input_schema["required"])
         assert required == {"action", "node_id"}
-        assert "anyOf" in tools["elect_leader"].output_schema  # the result, or a plan
+        outcome = tools["elect_leader"].output_schema["properties"]["outcome"]
+        assert outcome["enum"] == ["planned", "applied"]  # one object, either way
 
     with_client(build_server(str(cfg)), body)
 
@@ -117,14 +117,16 @@ def test_every_tool_against_a_real_cluster(tmp_path, state):
 
             # elect: dry run then apply its plan; the answer is the CLI's model either way.
             target = next(m.id for m in st.members if m.voter and m.id != st.leader)
-            plan = Plan.model_validate(
+            plan = ElectionAnswer.model_validate(
                 await ok(c, "elect_leader", {"target": target, "dry_run": True})
             )
-            assert plan.safe and not plan.applied and not plan.requires_approval
+            assert plan.outcome == "planned" and plan.safe and plan.steps
+            assert not plan.applied and not plan.requires_approval
             progress: list = []
-            e = ElectionResult.model_validate(
+            e = ElectionAnswer.model_validate(
                 await ok(c, "elect_leader", {"target": target, "plan_id": plan.plan_id}, progress)
             )
+            assert (e.outcome, e.plan_id, e.safe) == ("applied", plan.plan_id, True)
             assert (e.previous_leader, e.leader, e.method) == (st.leader, target, "transfer")
             assert e.term > st.term and progress, "an election reports progress"
             assert [p[0] for p in progress] == sorted({p[0] for p in progress})  # only grows

@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ManagerError, NodeRequestError, NotSupported, Unreachable
-from ..local.etcd import find_binary
-from .base import (
+from ..core.port import (
     ClusterAdapter,
     ConfResult,
     NodeStatus,
@@ -46,6 +45,7 @@ from .base import (
     StateDigest,
     WriteResult,
 )
+from ..local.etcd import find_binary
 from .etcd_gateway import (
     LONG_TIMEOUT,
     STATUS_TIMEOUT,

@@ -20,10 +20,10 @@ from typing import Any
 
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError, Unreachable
+from ..core.port import NewProcess, NodeStatus
 from ..local import pids
 from ..local.cluster import ClusterError, LocalCluster
 from ..local.etcd import EtcdLocalCluster
-from .base import NewProcess, NodeStatus
 
 
 class _Processes(ABC):

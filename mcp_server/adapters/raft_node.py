@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from ..core.errors import ManagerError, NodeRequestError, Refused, Unreachable
-from .base import (
+from ..core.port import (
     ClusterAdapter,
     ConfResult,
     LogEntryDigest,
@@ -34,6 +34,7 @@ from .base import (
     StateDigest,
     WriteResult,
 )
+from .http import exchange
 from .processes import LocalProcesses
 from .tls import ssl_context
 
@@ -146,23 +147,18 @@ class RaftNodeAdapter(ClusterAdapter):
         timeout: httpx.Timeout = STATUS_TIMEOUT,
     ) -> dict:
         node = self._id_of(addr)
-        try:
-            r = self._client.request(
-                method, self._url(addr, path), json=body, params=params, timeout=timeout
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise Unreachable(f"{node or addr} ({addr}) is unreachable: {_short(e)}") from None
-        except httpx.HTTPError as e:
-            raise NodeRequestError(
-                f"{node or addr} ({addr}) did not answer {method} {path}: {_short(e)}",
-                "check the cluster's status; the request may or may not have taken effect",
-                indeterminate=method != "GET",
-                node=node,
-            ) from None
-        try:
-            doc = r.json()
-        except ValueError:
-            doc = {}
+        r, doc = exchange(
+            self._client,
+            method,
+            self._url(addr, path),
+            member=f"{node or addr} ({addr})",
+            what=f"{method} {path}",
+            reads_only=method == "GET",
+            node=node,
+            json=body,
+            params=params,
+            timeout=timeout,
+        )
         if r.status_code == 200:
             return doc
         message = doc.get("message") or r.reason_phrase
@@ -424,11 +420,6 @@ def _kv(key: str) -> str:
     from urllib.parse import quote
 
     return "/v1/kv/" + quote(key, safe="")
-
-
-def _short(e: Exception) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0][:160]
 
 
 def _looks_like_address(s: str) -> bool:

@@ -15,24 +15,23 @@ import json
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ..local import LocalCluster, LocalSettings, free_base_port
+from ..local import LocalCluster, LocalSettings
 from .failover import WriteProbe, measure_failover
 from .loadgen import KVPutRequests, run_load_sync
 from .procinfo import peak_rss_mb, proc_cpu_s
+from .scratch import ScratchCluster, scratch_base_port
 
 READ_KEY = "r"
 WARMUP_S = 0.5
 _HEADERS = {"Content-Type": "application/json"}
 
 
-class OursCluster:
+class OursCluster(ScratchCluster[LocalCluster]):
     """A fresh cluster in a temporary directory; a context manager."""
 
     def __init__(self, fsync: str, value_size: int = 64, tls: bool = False) -> None:
@@ -41,17 +40,12 @@ class OursCluster:
         self.fsync = fsync
         self.tls = tls
         self.value_size = value_size
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"raft-bench-{fsync}-")
-        self.cluster: LocalCluster | None = None
-        self.http = httpx.Client(timeout=5.0)
+        super().__init__(prefix=f"raft-bench-{fsync}-")
 
     def __enter__(self) -> OursCluster:
-        base = free_base_port(preferred=21000)
-        if base is None:
-            raise RuntimeError("no free block of loopback ports")
         settings = LocalSettings(fsync=self.fsync)
         self.cluster = LocalCluster.up(
-            Path(self._tmp.name), 3, base, settings, insecure=not self.tls
+            self.dir, 3, scratch_base_port(21000), settings, insecure=not self.tls
         )
         self.http.close()
         self.http = self.cluster.http_client(timeout=5.0)
@@ -64,18 +58,7 @@ class OursCluster:
         ca = self.c.settings.ca_file
         return ssl.create_default_context(cafile=ca) if self.tls and ca else None
 
-    def __exit__(self, *exc: object) -> None:
-        if self.cluster is not None:
-            self.cluster.down()
-        self.http.close()
-        self._tmp.cleanup()
-
     # -- helpers ---------------------------------------------------------------
-
-    @property
-    def c(self) -> LocalCluster:
-        assert self.cluster is not None
-        return self.cluster
 
     def leader_api(self) -> str:
         return self.c.node(self.c.wait_for_leader()).api_address

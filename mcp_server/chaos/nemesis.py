@@ -43,8 +43,9 @@ from typing import Any
 
 import httpx
 
-from ..core import Manager, ManagerError
+from ..core import ManagerError
 from ..local import ClusterError
+from ..manager import Manager
 from .models import FaultEvent
 from .schedule import FaultStep
 from .target import Target

@@ -35,14 +35,14 @@ from pathlib import Path
 
 import httpx
 
-from ..core import ClusterConfig, Config, ConfigError, Manager, ProgressFn, VerifyReport
+from ..core import ClusterConfig, Config, ConfigError, ProgressFn, VerifyReport
 from ..core.audit import AuditLog
 from ..core.config import state_dir
 from ..core.context import quiet
-from ..core.manager import make_adapter
 from ..core.plans import PlanStore
 from ..core.policy import CHAOS
 from ..local import CLUSTER_FILE, ClusterError, LocalCluster, LocalSettings, free_base_port
+from ..manager import Manager, make_adapter
 from .checks import check_linearizable, lost_writes
 from .models import Anomaly, ChaosVerdict, FaultEvent, OpCounts
 from .nemesis import Nemesis

@@ -22,11 +22,9 @@ import yaml
 from ..adapters.etcd_gateway import EtcdGateway, num
 from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo, ManagerError
 from ..core.config import ENV_CONFIG, state_dir
-from ..core.guard import Guard
-from ..local import ClusterError, free_base_port, ports_free
 from ..local.etcd import EtcdLocalCluster
 from . import render
-from .launcher import audit_for
+from .launcher import base_port_for, cluster_state, run_launcher, stopped_detail
 from .ui import EXIT_OK, UI
 
 DEFAULT_NAME = "etcd"
@@ -72,16 +70,7 @@ def up(
     election_ms: int,
 ) -> LocalClusterState:
     d = Path(directory).expanduser().resolve() if directory else default_dir()
-    if base_port is None:
-        base_port = free_base_port(7400)
-        if base_port is None:
-            raise ManagerError("no free block of loopback ports found", "pass --base-port")
-    elif not ports_free(base_port, nodes):
-        raise ManagerError(
-            f"ports {base_port + 1}-{base_port + nodes} or "
-            f"{base_port + 101}-{base_port + 100 + nodes} are in use",
-            "pick another --base-port (or stop what uses them)",
-        )
+    base_port = base_port_for(base_port, nodes, 7400)
     t0 = time.monotonic()
     lc = EtcdLocalCluster.up(
         d, nodes=nodes, base_port=base_port, heartbeat_ms=heartbeat_ms, election_ms=election_ms
@@ -102,12 +91,7 @@ def down(directory: str | None, *, name: str, config: str | None) -> LocalCluste
     t0 = time.monotonic()
     lc = EtcdLocalCluster.load(d)
     stopped = lc.down()
-    return describe(
-        lc,
-        "down",
-        time.monotonic() - t0,
-        f"stopped {len(stopped)} etcd member(s): {', '.join(stopped) or 'none was running'}",
-    )
+    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "etcd member(s)"))
 
 
 def _dir_from_config(name: str, config: str | None) -> Path:
@@ -122,7 +106,6 @@ def _dir_from_config(name: str, config: str | None) -> Path:
 
 def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
     infos: list[LocalNodeInfo] = []
-    leader = None
     gw = EtcdGateway()
     try:
         for m in lc.members:
@@ -138,7 +121,6 @@ def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> 
                     role = "leader" if num(st, "leader") == me else "follower"
                     role = "learner" if st.get("isLearner") else role
                     term = num(st, "raftTerm")
-                    leader = m.name if role == "leader" else leader
             infos.append(
                 LocalNodeInfo(
                     id=m.name,
@@ -154,14 +136,7 @@ def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> 
             )
     finally:
         gw.close()
-    return LocalClusterState(
-        dir=str(lc.dir),
-        action=action,  # type: ignore[arg-type]
-        nodes=infos,
-        leader=leader,
-        seconds=round(seconds, 3),
-        detail=detail,
-    )
+    return cluster_state(lc.dir, action, seconds, detail, infos)
 
 
 # -- the commands --------------------------------------------------------------------
@@ -175,16 +150,14 @@ def _guarded(
 ) -> LocalClusterState:
     """Run ``fn`` under the guard (policy, one audit line) as a sandbox etcd cluster."""
     c = ClusterConfig(name=args.name, kind="etcd", dir=args.dir, mode="sandbox")
-
-    def body(_decision: object) -> LocalClusterState:
-        try:
-            return fn()
-        except ClusterError as e:
-            raise ManagerError(
-                str(e), "see the member logs in the cluster directory", operation=operation
-            ) from None
-
-    return Guard(c, audit_for(args)).run(operation, {"kind": "etcd", **arguments}, body)
+    return run_launcher(
+        args,
+        c,
+        operation,
+        {"kind": "etcd", **arguments},
+        fn,
+        "member logs in the cluster directory",
+    )
 
 
 def cmd_etcd_up(args: argparse.Namespace, ui: UI) -> int:

@@ -22,8 +22,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..core import ConfigError, DemoStep, ManagerError, list_clusters
+from ..core import ConfigError, DemoStep, ManagerError
 from ..local import ClusterError
+from ..manager import list_clusters
 from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
 from . import certs, chaos, etcd, launcher, render

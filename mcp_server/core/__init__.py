@@ -1,15 +1,14 @@
-"""The manager core: the Manager, its models and errors, plans, policy, audit, the view.
+"""The manager's core: models, errors, configuration, policy, plans, approvals, audit,
+the guard, the cluster view, the operation context and the adapter port.
 
-Faces import from here: ``from mcp_server.core import Manager, ClusterStatus, Refused``.
-The models and errors are imported eagerly; ``Manager`` (and ``list_clusters``) are
-resolved on first use, because the manager sits above the operations and adapters,
-which themselves import the core's models and errors: importing
-``mcp_server.core.errors`` must not drag the whole manager in.
+The core is a leaf of ``mcp_server``: it imports nothing above it (adapters, local,
+operations, the manager, the faces), which ``tests/test_package_order.py`` checks.
+The ``Manager`` that composes it with the adapters and operations is
+``mcp_server.manager``. Faces import the models and errors from here:
+``from mcp_server.core import ClusterStatus, Refused``.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from .config import ClusterConfig, Config, load_config
 from .context import ProgressFn
@@ -23,6 +22,7 @@ from .models import (
     DemoReport,
     DemoStep,
     Divergence,
+    ElectionAnswer,
     ElectionOutcome,
     ElectionResult,
     ElectRequest,
@@ -65,17 +65,6 @@ from .models import (
     WrittenEntry,
 )
 
-_LAZY = {"Manager", "list_clusters"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import manager
-
-        return getattr(manager, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "BenchResult",
     "Check",
@@ -89,6 +78,7 @@ __all__ = [
     "DemoStep",
     "Divergence",
     "ElectRequest",
+    "ElectionAnswer",
     "ElectionOutcome",
     "ElectionResult",
     "ErrorReport",
@@ -102,7 +92,6 @@ __all__ = [
     "LocalClusterState",
     "LocalNodeInfo",
     "LocalStart",
-    "Manager",
     "ManagerError",
     "Member",
     "MembershipAction",
@@ -135,6 +124,5 @@ __all__ = [
     "Unreachable",
     "VerifyReport",
     "WrittenEntry",
-    "list_clusters",
     "load_config",
 ]

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters.base import ClusterAdapter
 from .config import ClusterConfig
 from .errors import ManagerError
 from .models import Plan, PlanStep
 from .plans import make_plan
+from .port import ClusterAdapter
 from .view import ClusterView
 
 ProgressFn = Callable[[float, float | None, str], None]
@@ -29,7 +29,7 @@ def quiet(done: float, total: float | None, message: str) -> None:
 
 
 @dataclass
-class Context:
+class OperationContext:
     cluster: ClusterConfig
     adapter: ClusterAdapter
     plan_ttl_s: int = 900

@@ -449,9 +449,54 @@ class Outcome(_Model):
         """The document a face shows: the plan until applied, then the result."""
         return self.result if self.result is not None else self.plan
 
+    def document(self) -> BaseModel:
+        """The MCP tool's answer: one object model whichever the outcome, because up to
+        protocol 2025-11-25 an output schema must be a root object (docs/design.md, 6)."""
+        return self.answer()
+
+
+class ElectionAnswer(_Model):
+    """elect_leader's answer, planned or applied, as one object: the plan's fields while
+    planned, the election's once applied; the contract fields sit at the top level both
+    ways."""
+
+    outcome: Literal["planned", "applied"]
+    cluster: str
+    plan_id: str = Field(description="the plan made (planned) or carried out (applied)")
+    safe: bool
+    steps: list[PlanStep]
+    reasons: list[str] = Field(description="why it is unsafe (empty when safe)")
+    leader: str | None = Field(description="planned: who leads now; applied: the new leader")
+    term: int | None
+    applied: bool = False
+    # planned
+    operation: str | None = None
+    arguments: dict[str, Any] | None = None
+    risks: list[str] | None = None
+    voters: list[str] | None = None
+    learners: list[str] | None = None
+    created_at: str | None = None
+    expires_at: str | None = None
+    requires_approval: bool | None = Field(
+        None, description="a human must `raft-manager approve PLAN_ID` before it is applied"
+    )
+    # applied
+    method: Literal["transfer", "campaign", "none"] | None = None
+    target: str | None = None
+    previous_leader: str | None = None
+    previous_term: int | None = None
+    seconds: float | None = None
+    detail: str | None = None
+
 
 class ElectionOutcome(Outcome):
     result: ElectionResult | None = None
+
+    def document(self) -> ElectionAnswer:
+        if self.result is None:
+            return ElectionAnswer(outcome="planned", **self.plan.model_dump())
+        plan = self.plan.model_dump(include={"plan_id", "safe", "steps", "reasons"})
+        return ElectionAnswer(outcome="applied", applied=True, **plan, **self.result.model_dump())
 
 
 class ReplicateOutcome(Outcome):

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from raft_core.quorum import VoteResult, joint_active, majority_vote
 from raft_core.types import ConfState
 
-from ..adapters.base import NodeStatus
 from .audit import now_iso
 from .models import ClusterStatus, Member
+from .port import NodeStatus
 
 CAUGHT_UP_LAG = 10
 ROLES = {"leader", "follower", "candidate", "pre_candidate", "learner"}

@@ -209,23 +209,12 @@ class LocalCluster:
         return c
 
     def down(self, grace_s: float = 5.0) -> list[str]:
-        stopped = []
+        """Stop every node (see ``pids.stop``); the ids of those that were running."""
+        running = pids.stop([n.pid for n in self.nodes], grace_s)
         for n in self.nodes:
-            if self.alive(n):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(n.pid, signal.SIGCONT)  # type: ignore[arg-type]  # if frozen
-                    os.kill(n.pid, signal.SIGTERM)  # type: ignore[arg-type]
-                stopped.append(n.id)
-        deadline = time.monotonic() + grace_s
-        for n in self.nodes:
-            while self.alive(n) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.alive(n):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(n.pid, signal.SIGKILL)  # type: ignore[arg-type]
             n.pid = None
         self.save()
-        return stopped
+        return [n.id for n, up in zip(self.nodes, running, strict=True) if up]
 
     def kill(self, node_id: str) -> None:
         self.signal(node_id, signal.SIGKILL)

@@ -225,23 +225,12 @@ class EtcdLocalCluster:
         return c
 
     def down(self, grace_s: float = 5.0) -> list[str]:
-        stopped = []
+        """Stop every member (see ``pids.stop``); the names of those that were running."""
+        running = pids.stop([m.pid for m in self.members], grace_s)
         for m in self.members:
-            if self.alive(m):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(m.pid, signal.SIGCONT)  # type: ignore[arg-type]
-                    os.kill(m.pid, signal.SIGTERM)  # type: ignore[arg-type]
-                stopped.append(m.name)
-        deadline = time.monotonic() + grace_s
-        for m in self.members:
-            while self.alive(m) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.alive(m):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(m.pid, signal.SIGKILL)  # type: ignore[arg-type]
             m.pid = None
         self.save()
-        return stopped
+        return [m.name for m, up in zip(self.members, running, strict=True) if up]
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running member."""

@@ -20,8 +20,9 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from ..core import Config, Manager, ManagerError, ProgressFn, Refused
+from ..core import Config, ManagerError, ProgressFn, Refused
 from ..local import ClusterError
+from ..manager import Manager
 
 T = TypeVar("T")
 

@@ -4,9 +4,10 @@
 A tool answers the same document ``raft-manager ... --json`` prints, as structured
 output with an output schema: for a mutation that is the outcome's ``answer()``, the
 plan while planned and the result once applied, so the contract fields (``plan_id``,
-``safe``, ``leader``, ``term``...) sit at the top level. ``elect_leader`` can answer
-either, so its output schema is the union of the two (``ElectionOrPlan``);
-``change_membership`` answers a ``MembershipChange`` both ways.
+``safe``, ``leader``, ``term``...) sit at the top level. Every output schema is a root
+object, as protocol revisions up to 2025-11-25 require: ``elect_leader`` answers one
+``ElectionAnswer`` whose ``outcome`` says planned or applied; ``change_membership``
+answers a ``MembershipChange`` both ways.
 
 Annotations tell the truth: destructive is the one set ``policy.DESTRUCTIVE`` (which
 approvals use too), and each tool's group (observe, data, change, maintain) is sent in
@@ -21,7 +22,7 @@ from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
-from pydantic import Field, RootModel
+from pydantic import Field
 
 from ..chaos.models import ChaosVerdict
 from ..chaos.schedule import ALL as NEMESES
@@ -29,29 +30,23 @@ from ..core import (
     ClusterList,
     ClusterStatus,
     Config,
-    ElectionResult,
+    ElectionAnswer,
     FaultKind,
     FaultResult,
     HealthReport,
     KVEntry,
-    Manager,
     MembershipAction,
     MembershipChange,
-    Plan,
     ProgressFn,
     ReadResult,
     RecoverResult,
     ReplicateResult,
     SnapshotResult,
     VerifyReport,
-    list_clusters,
 )
 from ..core.policy import DESTRUCTIVE
+from ..manager import Manager, list_clusters
 from .backend import Backend
-
-
-class ElectionOrPlan(RootModel[ElectionResult | Plan]):
-    """elect_leader's answer: the election's result, or the plan of a dry run."""
 
 
 @dataclass(frozen=True)
@@ -256,16 +251,15 @@ def register(server: MCPServer, backend: Backend, cfg: Config) -> None:
         target: Annotated[str | None, Field(description="voter id to lead, e.g. n2")] = None,
         dry_run: Annotated[bool, Field(description="only plan; returns plan_id")] = False,
         plan_id: PlanIdArg = None,
-    ) -> ElectionOrPlan:
-        answer = await backend.run(
+    ) -> ElectionAnswer:
+        return await backend.run(
             ctx,
             cluster,
             lambda m, p: m.elect_leader(
                 target, dry_run=dry_run, plan_id=plan_id, progress=p
-            ).answer(),
+            ).document(),
             mutation=True,
         )
-        return ElectionOrPlan(answer)  # type: ignore[arg-type]
 
     @tool(
         "change_membership",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from ..core.context import Context, ProgressFn
+from ..core.context import OperationContext, ProgressFn
 from ..core.models import FaultKind, FaultRequest, FaultResult, Plan, PlanStep
 from ..core.view import ClusterView, is_quorum
 from . import remote
@@ -24,7 +24,7 @@ KINDS: tuple[str, ...] = get_args(FaultKind)
 PROCESS_KINDS = ("kill", "restart", "stop", "continue")
 
 
-def plan(ctx: Context, request: FaultRequest) -> Plan:
+def plan(ctx: OperationContext, request: FaultRequest) -> Plan:
     view = ctx.view()
     kind, nodes = request.kind, request.nodes
     everyone = view.members()
@@ -57,7 +57,7 @@ def plan(ctx: Context, request: FaultRequest) -> Plan:
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons, risks=risks)
 
 
-def run(ctx: Context, plan: Plan, progress: ProgressFn) -> FaultResult:
+def run(ctx: OperationContext, plan: Plan, progress: ProgressFn) -> FaultResult:
     request = FaultRequest.model_validate(plan.arguments)
     view = ctx.view()
     kind, nodes = request.kind, request.nodes
@@ -97,7 +97,7 @@ def run(ctx: Context, plan: Plan, progress: ProgressFn) -> FaultResult:
 
 
 def _partition(
-    ctx: Context,
+    ctx: OperationContext,
     view: ClusterView,
     nodes: list[str],
     faults: dict[str, dict[str, Any]],

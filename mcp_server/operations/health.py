@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core import policy
-from ..core.context import Context
+from ..core.context import OperationContext
 from ..core.errors import Refused
 from ..core.models import Check, HealthReport, HealthRequest
 from ..core.view import ClusterView
@@ -118,7 +118,7 @@ def checks(view: ClusterView) -> list[Check]:
     return out
 
 
-def check(ctx: Context, request: HealthRequest) -> HealthReport:
+def check(ctx: OperationContext, request: HealthRequest) -> HealthReport:
     c = ctx.cluster
     return report(
         ctx.view(),

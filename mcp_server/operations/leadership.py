@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from ..core.context import Context, ProgressFn
+from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError, NodeRequestError
 from ..core.models import ElectionResult, ElectRequest, Plan, PlanStep
 from ..core.view import ClusterView
@@ -29,7 +29,7 @@ NO_CAMPAIGN = (
 )
 
 
-def plan(ctx: Context, request: ElectRequest) -> Plan:
+def plan(ctx: OperationContext, request: ElectRequest) -> Plan:
     view = ctx.view()
     target = request.target
     if target is None:
@@ -45,7 +45,7 @@ def plan(ctx: Context, request: ElectRequest) -> Plan:
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons)
 
 
-def _elect_any(ctx: Context, view: ClusterView) -> tuple[list[PlanStep], list[str]]:
+def _elect_any(ctx: OperationContext, view: ClusterView) -> tuple[list[PlanStep], list[str]]:
     if view.leader is not None:
         detail = f"{view.leader.id} already leads; name a target to move it"
         return [PlanStep(action="none", detail=detail)], []
@@ -73,7 +73,9 @@ def _not_eligible(view: ClusterView, target: str) -> str:
     return f"{target} is unreachable ({why}): it cannot take over leadership"
 
 
-def _campaign_for(ctx: Context, view: ClusterView, target: str) -> tuple[list[PlanStep], list[str]]:
+def _campaign_for(
+    ctx: OperationContext, view: ClusterView, target: str
+) -> tuple[list[PlanStep], list[str]]:
     reasons: list[str] = []
     best = view.most_up_to_date([v for v in view.voters if view.reachable(v)])
     t, b = view.statuses[target], view.statuses.get(best or "")
@@ -93,7 +95,7 @@ def _campaign_for(ctx: Context, view: ClusterView, target: str) -> tuple[list[Pl
     return [step], reasons
 
 
-def _campaign_supported(ctx: Context) -> list[str]:
+def _campaign_supported(ctx: OperationContext) -> list[str]:
     if ctx.adapter.supports_campaign:
         return []
     return [NO_CAMPAIGN.format(kind=ctx.adapter.kind)]
@@ -119,7 +121,9 @@ def _transfer_to(view: ClusterView, target: str) -> tuple[list[PlanStep], list[s
     return [step], reasons
 
 
-def run(ctx: Context, plan: Plan, progress: ProgressFn, timeout_s: float = 15.0) -> ElectionResult:
+def run(
+    ctx: OperationContext, plan: Plan, progress: ProgressFn, timeout_s: float = 15.0
+) -> ElectionResult:
     t0 = time.monotonic()
     view = ctx.view()
     prev, prev_term = plan.leader or view.last_known_leader, plan.term
@@ -158,7 +162,7 @@ def run(ctx: Context, plan: Plan, progress: ProgressFn, timeout_s: float = 15.0)
 
 
 def _campaign_until_elected(
-    ctx: Context, candidate: str, progress: ProgressFn, timeout_s: float
+    ctx: OperationContext, candidate: str, progress: ProgressFn, timeout_s: float
 ) -> ClusterView:
     last = [0.0]
 

@@ -22,7 +22,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 
-from ..core.context import Context, ProgressFn
+from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError, Refused
 from ..core.models import MembershipChange, MembershipRequest, PlanStep, StepResult
 from ..core.plans import make_plan
@@ -35,7 +35,7 @@ ACTIONS = ("add_learner", "add_voter", "promote", "remove")
 # -- planning -----------------------------------------------------------------------------------
 
 
-def plan(ctx: Context, request: MembershipRequest) -> MembershipChange:
+def plan(ctx: OperationContext, request: MembershipRequest) -> MembershipChange:
     view = ctx.view()
     local = ctx.adapter.planned_addresses(request.node_id)
     return plan_change(
@@ -283,7 +283,10 @@ def _check_new_quorum(d: _Draft, action: str) -> None:
 
 
 def run(
-    ctx: Context, plan: MembershipChange, progress: ProgressFn, catch_up_timeout_s: float = 30.0
+    ctx: OperationContext,
+    plan: MembershipChange,
+    progress: ProgressFn,
+    catch_up_timeout_s: float = 30.0,
 ) -> MembershipChange:
     t0 = time.monotonic()
     addresses = {"peer": plan.peer_address, "api": plan.api_address}
@@ -335,7 +338,7 @@ def _step_failed(
 
 
 def _step(
-    ctx: Context,
+    ctx: OperationContext,
     plan: MembershipChange,
     step: PlanStep,
     addresses: dict[str, str | None],
@@ -377,7 +380,9 @@ def _step(
     raise ManagerError(f"unknown plan step {step.action}")  # pragma: no cover
 
 
-def _wait_caught_up(ctx: Context, node: str, progress: ProgressFn, timeout_s: float) -> str:
+def _wait_caught_up(
+    ctx: OperationContext, node: str, progress: ProgressFn, timeout_s: float
+) -> str:
     ok, v = ctx.wait_for(
         lambda v: bool(v.caught_up(node)),
         timeout_s,

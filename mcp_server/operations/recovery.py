@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from ..core.context import Context, ProgressFn
+from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError
 from ..core.models import Plan, PlanStep, RecoverRequest, RecoverResult
 from ..core.view import ClusterView
@@ -22,7 +22,7 @@ from . import remote
 OPERATION = "recover_node"
 
 
-def plan(ctx: Context, request: RecoverRequest) -> Plan:
+def plan(ctx: OperationContext, request: RecoverRequest) -> Plan:
     view = ctx.view()
     node = request.node_id
     reasons, steps = [], []
@@ -50,7 +50,9 @@ def plan(ctx: Context, request: RecoverRequest) -> Plan:
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons)
 
 
-def run(ctx: Context, plan: Plan, progress: ProgressFn, timeout_s: float = 60.0) -> RecoverResult:
+def run(
+    ctx: OperationContext, plan: Plan, progress: ProgressFn, timeout_s: float = 60.0
+) -> RecoverResult:
     t0 = time.monotonic()
     node = plan.arguments["node"]
     actions = {s.action for s in plan.steps}
@@ -81,7 +83,7 @@ def run(ctx: Context, plan: Plan, progress: ProgressFn, timeout_s: float = 60.0)
     )
 
 
-def _manual(ctx: Context, view: ClusterView, node: str, t0: float) -> RecoverResult:
+def _manual(ctx: OperationContext, view: ClusterView, node: str, t0: float) -> RecoverResult:
     st = view.statuses.get(node)
     where = (st.api_address if st else None) or "address unknown"
     steps = ctx.adapter.restart_instructions(node, where)
@@ -103,7 +105,7 @@ def _manual(ctx: Context, view: ClusterView, node: str, t0: float) -> RecoverRes
 
 
 def _wait_caught_up(
-    ctx: Context, node: str, progress: ProgressFn, timeout_s: float
+    ctx: OperationContext, node: str, progress: ProgressFn, timeout_s: float
 ) -> tuple[int | None, int | None]:
     """Wait until ``node`` applied the leader's commit index (as of when it answered)."""
     target: dict[str, int] = {}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..core.context import Context, ProgressFn
+from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError
 from ..core.models import NodeSnapshot, Plan, PlanStep, SnapshotRequest, SnapshotResult
 
 OPERATION = "snapshot"
 
 
-def plan(ctx: Context, request: SnapshotRequest) -> Plan:
+def plan(ctx: OperationContext, request: SnapshotRequest) -> Plan:
     view = ctx.view()
     node = request.node
     reasons = []
@@ -34,7 +34,7 @@ def plan(ctx: Context, request: SnapshotRequest) -> Plan:
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons)
 
 
-def run(ctx: Context, plan: Plan, progress: ProgressFn) -> SnapshotResult:
+def run(ctx: OperationContext, plan: Plan, progress: ProgressFn) -> SnapshotResult:
     snaps = []
     for i, step in enumerate(plan.steps):
         node = step.node

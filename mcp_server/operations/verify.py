@@ -27,10 +27,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters.base import ClusterAdapter, StateDigest
-from ..core.context import Context
+from ..core.context import OperationContext
 from ..core.errors import ManagerError, NotSupported
 from ..core.models import Divergence, VerifyReport
+from ..core.port import ClusterAdapter, StateDigest
 from ..core.view import ClusterView
 
 OPERATION = "verify_consistency"
@@ -40,7 +40,7 @@ LOG_SAMPLES = 64
 SAME_REVISION_TRIES = 10
 
 
-def verify(ctx: Context) -> VerifyReport:
+def verify(ctx: OperationContext) -> VerifyReport:
     """The verify_consistency answer for the cluster as it is now."""
     return check(ctx.adapter, ctx.view(), ctx.name)
 

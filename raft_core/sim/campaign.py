@@ -16,10 +16,11 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..checker.linearizability import check_history
 from ..confchange import ChangeOp, ConfChange
-from ..driver import Livelock
+from ..driver import Failure, FailureCode, Livelock
 from ..progress import ProgressState
 from ..statemachine import encode_command
 from ..types import ProposalDropped
@@ -27,6 +28,7 @@ from .clients import SimClient
 from .cluster import LivenessFailure, SimCluster, SimConfig
 from .invariants import InvariantViolation
 from .network import LinkProfile
+from .node import SimNode
 
 COUNTERS = (
     "elections",
@@ -321,8 +323,10 @@ class Chaos:
             return
         voters = sorted(leader.conf.all_voters() - {leader.id})
         if voters:
-            leader.raw.transfer_leadership(self.rng.choice(voters))
-            leader.process()
+            target = self.rng.choice(voters)
+            leader.driver.transfer_leadership(
+                target, lambda outcome: self.c.note(f"chaos: transfer to {target}: {outcome}")
+            )
 
     def _force_campaign(self) -> None:
         up = [n for n in self._members() if self.c.nodes[n].up]
@@ -388,7 +392,8 @@ class Chaos:
                 (ChangeOp.ADD_VOTER, self.rng.choice(learners)),
                 (ChangeOp.REMOVE, self.rng.choice(voters)),
             ]
-        leader.propose_conf_change(ConfChange(changes))
+        if not self._propose_change(leader, ConfChange(changes), choice):
+            return
         self.c.note(f"chaos: proposed {choice} {changes}")
         if self.rng.random() < 0.4:
             # Split the cluster while the change is in flight: the joint phase is
@@ -399,6 +404,25 @@ class Chaos:
                 # The removed process keeps running (it may try to disturb us);
                 # it stops counting as a member once the removal has applied.
                 self._watch_removal(nid)
+
+    def _propose_change(self, leader: SimNode, cc: ConfChange, what: str) -> bool:
+        """Through the driver, as raft-node does; whatever the driver answers is
+        checked against the entry the cluster applied at the change's index."""
+        index, term = leader.raw.last_index() + 1, leader.term
+        refused: list[Failure] = []
+
+        def answered(outcome: tuple[Any, Any] | Failure) -> None:
+            self.c.note(f"chaos: {what} at {index}: {outcome}")
+            if isinstance(outcome, Failure):
+                if outcome.code is FailureCode.REFUSED:
+                    refused.append(outcome)
+                elif outcome.code is FailureCode.REPLACED:
+                    self.c.check_conf_change_answer(leader, index, term, took_effect=False)
+            else:
+                self.c.check_conf_change_answer(leader, index, term, took_effect=True)
+
+        leader.driver.submit_conf_change(cc, answered)
+        return not refused
 
     def _watch_removal(self, nid: str) -> None:
         def check() -> None:

@@ -353,6 +353,12 @@ class SimCluster:
         for hook in self.apply_hooks:
             hook(node.id, e, result)
 
+    def check_conf_change_answer(
+        self, node: SimNode, index: int, term: int, *, took_effect: bool
+    ) -> None:
+        if self.cfg.check_invariants:
+            self.checker.conf_change_answered(node.id, index, term, took_effect)
+
     def _on_write_done(self, node: SimNode, req: ClientRequest, result: ApplyResult) -> None:
         if result.error is not None:
             self._respond(node.id, req, ClientResponse(req.req_id, False, result.error.code))

@@ -22,9 +22,17 @@ from ..statemachine import ApplyResult, Replica
 from ..types import ConfState, Entry, Message, NodeId, Snapshot, SnapshotMeta
 from .disk import Disk
 
+Outcome = Callable[[tuple[Any, Any] | Failure], None]
+
 
 class SimHooks(DriverHooks[Any]):
-    """What the cluster does around a node's Ready loop (see ``SimCluster``)."""
+    """What the cluster does around a node's Ready loop (see ``SimCluster``).
+
+    Clients' requests carry a ``ClientRequest`` token, answered through the node's
+    callbacks. A configuration change or leadership transfer (given to ``driver``
+    directly by a scenario or the campaign) carries a callable instead, called with
+    its outcome: ``(index, conf)`` or ``(leader, term)``, or the ``Failure``.
+    """
 
     def __init__(self, node: SimNode) -> None:
         self.node = node
@@ -56,6 +64,18 @@ class SimHooks(DriverHooks[Any]):
 
     def read_failed(self, token: Any, failure: Failure) -> None:
         self.node.on_request_failed(self.node, token, failure)
+
+    def conf_change_done(self, token: Outcome, index: int, conf: ConfState) -> None:
+        token((index, conf))
+
+    def conf_change_failed(self, token: Outcome, failure: Failure) -> None:
+        token(failure)
+
+    def transfer_done(self, token: Outcome, leader: NodeId, term: int) -> None:
+        token((leader, term))
+
+    def transfer_failed(self, token: Outcome, failure: Failure) -> None:
+        token(failure)
 
 
 class SimNode:

@@ -25,26 +25,13 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..adapters.base import ClusterAdapter
-from ..adapters.etcd import EtcdAdapter
-from ..adapters.processes import EtcdProcesses, LocalProcesses
-from ..adapters.raft_node import RaftNodeAdapter
-from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
-from ..operations import (
-    faults,
-    health,
-    leadership,
-    membership,
-    read,
-    recovery,
-    replicate,
-    snapshot,
-    verify,
-)
-from . import policy
-from .approvals import ApprovalGate, ApprovalStore
-from .audit import AuditLog
-from .config import (
+from .adapters.etcd import EtcdAdapter
+from .adapters.processes import EtcdProcesses, LocalProcesses
+from .adapters.raft_node import RaftNodeAdapter
+from .core import policy
+from .core.approvals import ApprovalGate, ApprovalStore
+from .core.audit import AuditLog
+from .core.config import (
     ClusterConfig,
     Config,
     load_config,
@@ -52,10 +39,10 @@ from .config import (
     resolve_token,
     state_dir,
 )
-from .context import Context, ProgressFn, quiet
-from .errors import ConfigError, ManagerError
-from .guard import Guard
-from .models import (
+from .core.context import OperationContext, ProgressFn, quiet
+from .core.errors import ConfigError, ManagerError
+from .core.guard import Guard
+from .core.models import (
     ClusterInfo,
     ClusterList,
     ClusterStatus,
@@ -82,8 +69,21 @@ from .models import (
     SnapshotRequest,
     VerifyReport,
 )
-from .plans import Decision, PlanStore, check_saved, refuse_unsafe
-from .view import status_model
+from .core.plans import Decision, PlanStore, check_saved, refuse_unsafe
+from .core.port import ClusterAdapter
+from .core.view import status_model
+from .local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
+from .operations import (
+    faults,
+    health,
+    leadership,
+    membership,
+    read,
+    recovery,
+    replicate,
+    snapshot,
+    verify,
+)
 
 R = TypeVar("R", bound=Request)
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
@@ -94,7 +94,7 @@ class PlannedOperation(Protocol):
 
     OPERATION: str
 
-    def plan(self, ctx: Context, request: Any) -> Plan: ...
+    def plan(self, ctx: OperationContext, request: Any) -> Plan: ...
 
 
 def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
@@ -176,7 +176,7 @@ class Manager:
         self.approvals = ApprovalGate(
             cluster, ApprovalStore(self.plans.dir / "approvals"), self.audit
         )
-        self.ctx = Context(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
+        self.ctx = OperationContext(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
         self.started = started
         self._start_reported = False
         """Set when ``open(start_local=True)`` started the embedded local cluster."""
