@@ -114,6 +114,13 @@ def test_remote_operations_through_endpoints_and_configured_commands(tmp_path, c
         healed = run("fault", "heal")
         assert "nftables rules removed" in healed["detail"]
 
+        def healthy() -> bool:
+            code = cli.main(["--config", str(cfg), "health", "--json"])
+            capsys.readouterr()
+            return code == 0
+
+        wait_until(healthy, timeout=20.0, what="n4 to be back with the others after the heal")
+
         # n2's host loses its process; recover runs the configured command and waits.
         victim = "n2" if status()["leader"] != "n2" else "n1"
         for pid in _pids(bed.netns(victim)):

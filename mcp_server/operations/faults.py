@@ -113,7 +113,7 @@ def _partition(
 
 
 def _network(
-    ctx: Context,
+    ctx: OperationContext,
     view: ClusterView,
     kind: str,
     nodes: list[str],

@@ -22,7 +22,7 @@ import re
 import shlex
 import subprocess
 
-from ..core.context import Context
+from ..core.context import OperationContext
 from ..core.errors import ConfigError, ManagerError
 from ..core.view import ClusterView
 from ..local import nft
@@ -31,7 +31,7 @@ COMMAND_TIMEOUT_S = 120.0
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
 
 
-def host_of(ctx: Context, view: ClusterView, node: str) -> str:
+def host_of(ctx: OperationContext, view: ClusterView, node: str) -> str:
     """``node``'s host: clusters.yaml ``hosts``, else the host of its API address."""
     configured = (ctx.cluster.hosts or {}).get(node)
     address = configured
@@ -86,7 +86,7 @@ def run(argv: list[str], what: str, timeout_s: float = COMMAND_TIMEOUT_S) -> str
     return r.stdout
 
 
-def nft_hosts(ctx: Context, view: ClusterView) -> dict[str, nft.Host]:
+def nft_hosts(ctx: OperationContext, view: ClusterView) -> dict[str, nft.Host]:
     """Every member's host for ``local.nft`` (partitions only need the address)."""
     template = ctx.cluster.nft_command
     if template is None:
@@ -98,7 +98,9 @@ def nft_hosts(ctx: Context, view: ClusterView) -> dict[str, nft.Host]:
     return hosts
 
 
-def set_network_faults(ctx: Context, hosts: dict[str, nft.Host], faults: dict[str, dict]) -> None:
+def set_network_faults(
+    ctx: OperationContext, hosts: dict[str, nft.Host], faults: dict[str, dict]
+) -> None:
     """``local.nft.set_faults``, its errors phrased for the operator."""
     try:
         nft.set_faults(hosts, faults)
