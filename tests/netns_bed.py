@@ -236,7 +236,8 @@ def netns_bed(directory: Path) -> Iterator[Bed]:
 
 
 def main(argv: list[str]) -> int:
-    """``up DIR [NODES]``: a bed and a cluster left running; ``down``: remove it."""
+    """``up DIR [NODES]``: a bed and a cluster left running (its nodes without the fault
+    API: partitions come from nftables alone); ``down``: remove it."""
     if argv[:1] == ["down"]:
         teardown()
         return 0
@@ -247,9 +248,7 @@ def main(argv: list[str]) -> int:
             return 2
         make_bridge()
         bed = Bed(Path(argv[1]).resolve())
-        lc = bed.start_cluster(
-            int(argv[2]) if len(argv) > 2 else 3, {"allow_fault_injection": True}
-        )
+        lc = bed.start_cluster(int(argv[2]) if len(argv) > 2 else 3)
         print(f"cluster in {lc.dir}: " + ", ".join(f"{n.id}={n.api_address}" for n in lc.nodes))
         return 0
     print("usage: python tests/netns_bed.py up DIR [NODES] | down", file=sys.stderr)
