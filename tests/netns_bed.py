@@ -16,7 +16,8 @@ concurrent pytest sessions take turns (a file lock, waited for a bounded time).
 Needs root, ``ip`` (iproute2) and, for the nftables nemesis, ``nft``: missing ones fail
 the test under ``CI`` and skip it elsewhere with the install command.
 
-``python tests/netns_bed.py up DIR`` / ``down`` keep a bed up by hand (a long chaos run).
+``python tests/netns_bed.py chaos DIR --duration 600 ...`` runs a long chaos run on a
+bed by hand (and removes the bed after it).
 """
 
 from __future__ import annotations
@@ -236,23 +237,28 @@ def netns_bed(directory: Path) -> Iterator[Bed]:
 
 
 def main(argv: list[str]) -> int:
-    """``up DIR [NODES]``: a bed and a cluster left running (its nodes without the fault
-    API: partitions come from nftables alone); ``down``: remove it."""
+    """``chaos DIR [CHAOS-ARGS...]``: a bed of three hosts, ``raft-manager chaos --network
+    nft`` on it (its nodes without the fault API: partitions come from nftables alone),
+    then the bed removed; ``down``: remove what a killed run left."""
     if argv[:1] == ["down"]:
         teardown()
         return 0
-    if argv[:1] == ["up"] and len(argv) >= 2:
-        problem = missing_capability(need_nft=True)
-        if problem:
-            print(problem, file=sys.stderr)
-            return 2
-        make_bridge()
-        bed = Bed(Path(argv[1]).resolve())
-        lc = bed.start_cluster(int(argv[2]) if len(argv) > 2 else 3)
-        print(f"cluster in {lc.dir}: " + ", ".join(f"{n.id}={n.api_address}" for n in lc.nodes))
-        return 0
-    print("usage: python tests/netns_bed.py up DIR [NODES] | down", file=sys.stderr)
-    return 2
+    if argv[:1] != ["chaos"] or len(argv) < 2:
+        print("usage: python tests/netns_bed.py chaos DIR [CHAOS-ARGS...] | down", file=sys.stderr)
+        return 2
+    problem = missing_capability(need_nft=True)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    directory = Path(argv[1]).resolve()
+    with netns_bed(directory / "bed") as bed:
+        lc = bed.start_cluster(3)
+        cfg = directory / "clusters.yaml"
+        cfg.write_text(
+            yaml.safe_dump({"clusters": {"hosts": {"dir": str(lc.dir), "mode": "sandbox"}}})
+        )
+        chaos = ["chaos", "--network", "nft", "--out", str(directory / "out"), *argv[2:]]
+        return cli.main(["--config", str(cfg), "--cluster", "hosts", *chaos])
 
 
 if __name__ == "__main__":
