@@ -52,7 +52,7 @@ class NftTarget(RaftNodeTarget):
                     f"--network nft needs every member in a network namespace of its own; "
                     f"{n.id} runs in this machine's ({n.peer_address})",
                     "run chaos without --network (the node fault API), or on a namespaced "
-                    "cluster (tests/netns_bed.py up DIR)",
+                    "cluster (python tests/netns_bed.py chaos DIR ...)",
                 )
             address, _, port = n.peer_address.rpartition(":")
             hosts[n.id] = nft.Host(n.id, address.strip("[]"), int(port), nft.netns_argv(n.netns))

@@ -53,7 +53,7 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
         raise ConfigError(
             "--network nft needs --cluster: a cluster whose members run in network namespaces "
             "of their own (the throwaway cluster's all share this machine's)",
-            "see docs/three-machines.md (tests/netns_bed.py up DIR makes one here)",
+            "see docs/three-machines.md (python tests/netns_bed.py chaos DIR ... runs one here)",
         )
     out = Path(args.out).expanduser() if args.out else default_out_dir(seed)
     ui.note(
