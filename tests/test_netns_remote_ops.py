@@ -135,6 +135,7 @@ def test_remote_operations_through_endpoints_and_configured_commands(tmp_path, c
         steps = "\n".join(manual["instructions"])
         assert manual["action"] == "manual" and "recover_command" in steps, manual
         assert f"raft-manager recover {victim}" in steps, manual
+        assert f"systemctl restart raft-node@{victim}" in steps, manual
         back = run("recover", victim)
         assert back["action"] == "restarted" and back["caught_up"] is True, back
         assert _pids(bed.netns(victim))

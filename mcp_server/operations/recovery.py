@@ -32,13 +32,12 @@ def plan(ctx: OperationContext, request: RecoverRequest) -> Plan:
     if adapter.can_control_processes and adapter.running(node) is False:
         steps.append(PlanStep(action="start_process", node=node, detail=f"start {node}'s process"))
     elif not adapter.can_control_processes and not view.reachable(node):
-        template = ctx.cluster.recover_command
-        if template is None:
+        if ctx.cluster.recover_command is None:
             detail = f"the operator restarts {node} on its host"
             steps.append(PlanStep(action="manual", node=node, detail=detail))
         else:
             try:
-                argv = remote.node_command(template, node, remote.host_of(ctx, view, node))
+                argv = _restart_argv(ctx, view, node)
                 steps.append(
                     PlanStep(action="run_command", node=node, detail=f"run {shlex.join(argv)}")
                 )
@@ -64,9 +63,7 @@ def run(
         ctx.adapter.start(node)
         action = "restarted"
     if "run_command" in actions:
-        view = ctx.view()
-        template = str(ctx.cluster.recover_command)
-        argv = remote.node_command(template, node, remote.host_of(ctx, view, node))
+        argv = _restart_argv(ctx, ctx.view(), node)
         progress(0, None, f"running {shlex.join(argv)}")
         remote.run(argv, f"restarting {node}")
         action = "restarted"
@@ -81,6 +78,12 @@ def run(
         target_index=target,
         seconds=round(time.monotonic() - t0, 3),
     )
+
+
+def _restart_argv(ctx: OperationContext, view: ClusterView, node: str) -> list[str]:
+    """The cluster's ``recover_command`` for ``node``."""
+    template = str(ctx.cluster.recover_command)
+    return remote.node_command(template, node, remote.host_of(ctx, view, node))
 
 
 def _manual(ctx: OperationContext, view: ClusterView, node: str, t0: float) -> RecoverResult:
