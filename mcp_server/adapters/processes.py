@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError, Unreachable
-from ..core.port import NewProcess, NodeStatus
+from ..core.port import MemberStatus, NewProcess
 from ..local import pids
 from ..local.cluster import ClusterError, LocalCluster
 from ..local.etcd import EtcdLocalCluster
@@ -67,7 +67,7 @@ class _Processes(ABC):
     def resume(self, node: str) -> None:
         self._signal(node, signal.SIGCONT)
 
-    def decorate(self, st: NodeStatus) -> NodeStatus:
+    def decorate(self, st: MemberStatus) -> MemberStatus:
         """Add the process state (running, pid; frozen or stopped) to a member's status."""
         known = self.pids()
         if st.id not in known:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from ..core import ClusterConfig, Config, ConfigError, ProgressFn, VerifyReport
+from ..core import ClusterConfig, Config, InputError, ProgressFn, VerifyReport
 from ..core.audit import AuditLog
 from ..core.config import state_dir
 from ..core.context import quiet
@@ -133,18 +133,18 @@ def _guarded_run(
 
     def body() -> ChaosVerdict:
         if not cluster.dir:
-            raise ConfigError(
+            raise InputError(
                 f"cluster {cluster.name!r} is not local: chaos kills and pauses member processes",
                 "run chaos on a local sandbox cluster (one with `dir:`), or on none for a "
                 "throwaway cluster",
             )
         if cluster.kind == "etcd" and cluster.tls:
-            raise ConfigError(
+            raise InputError(
                 f"etcd cluster {cluster.name!r} uses TLS; the etcd chaos clients speak plain HTTP",
                 "run chaos on an etcd sandbox without TLS (as `raft-manager etcd up` starts it)",
             )
         if cluster.kind == "etcd" and cluster.username:
-            raise ConfigError(
+            raise InputError(
                 f"etcd cluster {cluster.name!r} uses authentication; the chaos clients do not",
                 "run chaos on an etcd sandbox without auth (as `raft-manager etcd up` starts it)",
             )

@@ -11,7 +11,7 @@ import argparse
 import random
 from pathlib import Path
 
-from ..core import ConfigError
+from ..core import InputError
 from .ui import EXIT_FAILED, EXIT_OK, UI, config_of
 
 
@@ -41,9 +41,9 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
     try:
         nemeses = parse_nemeses(args.nemesis)
     except ValueError as e:
-        raise ConfigError(str(e), "see raft-manager chaos --help") from None
+        raise InputError(str(e), "see raft-manager chaos --help") from None
     if args.duration <= 0 or args.clients < 1:
-        raise ConfigError("--duration must be > 0 and --clients >= 1", "see raft-manager --help")
+        raise InputError("--duration must be > 0 and --clients >= 1", "see raft-manager --help")
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     cfg = named = None
     if args.cluster:

@@ -18,7 +18,7 @@ import httpx
 from ..core import (
     ClusterConfig,
     Config,
-    ConfigError,
+    InputError,
     LocalClusterState,
     LocalNodeInfo,
     ManagerError,
@@ -38,7 +38,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
     cfg: Config | None = None
     if args.dir:
         d = Path(args.dir).expanduser().resolve()
-        with contextlib.suppress(ConfigError):
+        with contextlib.suppress(InputError):
             cfg = config_of(args)
         for c in cfg.clusters.values() if cfg else []:
             if c.dir and Path(c.dir) == d:
@@ -47,7 +47,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
     cfg = config_of(args)
     c = cfg.cluster(args.cluster)
     if not c.is_local:
-        raise ConfigError(
+        raise InputError(
             f"cluster {c.name!r} is not a local cluster (it has no `dir`)",
             "pass --dir DIR, or pick a local cluster with --cluster",
         )
@@ -57,7 +57,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
 def audit_for(args: argparse.Namespace) -> AuditLog:
     try:
         return AuditLog(config_of(args).audit_path())
-    except ConfigError:
+    except InputError:
         return AuditLog(state_dir() / "audit.jsonl")
 
 
@@ -97,10 +97,10 @@ def base_port_for(given: int | None, count: int, first_try: int) -> int:
     if given is None:
         base = free_base_port(first_try)
         if base is None:
-            raise ConfigError("no free block of loopback ports found", "pass --base-port")
+            raise InputError("no free block of loopback ports found", "pass --base-port")
         return base
     if not ports_free(given, count):
-        raise ConfigError(
+        raise InputError(
             f"ports {given + 1}-{given + count} or {given + 101}-{given + 100 + count} are in use",
             "pick another --base-port (or stop what uses them)",
         )

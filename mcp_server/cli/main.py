@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..core import ConfigError, DemoStep, ManagerError
+from ..core import DemoStep, InputError, ManagerError
 from ..local import ClusterError
 from ..manager import list_clusters
 from ..mcp.args import add_arguments as add_server_arguments
@@ -203,7 +203,7 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
     try:
         levels = tuple(int(x) for x in given.split(",") if x.strip())
     except ValueError:
-        raise ConfigError(
+        raise InputError(
             "--clients takes numbers, e.g. 1,16,64", "see raft-manager bench --help"
         ) from None
     if args.existing:
@@ -223,7 +223,7 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
             catchup_entries=args.catchup_entries,
         )
     except ValueError as e:
-        raise ConfigError(str(e), "see raft-manager bench --help") from None
+        raise InputError(str(e), "see raft-manager bench --help") from None
     doc = run_compare(opts, lambda msg: ui.note(f"bench: {msg}"))
     if args.chart:
         write_chart(doc, Path(args.chart))
@@ -241,7 +241,7 @@ def _bench_existing(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -
     from ..bench.harness import run_bench
 
     if len(levels) != 1:
-        raise ConfigError("--existing takes one --clients level", "e.g. --clients 16")
+        raise InputError("--existing takes one --clients level", "e.g. --clients 16")
     duration = args.duration or 3.0
     with open_manager(args, ui) as mgr, ui.spinner(f"{levels[0]} clients for {duration}s"):
         r = run_bench(mgr, clients=levels[0], duration_s=duration, value_size=args.value_size)
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
-        UI(json_mode).error(ConfigError(str(e), "see raft-manager --help"), None)
+        UI(json_mode).error(InputError(str(e), "see raft-manager --help"), None)
         return EXIT_USAGE
     except SystemExit as e:  # --help
         return int(e.code or 0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .config import ClusterConfig, Config, load_config
 from .context import ProgressFn
-from .errors import ConfigError, ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
+from .errors import InputError, ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
 from .models import (
     BenchResult,
     Check,
@@ -29,10 +29,10 @@ from .models import (
     ErrorReport,
     FaultKind,
     FaultOutcome,
-    FaultRequest,
     FaultResult,
     HealthReport,
     HealthRequest,
+    InjectFaultRequest,
     KVEntry,
     LocalClusterState,
     LocalNodeInfo,
@@ -44,6 +44,7 @@ from .models import (
     MembershipRequest,
     Mode,
     NodeSnapshot,
+    OperationRequest,
     Outcome,
     Plan,
     PlanStep,
@@ -55,7 +56,6 @@ from .models import (
     ReplicateOutcome,
     ReplicateRequest,
     ReplicateResult,
-    Request,
     Role,
     SnapshotOutcome,
     SnapshotRequest,
@@ -73,7 +73,6 @@ __all__ = [
     "ClusterList",
     "ClusterStatus",
     "Config",
-    "ConfigError",
     "DemoReport",
     "DemoStep",
     "Divergence",
@@ -84,10 +83,11 @@ __all__ = [
     "ErrorReport",
     "FaultKind",
     "FaultOutcome",
-    "FaultRequest",
     "FaultResult",
     "HealthReport",
     "HealthRequest",
+    "InjectFaultRequest",
+    "InputError",
     "KVEntry",
     "LocalClusterState",
     "LocalNodeInfo",
@@ -102,6 +102,7 @@ __all__ = [
     "NodeRequestError",
     "NodeSnapshot",
     "NotSupported",
+    "OperationRequest",
     "Outcome",
     "Plan",
     "PlanStep",
@@ -115,7 +116,6 @@ __all__ = [
     "ReplicateOutcome",
     "ReplicateRequest",
     "ReplicateResult",
-    "Request",
     "Role",
     "SnapshotOutcome",
     "SnapshotRequest",

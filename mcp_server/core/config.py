@@ -37,16 +37,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import policy
-from .errors import ConfigError
+from .errors import InputError
 
 ENV_CONFIG = "RAFT_MANAGER_CONFIG"
+ENV_STATE_DIR = "RAFT_MANAGER_STATE_DIR"
 DEFAULT_NAME = "local"
 APP = "agent-raft-manager"
 _SECRET_KEYS = ("token", "api_token", "password", "secret", "bearer", "cluster_secret")
 
 
 def state_dir() -> Path:
-    """Per-user state: ``$XDG_STATE_HOME/agent-raft-manager`` (``~/.local/state/...``)."""
+    """Per-user state: ``$RAFT_MANAGER_STATE_DIR`` (which the MCP server's --state-dir
+    sets, because stdio hosts drop XDG_STATE_HOME), else
+    ``$XDG_STATE_HOME/agent-raft-manager`` (``~/.local/state/...``)."""
+    if explicit := os.environ.get(ENV_STATE_DIR):
+        return Path(explicit).expanduser()
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / APP
 
@@ -146,14 +151,14 @@ class Config(BaseModel):
             elif len(self.clusters) == 1:
                 name = next(iter(self.clusters))
             else:
-                raise ConfigError(
+                raise InputError(
                     f"{self.path} names {len(self.clusters)} clusters and no default",
                     f"pick one with --cluster ({', '.join(self.clusters)}) or set `default:`",
                 )
         try:
             return self.clusters[name]
         except KeyError:
-            raise ConfigError(
+            raise InputError(
                 f"no cluster named {name!r}"
                 + (f" in {self.path}" if self.path else " (no clusters.yaml in use)"),
                 f"known clusters: {', '.join(self.clusters)}",
@@ -186,7 +191,7 @@ def _describe(e: ValidationError) -> str:
 def _check_no_inline_secrets(name: str, raw: dict[str, Any], path: str) -> None:
     for key in raw:
         if key.lower() in _SECRET_KEYS:
-            raise ConfigError(
+            raise InputError(
                 f"{path}: cluster {name!r} has an inline secret ({key}); secrets are never "
                 "stored in clusters.yaml",
                 "put the token in a file and name it with token_file, or in an environment "
@@ -203,51 +208,51 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         doc = yaml.safe_load(p.read_text()) or {}
     except OSError as e:
-        raise ConfigError(f"cannot read {p}: {e.strerror}", "check the --config path") from None
+        raise InputError(f"cannot read {p}: {e.strerror}", "check the --config path") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}", "fix the file") from None
+        raise InputError(f"{p} is not valid YAML: {e}", "fix the file") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("clusters"), dict):
-        raise ConfigError(
+        raise InputError(
             f"{p} must be a mapping with a `clusters:` mapping",
             "see docs/design.md: {clusters: {NAME: {kind, dir|endpoints, mode, ...}}}",
         )
     clusters = {}
     for name, raw in doc["clusters"].items():
         if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: cluster {name!r} must be a mapping")
+            raise InputError(f"{p}: cluster {name!r} must be a mapping")
         _check_no_inline_secrets(str(name), raw, str(p))
         if "mode" not in raw and not raw.get("dir"):
             raw = {**raw, "mode": "production"}  # remote clusters are production by default
         try:
             c = ClusterConfig(name=str(name), **raw)
         except ValidationError as e:
-            raise ConfigError(
+            raise InputError(
                 f"{p}: cluster {name!r}: {_describe(e)}", "fix clusters.yaml"
             ) from None
         except TypeError as e:
-            raise ConfigError(f"{p}: cluster {name!r}: {e}", "fix clusters.yaml") from None
+            raise InputError(f"{p}: cluster {name!r}: {e}", "fix clusters.yaml") from None
         if c.kind == "raft_core" and not c.dir and not c.endpoints:
-            raise ConfigError(
+            raise InputError(
                 f"{p}: cluster {name!r} needs `dir` (a local cluster) or `endpoints`",
                 "fix clusters.yaml",
             )
         if c.kind == "etcd" and not c.endpoints and not c.dir:
-            raise ConfigError(
+            raise InputError(
                 f"{p}: etcd cluster {name!r} needs `endpoints` (or the `dir` of `etcd up`)",
                 "fix clusters.yaml",
             )
         clusters[str(name)] = c
     if not clusters:
-        raise ConfigError(f"{p} names no clusters", "add one under `clusters:`")
+        raise InputError(f"{p} names no clusters", "add one under `clusters:`")
     rest = {k: v for k, v in doc.items() if k != "clusters"}
     try:
         cfg = Config(path=str(p), clusters=clusters, **rest)
     except ValidationError as e:
-        raise ConfigError(f"{p}: {_describe(e)}", "fix clusters.yaml") from None
+        raise InputError(f"{p}: {_describe(e)}", "fix clusters.yaml") from None
     except TypeError as e:
-        raise ConfigError(f"{p}: {e}", "fix clusters.yaml") from None
+        raise InputError(f"{p}: {e}", "fix clusters.yaml") from None
     if cfg.default is not None and cfg.default not in clusters:
-        raise ConfigError(f"{p}: default {cfg.default!r} is not one of the clusters")
+        raise InputError(f"{p}: default {cfg.default!r} is not one of the clusters")
     return cfg
 
 
@@ -256,7 +261,7 @@ def resolve_password(c: ClusterConfig) -> str | None:
     if c.password_env:
         value = os.environ.get(c.password_env)
         if not value:
-            raise ConfigError(
+            raise InputError(
                 f"cluster {c.name!r}: environment variable {c.password_env} (password_env) "
                 "is not set",
                 f"export {c.password_env} with the password of user {c.username!r}",
@@ -266,12 +271,12 @@ def resolve_password(c: ClusterConfig) -> str | None:
         try:
             return Path(c.password_file).expanduser().read_text().strip()
         except OSError as e:
-            raise ConfigError(
+            raise InputError(
                 f"cluster {c.name!r}: cannot read password file {c.password_file}: {e.strerror}",
                 "check password_file in clusters.yaml",
             ) from None
     if c.username:
-        raise ConfigError(
+        raise InputError(
             f"cluster {c.name!r} names username {c.username!r} but no password_env or "
             "password_file",
             "add one of them to clusters.yaml",
@@ -284,7 +289,7 @@ def resolve_token(c: ClusterConfig, local_token_file: str | None = None) -> str 
     if c.token_env:
         value = os.environ.get(c.token_env)
         if not value:
-            raise ConfigError(
+            raise InputError(
                 f"cluster {c.name!r}: environment variable {c.token_env} (token_env) is not set",
                 f"export {c.token_env} with the cluster's API token",
             )
@@ -294,11 +299,11 @@ def resolve_token(c: ClusterConfig, local_token_file: str | None = None) -> str 
         try:
             value = Path(path).expanduser().read_text().strip()
         except OSError as e:
-            raise ConfigError(
+            raise InputError(
                 f"cluster {c.name!r}: cannot read token file {path}: {e.strerror}",
                 "check token_file in clusters.yaml",
             ) from None
         if not value:
-            raise ConfigError(f"cluster {c.name!r}: token file {path} is empty")
+            raise InputError(f"cluster {c.name!r}: token file {path} is empty")
         return value
     return None

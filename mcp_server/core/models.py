@@ -4,7 +4,7 @@ These are at once the CLI's ``--json`` output and the MCP tools' structured outp
 field names are a contract (docs/design.md lists the ones that must never change; the
 README documents all of them). Add fields freely; rename or remove only with a reason.
 
-Inputs are models too (``*Request``): each operation takes one request shape, whichever
+Inputs are models too (``*OperationRequest``): each operation takes one request shape, whichever
 face builds it. A mutation answers an ``*Outcome``: ``outcome`` says whether the plan was
 only made (``planned``: ``plan`` set, ``result`` null) or carried out (``applied``: both
 set), so a caller never has to guess which of two models it got.
@@ -296,6 +296,9 @@ class ClusterInfo(_Model):
 
 class ClusterList(_Model):
     config: str | None = Field(description="clusters.yaml used, or null for the embedded default")
+    state_dir: str | None = Field(
+        None, description="where plans, approvals and the embedded cluster live (the server's)"
+    )
     clusters: list[ClusterInfo]
 
 
@@ -368,33 +371,33 @@ class DemoReport(_Model):
 # -- requests: one input shape per operation ---------------------------------------------------
 
 
-class Request(_Model):
+class OperationRequest(_Model):
     def arguments(self) -> dict[str, Any]:
         """The arguments as plans and the audit log record them."""
         return self.model_dump(mode="json")
 
 
-class ReadRequest(Request):
+class ReadRequest(OperationRequest):
     key: str = Field(min_length=1)
     consistency: Literal["linearizable", "stale"] = "linearizable"
 
 
-class HealthRequest(Request):
+class HealthRequest(OperationRequest):
     operation: str | None = Field(None, description="also say whether this operation is safe")
 
 
-class ElectRequest(Request):
+class ElectRequest(OperationRequest):
     target: str | None = Field(None, description="voter to move leadership to; none: elect one")
 
 
-class ReplicateRequest(Request):
+class ReplicateRequest(OperationRequest):
     entries: list[KVEntry] = Field(min_length=1)
 
 
 MembershipAction = Literal["add_learner", "add_voter", "promote", "remove"]
 
 
-class MembershipRequest(Request):
+class MembershipRequest(OperationRequest):
     action: MembershipAction
     node_id: str = Field(min_length=1)
     peer_address: str | None = None
@@ -409,18 +412,18 @@ class MembershipRequest(Request):
         }
 
 
-class SnapshotRequest(Request):
+class SnapshotRequest(OperationRequest):
     node: str | None = Field(None, description="one member; none: every reachable member")
 
 
-class RecoverRequest(Request):
+class RecoverRequest(OperationRequest):
     node_id: str = Field(min_length=1)
 
     def arguments(self) -> dict[str, Any]:
         return {"node": self.node_id}
 
 
-class FaultRequest(Request):
+class InjectFaultRequest(OperationRequest):
     kind: FaultKind
     nodes: list[str] = Field(default_factory=list)
 
@@ -469,9 +472,8 @@ class ElectionAnswer(_Model):
     leader: str | None = Field(description="planned: who leads now; applied: the new leader")
     term: int | None
     applied: bool = False
+    target: str | None = Field(None, description="the voter asked to lead; none: any")
     # planned
-    operation: str | None = None
-    arguments: dict[str, Any] | None = None
     risks: list[str] | None = None
     voters: list[str] | None = None
     learners: list[str] | None = None
@@ -482,7 +484,6 @@ class ElectionAnswer(_Model):
     )
     # applied
     method: Literal["transfer", "campaign", "none"] | None = None
-    target: str | None = None
     previous_leader: str | None = None
     previous_term: int | None = None
     seconds: float | None = None
@@ -494,7 +495,8 @@ class ElectionOutcome(Outcome):
 
     def document(self) -> ElectionAnswer:
         if self.result is None:
-            return ElectionAnswer(outcome="planned", **self.plan.model_dump())
+            plan = self.plan.model_dump(exclude={"operation", "arguments"})
+            return ElectionAnswer(outcome="planned", target=self.plan.arguments["target"], **plan)
         plan = self.plan.model_dump(include={"plan_id", "safe", "steps", "reasons"})
         return ElectionAnswer(outcome="applied", applied=True, **plan, **self.result.model_dump())
 

@@ -30,21 +30,21 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from raft_core.status import ProgressStatus
+
 from .errors import NotSupported, Refused
 
 
 @dataclass
-class Progress:
-    match: int
-    next: int
-    state: str
-    learner: bool = False
-    recent_active: bool = True
+class MemberStatus:
+    """One member as it answered (or failed to answer) a status request.
 
-
-@dataclass
-class NodeStatus:
-    """One member as it answered (or failed to answer) a status request."""
+    The consensus fields are the engine's (``raft_core.status.RaftStatus``), each
+    optional: a raft-node member's come from the status it serves, parsed with
+    ``raft_core.node.status.NodeStatus.from_json``; an etcd member's are those its
+    gateway reports, and an unreachable member has none. The leader's ``progress`` is
+    the engine's own ``ProgressStatus``.
+    """
 
     id: str
     reachable: bool
@@ -64,7 +64,7 @@ class NodeStatus:
     joint: bool = False
     pending_conf_index: int | None = None
     transferring_to: str | None = None
-    progress: dict[str, Progress] | None = None
+    progress: dict[str, ProgressStatus] | None = None
     faults: dict[str, Any] | None = None
     addresses: dict[str, str | None] = field(default_factory=dict)  # members' API addresses
     error: str | None = None
@@ -161,11 +161,11 @@ class ClusterAdapter(ABC):
     # -- observation ---------------------------------------------------------------
 
     @abstractmethod
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         """Every known member (configured, discovered, or local process), by id."""
 
     @abstractmethod
-    def status(self, node: str) -> NodeStatus: ...
+    def status(self, node: str) -> MemberStatus: ...
 
     @abstractmethod
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:

@@ -28,7 +28,7 @@ from raft_core.types import ConfState
 
 from .audit import now_iso
 from .models import ClusterStatus, Member
-from .port import NodeStatus
+from .port import MemberStatus
 
 CAUGHT_UP_LAG = 10
 ROLES = {"leader", "follower", "candidate", "pre_candidate", "learner"}
@@ -59,20 +59,20 @@ def is_quorum(
 
 @dataclass
 class ClusterView:
-    statuses: dict[str, NodeStatus]
-    leader: NodeStatus | None = None
-    leaders: list[NodeStatus] = field(default_factory=list)
-    reference: NodeStatus | None = None
+    statuses: dict[str, MemberStatus]
+    leader: MemberStatus | None = None
+    leaders: list[MemberStatus] = field(default_factory=list)
+    reference: MemberStatus | None = None
 
     @classmethod
-    def build(cls, statuses: dict[str, NodeStatus]) -> ClusterView:
+    def build(cls, statuses: dict[str, MemberStatus]) -> ClusterView:
         up = [s for s in statuses.values() if s.reachable]
         leaders = sorted(
             (s for s in up if s.role == "leader"), key=lambda s: s.term or 0, reverse=True
         )
         leader = leaders[0] if leaders else None
         if leader is not None:
-            ref: NodeStatus | None = leader
+            ref: MemberStatus | None = leader
         elif up:
             ref = max(up, key=lambda s: (s.term or 0, s.commit_index or 0, s.last_index or 0))
         else:
@@ -356,7 +356,7 @@ def status_model(view: ClusterView, *, cluster: str, kind: str, mode: str) -> Cl
     )
 
 
-def _kind_facts(st: NodeStatus | None) -> dict:
+def _kind_facts(st: MemberStatus | None) -> dict:
     """The kind-specific member facts an adapter filled in (etcd's names, URLs, ...)."""
     if st is None:
         return {}

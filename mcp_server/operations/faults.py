@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, get_args
 
 from ..core.context import OperationContext, ProgressFn
-from ..core.models import FaultKind, FaultRequest, FaultResult, Plan, PlanStep
+from ..core.models import FaultKind, FaultResult, InjectFaultRequest, Plan, PlanStep
 from ..core.view import ClusterView, is_quorum
 from . import remote
 
@@ -24,7 +24,7 @@ KINDS: tuple[str, ...] = get_args(FaultKind)
 PROCESS_KINDS = ("kill", "restart", "stop", "continue")
 
 
-def plan(ctx: OperationContext, request: FaultRequest) -> Plan:
+def plan(ctx: OperationContext, request: InjectFaultRequest) -> Plan:
     view = ctx.view()
     kind, nodes = request.kind, request.nodes
     everyone = view.members()
@@ -58,7 +58,7 @@ def plan(ctx: OperationContext, request: FaultRequest) -> Plan:
 
 
 def run(ctx: OperationContext, plan: Plan, progress: ProgressFn) -> FaultResult:
-    request = FaultRequest.model_validate(plan.arguments)
+    request = InjectFaultRequest.model_validate(plan.arguments)
     view = ctx.view()
     kind, nodes = request.kind, request.nodes
     faults: dict[str, dict[str, Any]] = {}

@@ -112,7 +112,7 @@ class NodeConfig:
     peer_cert_file: Path | None = None
     peer_key_file: Path | None = None
     peer_trusted_ca_file: Path | None = None
-    # -- Limits on what API clients can make the node hold (see http_server.py).
+    # -- Limits on what API clients can make the node hold (see http_server/).
     max_api_connections: int = 1000
     request_head_timeout_ms: int = 10_000
     request_body_timeout_ms: int = 30_000
