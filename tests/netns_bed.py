@@ -65,6 +65,11 @@ def missing_capability(need_nft: bool = False) -> str | None:
     absent = [t for t in tools if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
     if absent:
         return f"{', '.join(absent)} not installed: {INSTALL}"
+    probe = f"{PREFIX}-probe"
+    made = _run("ip", "link", "add", probe, "type", "bridge", check=False)
+    if made.returncode != 0:
+        return f"cannot make network devices here (CAP_NET_ADMIN?): {made.stderr.strip()}"
+    _run("ip", "link", "del", probe, check=False)
     return None
 
 

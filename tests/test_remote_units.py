@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mcp_server.core.errors import ConfigError, ManagerError
+from mcp_server.core.errors import InputError, ManagerError
 from mcp_server.local import nft
 from mcp_server.operations.remote import node_command, run
 
@@ -52,9 +52,9 @@ def test_command_templates_fill_each_word_and_never_split_a_value():
     assert argv == ["ssh", "10.0.0.2", "systemctl", "restart", "raft-node@n2"]
     argv = node_command("sh -c 'start {id} >> /var/log/{id}.log'", "n1", "h")
     assert argv == ["sh", "-c", "start n1 >> /var/log/n1.log"]
-    with pytest.raises(ConfigError, match=r"only \{id\} and \{host\}"):
+    with pytest.raises(InputError, match=r"only \{id\} and \{host\}"):
         node_command("ssh {hostname} true", "n1", "h")
-    with pytest.raises(ConfigError, match="No closing quotation"):
+    with pytest.raises(InputError, match="No closing quotation"):
         node_command("ssh 'unterminated", "n1", "h")
 
 

@@ -16,11 +16,12 @@ own, which the manager does not create; the remote-operations test covers them.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ..core import ConfigError
+from ..core import InputError
 from ..local import nft
 from .schedule import VARIANTS
 from .target import RaftNodeTarget
@@ -39,7 +40,7 @@ class NftTarget(RaftNodeTarget):
     variants = NFT_VARIANTS
     notes = NFT_NOTES
 
-    def __init__(self, directory: Any) -> None:
+    def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self._api_faulted: set[str] = set()  # members whose fault API holds something
 
@@ -48,7 +49,7 @@ class NftTarget(RaftNodeTarget):
         hosts: dict[str, nft.Host] = {}
         for n in self.cluster().nodes:
             if not n.netns:
-                raise ConfigError(
+                raise InputError(
                     f"--network nft needs every member in a network namespace of its own; "
                     f"{n.id} runs in this machine's ({n.peer_address})",
                     "run chaos without --network (the node fault API), or on a namespaced "
@@ -69,7 +70,7 @@ class NftTarget(RaftNodeTarget):
                 nft.set_faults, hosts, {n: f for n, f in network.items() if n in hosts}
             )
         except nft.NftError as e:
-            raise ConfigError(str(e), "is nft installed, and are we root?") from None
+            raise InputError(str(e), "is nft installed, and are we root?") from None
         api = {n: f for n, f in rest.items() if f or n in self._api_faulted}
         if api:
             await super().set_faults(http, api)

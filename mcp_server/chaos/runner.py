@@ -151,7 +151,7 @@ def _guarded_run(
         target = target_for(cluster.kind, Path(str(cluster.dir)))
         if opts.network == "nft":
             if cluster.kind != "raft_core":
-                raise ConfigError(
+                raise InputError(
                     f"--network nft drives raft-node clusters; {cluster.name!r} is {cluster.kind}",
                     "run chaos on it without --network",
                 )

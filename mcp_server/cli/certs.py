@@ -135,9 +135,9 @@ def cmd_certs_issue(args: argparse.Namespace, ui: UI) -> int:
         path = directory / f"{args.node}.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         config_file = str(path)
-        options: dict[str, Any] = {"config": str((install or directory) / path.name)}
+        options = {"config": str((install or directory) / path.name)}
     else:
-        options = dict(pki.tls_options(issued, install))
+        options = pki.tls_options(issued, install)
     renew = issued.not_after - dt.timedelta(days=max(1, args.days // 12))
     ui.emit(
         CertsResult(

@@ -50,7 +50,7 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
         cfg = config_of(args)
         named = cfg.cluster(args.cluster)
     elif args.network == "nft":
-        raise ConfigError(
+        raise InputError(
             "--network nft needs --cluster: a cluster whose members run in network namespaces "
             "of their own (the throwaway cluster's all share this machine's)",
             "see docs/three-machines.md (python tests/netns_bed.py chaos DIR ... runs one here)",

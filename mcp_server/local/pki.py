@@ -140,18 +140,11 @@ def tls_options(issued: Issued, install_dir: Path | None = None) -> dict[str, st
     }
 
 
-def flags(options: dict[str, Any]) -> list[str]:
+def flags(options: dict[str, str]) -> list[str]:
     """Config keys as ``raft-node`` command-line flags."""
-    out: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            out.append(flag)
-        elif isinstance(value, dict):
-            out += [flag, ",".join(f"{k}={v}" for k, v in value.items())]
-        else:
-            out += [flag, str(value)]
-    return out
+    return [
+        part for key, value in options.items() for part in ("--" + key.replace("_", "-"), value)
+    ]
 
 
 def _hostport(host: str, port: int) -> str:

@@ -23,7 +23,7 @@ import shlex
 import subprocess
 
 from ..core.context import OperationContext
-from ..core.errors import ConfigError, ManagerError
+from ..core.errors import InputError, ManagerError
 from ..core.view import ClusterView
 from ..local import nft
 
@@ -43,7 +43,7 @@ def host_of(ctx: OperationContext, view: ClusterView, node: str) -> str:
         if address:
             address = address.rpartition(":")[0].strip("[]")
     if not address or not _HOST.match(address):
-        raise ConfigError(
+        raise InputError(
             f"cluster {ctx.name!r}: no usable host known for {node} ({address!r})",
             f"name it in clusters.yaml: hosts: {{{node}: HOST}}",
         )
@@ -55,11 +55,11 @@ def node_command(template: str, node: str, host: str) -> list[str]:
     try:
         words = shlex.split(template)
     except ValueError as e:
-        raise ConfigError(f"command template {template!r}: {e}", "fix clusters.yaml") from None
+        raise InputError(f"command template {template!r}: {e}", "fix clusters.yaml") from None
     try:
         return [w.format(id=node, host=host) for w in words]
     except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(
+        raise InputError(
             f"command template {template!r} uses {e}; only {{id}} and {{host}} are known",
             "fix clusters.yaml ({{ and }} for literal braces)",
         ) from None
@@ -90,7 +90,7 @@ def nft_hosts(ctx: OperationContext, view: ClusterView) -> dict[str, nft.Host]:
     """Every member's host for ``local.nft`` (partitions only need the address)."""
     template = ctx.cluster.nft_command
     if template is None:
-        raise ConfigError(f"cluster {ctx.name!r} has no nft_command")
+        raise InputError(f"cluster {ctx.name!r} has no nft_command")
     hosts: dict[str, nft.Host] = {}
     for m in view.members():
         host = host_of(ctx, view, m)
