@@ -2,12 +2,12 @@
 
 The manager knows the cluster only by ``endpoints`` in clusters.yaml (HTTPS checked
 with the CA of ``raft-manager certs``): it cannot signal the members' processes. Each
-operation goes through the CLI as an operator would type it: status, a transfer, a new
-member on a fourth host (started with its config file, added as a learner, promoted),
-a removal, verify, a partition as nftables rules (``nft_command``) and its heal, and
-recover through ``recover_command`` (here ``ip netns exec``; ``ssh HOST systemctl
-restart raft-node@ID`` on real hosts). Without a recover command, recover prints the
-steps instead."""
+operation goes through the CLI as an operator would type it: status, health, reads, a
+transfer, a new member on a fourth host (started with its config file, added as a
+learner, promoted), a removal, verify, a partition as nftables rules (``nft_command``)
+and its heal, and recover through ``recover_command`` (here ``ip netns exec``; ``ssh
+HOST systemctl restart raft-node@ID`` on real hosts). Without a recover command,
+recover prints the steps instead."""
 
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ def test_remote_operations_through_endpoints_and_configured_commands(tmp_path, c
 
         verified = run("verify")
         assert verified["consistent"] is True and "n4" in verified["checked"], verified
+        assert run("get", "before-n4")["value"] == "1"
+        assert run("get", "before-n4", "--stale")["value"] == "1"
 
         # A partition as nftables rules: n4 is cut off, the others go on committing.
         cut = run("fault", "partition", "n4")
