@@ -27,7 +27,7 @@ from ..local import ClusterError
 from ..manager import list_clusters
 from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
-from . import chaos, etcd, launcher, nats, render
+from . import certs, chaos, etcd, launcher, nats, render
 from .approve import cmd_approve
 from .ui import (
     EPILOG,
@@ -510,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "chaos", "clients + faults on real processes; a verdict (sandbox)", chaos.cmd_chaos
     )
     chaos.add_arguments(ch)
+    certs.add_arguments(sub, cmd)
     mc = cmd(sub, "mcp", "run the MCP server (stdio; --http for streamable HTTP)", cmd_mcp)
     add_server_arguments(mc)
     ap = cmd(

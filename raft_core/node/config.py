@@ -31,6 +31,13 @@ def check_address(text: str, what: str, *, listen: bool = False) -> tuple[str, i
         raise ConfigError(str(e)) from None
 
 
+def check_node_id(node_id: str) -> None:
+    """A node id is 1-64 letters, digits, '-' or '_': it names files, certificates and
+    hosts' config entries, so nothing else is allowed in it."""
+    if not node_id or len(node_id) > 64 or not node_id.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"node id {node_id!r} must be 1-64 letters, digits, '-' or '_'")
+
+
 def parse_peers(text: str) -> dict[NodeId, str]:
     """``n1=127.0.0.1:7101,n2=...`` -> {"n1": "127.0.0.1:7101", ...}."""
     peers: dict[NodeId, str] = {}
@@ -153,12 +160,7 @@ class NodeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
 
     def validate(self) -> None:
-        if (
-            not self.id
-            or len(self.id) > 64
-            or not self.id.replace("-", "").replace("_", "").isalnum()
-        ):
-            raise ConfigError(f"node id {self.id!r} must be 1-64 letters, digits, '-' or '_'")
+        check_node_id(self.id)
         check_address(self.peer_listen, "--peer-listen", listen=True)
         check_address(self.api_listen, "--api-listen", listen=True)
         if self.fsync not in ("always", "never"):
