@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,6 +28,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from anthropic_standin import Reply, serving, text, tool_use
 from mcp import StdioServerParameters
 from mcp.client import Client
 from mcp.client.session import ClientSession
@@ -273,3 +276,160 @@ def test_inspector_cli(server, tool_list, tmp_path):
     assert status["structuredContent"]["leader"] in {"n1", "n2", "n3"}
     tool = next(t for t in tool_list if t["name"] == "cluster_status")
     assert_matches_output_schema(tool, status["structuredContent"], "inspector cluster_status")
+
+
+# -- Claude Code itself, offline --------------------------------------------------------------
+
+SERVER = "agent-raft-manager"
+PREFIX = f"mcp__{SERVER}__"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tool_results(body: dict) -> list[dict]:
+    return [
+        block
+        for m in body["messages"]
+        if m["role"] == "user" and isinstance(m["content"], list)
+        for block in m["content"]
+        if block.get("type") == "tool_result"
+    ]
+
+
+def _result_text(block: dict) -> str:
+    content = block.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(c.get("text", "") for c in content or [])
+
+
+def _install_skill(project: Path) -> None:
+    """The skill as `npx skills add` lays it out in a project."""
+    skill = project / ".claude" / "skills" / SERVER
+    skill.mkdir(parents=True)
+    shutil.copy(ROOT / "SKILL.md", skill)
+    for folder in ("hooks", "skill"):
+        shutil.copytree(ROOT / folder, skill / folder)
+
+
+class ScriptedModel:
+    """The "model" of the Claude Code cell: a fixed turn sequence, one step per tool result
+    it has seen. It lists clusters, reads the status, plans and applies adding learner n4;
+    then (having killed a follower voter itself) tries to remove n4, which the skill's
+    PreToolUse hook must block, and repairs the follower, which the hook lets through."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
+        self.killed: str | None = None
+
+    def __call__(self, body: dict) -> Reply:
+        if not any(t["name"].startswith(PREFIX) for t in body.get("tools", [])):
+            return text("ok")  # a side request (e.g. a title): no tools offered
+        done = [_result_text(b) for b in _tool_results(body)]
+        if len(done) == 0:
+            return tool_use(PREFIX + "list_clusters", {})
+        if len(done) == 1:
+            return tool_use(PREFIX + "cluster_status", {})
+        add = {"action": "add_learner", "node_id": "n4"}
+        if len(done) == 2:
+            return tool_use(PREFIX + "change_membership", {**add, "dry_run": True})
+        if len(done) == 3:
+            plan = re.search(r"p-[0-9a-f]{16}", done[2])
+            assert plan, done[2]
+            return tool_use(
+                PREFIX + "change_membership", {**add, "dry_run": False, "plan_id": plan[0]}
+            )
+        if len(done) == 4:
+            status = json.loads(done[1][done[1].index("{") :])
+            self.killed = next(
+                m["id"] for m in status["members"] if m["voter"] and m["id"] != status["leader"]
+            )
+            subprocess.run(
+                [str(BIN / "raft-manager"), "cluster", "kill", self.killed],
+                env=self.env, check=True, capture_output=True, timeout=30,
+            )  # fmt: skip
+            remove = {"action": "remove", "node_id": "n4", "dry_run": False}
+            return tool_use(PREFIX + "change_membership", remove)
+        if len(done) == 5:
+            return tool_use(PREFIX + "recover_node", {"node_id": self.killed})
+        return text("done")
+
+
+def test_claude_code_offline(state_dir, tool_list, tmp_path):
+    """`claude -p /agent-raft-manager ...` against the stand-in Messages API: Claude Code
+    offers our tools, returns their results, and runs the skill's hooks (context before and
+    after each mutation; a block before changing an unhealthy cluster)."""
+    require_node()
+    project, home = tmp_path / "project", tmp_path / "home"
+    home.mkdir()
+    _install_skill(project)
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {SERVER: {
+        "command": str(BIN / "raft-manager-mcp"), "args": [],
+        "env": {"XDG_STATE_HOME": str(state_dir)},
+    }}}))  # fmt: skip
+    model = ScriptedModel(state_dir)
+    with serving(model) as (standin, url):
+        env = {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # the hooks' raft-manager
+            "HOME": str(home),
+            "XDG_STATE_HOME": str(state_dir),
+            "ANTHROPIC_BASE_URL": url,
+            "ANTHROPIC_API_KEY": "sk-ant-stand-in",
+            # Offline: no telemetry or updates, and any request that is not for the
+            # stand-in goes to a proxy that is not there.
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "NO_PROXY": "127.0.0.1,localhost",
+            # Offer MCP tools with their schemas, not behind a tool search.
+            "ENABLE_TOOL_SEARCH": "false",
+        }
+        argv = [
+            str(NODE_BIN / "claude"), "-p", f"/{SERVER} add n4 as a learner",
+            "--mcp-config", str(config), "--strict-mcp-config",
+            "--allowedTools", f"mcp__{SERVER}", "--output-format", "stream-json", "--verbose",
+        ]  # fmt: skip
+        done = subprocess.run(
+            argv, env=env, cwd=project, capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not standin.errors, standin.errors
+    main = [r for r in standin.requests if any(t["name"].startswith(PREFIX) for t in r["tools"])]
+    assert main, "Claude Code never offered our tools"
+
+    # Offered: every tool, with its input schema.
+    offered = {t["name"]: t for t in main[0]["tools"] if t["name"].startswith(PREFIX)}
+    assert set(offered) == {PREFIX + t["name"] for t in tool_list}
+    assert all(t["input_schema"]["type"] == "object" for t in offered.values())
+    # The skill itself was loaded by its slash command.
+    assert "# Agent Raft Manager" in json.dumps(main[0]["messages"])
+
+    # Returned: each result, in order.
+    final = main[-1]
+    results = _tool_results(final)
+    assert len(results) == 6, [_result_text(r)[:200] for r in results]
+    listed, status, plan, applied, blocked, recovered = results
+    assert '"local"' in _result_text(listed)
+    assert '"leader"' in _result_text(status)
+    assert '"plan_id"' in _result_text(plan) and not plan.get("is_error")
+    assert not applied.get("is_error") and '"applied":true' in _result_text(applied).replace(
+        " ", ""
+    )
+    assert not recovered.get("is_error"), _result_text(recovered)
+
+    # The hooks ran: health before each mutation and verification after the apply, as
+    # context for the model; the removal from an unhealthy cluster was blocked before it
+    # reached the server.
+    context = json.dumps(final["messages"])
+    for event, hook in (("PreToolUse", "pre"), ("PostToolUse", "post")):
+        said = f"{event}:{PREFIX}change_membership hook additional context: agent-raft-manager"
+        assert f"{said} {hook}: OK" in context, f"no {event} context"
+    assert blocked.get("is_error"), blocked
+    assert "agent-raft-manager pre: FAIL" in _result_text(blocked)
+    assert "blocked: the cluster is unhealthy" in _result_text(blocked)
+    cluster = subprocess.run(
+        [str(BIN / "raft-manager"), "status", "--json"],
+        env=model.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "n4" in json.loads(cluster.stdout)["learners"], "the blocked removal went through"
