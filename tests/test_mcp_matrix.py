@@ -28,6 +28,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+import yaml
 from anthropic_standin import Reply, serving, text, tool_use
 from mcp import StdioServerParameters
 from mcp.client import Client
@@ -313,12 +314,13 @@ def _install_skill(project: Path) -> None:
 
 class ScriptedModel:
     """The "model" of the Claude Code cell: a fixed turn sequence, one step per tool result
-    it has seen. It lists clusters, reads the status, plans and applies adding learner n4;
-    then (having killed a follower voter itself) tries to remove n4, which the skill's
+    it has seen. It lists clusters, reads the status, plans and applies adding a learner;
+    then (having killed a follower voter itself) tries to remove the learner, which our
     PreToolUse hook must block, and repairs the follower, which the hook lets through."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, learner: str) -> None:
         self.env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
+        self.learner = learner
         self.killed: str | None = None
 
     def __call__(self, body: dict) -> Reply:
@@ -329,7 +331,7 @@ class ScriptedModel:
             return tool_use(PREFIX + "list_clusters", {})
         if len(done) == 1:
             return tool_use(PREFIX + "cluster_status", {})
-        add = {"action": "add_learner", "node_id": "n4"}
+        add = {"action": "add_learner", "node_id": self.learner}
         if len(done) == 2:
             return tool_use(PREFIX + "change_membership", {**add, "dry_run": True})
         if len(done) == 3:
@@ -347,27 +349,39 @@ class ScriptedModel:
                 [str(BIN / "raft-manager"), "cluster", "kill", self.killed],
                 env=self.env, check=True, capture_output=True, timeout=30,
             )  # fmt: skip
-            remove = {"action": "remove", "node_id": "n4", "dry_run": False}
+            remove = {"action": "remove", "node_id": self.learner, "dry_run": False}
             return tool_use(PREFIX + "change_membership", remove)
         if len(done) == 5:
             return tool_use(PREFIX + "recover_node", {"node_id": self.killed})
         return text("done")
 
 
-def test_claude_code_offline(state_dir, tool_list, tmp_path):
-    """`claude -p /agent-raft-manager ...` against the stand-in Messages API: Claude Code
-    offers our tools, returns their results, and runs the skill's hooks (context before and
-    after each mutation; a block before changing an unhealthy cluster)."""
+@pytest.mark.parametrize("hooks_from", ["skill", "settings"])
+def test_claude_code_offline(hooks_from, state_dir, tool_list, tmp_path):
+    """`claude -p` against the stand-in Messages API: Claude Code offers our tools, returns
+    their results, and runs our hooks (context before and after each mutation; a block
+    before changing an unhealthy cluster). The hooks come from the skill's frontmatter
+    (active once `/agent-raft-manager` loads the skill) or from the project's
+    `.claude/settings.json` (always active: the path ruflo's swarms use)."""
     require_node()
     project, home = tmp_path / "project", tmp_path / "home"
     home.mkdir()
     _install_skill(project)
+    learner = "n4" if hooks_from == "skill" else "n5"
+    prompt = f"add {learner} as a learner"
+    if hooks_from == "settings":
+        shutil.copy(
+            ROOT / "skill" / "examples" / "claude-settings.json",
+            project / ".claude" / "settings.json",
+        )
+    else:
+        prompt = f"/{SERVER} {prompt}"
     config = tmp_path / "mcp.json"
     config.write_text(json.dumps({"mcpServers": {SERVER: {
         "command": str(BIN / "raft-manager-mcp"), "args": [],
         "env": {"XDG_STATE_HOME": str(state_dir)},
     }}}))  # fmt: skip
-    model = ScriptedModel(state_dir)
+    model = ScriptedModel(state_dir, learner)
     with serving(model) as (standin, url):
         env = {
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # the hooks' raft-manager
@@ -386,7 +400,7 @@ def test_claude_code_offline(state_dir, tool_list, tmp_path):
             "ENABLE_TOOL_SEARCH": "false",
         }
         argv = [
-            str(NODE_BIN / "claude"), "-p", f"/{SERVER} add n4 as a learner",
+            str(NODE_BIN / "claude"), "-p", prompt,
             "--mcp-config", str(config), "--strict-mcp-config",
             "--allowedTools", f"mcp__{SERVER}", "--output-format", "stream-json", "--verbose",
         ]  # fmt: skip
@@ -402,8 +416,8 @@ def test_claude_code_offline(state_dir, tool_list, tmp_path):
     offered = {t["name"]: t for t in main[0]["tools"] if t["name"].startswith(PREFIX)}
     assert set(offered) == {PREFIX + t["name"] for t in tool_list}
     assert all(t["input_schema"]["type"] == "object" for t in offered.values())
-    # The skill itself was loaded by its slash command.
-    assert "# Agent Raft Manager" in json.dumps(main[0]["messages"])
+    # The skill itself was loaded by its slash command, and only then.
+    assert ("# Agent Raft Manager" in json.dumps(main[0]["messages"])) == (hooks_from == "skill")
 
     # Returned: each result, in order.
     final = main[-1]
@@ -432,4 +446,16 @@ def test_claude_code_offline(state_dir, tool_list, tmp_path):
         [str(BIN / "raft-manager"), "status", "--json"],
         env=model.env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert "n4" in json.loads(cluster.stdout)["learners"], "the blocked removal went through"
+    assert learner in json.loads(cluster.stdout)["learners"], "the blocked removal went through"
+
+
+def test_hook_matchers_name_every_mutation_tool(tool_list):
+    """The skill's and the settings example's matchers cover exactly the tools that are not
+    read-only, under the one server name."""
+    mutations = sorted(t["name"] for t in tool_list if not t["annotations"].get("readOnlyHint"))
+    expected = f"^{PREFIX}({'|'.join(mutations)})$"
+    skill = yaml.safe_load((ROOT / "SKILL.md").read_text().split("---\n")[1])["hooks"]
+    settings = json.loads((ROOT / "skill" / "examples" / "claude-settings.json").read_text())
+    for hooks in (skill, settings["hooks"]):
+        for event in ("PreToolUse", "PostToolUse"):
+            assert [m["matcher"] for m in hooks[event]] == [expected], event
