@@ -37,6 +37,7 @@ from ..core import (
     SnapshotResult,
     VerifyReport,
 )
+from ..core.view import group_line
 
 SUMMARY_VALUE_CHARS = 60
 
@@ -103,6 +104,10 @@ def _status(s: ClusterStatus) -> str:
     if s.change_in_flight:
         parts.append("a configuration change is in flight")
     parts.append(_warnings(s.warnings))
+    if s.groups_total > 1:  # several Raft groups (NATS): a line's worth each, one page
+        more = f", next page at group_offset {s.next_group_offset}" if s.next_group_offset else ""
+        lines = " | ".join(group_line(g) for g in s.groups)
+        parts.append(f"{len(s.groups)} of {s.groups_total} raft groups{more}: {lines}")
     return "; ".join(parts)
 
 
