@@ -49,7 +49,10 @@ refusal says why and what to do next - do that, do not retry blindly. On cluster
 require_approval a destructive plan needs a human to run `raft-manager approve PLAN_ID`
 at a terminal; you cannot approve it yourself. Every tool's `cluster` argument names a
 cluster from list_clusters; omit it for the server's default cluster (with no config,
-the embedded local cluster, started on first use). Resources: raft://skill and
+the embedded local cluster, started on first use). An optional `group` names one Raft
+group of a cluster that runs several (NATS JetStream: meta, stream:NAME,
+consumer:STREAM/NAME; cluster_status lists them, a page at a time: pass its
+next_group_offset as group_offset). Resources: raft://skill and
 raft://runbooks/* say how to work; raft://audit shows what was done."""
 
 

@@ -36,9 +36,9 @@ RUNBOOKS = Path(__file__).resolve().parents[1] / "skill" / "references"
 # The tool table of docs/design.md, section 6: name -> (arguments, read_only, destructive).
 CONTRACT = {
     "list_clusters": ([], True, False),
-    "cluster_status": (["cluster"], True, False),
-    "health_check": (["cluster", "operation"], True, False),
-    "elect_leader": (["cluster", "target", "dry_run", "plan_id"], False, True),
+    "cluster_status": (["cluster", "group", "group_offset"], True, False),
+    "health_check": (["cluster", "operation", "group"], True, False),
+    "elect_leader": (["cluster", "target", "dry_run", "plan_id", "group"], False, True),
     "replicate": (["cluster", "entries"], False, False),
     "read": (["cluster", "key", "consistency"], True, False),
     "change_membership": (
@@ -46,9 +46,9 @@ CONTRACT = {
         False,
         True,
     ),
-    "verify_consistency": (["cluster"], True, False),
-    "snapshot": (["cluster", "node"], False, False),
-    "recover_node": (["cluster", "node_id"], False, True),
+    "verify_consistency": (["cluster", "group"], True, False),
+    "snapshot": (["cluster", "node", "group"], False, False),
+    "recover_node": (["cluster", "node_id", "group"], False, True),
     "inject_fault": (["cluster", "kind", "nodes"], False, True),
     "chaos": (["cluster", "duration_s", "nemesis", "seed"], False, True),
 }

@@ -45,6 +45,7 @@ from ..local import CLUSTER_FILE, ClusterError, LocalCluster, LocalSettings, fre
 from ..manager import Manager, make_adapter
 from .checks import check_linearizable, lost_writes
 from .models import Anomaly, ChaosVerdict, FaultEvent, OpCounts
+from .nats import run_nats_chaos
 from .nemesis import Nemesis
 from .nft import NftTarget
 from .schedule import make_schedule
@@ -137,6 +138,17 @@ def _guarded_run(
                 f"cluster {cluster.name!r} is not local: chaos kills and pauses member processes",
                 "run chaos on a local sandbox cluster (one with `dir:`), or on none for a "
                 "throwaway cluster",
+            )
+        if cluster.kind == "nats":  # its clients speak NATS, not HTTP: its own loop
+            return run_nats_chaos(
+                mgr,
+                Path(str(cluster.dir)),
+                duration_s=opts.duration_s,
+                seed=opts.seed,
+                clients=opts.clients,
+                nemeses=opts.nemeses,
+                out=out,
+                log=log,
             )
         if cluster.kind == "etcd" and cluster.tls:
             raise InputError(

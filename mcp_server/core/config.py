@@ -16,6 +16,8 @@ Shape (docs/design.md)::
       etcd:   {kind: etcd, endpoints: ["https://10.0.0.5:2379"], tls: {ca_file: ca.pem,
                cert_file: client.pem, key_file: client.key}, username: ops,
                password_file: /etc/raft-manager/etcd.password}
+      js:     {kind: nats, servers: ["nats://10.0.0.7:4222"], monitor: ["http://10.0.0.7:8222"],
+               username: sys, password_file: /etc/raft-manager/nats-sys.password}
 
 Secrets are never inline: ``token_env`` names an environment variable and
 ``token_file`` a file that holds the API token (etcd: ``password_env`` /
@@ -68,9 +70,11 @@ class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["raft_core", "etcd"] = "raft_core"
+    kind: Literal["raft_core", "etcd", "nats"] = "raft_core"
     dir: str | None = Field(None, description="a local cluster's directory (cluster.yaml)")
     endpoints: list[str] | None = Field(None, description="API addresses, HOST:PORT")
+    servers: list[str] | None = Field(None, description="nats: client URLs, nats://H:P")
+    monitor: list[str] | None = Field(None, description="nats: monitoring URLs, http://H:P")
     mode: Literal["sandbox", "production"] = "sandbox"
     read_only: bool = False
     allowed_operations: list[str] | None = None
@@ -81,7 +85,9 @@ class ClusterConfig(BaseModel):
     tls: TLSConfig | None = None
     token_env: str | None = None
     token_file: str | None = None
-    username: str | None = Field(None, description="etcd: user for auth/authenticate")
+    username: str | None = Field(
+        None, description="etcd: user for auth/authenticate; nats: a system-account user"
+    )
     password_env: str | None = Field(None, description="etcd: variable holding the password")
     password_file: str | None = Field(None, description="etcd: file holding the password")
     auto_start: bool = Field(False, description="start the local cluster on first use")
@@ -132,7 +138,7 @@ class ClusterConfig(BaseModel):
 
     @property
     def location(self) -> str:
-        return self.dir or ", ".join(self.endpoints or [])
+        return self.dir or ", ".join(self.endpoints or self.servers or [])
 
 
 class Config(BaseModel):
@@ -240,6 +246,12 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             raise InputError(
                 f"{p}: etcd cluster {name!r} needs `endpoints` (or the `dir` of `etcd up`)",
                 "fix clusters.yaml",
+            )
+        if c.kind == "nats" and not (c.monitor and c.servers) and not c.dir:
+            raise InputError(
+                f"{p}: nats cluster {name!r} needs `servers` and `monitor` (or the `dir` of "
+                "`nats up`)",
+                "fix clusters.yaml: servers: [nats://H:P, ...], monitor: [http://H:P, ...]",
             )
         clusters[str(name)] = c
     if not clusters:

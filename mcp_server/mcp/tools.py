@@ -34,6 +34,7 @@ from .backend import Backend
 # description here costs tools/list about 700 characters).
 ClusterArg = str | None
 PlanIdArg = Annotated[str | None, Field(description="apply this dry run's plan")]
+GroupArg = str | None
 Nemesis = Literal[NEMESES]  # type: ignore[valid-type]
 MAX_CHAOS_S = 600.0
 
@@ -42,15 +43,20 @@ MAX_CHAOS_S = 600.0
 _REQUIRED = inspect.Parameter.empty
 ARGUMENTS: dict[str, dict[str, tuple[Any, Any]]] = {
     "list_clusters": {},
-    "cluster_status": {"cluster": (ClusterArg, None)},
+    "cluster_status": {
+        "cluster": (ClusterArg, None),
+        "group": (GroupArg, None),
+        "group_offset": (Annotated[int, Field(ge=0)], 0),
+    },
     "health_check": {
         "cluster": (ClusterArg, None),
         "operation": (
             Annotated[str | None, Field(description="the tool you intend, e.g. elect_leader")],
             None,
         ),
+        "group": (GroupArg, None),
     },
-    "verify_consistency": {"cluster": (ClusterArg, None)},
+    "verify_consistency": {"cluster": (ClusterArg, None), "group": (GroupArg, None)},
     "read": {
         "key": (Annotated[str, Field(min_length=1)], _REQUIRED),
         "cluster": (ClusterArg, None),
@@ -68,6 +74,7 @@ ARGUMENTS: dict[str, dict[str, tuple[Any, Any]]] = {
         "target": (Annotated[str | None, Field(description="voter to lead, e.g. n2")], None),
         "dry_run": (Annotated[bool, Field(description="only plan; returns plan_id")], False),
         "plan_id": (PlanIdArg, None),
+        "group": (GroupArg, None),
     },
     "change_membership": {
         "action": (MembershipAction, _REQUIRED),
@@ -87,10 +94,12 @@ ARGUMENTS: dict[str, dict[str, tuple[Any, Any]]] = {
     "snapshot": {
         "cluster": (ClusterArg, None),
         "node": (Annotated[str | None, Field(description="one member; omit for all")], None),
+        "group": (GroupArg, None),
     },
     "recover_node": {
         "node_id": (Annotated[str, Field(min_length=1)], _REQUIRED),
         "cluster": (ClusterArg, None),
+        "group": (GroupArg, None),
     },
     "inject_fault": {
         "kind": (FaultKind, _REQUIRED),
@@ -128,9 +137,12 @@ def annotations(entry: ToolEntry) -> ToolAnnotations:
 def _manager_call(entry: ToolEntry, args: dict[str, Any]) -> Call:
     """Call the entry's ``Manager`` method; a mutation's outcome becomes its document."""
 
+    method = entry.method
+    assert method is not None, f"{entry.name} names no Manager method"
+
     def call(m: Manager, progress: ProgressFn) -> BaseModel:
         extra = {} if entry.read_only else {"progress": progress}
-        answer = getattr(m, entry.method or "")(**args, **extra)
+        answer = getattr(m, method)(**args, **extra)
         return answer.document() if isinstance(answer, Outcome) else answer
 
     return call

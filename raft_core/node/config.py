@@ -50,6 +50,9 @@ def parse_peers(text: str) -> dict[NodeId, str]:
     return peers
 
 
+STATE_STORES = ("lmdb", "memory")
+
+
 @dataclass
 class NodeConfig:
     id: NodeId
@@ -88,6 +91,10 @@ class NodeConfig:
     # is not: a snapshot costs the whole state, so its cost per entry stays bounded.
     snapshot_entries: int = 10_000
     keep_entries: int = 1_000
+    # Where the KV state lives: "lmdb" (default) on disk in <data_dir>/state.mdb,
+    # "memory" in Python dicts, rebuilt from the snapshot and the log at each start
+    # (docs/design.md, "The on-disk state machine").
+    state_store: str = "lmdb"
     # Requests waiting in the proposal pipeline before new ones get 503.
     max_pending_proposals: int = 10_000
     # How long a client request may wait for its entry to apply.
@@ -158,6 +165,8 @@ class NodeConfig:
         check_address(self.api_listen, "--api-listen", listen=True)
         if self.fsync not in ("always", "never"):
             raise ConfigError(f"--fsync must be 'always' or 'never', not {self.fsync!r}")
+        if self.state_store not in STATE_STORES:
+            raise ConfigError(f"--state-store must be one of {', '.join(STATE_STORES)}")
         if self.event_loop not in LOOP_CHOICES:
             raise ConfigError(f"--event-loop must be one of {', '.join(LOOP_CHOICES)}")
         if self.event_loop == "uvloop" and self.peer_tls:
@@ -247,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         "that while the log since the last snapshot is smaller than the snapshot)",
     )
     p.add_argument("--keep-entries", type=int)
+    p.add_argument(
+        "--state-store",
+        choices=list(STATE_STORES),
+        help="lmdb (default): the KV state on disk, restarts resume from it; memory: "
+        "in memory, rebuilt from the latest snapshot at each start",
+    )
     p.add_argument("--max-pending-proposals", type=int)
     p.add_argument("--request-timeout-ms", type=int)
     p.add_argument("--api-token-file", type=Path, help="file holding the API bearer token")
