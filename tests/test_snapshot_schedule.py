@@ -25,7 +25,7 @@ async def _write(node: RaftNode, n: int, value_bytes: int, tag: str) -> None:
         await node.propose(["put", f"{tag}{i}", "x" * value_bytes])
     for _ in range(100):  # let a snapshot the last write started finish
         await asyncio.sleep(0.01)
-        if not node._snapshotting:
+        if not node.snapshotting:
             return
 
 

@@ -71,6 +71,18 @@ class LocalSettings:
     ca_file: str | None = None
 
 
+def check_can_start(d: Path, nodes: int, running: list[str] | None, down: str) -> None:
+    """Refuse an ``up`` in ``d`` while members of an earlier cluster there still run
+    (``running``), or of a size the launchers do not make."""
+    if running:
+        raise ClusterError(
+            f"a cluster is already running in {d} ({', '.join(running)}); "
+            f"run `{down}` first or pick another --dir"
+        )
+    if not 1 <= nodes <= 9:
+        raise ClusterError("--nodes must be between 1 and 9")
+
+
 @dataclass
 class LocalCluster:
     dir: Path
@@ -175,16 +187,8 @@ class LocalCluster:
         already name a cluster secret), peer authentication is set up first: TLS
         certificates from a new CA, else a cluster secret (``security``)."""
         d = Path(directory).resolve()
-        if (d / CLUSTER_FILE).exists():
-            existing = cls.load(d)
-            running = [n.id for n in existing.nodes if existing.alive(n)]
-            if running:
-                raise ClusterError(
-                    f"a cluster is already running in {d} (nodes {', '.join(running)}); "
-                    "run `cluster down` first or pick another --dir"
-                )
-        if not 1 <= nodes <= 9:
-            raise ClusterError("--nodes must be between 1 and 9")
+        old = cls.load(d) if (d / CLUSTER_FILE).exists() else None
+        check_can_start(d, nodes, old and [n.id for n in old.nodes if old.alive(n)], "cluster down")
         d.mkdir(parents=True, exist_ok=True)
         c = cls(d, [], settings or LocalSettings())
         for i in range(1, nodes + 1):
