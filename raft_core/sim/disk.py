@@ -94,6 +94,18 @@ class Disk:
         self._batches = [(None, None, list(self.entries))] if self.entries else []
         self._flip = None
 
+    def last_index(self) -> int:
+        base = self.snapshot.meta.index if self.snapshot else 0
+        return base + len(self.entries)
+
+    def holds(self, index: int, term: int) -> bool:
+        """Whether entry ``index`` of ``term`` is durable (in the log or a snapshot)."""
+        base = self.snapshot.meta.index if self.snapshot else 0
+        if index <= base:
+            return True
+        k = index - base - 1
+        return k < len(self.entries) and self.entries[k].term == term
+
     # -- faults ----------------------------------------------------------------
 
     def crash_during(self, rd: Ready, rng: random.Random) -> None:
