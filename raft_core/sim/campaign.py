@@ -25,6 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from .. import quorum
 from ..checker.linearizability import check_history
 from ..confchange import ChangeOp, ConfChange, ConfChangeError, apply_change
 from ..driver import Livelock
@@ -183,7 +184,7 @@ def plan_run(seed: int) -> RunPlan:
     # The targeted actions, from a stream of their own again.
     teeth = random.Random(seed * 2654435761 + 17)
     if plan.nodes > 1:
-        plan.figure8 = teeth.random() < 0.25
+        plan.figure8 = teeth.random() < 0.3
         plan.joint = teeth.random() < 0.25
         # Only with both pre-vote and check-quorum does the protocol promise that a
         # node cut off from a live leader cannot raise the term of those who hear it.
@@ -193,6 +194,9 @@ def plan_run(seed: int) -> RunPlan:
         # append lets an old-term entry reach a majority before the new leader's no-op.
         plan.churn = True
         config.max_size_per_msg = 1
+        # Mostly one append in flight: the no-op leaves only after the entry before it
+        # was acknowledged, so a crash at that acknowledgement keeps it from everyone.
+        config.max_inflight_msgs = teeth.choice([1, 1, 4])
     if plan.joint:
         plan.membership = True
     if plan.liveness:
@@ -217,10 +221,12 @@ class Chaos:
         self.quiet = False
         self._watched: tuple[NodeId, int, frozenset[NodeId]] | None = None
         self._figure8_seen: set[tuple[NodeId, int]] = set()
+        # A targeted action plays out undisturbed until then (virtual ms).
+        self._busy_until = 0.0
 
     @property
     def acting(self) -> bool:
-        return self.active and not self.quiet
+        return self.active and not self.quiet and self.c.now >= self._busy_until
 
     def start(self) -> None:
         self.c.schedule(self.rng.uniform(100, 300), self._act)
@@ -233,6 +239,7 @@ class Chaos:
         if self.plan.churn or self.plan.nodes == 1 or self.plan.shrink:
             self.c.early_send_hooks.append(self._crash_before_the_write)
         if self.plan.figure8:
+            self.c.elected_hooks.append(self._figure8_setup)
             self.c.receive_hooks.append(self._figure8)
         if self.plan.joint:
             self.c.apply_hooks.append(self._joint_applied)
@@ -277,7 +284,7 @@ class Chaos:
     def _act(self) -> None:
         if not self.active:
             return
-        if self.quiet:
+        if not self.acting:
             self.c.schedule(self.rng.uniform(60, 350), self._act)
             return
         if self.plan.churn and self.rng.random() < 0.6:
@@ -286,7 +293,9 @@ class Chaos:
             return
         roll = self.rng.random()
         try:
-            if roll < 0.22:
+            if self.plan.joint and roll > 0.5:
+                self._membership()  # joint runs change membership half the time
+            elif roll < 0.22:
                 self._crash()
             elif roll < 0.42:
                 self._partition()
@@ -296,7 +305,7 @@ class Chaos:
                 self._transfer()
             elif roll < 0.64:
                 self._force_campaign()
-            elif roll < 0.70:
+            elif roll < 0.70 and not self.plan.joint:
                 self._compact_now()
             elif self.plan.membership:
                 self._membership()
@@ -354,14 +363,42 @@ class Chaos:
 
     # -- Figure 8 ---------------------------------------------------------------------
 
-    def _figure8(self, node, m) -> None:
-        """A leader's first acknowledgement of an entry of an older term: crash it.
+    def _figure8_setup(self, node) -> None:
+        """A new leader whose no-op goes where another node holds an older entry:
+        keep the no-op on its own disk only (cut it off, crash it once written).
 
-        The entry may now sit on a majority while the leader's own no-op does not; a
-        leader that committed it by counting replicas may have applied it or told
-        others. A node holding a conflicting entry of a higher term then campaigns:
-        its log is more up to date than the old entry's, so it can win and overwrite
-        that entry everywhere, which is safe only if nobody committed it.
+        That is Figure 8 (b): a node now holds, durably, an entry of a higher term
+        than an uncommitted entry at the same index elsewhere; the holder of the older
+        entry may lead next and replicate it (see _figure8).
+        """
+        raw = node.raw
+        j = raw.last_index()  # the no-op
+        if not self.acting or self._teeth.random() < 0.2:
+            return
+        for other in self.c.nodes.values():
+            if other is node or other.id not in raw.conf.all_voters():
+                continue
+            theirs = other.raw.log_term(j) if other.up else other.disk.term_at(j)
+            if theirs is not None and theirs < raw.term:
+                break
+        else:
+            return
+        rng = self._teeth
+        self.c.note(f"chaos: figure 8 setup: {node.id}'s no-op {j}/{raw.term} stays with it")
+        self.c.isolate(node.id)
+        crash_at = self.plan.config.disk_latency_ms[1] + rng.uniform(0.1, 2)
+        self.c.schedule(crash_at, lambda: self.c.crash(node.id))
+        self.c.schedule(crash_at + 0.01, self.c.heal)
+        self.c.schedule(crash_at + rng.uniform(300, 900), lambda: self.c.restart(node.id))
+
+    def _figure8(self, node, m) -> None:
+        """An acknowledgement puts an entry of an older term on a majority: crash the
+        leader before its own no-op gets there.
+
+        A leader that committed the entry by counting replicas has applied it by now.
+        A node holding a conflicting entry of a higher term then campaigns: if its log
+        is at least as up to date as a majority's, it can win and overwrite the old
+        entry everywhere, which is safe only if nobody committed it.
         """
         raw = node.raw
         if not self.acting or m.type is not MessageType.APP_RESP or m.reject:
@@ -369,35 +406,72 @@ class Chaos:
         if not raw.is_leader or m.term != raw.term or (node.id, raw.term) in self._figure8_seen:
             return
         acked_term = raw.log_term(m.index)
-        if acked_term is None or acked_term >= raw.term or m.index <= 1:
+        if acked_term is None or acked_term >= raw.term:
+            return
+
+        def match(v: NodeId) -> int:
+            pr = raw.progress(v)
+            return pr.match if pr is not None else 0
+
+        if quorum.joint_committed(raw.conf, match) < m.index:
+            return  # not on a majority yet
+        rival = self._figure8_rival(node, m.index)
+        if rival is None:
             return
         self._figure8_seen.add((node.id, raw.term))
-        lo = max(raw.first_index(), m.index - 64)
-        conflicting = []
-        for other in self.c.nodes.values():
-            if other is node or not other.up or other.id not in raw.conf.all_voters():
-                continue
-            for i in range(lo, m.index + 1):
-                theirs, ours = other.raw.log_term(i), raw.log_term(i)
-                if theirs is not None and ours is not None and theirs > ours:
-                    conflicting.append(other.id)
-                    break
-        if not conflicting:
-            return
         rng = self._teeth
+        cfg = self.plan.config
         self.c.stats["figure8_crashes"] += 1
-        self.c.note(f"chaos: figure 8: {node.id} acked {m.index}/{acked_term}; {conflicting}")
-        # At once, or once the leader's write of a commit index may have landed.
-        crash_at = rng.uniform(0, self.plan.config.disk_latency_ms[1] + 1)
-        rival = rng.choice(conflicting)
+        self.c.note(f"chaos: figure 8: {node.id} acked {m.index}/{acked_term}; {rival} campaigns")
+        # What it has in flight (its no-op among it) dies with it. Cut off, it crashes
+        # once the write of its current batch has landed; no other fault starts until
+        # the rival has had its chance.
+        self.c.isolate(node.id)
+        self.c.net.lose_in_flight(node.id)
+        crash_at = cfg.disk_latency_ms[1] + rng.uniform(0.1, 1)
+        until = crash_at + (cfg.election_tick + 2) * cfg.tick_ms
+        self._busy_until = self.c.now + until
         self.c.schedule(crash_at, lambda: self.c.crash(node.id))
-        self.c.schedule(crash_at + rng.uniform(0.1, 5), lambda: self._rival_campaigns(rival))
-        self.c.schedule(crash_at + rng.uniform(20, 200), lambda: self.c.restart(node.id))
+        self.c.schedule(crash_at + 0.01, self.c.heal)
+        self.c.schedule(crash_at, lambda: self._rival_campaigns(rival, self.c.now + until))
+        self.c.schedule(crash_at + rng.uniform(300, 900), lambda: self.c.restart(node.id))
 
-    def _rival_campaigns(self, nid: NodeId) -> None:
+    def _figure8_rival(self, leader, index: int) -> NodeId | None:
+        """A voter whose log conflicts with the leader's at or below ``index`` with an
+        entry of a higher term, and is as up to date as a majority of the others'
+        (the leader being gone), so that it can win; up or down (then by its disk)."""
+        raw = leader.raw
+        tails: dict[NodeId, tuple[int, int]] = {}
+        conflicting = []
+        for v in sorted(raw.conf.all_voters() - {leader.id}):
+            other = self.c.nodes[v]
+            term_at = other.raw.log_term if other.up else other.disk.term_at
+            last = other.raw.last_index() if other.up else other.disk.last_index()
+            tails[v] = (term_at(last) or 0, last)
+            lo = max(raw.first_index(), index - 64)
+            if any((term_at(i) or 0) > (raw.log_term(i) or 0) for i in range(lo, index + 1)):
+                conflicting.append(v)
+        self._teeth.shuffle(conflicting)
+        for v in conflicting:
+            votes = {u for u, tail in tails.items() if tail <= tails[v]}
+            if quorum.joint_vote(raw.conf, dict.fromkeys(votes, True)) is quorum.VoteResult.WON:
+                return v
+        return None
+
+    def _rival_campaigns(self, nid: NodeId, until: float) -> None:
+        """Campaign now and every millisecond until it leads, someone else does, or
+        the voters' leases on the crashed leader have surely run out (a restarted
+        rival learns the current term from its first refusals)."""
+        if not self.active or self.quiet:
+            return
+        self.c.resume(nid)
+        self.c.restart(nid)
         node = self.c.nodes[nid]
-        if self.acting and node.up and not node.paused:
-            self._campaign(node, with_write=False)
+        leader = self.c.leader()
+        if leader is not None or self.c.now > until:
+            return
+        self._campaign(node, with_write=False)
+        self.c.schedule(1.0, lambda: self._rival_campaigns(nid, until))
 
     # -- joint configurations --------------------------------------------------------
 
@@ -602,10 +676,10 @@ class Chaos:
             options = [o for o in options if o not in ("promote", "replace")] or ["remove_voter"]
         if self.plan.shrink and len(voters) > 1:
             options = ["remove_voter", "remove_voter", "remove_leader", "add_learner"]
-        if self.plan.joint and len(voters) <= 5:
+        if self.plan.joint and 1 < len(voters) <= 5:
             # Changes whose incoming majority can form without an outgoing one: only
             # those let a leader that counts the incoming majority alone commit.
-            options += ["add_learner"] if len(learners) < 2 else ["swap", "swap"]
+            options = ["add_learner"] if len(learners) < 2 else ["swap", "swap", "swap", *options]
         choice = self.rng.choice(options)
         changes: list[tuple[ChangeOp, str]]
         if choice == "add_learner":

@@ -128,6 +128,8 @@ class SimCluster:
         self.persist_hooks: list[Callable[[SimNode, Ready], None]] = []
         # Called after a node sent what may leave before its write, before the write.
         self.early_send_hooks: list[Callable[[SimNode, Ready], None]] = []
+        # Called when a node became leader (its no-op appended, not yet sent or written).
+        self.elected_hooks: list[Callable[[SimNode], None]] = []
         # Called after a node stepped a message from a peer (and ran its Ready loop).
         self.receive_hooks: list[Callable[[SimNode, Any], None]] = []
         n_voters, n_all = self.cfg.nodes, self.cfg.nodes + self.cfg.learners
@@ -349,11 +351,12 @@ class SimCluster:
     # -- observation and invariants -----------------------------------------
 
     def _leader_elected(self, node: SimNode) -> None:
-        if not self.cfg.check_invariants:
-            return
-        raw = node.raw
-        self.checker.leader_elected(node.id, raw.term)
-        self.checker.leader_complete(node.id, raw.term, raw.first_index(), raw.entry_at)
+        if self.cfg.check_invariants:
+            raw = node.raw
+            self.checker.leader_elected(node.id, raw.term)
+            self.checker.leader_complete(node.id, raw.term, raw.first_index(), raw.entry_at)
+        for hook in self.elected_hooks:
+            hook(node)
 
     def _on_sent_early(self, node: SimNode, rd: Ready) -> None:
         for hook in self.early_send_hooks:
