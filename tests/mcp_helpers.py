@@ -1,5 +1,6 @@
 """Helpers for the MCP server tests: an in-process client, tool calls that must succeed
-or must fail with a reason, and `raft-manager approve` driven through a real terminal."""
+(their structured content checked against the tool's output schema) or must fail with
+a reason, and `raft-manager approve` driven through a real terminal."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jsonschema
 from manager_helpers import write_config
 from mcp.client import Client
 
@@ -33,8 +35,24 @@ def with_client(server: Any, body: Callable[[Client], Awaitable[Any]]) -> Any:
     return anyio.run(main)
 
 
+def check_output(schema: dict, doc: dict, tool: str) -> None:
+    """``doc`` validates against ``schema`` as a client validates it (draft 2020-12)."""
+    jsonschema.Draft202012Validator.check_schema(schema)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)
+    ]
+    assert not errors, f"{tool}'s structuredContent breaks its outputSchema: {errors}"
+
+
+async def output_schema(c: Client, tool: str) -> dict:
+    """``tool``'s output schema as the server lists it now."""
+    return next(t.output_schema for t in (await c.list_tools()).tools if t.name == tool)
+
+
 async def ok(c: Client, tool: str, args: dict | None = None, progress: list | None = None) -> dict:
-    """Call ``tool``; it must succeed. Returns its structured content."""
+    """Call ``tool``; it must succeed, its structured content valid against the tool's
+    output schema. Returns the structured content."""
 
     async def cb(done: float, total: float | None, message: str | None) -> None:
         if progress is not None:
@@ -43,6 +61,7 @@ async def ok(c: Client, tool: str, args: dict | None = None, progress: list | No
     r = await c.call_tool(tool, args or {}, progress_callback=cb)
     assert not r.is_error, f"{tool}({args}) failed: {r.content[0].text}"
     assert r.structured_content is not None
+    check_output(await output_schema(c, tool), r.structured_content, tool)
     return r.structured_content
 
 

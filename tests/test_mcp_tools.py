@@ -14,17 +14,17 @@ from mcp_helpers import err, mcp_config, ok, with_client
 from mcp_server.core import (
     ClusterList,
     ClusterStatus,
-    ElectionResult,
+    ElectionAnswer,
     FaultResult,
     HealthReport,
     MembershipChange,
-    Plan,
     ReadResult,
     RecoverResult,
     ReplicateResult,
     SnapshotResult,
     VerifyReport,
 )
+from mcp_server.core.catalog import BY_NAME
 from mcp_server.core.config import state_dir
 from mcp_server.local import LocalCluster
 from mcp_server.server import build_server
@@ -33,12 +33,12 @@ pytestmark = pytest.mark.processes
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "skill" / "references"
 
-# The contract (DESIGN.md): name -> (arguments, read_only, destructive).
+# The tool table of docs/design.md, section 6: name -> (arguments, read_only, destructive).
 CONTRACT = {
     "list_clusters": ([], True, False),
-    "cluster_status": (["cluster"], True, False),
-    "health_check": (["cluster", "operation"], True, False),
-    "elect_leader": (["cluster", "target", "dry_run", "plan_id"], False, True),
+    "cluster_status": (["cluster", "group", "group_offset"], True, False),
+    "health_check": (["cluster", "operation", "group"], True, False),
+    "elect_leader": (["cluster", "target", "dry_run", "plan_id", "group"], False, True),
     "replicate": (["cluster", "entries"], False, False),
     "read": (["cluster", "key", "consistency"], True, False),
     "change_membership": (
@@ -46,9 +46,9 @@ CONTRACT = {
         False,
         True,
     ),
-    "verify_consistency": (["cluster"], True, False),
-    "snapshot": (["cluster", "node"], False, False),
-    "recover_node": (["cluster", "node_id"], False, True),
+    "verify_consistency": (["cluster", "group"], True, False),
+    "snapshot": (["cluster", "node", "group"], False, False),
+    "recover_node": (["cluster", "node_id", "group"], False, True),
     "inject_fault": (["cluster", "kind", "nodes"], False, True),
     "chaos": (["cluster", "duration_s", "nemesis", "seed"], False, True),
 }
@@ -68,13 +68,14 @@ def test_tools_names_arguments_annotations_and_output_schemas(tmp_path, state):
             assert a.destructive_hint is destructive, name
             assert a.idempotent_hint is not None and a.open_world_hint is not None, name
             assert t.output_schema, f"{name} has no output schema"
-            assert len(t.description) > 150, f"{name}: describe when to use it"
-            assert t.meta["group"] in ("observe", "data", "change", "maintain"), name
+            assert len(t.description) > 120, f"{name}: describe when to use it"
+            assert t.meta["toolset"] == BY_NAME[name].toolset, name
         assert tools["list_clusters"].annotations.open_world_hint is False
         assert tools["change_membership"].input_schema["properties"]["dry_run"]["default"] is True
         required = set(tools["change_membership"].input_schema["required"])
         assert required == {"action", "node_id"}
-        assert "anyOf" in tools["elect_leader"].output_schema  # the result, or a plan
+        outcome = tools["elect_leader"].output_schema["properties"]["outcome"]
+        assert outcome["enum"] == ["planned", "applied"]  # one object, either way
 
     with_client(build_server(str(cfg)), body)
 
@@ -117,14 +118,16 @@ def test_every_tool_against_a_real_cluster(tmp_path, state):
 
             # elect: dry run then apply its plan; the answer is the CLI's model either way.
             target = next(m.id for m in st.members if m.voter and m.id != st.leader)
-            plan = Plan.model_validate(
+            plan = ElectionAnswer.model_validate(
                 await ok(c, "elect_leader", {"target": target, "dry_run": True})
             )
-            assert plan.safe and not plan.applied and not plan.requires_approval
+            assert plan.outcome == "planned" and plan.safe and plan.steps
+            assert not plan.applied and not plan.requires_approval
             progress: list = []
-            e = ElectionResult.model_validate(
+            e = ElectionAnswer.model_validate(
                 await ok(c, "elect_leader", {"target": target, "plan_id": plan.plan_id}, progress)
             )
+            assert (e.outcome, e.plan_id, e.safe) == ("applied", plan.plan_id, True)
             assert (e.previous_leader, e.leader, e.method) == (st.leader, target, "transfer")
             assert e.term > st.term and progress, "an election reports progress"
             assert [p[0] for p in progress] == sorted({p[0] for p in progress})  # only grows

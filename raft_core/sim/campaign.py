@@ -24,11 +24,12 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import quorum
 from ..checker.linearizability import check_history
 from ..confchange import ChangeOp, ConfChange, ConfChangeError, apply_change
-from ..driver import Livelock
+from ..driver import Failure, FailureCode, Livelock
 from ..progress import ProgressState
 from ..statemachine import encode_command
 from ..types import EntryType, MessageType, NodeId, ProposalDropped
@@ -36,6 +37,7 @@ from .clients import SimClient
 from .cluster import LivenessFailure, SimCluster, SimConfig
 from .invariants import InvariantViolation
 from .network import LinkProfile
+from .node import SimNode
 
 COUNTERS = (
     "elections",
@@ -50,6 +52,7 @@ COUNTERS = (
     "pauses",
     "follower_reads",
     "reads_failed",
+    "store_batches_lost",
     "close_notices",
     "figure8_crashes",
     "joint_splits",
@@ -181,6 +184,9 @@ def plan_run(seed: int) -> RunPlan:
     extra = random.Random(seed * 7919 + 11)
     config.broadcast_commit = extra.random() < 0.5
     config.close_notices = extra.random() < 0.5
+    # Its own stream: a third of the runs keep the state machine in raft-node's
+    # on-disk store, simulated (raft_core/sim/store.py), whose crashes lose batches.
+    config.stored_state = random.Random(seed * 7919 + 17).random() < 0.35
     # The targeted actions, from a stream of their own again.
     teeth = random.Random(seed * 2654435761 + 17)
     if plan.nodes > 1:
@@ -634,8 +640,10 @@ class Chaos:
             return
         voters = sorted(leader.conf.all_voters() - {leader.id})
         if voters:
-            leader.raw.transfer_leadership(self.rng.choice(voters))
-            leader.process()
+            target = self.rng.choice(voters)
+            leader.driver.transfer_leadership(
+                target, lambda outcome: self.c.note(f"chaos: transfer to {target}: {outcome}")
+            )
 
     def _force_campaign(self) -> None:
         up = [n for n in self._members() if self.c.nodes[n].up]
@@ -713,7 +721,8 @@ class Chaos:
                 (ChangeOp.REMOVE, self.rng.choice(voters)),
             ]
         cc = ConfChange(changes)
-        leader.propose_conf_change(cc)
+        if not self._propose_change(leader, cc, choice):
+            return
         self.c.note(f"chaos: proposed {choice} {changes}")
         if self.plan.joint and self._teeth.random() < 0.3:
             # Right after the joint configuration is appended (the applied case is
@@ -731,6 +740,25 @@ class Chaos:
                 # The removed process keeps running (it may try to disturb us);
                 # it stops counting as a member once the removal has applied.
                 self._watch_removal(nid)
+
+    def _propose_change(self, leader: SimNode, cc: ConfChange, what: str) -> bool:
+        """Through the driver, as raft-node does; whatever the driver answers is
+        checked against the entry the cluster applied at the change's index."""
+        index, term = leader.raw.last_index() + 1, leader.term
+        refused: list[Failure] = []
+
+        def answered(outcome: tuple[Any, Any] | Failure) -> None:
+            self.c.note(f"chaos: {what} at {index}: {outcome}")
+            if isinstance(outcome, Failure):
+                if outcome.code is FailureCode.REFUSED:
+                    refused.append(outcome)
+                elif outcome.code is FailureCode.REPLACED:
+                    self.c.check_conf_change_answer(leader, index, term, took_effect=False)
+            else:
+                self.c.check_conf_change_answer(leader, index, term, took_effect=True)
+
+        leader.driver.submit_conf_change(cc, answered)
+        return not refused
 
     def _watch_removal(self, nid: str) -> None:
         def check() -> None:
@@ -814,6 +842,9 @@ def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
     result.stats.update({k: c.stats.get(k, 0) for k in COUNTERS})
     result.stats["snapshots_taken"] = sum(n.snapshots_taken for n in c.nodes.values())
     result.stats["torn_tails_dropped"] = sum(n.disk.torn_tails_dropped for n in c.nodes.values())
+    result.stats["store_batches_lost"] = sum(
+        n.store.batches_lost for n in c.nodes.values() if n.store is not None
+    )
     if keep_trace or not result.ok:
         result.trace = [*c.trace[-400:], c.dump()]
     return result
