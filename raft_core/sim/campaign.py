@@ -9,12 +9,13 @@ step; at the end the faults stop, the cluster must converge, and every client
 history must be linearizable.
 
 Some actions aim at the protocol's hardest rules, each in a share of runs (see
-docs/design.md, "The campaign's targeted actions"): a leader crashed at the first
-acknowledgement of an entry of an older term while a node holding a conflicting
-entry of a higher term campaigns (Figure 8); the outgoing majority cut off from the
-leader right after a joint configuration is appended or applied; and fault-free
-windows in which a leader that a quorum hears from must keep its term, even while a
-minority's links to it are cut and report their connections closed.
+docs/design.md, "The campaign's targeted actions"): a leader crashed at the
+acknowledgement that puts an entry of an older term on a majority, while a node
+holding a conflicting entry of a higher term campaigns (Figure 8); the outgoing
+majority cut off from the leader right after a joint configuration is appended or
+applied; and fault-free windows in which a leader that a quorum hears from must keep
+its term, even while a minority's links to it are cut and report their connections
+closed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ..confchange import ChangeOp, ConfChange, ConfChangeError, apply_change
 from ..driver import Failure, FailureCode, Livelock
 from ..progress import ProgressState
 from ..statemachine import encode_command
-from ..types import EntryType, MessageType, NodeId, ProposalDropped
+from ..types import ConfState, Entry, EntryType, MessageType, NodeId, ProposalDropped
 from .clients import SimClient
 from .cluster import LivenessFailure, SimCluster, SimConfig
 from .invariants import InvariantViolation
@@ -98,8 +99,9 @@ class RunPlan:
     # Pause processes (SIGSTOP) now and then: a node that wakes up still believes in
     # an old leader and term, with messages for it queued meanwhile.
     pauses: bool = False
-    # Crash a leader at the first acknowledgement of an entry of an older term and
-    # let a node holding a conflicting entry of a higher term campaign (Figure 8).
+    # Crash a leader at the acknowledgement that puts an entry of an older term on a
+    # majority and let a node holding a conflicting entry of a higher term campaign
+    # (Figure 8).
     figure8: bool = False
     # Cut the outgoing majority off from the leader right after a joint configuration
     # is appended or applied.
@@ -369,7 +371,7 @@ class Chaos:
 
     # -- Figure 8 ---------------------------------------------------------------------
 
-    def _figure8_setup(self, node) -> None:
+    def _figure8_setup(self, node: SimNode) -> None:
         """A new leader whose no-op goes where another node holds an older entry:
         keep the no-op on its own disk only (cut it off, crash it once written).
 
@@ -397,7 +399,7 @@ class Chaos:
         self.c.schedule(crash_at + 0.01, self.c.heal)
         self.c.schedule(crash_at + rng.uniform(300, 900), lambda: self.c.restart(node.id))
 
-    def _figure8(self, node, m) -> None:
+    def _figure8(self, node: SimNode, m: Any) -> None:
         """An acknowledgement puts an entry of an older term on a majority: crash the
         leader before its own no-op gets there.
 
@@ -442,7 +444,7 @@ class Chaos:
         self.c.schedule(crash_at, lambda: self._rival_campaigns(rival, self.c.now + until))
         self.c.schedule(crash_at + rng.uniform(300, 900), lambda: self.c.restart(node.id))
 
-    def _figure8_rival(self, leader, index: int) -> NodeId | None:
+    def _figure8_rival(self, leader: SimNode, index: int) -> NodeId | None:
         """A voter whose log conflicts with the leader's at or below ``index`` with an
         entry of a higher term, and is as up to date as a majority of the others'
         (the leader being gone), so that it can win; up or down (then by its disk)."""
@@ -481,7 +483,7 @@ class Chaos:
 
     # -- joint configurations --------------------------------------------------------
 
-    def _joint_applied(self, nid: NodeId, e, result) -> None:
+    def _joint_applied(self, nid: NodeId, e: Entry, result: Any) -> None:
         """A leader applied a joint configuration: cut its outgoing majority off."""
         node = self.c.nodes[nid]
         if not self.acting or e.type is not EntryType.CONF_CHANGE or not node.raw.is_leader:
@@ -496,7 +498,7 @@ class Chaos:
         if self.acting and node.up and node.raw.is_leader and node.conf.joint:
             self._split_outgoing(nid, node.conf)
 
-    def _split_outgoing(self, leader: NodeId, conf) -> None:
+    def _split_outgoing(self, leader: NodeId, conf: ConfState) -> None:
         """Partition so that the leader keeps an incoming majority and the rest hold
         an outgoing one: the leader must then commit nothing, since the outgoing
         majority may elect a leader of its own under the old configuration."""
