@@ -56,7 +56,7 @@ async def _lead(node: RaftNode, apis: dict[str, str]) -> None:
     """Make the embedded node the leader: another leader hands over to it (a campaign
     of ours would be refused while the others still hear their leader)."""
     deadline = time.monotonic() + 30
-    while (st := node.status()).role != "leader":
+    while (st := node.status().engine).role != "leader":
         if time.monotonic() > deadline:
             raise RuntimeError("the embedded node did not become the leader")
         if st.leader and st.leader != node.id:

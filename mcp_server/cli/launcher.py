@@ -18,7 +18,7 @@ import httpx
 from ..core import (
     ClusterConfig,
     Config,
-    ConfigError,
+    InputError,
     LocalClusterState,
     LocalNodeInfo,
     ManagerError,
@@ -38,7 +38,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
     cfg: Config | None = None
     if args.dir:
         d = Path(args.dir).expanduser().resolve()
-        with contextlib.suppress(ConfigError):
+        with contextlib.suppress(InputError):
             cfg = config_of(args)
         for c in cfg.clusters.values() if cfg else []:
             if c.dir and Path(c.dir) == d:
@@ -47,7 +47,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
     cfg = config_of(args)
     c = cfg.cluster(args.cluster)
     if not c.is_local:
-        raise ConfigError(
+        raise InputError(
             f"cluster {c.name!r} is not a local cluster (it has no `dir`)",
             "pass --dir DIR, or pick a local cluster with --cluster",
         )
@@ -57,7 +57,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
 def audit_for(args: argparse.Namespace) -> AuditLog:
     try:
         return AuditLog(config_of(args).audit_path())
-    except ConfigError:
+    except InputError:
         return AuditLog(state_dir() / "audit.jsonl")
 
 
@@ -97,10 +97,10 @@ def base_port_for(given: int | None, count: int, first_try: int) -> int:
     if given is None:
         base = free_base_port(first_try)
         if base is None:
-            raise ConfigError("no free block of loopback ports found", "pass --base-port")
+            raise InputError("no free block of loopback ports found", "pass --base-port")
         return base
     if not ports_free(given, count):
-        raise ConfigError(
+        raise InputError(
             f"ports {given + 1}-{given + count} or {given + 101}-{given + 100 + count} are in use",
             "pick another --base-port (or stop what uses them)",
         )
@@ -122,6 +122,31 @@ def cluster_state(
     )
 
 
+def process_info(
+    directory: Path,
+    id: str,
+    peer: str,
+    api: str,
+    data_dir: str,
+    pid: int | None,
+    alive: bool,
+    role: str | None,
+    term: int | None,
+) -> LocalNodeInfo:
+    """One process of a launcher answer; its log is ``ID.log`` in the cluster directory."""
+    return LocalNodeInfo(
+        id=id,
+        peer_address=peer,
+        api_address=api,
+        data_dir=data_dir,
+        pid=pid if alive else None,
+        running=alive,
+        role=role,
+        term=term,
+        log=str(directory / f"{id}.log"),
+    )
+
+
 def stopped_detail(stopped: list[str], what: str) -> str:
     return f"stopped {len(stopped)} {what}: {', '.join(stopped) or 'none was running'}"
 
@@ -138,16 +163,16 @@ def describe(lc: LocalCluster, action: str, seconds: float, detail: str) -> Loca
                     st = client.get(lc.url(n, "/v1/status")).json()
                     role, term = st.get("role"), st.get("term")
             nodes.append(
-                LocalNodeInfo(
-                    id=n.id,
-                    peer_address=n.peer_address,
-                    api_address=n.api_address,
-                    data_dir=n.data_dir,
-                    pid=n.pid if alive else None,
-                    running=alive,
-                    role=role,
-                    term=term,
-                    log=str(lc.dir / f"{n.id}.log"),
+                process_info(
+                    lc.dir,
+                    n.id,
+                    n.peer_address,
+                    n.api_address,
+                    n.data_dir,
+                    n.pid,
+                    alive,
+                    role,
+                    term,
                 )
             )
     s = lc.settings
