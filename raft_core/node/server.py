@@ -272,9 +272,7 @@ class RaftNode:
         if state.snapshot is not None:
             snap = state.snapshot
             if snap.data and self.replica.applied_index < snap.meta.index:
-                extra = await self._loop.run_in_executor(
-                    self._disk, self.replica.restore, snap.data
-                )
+                extra = await self.run_on_disk(self.replica.restore, snap.data)
             else:
                 # The on-disk store already holds the snapshot (and maybe more, which
                 # the log replays over without applying twice).
@@ -903,7 +901,7 @@ class _WalWriter:
                 if stage is not None and snap.data:
                     stage(snap.data)
 
-            fut = node._loop.run_in_executor(node._disk, install)
+            fut = node.run_on_disk(install)
             fut.add_done_callback(lambda f: done(f.exception()))
             return
         if node.snapshotting or (rd.must_sync and node.cfg.fsync == "always" and self._offload(rd)):

@@ -643,9 +643,13 @@ class Chaos:
         voters = sorted(leader.conf.all_voters() - {leader.id})
         if voters:
             target = self.rng.choice(voters)
-            leader.driver.transfer_leadership(
-                target, lambda outcome: self.c.note(f"chaos: transfer to {target}: {outcome}")
-            )
+
+            def answered(outcome: tuple[Any, Any] | Failure) -> None:
+                self.c.note(f"chaos: transfer to {target}: {outcome}")
+                if not isinstance(outcome, Failure):
+                    self.c.check_transfer_answer(leader, *outcome)
+
+            leader.driver.transfer_leadership(target, answered)
 
     def _force_campaign(self) -> None:
         up = [n for n in self._members() if self.c.nodes[n].up]

@@ -405,6 +405,10 @@ class SimCluster:
         for hook in self.apply_hooks:
             hook(node.id, e, result)
 
+    def check_transfer_answer(self, node: SimNode, leader: NodeId, term: int) -> None:
+        if self.cfg.check_invariants:
+            self.checker.transfer_answered(node.id, leader, term)
+
     def check_conf_change_answer(
         self, node: SimNode, index: int, term: int, *, took_effect: bool
     ) -> None:
