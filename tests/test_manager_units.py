@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from mcp_server.adapters.http import exchange
+from mcp_server.adapters.processes import LocalProcesses
 from mcp_server.core import policy
 from mcp_server.core.audit import REDACTED, AuditLog, redact
 from mcp_server.core.config import load_config, resolve_token, state_dir
@@ -21,6 +22,7 @@ from mcp_server.core.models import Plan
 from mcp_server.core.plans import PlanStore, dry_run_rule, plan_id, timestamps
 from mcp_server.core.port import MemberStatus
 from mcp_server.core.view import ClusterView
+from mcp_server.local.cluster import LocalCluster, LocalNode, LocalSettings
 from mcp_server.operations.health import report
 from mcp_server.operations.membership import plan_change
 from raft_core.status import ProgressStatus
@@ -474,3 +476,31 @@ def test_an_answer_comes_back_with_its_json_object_or_an_empty_one(content, body
     r, doc = _exchange(lambda _req: httpx.Response(503, content=content), reads_only=False)
     assert r.status_code == 503
     assert doc == body
+
+
+# -- the local cluster's state file: read once per view, again only when it changes ------------
+
+
+def test_a_view_of_a_local_cluster_reads_cluster_yaml_once(tmp_path, monkeypatch):
+    nodes = [LocalNode(f"n{i}", f"127.0.0.1:{i}", f"127.0.0.1:{100 + i}", "d") for i in (1, 2, 3)]
+    lc = LocalCluster(tmp_path, nodes, LocalSettings())
+    lc.save()
+    reads = []
+    real_load = LocalCluster.load
+    monkeypatch.setattr(
+        LocalCluster, "load", classmethod(lambda cls, d: reads.append(d) or real_load(d))
+    )
+    procs = LocalProcesses(tmp_path)
+
+    def one_view() -> None:  # what the raft-node adapter asks while it builds a view
+        procs.api_addresses()
+        for n in nodes:
+            procs.decorate(MemberStatus(id=n.id, reachable=True))
+
+    for _ in range(5):  # a wait polling the cluster
+        one_view()
+    assert len(reads) == 1
+    lc.nodes[0].pid = 4242  # the file is replaced: the next view sees the change
+    lc.save()
+    assert procs.pids()["n1"] == 4242
+    assert len(reads) == 2

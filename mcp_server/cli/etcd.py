@@ -24,7 +24,13 @@ from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo, ManagerError
 from ..core.config import ENV_CONFIG, state_dir
 from ..local.etcd import EtcdLocalCluster
 from . import render
-from .launcher import base_port_for, cluster_state, run_launcher, stopped_detail
+from .launcher import (
+    base_port_for,
+    cluster_state,
+    process_info,
+    run_launcher,
+    stopped_detail,
+)
 from .ui import EXIT_OK, UI
 
 DEFAULT_NAME = "etcd"
@@ -126,18 +132,9 @@ def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> 
                     role = "leader" if num(st, "leader") == me else "follower"
                     role = "learner" if st.get("isLearner") else role
                     term = num(st, "raftTerm")
+            url = lc.client_url(m)
             infos.append(
-                LocalNodeInfo(
-                    id=m.name,
-                    peer_address=m.peer_url,
-                    api_address=lc.client_url(m),
-                    data_dir=m.data_dir,
-                    pid=m.pid if alive else None,
-                    running=alive,
-                    role=role,
-                    term=term,
-                    log=str(lc.dir / f"{m.name}.log"),
-                )
+                process_info(lc.dir, m.name, m.peer_url, url, m.data_dir, m.pid, alive, role, term)
             )
     finally:
         gw.close()

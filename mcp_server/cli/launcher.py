@@ -122,6 +122,31 @@ def cluster_state(
     )
 
 
+def process_info(
+    directory: Path,
+    id: str,
+    peer: str,
+    api: str,
+    data_dir: str,
+    pid: int | None,
+    alive: bool,
+    role: str | None,
+    term: int | None,
+) -> LocalNodeInfo:
+    """One process of a launcher answer; its log is ``ID.log`` in the cluster directory."""
+    return LocalNodeInfo(
+        id=id,
+        peer_address=peer,
+        api_address=api,
+        data_dir=data_dir,
+        pid=pid if alive else None,
+        running=alive,
+        role=role,
+        term=term,
+        log=str(directory / f"{id}.log"),
+    )
+
+
 def stopped_detail(stopped: list[str], what: str) -> str:
     return f"stopped {len(stopped)} {what}: {', '.join(stopped) or 'none was running'}"
 
@@ -138,16 +163,16 @@ def describe(lc: LocalCluster, action: str, seconds: float, detail: str) -> Loca
                     st = client.get(lc.url(n, "/v1/status")).json()
                     role, term = st.get("role"), st.get("term")
             nodes.append(
-                LocalNodeInfo(
-                    id=n.id,
-                    peer_address=n.peer_address,
-                    api_address=n.api_address,
-                    data_dir=n.data_dir,
-                    pid=n.pid if alive else None,
-                    running=alive,
-                    role=role,
-                    term=term,
-                    log=str(lc.dir / f"{n.id}.log"),
+                process_info(
+                    lc.dir,
+                    n.id,
+                    n.peer_address,
+                    n.api_address,
+                    n.data_dir,
+                    n.pid,
+                    alive,
+                    role,
+                    term,
                 )
             )
     s = lc.settings

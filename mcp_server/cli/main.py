@@ -27,7 +27,7 @@ from ..local import ClusterError
 from ..manager import list_clusters
 from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
-from . import chaos, etcd, launcher, nats, render
+from . import certs, chaos, etcd, launcher, nats, render
 from .approve import cmd_approve
 from .ui import (
     EPILOG,
@@ -224,6 +224,8 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
         ) from None
     if args.existing:
         return _bench_existing(args, ui, levels)
+    if args.big_state:
+        return _bench_big_state(args, ui, levels)
     from ..bench.compare import BenchOptions, run_compare
     from ..bench.report import render as render_bench
     from ..bench.report import write_chart
@@ -253,6 +255,27 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
     return EXIT_OK
 
 
+def _bench_big_state(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -> int:
+    from ..bench.bigstate import BigStateOptions, render, run_big_state
+
+    opts = BigStateOptions(
+        keys=args.keys,
+        value_size=args.value_size or 1024,
+        writers=levels[0] if args.clients else 16,
+        compare=tuple(x for x in (args.compare or "").split(",") if x),
+    )
+    try:
+        opts.check()
+    except ValueError as e:
+        raise InputError(str(e), "see raft-manager bench --help") from None
+    doc = run_big_state(opts, lambda msg: ui.note(f"bench: {msg}"))
+    if ui.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        ui.out.print(render(doc), markup=False)
+    return EXIT_OK
+
+
 def _bench_existing(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -> int:
     from ..bench.harness import run_bench
 
@@ -260,7 +283,7 @@ def _bench_existing(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -
         raise InputError("--existing takes one --clients level", "e.g. --clients 16")
     duration = args.duration or 3.0
     with open_manager(args, ui) as mgr, ui.spinner(f"{levels[0]} clients for {duration}s"):
-        r = run_bench(mgr, clients=levels[0], duration_s=duration, value_size=args.value_size)
+        r = run_bench(mgr, clients=levels[0], duration_s=duration, value_size=args.value_size or 64)
     ui.emit(r, render.bench_view)
     return EXIT_OK
 
@@ -470,11 +493,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: write load on the configured cluster (guarded; sandbox only)",
     )
-    bn.add_argument("--value-size", type=int, default=64, help="with --existing")
+    bn.add_argument(
+        "--big-state",
+        action="store_true",
+        help="instead: fill --keys unique 1 KiB keys with 16 writers; per-second "
+        "throughput and max latency, leader changes, RSS, loop stalls, snapshots, "
+        "restart and learner catch-up (with --compare etcd: etcd in the same run)",
+    )
+    bn.add_argument(
+        "--keys", type=int, default=1_000_000, help="with --big-state (default 1000000)"
+    )
+    bn.add_argument(
+        "--value-size", type=int, help="with --existing (default 64) or --big-state (1024)"
+    )
     ch = cmd(
         sub, "chaos", "clients + faults on real processes; a verdict (sandbox)", chaos.cmd_chaos
     )
     chaos.add_arguments(ch)
+    certs.add_arguments(sub, cmd)
     mc = cmd(sub, "mcp", "run the MCP server (stdio; --http for streamable HTTP)", cmd_mcp)
     add_server_arguments(mc)
     ap = cmd(

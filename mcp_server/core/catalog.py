@@ -110,8 +110,8 @@ TOOLS: tuple[ToolEntry, ...] = (
         "write",
         "Replicate entries",
         "Commits key/value entries through the leader, in order, each exactly once; returns "
-        "each one's index and term. value null deletes the key. Refused without quorum and "
-        "on read-only or production clusters (use the CLI's plan there).",
+        "each one's index and term. value null deletes the key. Refused on production "
+        "clusters (use the CLI's plan there).",
         read_only=False,
         destructive=False,
         idempotent=False,
@@ -124,11 +124,10 @@ TOOLS: tuple[ToolEntry, ...] = (
         "elect_leader",
         "write",
         "Move or elect the leader",
-        "Moves leadership to `target` (a caught-up, reachable voter) or, with no target, "
-        "makes a leaderless cluster elect one. dry_run=true only plans (outcome=planned, "
-        "plan_id); apply with plan_id (required on production, after a human's `raft-manager "
-        "approve` where approval is required). Refused for a learner, unreachable or lagging "
-        "target, without quorum, or for a stale plan. Applied: previous_leader, leader, term.",
+        "Moves leadership to `target` (a caught-up voter) or, with no target, makes a "
+        "leaderless cluster elect one. dry_run=true only plans (outcome=planned); apply "
+        "with its plan_id (required on production; needs a human's `raft-manager approve` "
+        "where approval is required). Refused when unsafe or for a stale plan.",
         read_only=False,
         destructive=True,
         idempotent=False,
@@ -144,10 +143,9 @@ TOOLS: tuple[ToolEntry, ...] = (
         "Change membership",
         "One membership change: add_learner (local clusters start the node), add_voter "
         "(learner, catch up, promote), promote, remove (a leader hands over first). dry_run "
-        "defaults to true: the plan (steps, safe, reasons, risks, quorums, plan_id), nothing "
-        "changes; then call with dry_run=false and that plan_id. Refused when unsafe, for a "
-        "stale plan or other arguments, and where approval is required until a human ran "
-        "`raft-manager approve PLAN_ID`.",
+        "defaults to true: the plan, nothing changes; then call with dry_run=false and its "
+        "plan_id. Refused when unsafe or for a stale plan; where approval is required, until "
+        "a human ran `raft-manager approve PLAN_ID`.",
         read_only=False,
         destructive=True,
         idempotent=False,
@@ -192,8 +190,7 @@ TOOLS: tuple[ToolEntry, ...] = (
         "Inject a fault (sandbox)",
         "Sandbox rehearsals: partition cuts `nodes` off, heal clears faults (all members "
         "when nodes is empty), kill SIGKILLs, restart starts, stop freezes (SIGSTOP), "
-        "continue resumes. Partitions need raft_core nodes with --allow-fault-injection; "
-        "process faults need a local cluster.",
+        "continue resumes. Process faults need a local cluster.",
         read_only=False,
         destructive=True,
         idempotent=False,
@@ -208,8 +205,7 @@ TOOLS: tuple[ToolEntry, ...] = (
         "Chaos run (sandbox)",
         "A Jepsen-style test of a local sandbox cluster: clients write, CAS and read for "
         "`duration_s` while a seeded nemesis kills, pauses, partitions, slows disks, changes "
-        "membership and moves leadership; then it heals and returns the verdict "
-        "(linearizable, anomalies, counts, paths of history, timeline and logs).",
+        "membership and moves leadership; then it heals and returns the verdict.",
         read_only=False,
         destructive=True,
         idempotent=False,

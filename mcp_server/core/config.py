@@ -10,6 +10,9 @@ Shape (docs/design.md)::
                read_only: true, allowed_operations: [cluster_status, read],
                require_approval: true,    # the default in production
                token_env: PROD_RAFT_TOKEN, tls: {ca_file: ca.pem}}
+      hosts3: {kind: raft_core, endpoints: ["10.0.0.1:7201", "10.0.0.2:7201"],
+               recover_command: "ssh {host} systemctl restart raft-node@{id}",
+               nft_command: "ssh {host} nft -f -"}    # optional, per node
       etcd:   {kind: etcd, endpoints: ["https://10.0.0.5:2379"], tls: {ca_file: ca.pem,
                cert_file: client.pem, key_file: client.key}, username: ops,
                password_file: /etc/raft-manager/etcd.password}
@@ -91,6 +94,21 @@ class ClusterConfig(BaseModel):
     nodes: int = Field(3, ge=1, le=9, description="size when auto-started")
     base_port: int | None = Field(None, description="ports when auto-started")
     embedded: bool = False
+    # Members on other hosts (docs/design.md, "Beyond one machine"): per-node command
+    # templates, each word's {id} and {host} filled in (operations/remote.py).
+    recover_command: str | None = Field(
+        None,
+        description="recover_node runs this for a member that does not answer, e.g. "
+        "'ssh {host} systemctl restart raft-node@{id}'",
+    )
+    nft_command: str | None = Field(
+        None,
+        description="runs `nft -f -` on a member's host: inject_fault partition and heal "
+        "become nftables rules there, e.g. 'ssh {host} nft -f -'",
+    )
+    hosts: dict[str, str] | None = Field(
+        None, description="each member's host for {host} (default: the host of its API address)"
+    )
 
     @field_validator("allowed_operations")
     @classmethod

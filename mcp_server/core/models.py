@@ -535,7 +535,8 @@ class ElectionOutcome(Outcome):
     def document(self) -> ElectionAnswer:
         if self.result is None:
             plan = self.plan.model_dump(exclude={"operation", "arguments"})
-            return ElectionAnswer(outcome="planned", target=self.plan.arguments["target"], **plan)
+            target = self.plan.arguments.get("target")
+            return ElectionAnswer(outcome="planned", target=target, **plan)
         plan = self.plan.model_dump(include={"plan_id", "safe", "steps", "reasons"})
         return ElectionAnswer(outcome="applied", applied=True, **plan, **self.result.model_dump())
 

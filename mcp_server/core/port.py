@@ -317,8 +317,9 @@ class ClusterAdapter(ABC):
         """What the operator does to bring back a member whose process is not ours."""
         return [
             f"{node} ({where}) does not answer and raft-manager does not run its process",
-            f"restart raft-node for {node} on its host with the same --data-dir "
-            "(systemctl restart ..., or your orchestrator)",
+            f"on {node}'s host: `systemctl restart raft-node@{node}` (the unit of "
+            "docs/three-machines.md), or start `raft-node --config` with its config file "
+            "and the same data directory again",
             f"then run `raft-manager recover {node}` again to wait until it has caught up",
         ]
 

@@ -30,7 +30,7 @@ from ..adapters.etcd_gateway import EtcdGateway, num
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
-from .cluster import ClusterError
+from .cluster import ClusterError, check_can_start
 from .statefile import read_state, write_state
 
 STATE_FILE = "etcd-cluster.yaml"
@@ -182,16 +182,10 @@ class EtcdLocalCluster:
         client-certificate authentication; ``tls`` is what the readiness probe uses then.
         """
         d = Path(directory).resolve()
-        if (d / STATE_FILE).exists():
-            old = cls.load(d)
-            running = [m.name for m in old.members if old.alive(m)]
-            if running:
-                raise ClusterError(
-                    f"an etcd cluster is already running in {d} ({', '.join(running)}); "
-                    "run `etcd down` first or pick another --dir"
-                )
-        if not 1 <= nodes <= 9:
-            raise ClusterError("--nodes must be between 1 and 9")
+        old = cls.load(d) if (d / STATE_FILE).exists() else None
+        check_can_start(
+            d, nodes, old and [m.name for m in old.members if old.alive(m)], "etcd down"
+        )
         binary = binary or find_binary("etcd")
         if binary is None:
             raise ClusterError(f"no etcd binary found; {INSTALL_HINT}")

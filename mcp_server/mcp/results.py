@@ -221,8 +221,10 @@ SUMMARIES: dict[type[BaseModel], Callable[[Any], str]] = {
 
 
 def summary(model: BaseModel) -> str:
-    """One line that says what happened, the first line of every tool's text."""
-    return SUMMARIES[type(model)](model)
+    """One line that says what happened, the first line of every tool's text (a model
+    without a summary of its own, or of a base class, is named by its type)."""
+    line = next((SUMMARIES[c] for c in type(model).__mro__ if c in SUMMARIES), None)
+    return line(model) if line else type(model).__name__
 
 
 # -- tool definitions ----------------------------------------------------------------------
@@ -234,7 +236,8 @@ _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
 def compact_schema(schema: dict[str, Any], *, output: bool) -> dict[str, Any]:
-    """``schema`` without titles or null defaults; nullable scalars as type lists. An
+    """``schema`` without titles or null defaults, string enums without their type;
+    nullable scalars as type lists. An
     output schema also loses defaults, descriptions (the tool's description names the
     fields that matter) and boolean ``additionalProperties``, and its optional fields
     are not nullable: ``document`` leaves them out rather than null. Walks schema
@@ -255,6 +258,8 @@ def compact_schema(schema: dict[str, Any], *, output: bool) -> dict[str, Any]:
             out[key] = [compact_schema(v, output=output) for v in value]
         else:
             out[key] = value
+    if out.get("type") == "string" and all(isinstance(v, str) for v in out.get("enum", [1])):
+        del out["type"]  # an enum of strings says it
     if output and "properties" in out:
         required = set(out.get("required", ()))
         for name, prop in out["properties"].items():

@@ -137,9 +137,12 @@ def annotations(entry: ToolEntry) -> ToolAnnotations:
 def _manager_call(entry: ToolEntry, args: dict[str, Any]) -> Call:
     """Call the entry's ``Manager`` method; a mutation's outcome becomes its document."""
 
+    method = entry.method
+    assert method is not None, f"{entry.name} names no Manager method"
+
     def call(m: Manager, progress: ProgressFn) -> BaseModel:
         extra = {} if entry.read_only else {"progress": progress}
-        answer = getattr(m, entry.method or "")(**args, **extra)
+        answer = getattr(m, method)(**args, **extra)
         return answer.document() if isinstance(answer, Outcome) else answer
 
     return call

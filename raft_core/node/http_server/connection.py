@@ -11,8 +11,8 @@ from functools import partial
 from typing import Any, Protocol, cast
 
 from .messages import Deferred, HTTPError, Request, Response, json_response
-from .router import Router, _unauthorized
-from .wire import _CONN_CLOSE, _CONTINUE, _encode, _Head, _parse_head
+from .router import Router, unauthorized
+from .wire import CONN_CLOSE, CONTINUE, Head, encode, parse_head
 
 log = logging.getLogger("raft_core.node.http_server")
 
@@ -37,13 +37,13 @@ class ConnectionHost(Protocol):
     def forget(self, conn: Connection) -> None: ...
 
 
-# Where a connection is; each phase but _BUSY has a deadline (see the module docstring).
-_FRESH = 0  # accepted, nothing received yet: head deadline from accept
-_HEAD = 1  # part of a request head received: head deadline from its first byte
-_BODY = 2  # head complete, body incomplete: body deadline from the head
-_BUSY = 3  # a handler is running: no deadline here
-_IDLE = 4  # keep-alive, nothing in flight: idle deadline
-_STALLED = 5  # our writes back up, or closing and flushing: aborted after the idle time
+# Where a connection is; each phase but PHASE_BUSY has a deadline (see the module docstring).
+PHASE_FRESH = 0  # accepted, nothing received yet: head deadline from accept
+PHASE_HEAD = 1  # part of a request head received: head deadline from its first byte
+PHASE_BODY = 2  # head complete, body incomplete: body deadline from the head
+PHASE_BUSY = 3  # a handler is running: no deadline here
+PHASE_IDLE = 4  # keep-alive, nothing in flight: idle deadline
+PHASE_STALLED = 5  # our writes back up, or closing and flushing: aborted after the idle time
 
 
 class Connection(asyncio.Protocol):
@@ -74,7 +74,7 @@ class Connection(asyncio.Protocol):
         self._loop = server.loop
         self._transport: asyncio.Transport | None = None
         self._buf: bytes | bytearray = b""
-        self._pending: _Head | None = None
+        self._pending: Head | None = None
         self._busy = False  # a handler task is running for this connection
         self._closing = False  # no more requests will be served
         self._eof = False
@@ -83,7 +83,7 @@ class Connection(asyncio.Protocol):
         self._hiwat = server.max_header + server.max_body + 65536
         self._task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
-        self.phase = _FRESH
+        self.phase = PHASE_FRESH
         self.since = 0.0  # loop time the current phase began
         self.deadline = 0.0  # loop time the current phase must end (0: none)
         self._remote: Any = None
@@ -99,7 +99,7 @@ class Connection(asyncio.Protocol):
             # asyncio does this only when the socket's proto says TCP; be sure: with Nagle,
             # a response following a write the client has not yet ACKed waits ~40 ms.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._enter(_FRESH, self._server.head_timeout)
+        self._enter(PHASE_FRESH, self._server.head_timeout)
         self._server.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -114,10 +114,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # lingering close, or shutting down: discard
-        if self.phase == _IDLE:
-            self._enter(_HEAD, self._server.head_timeout)
-        elif self.phase == _FRESH:
-            self.phase = _HEAD  # the deadline still counts from the accept
+        if self.phase == PHASE_IDLE:
+            self._enter(PHASE_HEAD, self._server.head_timeout)
+        elif self.phase == PHASE_FRESH:
+            self.phase = PHASE_HEAD  # the deadline still counts from the accept
         buf = self._buf
         if not buf:
             self._buf = data
@@ -142,7 +142,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = True
         self._update_reading()
         if not self._busy:
-            self._enter(_STALLED, self._server.idle_timeout)
+            self._enter(PHASE_STALLED, self._server.idle_timeout)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -163,32 +163,32 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         if self._write_paused:
-            if self.phase != _STALLED:
-                self._enter(_STALLED, self._server.idle_timeout)
+            if self.phase != PHASE_STALLED:
+                self._enter(PHASE_STALLED, self._server.idle_timeout)
         elif self._busy:
-            if self.phase != _BUSY:
-                self._enter(_BUSY, 0)
+            if self.phase != PHASE_BUSY:
+                self._enter(PHASE_BUSY, 0)
         elif self._pending is not None:
-            if self.phase != _BODY:
-                self._enter(_BODY, self._server.body_timeout)
+            if self.phase != PHASE_BODY:
+                self._enter(PHASE_BODY, self._server.body_timeout)
         elif self._buf:
-            if self.phase not in (_FRESH, _HEAD):
-                self._enter(_HEAD, self._server.head_timeout)
-        elif self.phase not in (_FRESH, _IDLE):
-            self._enter(_IDLE, self._server.idle_timeout)
+            if self.phase not in (PHASE_FRESH, PHASE_HEAD):
+                self._enter(PHASE_HEAD, self._server.head_timeout)
+        elif self.phase not in (PHASE_FRESH, PHASE_IDLE):
+            self._enter(PHASE_IDLE, self._server.idle_timeout)
 
     def expire(self) -> None:
         """The current phase's deadline passed (called by the server's sweep)."""
         phase = self.phase
         self.deadline = 0.0
-        if phase == _STALLED:
+        if phase == PHASE_STALLED:
             self.abort()
-        elif phase in (_HEAD, _BODY) and self._transport is not None:
-            what = "request head" if phase == _HEAD else "request body"
+        elif phase in (PHASE_HEAD, PHASE_BODY) and self._transport is not None:
+            what = "request head" if phase == PHASE_HEAD else "request body"
             # A client that is still sending (a slow loris) would get RST for its unread
             # bytes, which can destroy the 408 in flight: close the way _fail does.
             self._fail(HTTPError(408, "request_timeout", f"{what} not received in time"))
-        else:  # _FRESH or _IDLE: nothing to answer
+        else:  # PHASE_FRESH or PHASE_IDLE: nothing to answer
             self.close()
 
     # -- request processing
@@ -229,7 +229,7 @@ class Connection(asyncio.Protocol):
                     )
                     return
                 try:
-                    head = _parse_head(buf, end)
+                    head = parse_head(buf, end)
                 except HTTPError as e:
                     self._fail(e)
                     return
@@ -246,7 +246,7 @@ class Connection(asyncio.Protocol):
                 if len(buf) < head.body_start + head.clen:
                     if head.expect_continue:
                         assert self._transport is not None
-                        self._transport.write(_CONTINUE)
+                        self._transport.write(CONTINUE)
                     self._pending = head
                     break
             elif len(buf) < head.body_start + head.clen:
@@ -263,7 +263,7 @@ class Connection(asyncio.Protocol):
             self._update_reading()
         self._arm()
 
-    def _dispatch(self, head: _Head, body: bytes) -> None:
+    def _dispatch(self, head: Head, body: bytes) -> None:
         target = head.target
         q = target.find("?")
         if q < 0:
@@ -272,7 +272,7 @@ class Connection(asyncio.Protocol):
             raw_path, qs = target[:q], target[q + 1 :]
         headers = head.headers
         keep_alive = head.keep_alive and not self._server.closing
-        conn = head.conn if keep_alive else _CONN_CLOSE
+        conn = head.conn if keep_alive else CONN_CLOSE
         where = "before handler"
         try:
             request = Request(head.method, raw_path, qs, headers, body, self._remote)
@@ -280,7 +280,7 @@ class Connection(asyncio.Protocol):
             request.path_params = params
             auth = self._router.auth
             if not public and auth is not None and not auth(request):
-                raise _unauthorized()
+                raise unauthorized()
             where = "in handler"
             # A coroutine handler only creates its coroutine here; a plain one runs now.
             out = handler(request)
@@ -342,7 +342,7 @@ class Connection(asyncio.Protocol):
         """The handler is done: answer, then go on with what the client sent meanwhile."""
         self._busy = False
         if self._server.closing and keep_alive:  # shutdown began while the handler ran
-            keep_alive, conn = False, _CONN_CLOSE
+            keep_alive, conn = False, CONN_CLOSE
         self._write(resp, keep_alive, conn)
         if keep_alive and (self._buf or self._eof):
             self._process()
@@ -354,10 +354,10 @@ class Connection(asyncio.Protocol):
         if t is None or t.is_closing():
             return  # client went away; the response is dropped
         try:
-            data = _encode(resp, conn)
+            data = encode(resp, conn)
         except Exception:  # e.g. CR/LF in a header value, non-bytes body
             log.exception("cannot encode response %r", resp)
-            data = _encode(_internal_error(), conn)
+            data = encode(_internal_error(), conn)
         t.write(data)
         if not keep_alive:
             self.close()
@@ -366,7 +366,7 @@ class Connection(asyncio.Protocol):
         self._closing = True
         # close() waits for buffered output to flush: a client that never reads would
         # keep the connection forever, so the sweep aborts it after the idle time.
-        self._enter(_STALLED, self._server.idle_timeout)
+        self._enter(PHASE_STALLED, self._server.idle_timeout)
         if self._transport is not None:
             self._transport.close()
 
@@ -380,11 +380,11 @@ class Connection(asyncio.Protocol):
         self._closing = True
         self._buf = b""
         self._pending = None
-        self._enter(_STALLED, LINGER_S + self._server.idle_timeout)
+        self._enter(PHASE_STALLED, LINGER_S + self._server.idle_timeout)
         t = self._transport
         if t is None or t.is_closing():
             return
-        t.write(_encode(err.to_response(), _CONN_CLOSE))
+        t.write(encode(err.to_response(), CONN_CLOSE))
         if t.can_write_eof():
             t.write_eof()
             self._update_reading()  # make sure we keep draining
@@ -401,7 +401,7 @@ class Connection(asyncio.Protocol):
         """Over the connection cap with no room to make: say so and close."""
         err = HTTPError(503, "too_many_connections", "the node is at its connection limit")
         if self._transport is not None:
-            self._transport.write(_encode(err.to_response(), _CONN_CLOSE))
+            self._transport.write(encode(err.to_response(), CONN_CLOSE))
         self.close()
 
     def shutdown(self) -> None:

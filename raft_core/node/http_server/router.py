@@ -33,7 +33,7 @@ def bearer_auth(token: str) -> AuthHook:
     return check
 
 
-def _unauthorized() -> HTTPError:
+def unauthorized() -> HTTPError:
     return HTTPError(
         401,
         "unauthorized",

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from .connection import _BODY, _HEAD, _IDLE, Connection
+from .connection import PHASE_BODY, PHASE_HEAD, PHASE_IDLE, Connection
 from .router import Router
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
@@ -120,7 +120,7 @@ class HTTPServer:
     def _sweep(self) -> None:
         now = self.loop.time()
         for c in [c for c in self._conns if 0 < c.deadline <= now]:
-            if c.phase in (_HEAD, _BODY):
+            if c.phase in (PHASE_HEAD, PHASE_BODY):
                 self.timed_out += 1
             c.expire()
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
@@ -144,13 +144,13 @@ class HTTPServer:
         best = (True, 0.0)
         for c in self._conns:
             if c.evictable():
-                key = (c.phase == _IDLE, c.since)
+                key = (c.phase == PHASE_IDLE, c.since)
                 if victim is None or key < best:
                     victim, best = c, key
         if victim is None:
             return False
         self.evicted += 1
-        if victim.phase == _IDLE:
+        if victim.phase == PHASE_IDLE:
             victim.close()
         else:
             victim.abort()

@@ -12,10 +12,10 @@ _STATUS_LINES: dict[int, bytes] = {
     int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode() for s in HTTPStatus
 }
 _CT_HEADERS: dict[str, bytes] = {}
-_CONN_KEEP = b""  # HTTP/1.1 default
-_CONN_KEEP_10 = b"Connection: keep-alive\r\n"
-_CONN_CLOSE = b"Connection: close\r\n"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONN_KEEP = b""  # HTTP/1.1 default
+CONN_KEEP_10 = b"Connection: keep-alive\r\n"
+CONN_CLOSE = b"Connection: close\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _KNOWN_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"})
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -36,7 +36,7 @@ def _header_line(name: str, value: str) -> bytes:
     return line.encode("latin-1") + b"\r\n"
 
 
-def _encode(resp: Response, conn: bytes) -> bytes:
+def encode(resp: Response, conn: bytes) -> bytes:
     body = resp.body
     status = resp.status
     ct = resp.content_type
@@ -63,7 +63,7 @@ def _encode(resp: Response, conn: bytes) -> bytes:
     return b"".join(parts)
 
 
-class _Head:
+class Head:
     """A parsed request head waiting for (or with) its body."""
 
     __slots__ = (
@@ -102,7 +102,7 @@ def _bad(message: str) -> HTTPError:
     return HTTPError(400, "bad_request", message)
 
 
-def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
+def parse_head(buf: bytes | bytearray, end: int) -> Head:
     """Parse ``buf[:end]`` (request line + headers, no final blank line)."""
     text = buf[:end].decode("latin-1")
     lines = text.split("\r\n")
@@ -170,11 +170,11 @@ def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
     else:
         tokens = {t.strip() for t in conn_value.lower().split(",")}
         keep_alive = "close" not in tokens and (http11 or "keep-alive" in tokens)
-    conn = (_CONN_KEEP if http11 else _CONN_KEEP_10) if keep_alive else _CONN_CLOSE
+    conn = (CONN_KEEP if http11 else CONN_KEEP_10) if keep_alive else CONN_CLOSE
     expect_continue = False
     if "expect" in headers:
         expect_continue = http11 and headers["expect"].lower() == "100-continue"
-    return _Head(method, target, headers, clen, end + 4, keep_alive, conn, expect_continue)
+    return Head(method, target, headers, clen, end + 4, keep_alive, conn, expect_continue)
 
 
 def _origin_form(target: str) -> str:

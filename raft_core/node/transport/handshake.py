@@ -66,6 +66,16 @@ def cert_ids(writer: asyncio.StreamWriter) -> set[str]:
     return cert_names(writer.get_extra_info("peercert"))
 
 
+def wrong_cert(claimed: str, names: set[str], who: str) -> str:
+    """Why a certificate from the cluster's CA is still refused: it is another node's
+    (copied to the wrong host, or a host posing as another member)."""
+    return (
+        f"{who} claims to be {claimed!r} but its TLS certificate names "
+        f"{', '.join(sorted(names)) or 'nothing'}: a certificate issued for another node; "
+        f"give {claimed} its own (raft-manager certs issue {claimed})"
+    )
+
+
 def valid_id(v: Any) -> bool:
     return type(v) is str and 0 < len(v) <= MAX_NODE_ID_LEN
 
@@ -191,8 +201,8 @@ async def dial(
         raise HandshakeError(f"cluster id mismatch (peer {cluster!r}, ours {cluster_id!r})")
     if acceptor != peer_id:
         raise HandshakeError(f"reached node {acceptor!r}, expected {peer_id!r}")
-    if tls and peer_id not in cert_ids(writer):
-        raise AuthError(f"the peer's certificate does not name {peer_id!r}")
+    if tls and peer_id not in (names := cert_ids(writer)):
+        raise AuthError(wrong_cert(peer_id, names, f"the peer at {peername(writer)}"))
     if secret is None:
         if nonce_a or mac_a:
             raise AuthError("peer requires a cluster secret; none configured here")
@@ -251,8 +261,8 @@ async def accept(
         await reject("dialer claims this node's own id")
     if not knows(dialer):
         await reject("unknown peer (not in this node's peer set)")
-    if tls and dialer not in cert_ids(writer):
-        await reject("the TLS client certificate does not name this node id", AuthError)
+    if tls and dialer not in (names := cert_ids(writer)):
+        await reject(wrong_cert(dialer, names, "the dialer"), AuthError)
     if secret is None and nonce_d:
         await reject("authentication offered but no cluster secret configured here", AuthError)
     if secret is not None and len(nonce_d) != NONCE_BYTES:
