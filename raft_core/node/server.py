@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import mmap
 import os
 import random
 import time
@@ -45,6 +44,7 @@ from .config import NodeConfig
 from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unavailable
 from .faults import FaultRequest, check_peer_ids, merge
 from .metrics import Registry
+from .snapfile import FileImage
 from .status import MemberAddress, NodeStatus
 from .storage import DiskFull, DiskStorage, StorageError
 from .tls import peer_tls_of
@@ -783,7 +783,7 @@ class RaftNode:
             path = images / f"{index:016d}-{meta.term:016d}.img"
             write_image = self.replica.snapshot_writer(path, extra={"addresses": addresses})
             await self._loop.run_in_executor(self._snap_pool, write_image)
-            snap = Snapshot(meta, _map_file(path))
+            snap = Snapshot(meta, FileImage(path))  # type: ignore[arg-type]
 
             def save() -> None:
                 storage.save_snapshot(snap)
@@ -1012,9 +1012,9 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
 
 class _FileSnapshotBuffer:
     """A snapshot being received, written to ``<data_dir>/incoming`` chunk by chunk
-    (into the page cache: a chunk costs the loop a copy, never a sync), then mapped:
-    the image never sits on the heap. A new transfer drops the files of older ones (a
-    mapping still in use keeps its file's data until it is closed)."""
+    (into the page cache: a chunk costs the loop a copy, never a sync), then read
+    from there (``FileImage``): the image never sits on the heap. A new transfer
+    drops the files of older ones (one still open keeps its data until closed)."""
 
     def __init__(self, directory: Path, meta: SnapshotMeta) -> None:
         self.path = directory / f"{meta.index:016d}-{meta.term:016d}.img"
@@ -1035,18 +1035,12 @@ class _FileSnapshotBuffer:
     def finish(self, total: int) -> bytes:
         os.ftruncate(self._fd, total)
         self.close()
-        return _map_file(self.path) if total else b""  # type: ignore[return-value]
+        return FileImage(self.path) if total else b""  # type: ignore[return-value]
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _map_file(path: Path) -> mmap.mmap:
-    """A file's bytes, read on demand (a snapshot's data without a copy in memory)."""
-    with open(path, "rb") as f:
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 __all__ = [
