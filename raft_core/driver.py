@@ -27,7 +27,17 @@ Per batch, in this order (``rawnode.py`` states the contract):
    outcome), committed entries are applied and their proposals answered (a proposal
    whose entry was replaced by another term's answers as lost), read states queue
    until the applied index reaches them, dropped and expired reads fail;
-5. ``advance``, then reads whose index is applied are served, and the next pass runs.
+5. ``advance``, then reads whose index is applied are served, configuration changes
+   and leadership transfers that finished are answered, and the next pass runs.
+
+Configuration changes (``submit_conf_change``) get the answers writes get (REFUSED,
+REPLACED, UNKNOWN, SHUTDOWN) and succeed once their configuration is in force: for a
+voter change, once the joint configuration it entered has been left too (the
+cluster is then in its new steady state). A leadership transfer
+(``transfer_leadership``) succeeds once another node leads, and fails as ABORTED when
+the engine gives up on it (the target did not take over within an election
+timeout). Hosts call these instead of the engine's ``propose_conf_change`` and
+``transfer_leadership``, so no host re-implements the commit check.
 
 A failed write is fatal: the driver stops and the host is told (the on-disk state is
 unknown; recovery on restart decides).
@@ -41,6 +51,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
+from .confchange import ConfChange
 from .rawnode import RawNode, Ready, sendable_before_persist
 from .statemachine import ApplyResult
 from .types import ConfState, DropCode, Entry, Message, NodeId, ProposalDropped, Snapshot
@@ -85,6 +96,7 @@ class FailureCode(Enum):
     LEADERSHIP_LOST = "leadership_lost"  # a read whose leader stepped down
     TIMED_OUT = "timed_out"  # a follower's read the leader did not answer in time
     SHUTDOWN = "shutdown"  # the node stopped (storage failure or shutdown)
+    ABORTED = "aborted"  # a leadership transfer the engine gave up on
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +148,22 @@ class DriverHooks(Generic[Token]):
 
     def read_failed(self, token: Token, failure: Failure) -> None: ...
 
+    def conf_change_done(self, token: Token, index: int, conf: ConfState) -> None:
+        """The change at ``index`` is in force, and ``conf`` is not joint."""
+
+    def conf_change_failed(self, token: Token, failure: Failure) -> None: ...
+
+    def transfer_done(self, token: Token, leader: NodeId, term: int) -> None:
+        """Another node, ``leader``, leads now (usually the target)."""
+
+    def transfer_failed(self, token: Token, failure: Failure) -> None: ...
+
 
 @dataclass(slots=True)
 class _Pending(Generic[Token]):
     term: int
     token: Token
+    conf_change: bool = False
 
 
 class Driver(Generic[Token]):
@@ -176,6 +199,10 @@ class Driver(Generic[Token]):
         self._read_queue: list[Token] = []
         self._read_batches: dict[bytes, list[Token]] = {}
         self._ready_reads: list[tuple[int, list[Token]]] = []
+        # Configuration changes applied while the configuration is joint: answered
+        # once it is left.
+        self._joint_waiters: list[tuple[int, Token]] = []
+        self._transfers: list[tuple[NodeId, Token]] = []
         self._read_ids = 0
         self._read_prefix = f"{raw.id}:{incarnation or secrets.token_hex(8)}:"
 
@@ -218,6 +245,33 @@ class Driver(Generic[Token]):
         self._read_queue.append(token)
         self.kick()
 
+    def submit_conf_change(self, cc: ConfChange, token: Token) -> None:
+        """Propose ``cc`` now; ``token`` is answered through ``conf_change_done`` or
+        ``conf_change_failed``. The engine takes one change at a time: a second one
+        while the first is unapplied (or joint) is REFUSED at once."""
+        try:
+            index, term = self.raw.propose_conf_change(cc)
+        except ProposalDropped as e:
+            self._hooks.conf_change_failed(token, _refused(e))
+            return
+        self._pending[index] = _Pending(term, token, conf_change=True)
+        self.kick()
+
+    def transfer_leadership(self, target: NodeId, token: Token) -> None:
+        """Hand leadership to ``target`` (a voter); ``token`` is answered through
+        ``transfer_done`` or ``transfer_failed``."""
+        raw = self.raw
+        if target == raw.id and raw.is_leader:
+            self._hooks.transfer_done(token, raw.id, raw.term)
+            return
+        try:
+            raw.transfer_leadership(target)
+        except ProposalDropped as e:
+            self._hooks.transfer_failed(token, _refused(e))
+            return
+        self._transfers.append((target, token))
+        self.kick()
+
     def pending_count(self) -> int:
         return len(self._queue) + len(self._pending)
 
@@ -232,7 +286,13 @@ class Driver(Generic[Token]):
         for _, token in queued:
             self._hooks.write_failed(token, failure)
         for p in pending.values():
-            self._hooks.write_failed(p.token, failure)
+            self._fail_pending(p, failure)
+        joint, self._joint_waiters = self._joint_waiters, []
+        for _, token in joint:
+            self._hooks.conf_change_failed(token, failure)
+        transfers, self._transfers = self._transfers, []
+        for _, token in transfers:
+            self._hooks.transfer_failed(token, failure)
         reads = [*self._read_queue, *(t for b in self._read_batches.values() for t in b)]
         reads += [t for _, b in self._ready_reads for t in b]
         self._read_queue, self._read_batches, self._ready_reads = [], {}, []
@@ -250,6 +310,9 @@ class Driver(Generic[Token]):
             self._propose_queued()
         if self._read_queue:
             self._start_reads()
+        if self._transfers:
+            # Before has_ready: an aborted transfer changes nothing a Ready carries.
+            self._check_transfers()
         if not raw.has_ready():
             return
         self._busy = True
@@ -292,13 +355,10 @@ class Driver(Generic[Token]):
             if waiting is None:
                 continue
             if waiting.term != e.term:
-                hooks.write_failed(
-                    waiting.token,
-                    Failure(
-                        FailureCode.REPLACED,
-                        "the entry was replaced by a new leader's log; it did not commit",
-                    ),
-                )
+                self._fail_pending(waiting, _REPLACED)
+            elif waiting.conf_change:
+                # In force only after advance(); answered there.
+                self._joint_waiters.append((e.index, waiting.token))
             else:
                 hooks.write_done(waiting.token, e.index, e.term, result)
         for rs in rd.read_states:
@@ -322,6 +382,8 @@ class Driver(Generic[Token]):
         if self._ready_reads:
             self._serve_reads()
         hooks.advanced(rd, confs)
+        if self._joint_waiters and not self.raw.conf.joint:
+            self._finish_conf_changes()
         self.kick()
 
     # -- proposals and reads ----------------------------------------------------------
@@ -331,7 +393,7 @@ class Driver(Generic[Token]):
         try:
             first, term = self.raw.propose_batch([data for data, _ in batch])
         except ProposalDropped as e:
-            failure = Failure(FailureCode.REFUSED, e.reason, e.code, e.leader)
+            failure = _refused(e)
             for _, token in batch:
                 self._hooks.write_failed(token, failure)
             return
@@ -345,7 +407,7 @@ class Driver(Generic[Token]):
         try:
             self.raw.read_index(ctx)
         except ProposalDropped as e:
-            failure = Failure(FailureCode.REFUSED, e.reason, e.code, e.leader)
+            failure = _refused(e)
             for token in batch:
                 self._hooks.read_failed(token, failure)
             return
@@ -371,7 +433,46 @@ class Driver(Generic[Token]):
         """A snapshot install skipped these entries: their fate is unknown here."""
         unknown = Failure(FailureCode.UNKNOWN, "outcome unknown: this node installed a snapshot")
         for i in sorted(i for i in self._pending if i <= index):
-            self._hooks.write_failed(self._pending.pop(i).token, unknown)
+            self._fail_pending(self._pending.pop(i), unknown)
+
+    def _fail_pending(self, p: _Pending[Token], failure: Failure) -> None:
+        if p.conf_change:
+            self._hooks.conf_change_failed(p.token, failure)
+        else:
+            self._hooks.write_failed(p.token, failure)
+
+    def _finish_conf_changes(self) -> None:
+        conf = self.raw.conf
+        done, self._joint_waiters = self._joint_waiters, []
+        for index, token in done:
+            self._hooks.conf_change_done(token, index, conf)
+
+    def _check_transfers(self) -> None:
+        raw = self.raw
+        lead = raw.leader
+        if lead is not None and lead != raw.id:
+            transfers, self._transfers = self._transfers, []
+            for _, token in transfers:
+                self._hooks.transfer_done(token, lead, raw.term)
+        elif raw.is_leader and raw.transferring_to is None:
+            transfers, self._transfers = self._transfers, []
+            for target, token in transfers:
+                aborted = Failure(
+                    FailureCode.ABORTED,
+                    f"leadership did not move to {target}: the engine aborted the transfer "
+                    f"after an election timeout (is {target} reachable and caught up?)",
+                )
+                self._hooks.transfer_failed(token, aborted)
+        # Otherwise an election is under way (or the transfer is): wait for it.
+
+
+_REPLACED = Failure(
+    FailureCode.REPLACED, "the entry was replaced by a new leader's log; it did not commit"
+)
+
+
+def _refused(e: ProposalDropped) -> Failure:
+    return Failure(FailureCode.REFUSED, e.reason, e.code, e.leader)
 
 
 __all__ = [

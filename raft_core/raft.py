@@ -11,7 +11,6 @@ section is given in brackets.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ from .types import (
     Snapshot,
     SnapshotChunk,
 )
-
-log = logging.getLogger(__name__)
 
 MT = MessageType
 
@@ -152,13 +149,16 @@ class Raft:
         # forwarded read got no answer in time (expired).
         self.dropped_reads: list[bytes] = []
         self.expired_reads: list[bytes] = []
-        # Observers, for metrics and the simulator's statistics.
+        # The engine's one stream of notable events (elections, leadership,
+        # transfers, configuration changes): the engine logs nothing itself; hosts
+        # log, count or trace what they receive here.
         self.on_event: Callable[[str, dict], None] | None = None
         self._reset(self.term)
 
     # -- small helpers -------------------------------------------------------
 
-    def _event(self, name: str, **fields: object) -> None:
+    def event(self, name: str, **fields: object) -> None:
+        """Report a notable event to ``on_event`` (RawNode reports its own here too)."""
         if self.on_event is not None:
             self.on_event(name, fields)
 
@@ -232,7 +232,7 @@ class Raft:
         self.role = Role.FOLLOWER
         self.lead = lead
         if was_leader:
-            self._event("stepped_down", term=term)
+            self.event("stepped_down", term=term)
 
     def _become_pre_candidate(self) -> None:
         # Pre-vote changes nothing durable: no term bump, no vote [9.6].
@@ -257,7 +257,7 @@ class Raft:
         noop = Entry(self.log.last_index() + 1, self.term, EntryType.NORMAL, b"")
         self._append([noop])
         self.pending_conf_index = noop.index
-        self._event("became_leader", term=self.term)
+        self.event("became_leader", term=self.term)
 
     # -- time ----------------------------------------------------------------
 
@@ -298,7 +298,7 @@ class Raft:
                 try:
                     self.maybe_auto_leave()
                 except ProposalDropped as e:
-                    log.debug("%s: cannot leave the joint configuration yet: %s", self.id, e)
+                    self.event("auto_leave_deferred", reason=e.reason)
         elif not self.cfg.broadcast_commit:
             self._send_pending_commits()
 
@@ -333,7 +333,7 @@ class Raft:
         else:
             self._become_candidate()
             term = self.term
-            self._event("election", term=term)
+            self.event("election", term=term)
         if kind is MT.PRE_VOTE:
             # A pre-vote promises nothing durable, so our own counts at once.
             if self._poll(self.id, granted=True) is quorum.VoteResult.WON:
@@ -485,7 +485,7 @@ class Raft:
         elif t is MT.TIMEOUT_NOW:
             # Leadership transfer [3.10]: campaign now, bypassing pre-vote and the
             # voters' stickiness.
-            self._event("timeout_now", term=self.term)
+            self.event("timeout_now", term=self.term)
             self._hup(transfer=True)
 
     def _step_candidate(self, m: Message) -> None:
@@ -520,8 +520,7 @@ class Raft:
         if t is MT.CHECK_QUORUM:
             active = {n for n, pr in self.prs.items() if pr.recent_active or n == self.id}
             if not self._quorum_has(active):
-                log.info("%s: no quorum heard within an election timeout; stepping down", self.id)
-                self._event("check_quorum_step_down", term=self.term)
+                self.event("check_quorum_step_down", term=self.term)
                 self.become_follower(self.term, None)
                 return
             for n, pr in self.prs.items():
@@ -718,7 +717,7 @@ class Raft:
         if not pr.recent_active or self.log.snapshot is None:
             return False
         pr.become_snapshot(self.log.snapshot)
-        self._event("snapshot_send", to=to, index=self.log.snapshot.meta.index)
+        self.event("snapshot_send", to=to, index=self.log.snapshot.meta.index)
         self._send_snapshot_chunks(to, pr)
         return True
 
@@ -819,7 +818,7 @@ class Raft:
     def _restore(self, snapshot: Snapshot) -> None:
         self.log.restore(snapshot)
         self._switch_to_config(snapshot.meta.conf)
-        self._event("snapshot_installed", index=snapshot.meta.index)
+        self.event("snapshot_installed", index=snapshot.meta.index)
 
     # -- configuration -------------------------------------------------------
 
@@ -839,7 +838,7 @@ class Raft:
             del self.prs[node]
         for node, pr in self.prs.items():
             pr.is_learner = node in conf.learners
-        self._event("conf_applied", conf=conf.to_dict(), old=old.to_dict())
+        self.event("conf_applied", conf=conf.to_dict(), old=old.to_dict())
         if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             # Votes gathered under the old configuration mean nothing under the new
             # one (and we may no longer be a voter at all): give up this election.
@@ -1057,7 +1056,7 @@ class Raft:
             self._abort_transfer(f"superseded by a transfer to {target}")
         self.election_elapsed = 0  # the transfer must finish within one timeout
         self.lead_transferee = target
-        self._event("transfer_started", target=target, term=self.term)
+        self.event("transfer_started", target=target, term=self.term)
         pr = self.prs[target]
         if pr.match == self.log.last_index():
             self._send(Message(MT.TIMEOUT_NOW, target, self.id))
@@ -1065,8 +1064,7 @@ class Raft:
             self._send_append(target)
 
     def _abort_transfer(self, reason: str) -> None:
-        log.info("%s: leadership transfer to %s aborted: %s", self.id, self.lead_transferee, reason)
-        self._event("transfer_aborted", target=self.lead_transferee, reason=reason)
+        self.event("transfer_aborted", target=self.lead_transferee, reason=reason)
         self.lead_transferee = None
 
     def campaign(self) -> None:
@@ -1088,7 +1086,7 @@ class Raft:
         window = max(1, self.cfg.election_tick // 2)
         soon = self.randomized_election_timeout - self.rng.randint(1, window)
         self.election_elapsed = max(self.election_elapsed, self.cfg.election_tick, soon)
-        self._event("leader_lost", leader=node, term=self.term)
+        self.event("leader_lost", leader=node, term=self.term)
 
     def report_unreachable(self, node: NodeId) -> None:
         pr = self.prs.get(node)

@@ -18,10 +18,12 @@ The contract, per Ready batch ``rd`` (the same one etcd's RawNode has):
    from there on is replaced; then send the other messages (votes and
    acknowledgements promise what was just persisted);
 3. restore the state machine from ``rd.snapshot``, then apply
-   ``rd.committed_entries`` in order; serve ``rd.read_states`` once the applied
-   index reaches theirs; fail ``rd.dropped_reads`` (leadership or the term changed,
-   or the leader refused a forwarded read) and ``rd.expired_reads`` (a forwarded
-   read the leader did not answer in time);
+   ``rd.committed_entries`` in order (``rd.conf_changes`` holds the configuration
+   changes among them, decoded once, for hosts that read their context); serve
+   ``rd.read_states`` once the applied index reaches theirs; fail
+   ``rd.dropped_reads`` (leadership or the term changed, or the leader refused a
+   forwarded read) and ``rd.expired_reads`` (a forwarded read the leader did not
+   answer in time);
 4. call ``advance(rd)``. Configuration changes take effect there, and messages
    that waited for ``rd`` to be durable (a candidate's vote for itself) are stepped;
    a single voter therefore becomes leader in ``advance()``, and its no-op comes in
@@ -35,7 +37,6 @@ share one heartbeat round, which goes out with the next Ready.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,9 +60,6 @@ from .types import (
     Snapshot,
     SoftState,
 )
-
-log = logging.getLogger(__name__)
-
 
 _EARLY_MESSAGES = frozenset(
     {
@@ -90,6 +88,10 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
     dropped_reads: list[bytes] = field(default_factory=list)
     expired_reads: list[bytes] = field(default_factory=list)
+    # (index, change) for each decodable CONF_CHANGE entry among committed_entries:
+    # decoded here once for advance() and the host. A tuple unless there are any, so
+    # the common batch allocates nothing for it.
+    conf_changes: list[tuple[int, ConfChange]] | tuple[()] = ()
 
     must_sync: bool = False
 
@@ -247,6 +249,9 @@ class RawNode:
         rd.committed_entries = lg.next_committed(r.cfg.max_committed_bytes_per_ready)
         if rd.committed_entries:
             lg.applying = rd.committed_entries[-1].index
+            for e in rd.committed_entries:
+                if e.type is EntryType.CONF_CHANGE:
+                    self._decode_conf_entry(rd, e)
         rd.messages, r.msgs = r.msgs, []
         self._steps_on_advance, r.steps_after_persist = r.steps_after_persist, []
         rd.read_states, r.read_states = r.read_states, []
@@ -277,11 +282,11 @@ class RawNode:
         applied_confs: list[ConfState] = []
         if rd.committed_entries:
             last_applied = rd.committed_entries[-1].index
-            for e in rd.committed_entries:
+            for index, cc in rd.conf_changes:
                 # A snapshot installed while this batch was being applied already
                 # holds the configuration as of its index: older changes are moot.
-                if e.type is EntryType.CONF_CHANGE and e.index > lg.offset:
-                    conf = self._apply_conf_entry(e)
+                if index > lg.offset:
+                    conf = self._apply_conf_change(index, cc)
                     if conf is not None:
                         applied_confs.append(conf)
             if last_applied > lg.applied:
@@ -293,22 +298,33 @@ class RawNode:
             try:
                 r.maybe_auto_leave()
             except ProposalDropped as e:
-                log.info("%s: cannot leave the joint configuration yet: %s", r.id, e.reason)
+                r.event("auto_leave_deferred", reason=e.reason)
         steps, self._steps_on_advance = self._steps_on_advance, []
         for m in steps:
             r.step(m)
         return applied_confs
 
-    def _apply_conf_entry(self, e: Entry) -> ConfState | None:
+    def _decode_conf_entry(self, rd: Ready, e: Entry) -> None:
         try:
-            return self._raft.apply_conf_change(ConfChange.decode(e.data))
+            cc = ConfChange.decode(e.data)
         except ConfChangeError as err:
-            # Every node reaches the same verdict on the same committed entry, so
-            # skipping it keeps replicas identical.
-            log.warning(
-                "%s: ignoring committed configuration change %d: %s", self._raft.id, e.index, err
-            )
+            self._conf_ignored(e.index, err)
+            return
+        if isinstance(rd.conf_changes, tuple):
+            rd.conf_changes = []
+        rd.conf_changes.append((e.index, cc))
+
+    def _apply_conf_change(self, index: int, cc: ConfChange) -> ConfState | None:
+        try:
+            return self._raft.apply_conf_change(cc)
+        except ConfChangeError as err:
+            self._conf_ignored(index, err)
             return None
+
+    def _conf_ignored(self, index: int, err: ConfChangeError) -> None:
+        # Every node reaches the same verdict on the same committed entry, so
+        # skipping it keeps replicas identical.
+        self._raft.event("conf_change_ignored", index=index, reason=str(err))
 
     # -- typed queries (the engine itself stays private to RawNode) --------------
 
@@ -343,6 +359,11 @@ class RawNode:
     @property
     def applied_index(self) -> int:
         return self._raft.log.applied
+
+    @property
+    def transferring_to(self) -> NodeId | None:
+        """The target of the leadership transfer under way, if any."""
+        return self._raft.lead_transferee
 
     @property
     def pending_conf_index(self) -> int:

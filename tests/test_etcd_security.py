@@ -15,7 +15,7 @@ from etcd_helpers import BINARIES, audit_lines, etcd_cluster, etcd_manager, requ
 from mcp_server.adapters.etcd_gateway import EtcdGateway
 from mcp_server.adapters.raft_node import RaftNodeAdapter
 from mcp_server.core.config import TLSConfig
-from mcp_server.core.errors import ConfigError, ManagerError
+from mcp_server.core.errors import InputError, ManagerError
 
 pytestmark = pytest.mark.processes
 
@@ -150,7 +150,7 @@ def test_username_and_password_auth(tmp_path, state, monkeypatch):
         ) as mgr:
             assert mgr.read("k").value == "v"
         monkeypatch.delenv("TEST_ETCD_PASSWORD")
-        with pytest.raises(ConfigError) as e:
+        with pytest.raises(InputError) as e:
             etcd_manager(lc, state, name="g", username="ops", password_env="TEST_ETCD_PASSWORD")
         assert "TEST_ETCD_PASSWORD" in e.value.reason
     audit = (state / "audit.jsonl").read_text()

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_server.adapters.base import NodeStatus
 from mcp_server.adapters.etcd import EtcdAdapter
 from mcp_server.adapters.etcd_gateway import b64, base_url, gateway_error, hex_id, num, unb64
 from mcp_server.core.config import ClusterConfig, load_config
-from mcp_server.core.context import Context
-from mcp_server.core.errors import ConfigError
+from mcp_server.core.context import OperationContext
+from mcp_server.core.errors import InputError
 from mcp_server.core.models import ElectRequest
+from mcp_server.core.port import MemberStatus
 from mcp_server.core.view import ClusterView
 from mcp_server.operations import leadership
 from mcp_server.operations.membership import plan_change
@@ -47,17 +47,17 @@ def test_gateway_errors_say_what_to_do():
 def test_config_secrets_are_never_inline(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
     bad.write_text("clusters: {e: {kind: etcd, endpoints: [h:1], username: u, password: x}}")
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(InputError) as e:
         load_config(bad)
     assert "inline secret" in e.value.reason and "x" not in e.value.reason.split("(")[-1]
     ok = tmp_path / "ok.yaml"
     ok.write_text("clusters: {e: {kind: etcd, endpoints: [h:1], username: u, password_env: PW}}")
     c = load_config(ok).cluster("e")
     assert c.mode == "production" and c.username == "u"
-    from mcp_server.core.manager import make_adapter
+    from mcp_server.manager import make_adapter
 
     monkeypatch.delenv("PW", raising=False)
-    with pytest.raises(ConfigError, match="PW"):
+    with pytest.raises(InputError, match="PW"):
         make_adapter(c)
     monkeypatch.setenv("PW", "s3cret")
     adapter, secret = make_adapter(c)
@@ -65,10 +65,10 @@ def test_config_secrets_are_never_inline(tmp_path, monkeypatch):
     adapter.close()
 
 
-def _statuses(leader: str | None = "n1") -> dict[str, NodeStatus]:
+def _statuses(leader: str | None = "n1") -> dict[str, MemberStatus]:
     voters = ["n1", "n2", "n3"]
     return {
-        n: NodeStatus(
+        n: MemberStatus(
             id=n,
             reachable=True,
             role="leader" if n == leader else "follower",
@@ -109,13 +109,13 @@ class _Leaderless:
     def __init__(self, kind: str, supports_campaign: bool) -> None:
         self.kind, self.supports_campaign = kind, supports_campaign
 
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         return _statuses(leader=None)
 
 
 def _election_plan(kind: str, supports_campaign: bool):
     cluster = ClusterConfig(name="e", kind=kind, endpoints=["h:1"])
-    ctx = Context(cluster, _Leaderless(kind, supports_campaign))  # type: ignore[arg-type]
+    ctx = OperationContext(cluster, _Leaderless(kind, supports_campaign))  # type: ignore[arg-type]
     return leadership.plan(ctx, ElectRequest(target=None))
 
 
@@ -180,7 +180,7 @@ class _ElectsItself(_Leaderless):
         super().__init__("raft_core", True)
         self.calls = 0
 
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         self.calls += 1
         return _statuses(leader=None if self.calls == 1 else "n2")
 
@@ -190,7 +190,7 @@ class _ElectsItself(_Leaderless):
 
 def test_an_election_the_cluster_won_by_itself_is_reported_not_disturbed():
     cluster = ClusterConfig(name="e", kind="raft_core", endpoints=["h:1"])
-    ctx = Context(cluster, _ElectsItself())  # type: ignore[arg-type]
+    ctx = OperationContext(cluster, _ElectsItself())  # type: ignore[arg-type]
     plan = leadership.plan(ctx, ElectRequest(target=None))
     assert plan.steps[0].action == "campaign"
     result = leadership.run(ctx, plan, lambda *a: None)

@@ -47,7 +47,7 @@ def _config(data_dir: Path) -> NodeConfig:
 
 async def _until_leader(node: RaftNode) -> None:
     for _ in range(500):
-        if node.status().role == "leader":
+        if node.status().engine.role == "leader":
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no leader")
@@ -66,7 +66,7 @@ def test_an_application_state_machine_replicates_snapshots_and_recovers(tmp_path
             again = await node.propose(["apples", 1], client_id="app", seq=120)
             assert again.value == 120 and node.sm.totals["apples"] == 120
             await node.read_barrier()
-            assert node.status().snapshot_index > 0, "snapshots were taken"
+            assert node.status().engine.snapshot_index > 0, "snapshots were taken"
             return node.replica.applied_index
         finally:
             await node.stop()

@@ -7,26 +7,26 @@ from __future__ import annotations
 import pytest
 from test_manager_units import healthy, member
 
-from mcp_server.adapters.base import (
-    ClusterAdapter,
-    ConfResult,
-    NodeStatus,
-    ReadOutcome,
-    StateDigest,
-    WriteResult,
-)
 from mcp_server.core import (
     ClusterConfig,
     Config,
-    ConfigError,
-    Manager,
+    InputError,
     Refused,
     ReplicateOutcome,
     SnapshotOutcome,
 )
 from mcp_server.core.audit import AuditLog
 from mcp_server.core.plans import PlanStore
+from mcp_server.core.port import (
+    ClusterAdapter,
+    ConfResult,
+    MemberStatus,
+    ReadOutcome,
+    StateDigest,
+    WriteResult,
+)
 from mcp_server.core.view import is_quorum, quorum_of
+from mcp_server.manager import Manager
 
 
 class FakeAdapter(ClusterAdapter):
@@ -34,16 +34,16 @@ class FakeAdapter(ClusterAdapter):
 
     kind = "fake"
 
-    def __init__(self, statuses: dict[str, NodeStatus], **flags: bool) -> None:
+    def __init__(self, statuses: dict[str, MemberStatus], **flags: bool) -> None:
         self._statuses = statuses
         self.calls: list[tuple] = []
         for k, v in flags.items():
             setattr(self, k, v)
 
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         return self._statuses
 
-    def status(self, node: str) -> NodeStatus:
+    def status(self, node: str) -> MemberStatus:
         return self._statuses[node]
 
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:
@@ -131,11 +131,11 @@ def test_the_dry_run_rule_as_the_manager_applies_it(tmp_path):
 
 def test_bad_input_is_a_config_error_naming_the_field(tmp_path):
     mgr, _ = manager(tmp_path)
-    with pytest.raises(ConfigError, match="kind"):
+    with pytest.raises(InputError, match="kind"):
         mgr.inject_fault("meteor", ["n1"])
-    with pytest.raises(ConfigError, match="action"):
+    with pytest.raises(InputError, match="action"):
         mgr.change_membership("explode", "n4")
-    with pytest.raises(ConfigError, match="entries"):
+    with pytest.raises(InputError, match="entries"):
         mgr.replicate([])
 
 

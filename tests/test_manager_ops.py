@@ -16,12 +16,12 @@ from manager_helpers import (
 )
 from testkit import wait_until
 
-from mcp_server.core import Manager
 from mcp_server.core.config import ClusterConfig, Config, TLSConfig
 from mcp_server.core.errors import Refused, Unreachable
 from mcp_server.core.models import ElectionResult, MembershipChange, Plan, RecoverResult
 from mcp_server.core.plans import PlanStore
 from mcp_server.local import LocalCluster
+from mcp_server.manager import Manager
 
 pytestmark = pytest.mark.processes
 

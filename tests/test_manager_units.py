@@ -9,18 +9,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import httpx
 import pytest
 
-from mcp_server.adapters.base import NodeStatus, Progress
+from mcp_server.adapters.http import exchange
+from mcp_server.adapters.processes import LocalProcesses
 from mcp_server.core import policy
 from mcp_server.core.audit import REDACTED, AuditLog, redact
 from mcp_server.core.config import load_config, resolve_token, state_dir
-from mcp_server.core.errors import ConfigError, Refused
+from mcp_server.core.errors import InputError, NodeRequestError, Refused, Unreachable
 from mcp_server.core.models import Plan
 from mcp_server.core.plans import PlanStore, dry_run_rule, plan_id, timestamps
+from mcp_server.core.port import MemberStatus
 from mcp_server.core.view import ClusterView
+from mcp_server.local.cluster import LocalCluster, LocalNode, LocalSettings
 from mcp_server.operations.health import report
 from mcp_server.operations.membership import plan_change
+from raft_core.status import ProgressStatus
 
 # -- synthetic clusters ----------------------------------------------------------------
 
@@ -38,8 +43,8 @@ def member(
     joint: bool = False,
     pending: int = 0,
     progress: dict | None = None,
-) -> NodeStatus:
-    return NodeStatus(
+) -> MemberStatus:
+    return MemberStatus(
         id=id,
         reachable=reachable,
         role=role if reachable else "unknown",
@@ -59,9 +64,23 @@ def member(
     )
 
 
-def healthy(n: int = 3, **kw) -> dict[str, NodeStatus]:
+def progress_of(match: int, next_: int, state: str) -> ProgressStatus:
+    """A leader's view of one member's replication, as the engine reports it."""
+    return ProgressStatus(
+        match=match,
+        next=next_,
+        state=state,
+        learner=False,
+        recent_active=True,
+        ticks_since_heard=0,
+        inflight=0,
+        snapshot_bytes_acked=None,
+    )
+
+
+def healthy(n: int = 3, **kw) -> dict[str, MemberStatus]:
     ids = [f"n{i}" for i in range(1, n + 1)]
-    prog = {i: Progress(10, 11, "replicate") for i in ids}
+    prog = {i: progress_of(10, 11, "replicate") for i in ids}
     out = {"n1": member("n1", "leader", progress=prog, voters=ids, **kw)}
     for i in ids[1:]:
         out[i] = member(i, voters=ids)
@@ -84,7 +103,7 @@ def test_embedded_default_lives_in_the_xdg_state_dir(tmp_path, monkeypatch):
 def test_config_refuses_inline_secrets_without_echoing_them(tmp_path):
     p = tmp_path / "clusters.yaml"
     p.write_text(json.dumps({"clusters": {"x": {"dir": "/tmp/x", "token": "hunter2-secret"}}}))
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(InputError) as e:
         load_config(p)
     assert "inline secret" in e.value.reason and "token_env" in e.value.next_step
     assert "hunter2" not in str(e.value)
@@ -108,13 +127,13 @@ def test_config_modes_default_and_validation(tmp_path):
     assert cfg.cluster(None).name == "local" and cfg.cluster("local").mode == "sandbox"
     assert cfg.cluster("remote").mode == "production"  # remote clusters default to production
     assert cfg.cluster("ro").allowed_operations == ["cluster_status", "read", "verify_consistency"]
-    with pytest.raises(ConfigError, match="no cluster named"):
+    with pytest.raises(InputError, match="no cluster named"):
         cfg.cluster("nope")
     p.write_text(json.dumps({"clusters": {"x": {"dir": "/tmp/x", "allowed_operations": ["rm"]}}}))
-    with pytest.raises(ConfigError, match="unknown operation"):
+    with pytest.raises(InputError, match="unknown operation"):
         load_config(p)
     p.write_text(json.dumps({"clusters": {"x": {"kind": "raft_core"}}}))
-    with pytest.raises(ConfigError, match="needs `dir`"):
+    with pytest.raises(InputError, match="needs `dir`"):
         load_config(p)
 
 
@@ -134,7 +153,7 @@ def test_tokens_come_from_env_or_file(tmp_path, monkeypatch):
     )
     cfg = load_config(p)
     monkeypatch.delenv("T_ENV", raising=False)
-    with pytest.raises(ConfigError, match="T_ENV"):
+    with pytest.raises(InputError, match="T_ENV"):
         resolve_token(cfg.cluster("a"))
     monkeypatch.setenv("T_ENV", "env-token")
     assert resolve_token(cfg.cluster("a")) == "env-token"
@@ -289,7 +308,7 @@ def test_status_warnings_name_each_problem():
     st = {k: member(k, "follower", leader=None) for k in ("n1", "n2", "n3")}
     assert any("no leader" in x for x in ClusterView.build(st).warnings())
     st = healthy()
-    st["n1"].progress["n3"] = Progress(2, 3, "probe")
+    st["n1"].progress["n3"] = progress_of(2, 3, "probe")
     w = ClusterView.build(st).warnings()
     assert any("n3 is lagging" in x and "8 entries behind" in x for x in w)
     st = healthy(joint=True)
@@ -368,13 +387,15 @@ def test_plan_refusals_in_pure_form():
     assert not p.safe and any("joint configuration" in r for r in p.reasons)
     # removing the last voter
     st = {
-        "n1": member("n1", "leader", voters=["n1"], progress={"n1": Progress(10, 11, "replicate")})
+        "n1": member(
+            "n1", "leader", voters=["n1"], progress={"n1": progress_of(10, 11, "replicate")}
+        )
     }
     p = _plan(st, "remove", "n1")
     assert not p.safe and any("last voter" in r for r in p.reasons)
     # removing the leader transfers first, to the most caught-up voter
     st = healthy()
-    st["n1"].progress["n2"] = Progress(9, 10, "replicate")
+    st["n1"].progress["n2"] = progress_of(9, 10, "replicate")
     p = _plan(st, "remove", "n1")
     assert p.safe and p.steps[0].action == "transfer_leadership" and "to n3" in p.steps[0].detail
     # promote a non-learner
@@ -412,3 +433,74 @@ def test_health_warns_once_about_members_without_peer_authentication(auths, warn
     else:
         assert len(about) == 1 and f"on {warned}:" in about[0], about
     assert r.healthy  # a warning, not a failed check
+
+
+# -- one HTTP exchange (adapters/http.py), as both kinds' clients use it ----------------------
+
+
+def _exchange(handler, *, reads_only: bool):
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return exchange(
+        client, "POST", "http://m1/x", member="n1 (m1)", what="POST /x", reads_only=reads_only,
+        node="n1",
+    )  # fmt: skip
+
+
+def _raise(error: type[httpx.HTTPError]):
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error("boom\nsecond line", request=request)
+
+    return handler
+
+
+def test_a_refused_connection_is_unreachable_and_names_the_member():
+    with pytest.raises(Unreachable, match=r"^n1 \(m1\) is unreachable: boom$"):
+        _exchange(_raise(httpx.ConnectError), reads_only=False)
+
+
+@pytest.mark.parametrize(("reads_only", "indeterminate"), [(False, True), (True, False)])
+def test_a_lost_answer_may_have_taken_effect_unless_the_request_only_reads(
+    reads_only, indeterminate
+):
+    with pytest.raises(NodeRequestError) as e:
+        _exchange(_raise(httpx.ReadTimeout), reads_only=reads_only)
+    assert e.value.indeterminate is indeterminate
+    assert e.value.node == "n1"
+    assert e.value.reason == "n1 (m1) did not answer POST /x: boom"
+
+
+@pytest.mark.parametrize(
+    ("content", "body"), [(b'{"a": 1}', {"a": 1}), (b"not json", {}), (b"[1, 2]", {})]
+)
+def test_an_answer_comes_back_with_its_json_object_or_an_empty_one(content, body):
+    r, doc = _exchange(lambda _req: httpx.Response(503, content=content), reads_only=False)
+    assert r.status_code == 503
+    assert doc == body
+
+
+# -- the local cluster's state file: read once per view, again only when it changes ------------
+
+
+def test_a_view_of_a_local_cluster_reads_cluster_yaml_once(tmp_path, monkeypatch):
+    nodes = [LocalNode(f"n{i}", f"127.0.0.1:{i}", f"127.0.0.1:{100 + i}", "d") for i in (1, 2, 3)]
+    lc = LocalCluster(tmp_path, nodes, LocalSettings())
+    lc.save()
+    reads = []
+    real_load = LocalCluster.load
+    monkeypatch.setattr(
+        LocalCluster, "load", classmethod(lambda cls, d: reads.append(d) or real_load(d))
+    )
+    procs = LocalProcesses(tmp_path)
+
+    def one_view() -> None:  # what the raft-node adapter asks while it builds a view
+        procs.api_addresses()
+        for n in nodes:
+            procs.decorate(MemberStatus(id=n.id, reachable=True))
+
+    for _ in range(5):  # a wait polling the cluster
+        one_view()
+    assert len(reads) == 1
+    lc.nodes[0].pid = 4242  # the file is replaced: the next view sees the change
+    lc.save()
+    assert procs.pids()["n1"] == 4242
+    assert len(reads) == 2

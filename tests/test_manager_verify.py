@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 from manager_helpers import STEADY, leader_of, local_cluster, make_manager, wait_all_applied
 
-from mcp_server.adapters.base import LogSlice
+from mcp_server.core.port import LogSlice
 
 pytestmark = pytest.mark.processes
 

@@ -46,7 +46,7 @@ def test_proposals_beyond_the_bound_are_refused_at_once(
             assert len(refused) == 200 - bound, len(refused)
             assert all(not t.exception().extra.get("indeterminate") for t in refused)
             assert node.pending_count() == bound
-            assert node.status().role is NodeRole.LEADER  # still answering
+            assert node.status().engine.role is NodeRole.LEADER  # still answering
             gate.set()
             admitted = await asyncio.gather(*(t for t in tasks if t not in refused))
             assert len(admitted) == bound and all(r.error is None for r in admitted)

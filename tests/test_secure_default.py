@@ -26,9 +26,9 @@ from proc_helpers import frame, peer_host_port, read_frame, register, shared_htt
 from testkit import release_base_port, reserve_base_port
 
 from mcp_server import cli
-from mcp_server.core import Manager
 from mcp_server.core.config import Config, embedded_default
 from mcp_server.local import LocalCluster, security
+from mcp_server.manager import Manager
 from raft_core.node.certs import make_cluster_pki
 
 pytestmark = pytest.mark.processes

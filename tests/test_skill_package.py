@@ -29,7 +29,7 @@ CAPABILITIES = {
     "membership_changes",
     "consistency_verification",
 }
-# The MCP contract (DESIGN.md): tool -> its argument names.
+# The tool table of docs/design.md, section 6: tool -> its argument names.
 TOOLS: dict[str, set[str]] = {
     "list_clusters": set(),
     "cluster_status": {"cluster"},

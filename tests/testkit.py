@@ -105,7 +105,7 @@ async def started_single_node(data_dir: Path, **config: Any) -> RaftNode:
     node = RaftNode(cfg)
     await node.start()
     for _ in range(500):
-        if node.status().role is NodeRole.LEADER:
+        if node.status().engine.role is NodeRole.LEADER:
             return node
         await asyncio.sleep(0.01)
     await node.stop()

@@ -1,12 +1,1 @@
-"""Cluster adapters: one small interface, one implementation per cluster kind."""
-
-from .base import ClusterAdapter, ConfResult, LogEntryDigest, LogSlice, NodeStatus, StateDigest
-
-__all__ = [
-    "ClusterAdapter",
-    "ConfResult",
-    "LogEntryDigest",
-    "LogSlice",
-    "NodeStatus",
-    "StateDigest",
-]
+"""The adapters: one implementation of ``core.port.ClusterAdapter`` per cluster kind."""

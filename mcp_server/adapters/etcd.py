@@ -35,17 +35,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from raft_core.status import ProgressStatus
+
 from ..core.errors import ManagerError, NodeRequestError, NotSupported, Unreachable
-from ..local.etcd import find_binary
-from .base import (
+from ..core.port import (
     ClusterAdapter,
     ConfResult,
-    NodeStatus,
-    Progress,
+    MemberStatus,
     ReadOutcome,
     StateDigest,
     WriteResult,
 )
+from ..local.etcd import find_binary
 from .etcd_gateway import (
     LONG_TIMEOUT,
     STATUS_TIMEOUT,
@@ -169,12 +170,12 @@ class EtcdAdapter(ClusterAdapter):
 
     # -- observation -----------------------------------------------------------------------
 
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         try:
             members, answered = self._member_list()
         except Unreachable as e:
             return {
-                u: NodeStatus(id=u, reachable=False, api_address=u, error=e.reason)
+                u: MemberStatus(id=u, reachable=False, api_address=u, error=e.reason)
                 for u in self.endpoints or self._candidate_urls()
             }
         self._members = {self._node_id(r): r for r in members}
@@ -196,10 +197,10 @@ class EtcdAdapter(ClusterAdapter):
 
         answers = dict(self._pool.map(fetch, list(self._members)))
         alarms = self._alarms(answered, by_hex)
-        out: dict[str, NodeStatus] = {}
+        out: dict[str, MemberStatus] = {}
         for node, rec in self._members.items():
             ans = answers.get(node)
-            st = NodeStatus(
+            st = MemberStatus(
                 id=node,
                 reachable=isinstance(ans, dict),
                 api_address=addresses[node],
@@ -235,15 +236,15 @@ class EtcdAdapter(ClusterAdapter):
             out.setdefault(node, []).append(a.get("alarm", "UNKNOWN"))
         return out
 
-    def _decorate(self, out: dict[str, NodeStatus]) -> dict[str, NodeStatus]:
+    def _decorate(self, out: dict[str, MemberStatus]) -> dict[str, MemberStatus]:
         if self.processes is not None:
             for st in out.values():
                 self.processes.decorate(st)
         return out
 
-    def status(self, node: str) -> NodeStatus:
+    def status(self, node: str) -> MemberStatus:
         sts = self.statuses()
-        return sts.get(node) or NodeStatus(id=node, reachable=False, error="not a member")
+        return sts.get(node) or MemberStatus(id=node, reachable=False, error="not a member")
 
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:
         """The hash of ``node``'s whole backend at its current revision (``index``)."""
@@ -473,7 +474,7 @@ class EtcdAdapter(ClusterAdapter):
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _fill(st: NodeStatus, ans: dict, by_hex: dict[int, str], *, learner: bool) -> None:
+def _fill(st: MemberStatus, ans: dict, by_hex: dict[int, str], *, learner: bool) -> None:
     header = ans.get("header") or {}
     me, leader = num(header, "member_id", "memberId"), num(ans, "leader")
     st.term = num(ans, "raftTerm") or num(header, "raft_term", "raftTerm") or None
@@ -490,7 +491,7 @@ def _fill(st: NodeStatus, ans: dict, by_hex: dict[int, str], *, learner: bool) -
         st.error = "; ".join(errors)
 
 
-def _derive_progress(out: dict[str, NodeStatus]) -> None:
+def _derive_progress(out: dict[str, MemberStatus]) -> None:
     """The leader's progress as etcd would see it, from the members' own raft indexes."""
     leader = next((s for s in out.values() if s.role == "leader"), None)
     if leader is None:
@@ -502,11 +503,15 @@ def _derive_progress(out: dict[str, NodeStatus]) -> None:
         follows = st.reachable and (
             node == leader.id or (st.leader == leader.id and st.term == leader.term)
         )
-        progress[node] = Progress(
+        progress[node] = ProgressStatus(
             match=st.commit_index or 0,
             next=(st.commit_index or 0) + 1,
             state="replicate" if follows else "probe",
             learner=st.role == "learner",
             recent_active=st.reachable,
+            # The gateway reports none of these.
+            ticks_since_heard=None,
+            inflight=0,
+            snapshot_bytes_acked=None,
         )
     leader.progress = progress

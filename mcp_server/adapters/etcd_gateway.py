@@ -26,7 +26,8 @@ from typing import Any
 
 import httpx
 
-from ..core.errors import NodeRequestError, Unreachable
+from ..core.errors import NodeRequestError
+from .http import exchange
 from .tls import ssl_context
 
 TIMEOUT = httpx.Timeout(3.0, connect=1.0)
@@ -36,6 +37,7 @@ LONG_TIMEOUT = httpx.Timeout(15.0, connect=1.0)
 # gRPC codes whose outcome is unknown: the request may have been applied.
 _INDETERMINATE_CODES = {1, 4, 14}  # CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE
 _UNAUTHENTICATED = 16
+_READS = ("maintenance/status", "kv/range")  # calls that cannot have changed anything
 
 # What to do next for the messages etcd sends (substring -> next step).
 _NEXT_STEPS = {
@@ -137,30 +139,22 @@ class EtcdGateway:
             headers = {}
             if self._username:
                 headers["Authorization"] = self._auth_token(endpoint, label)
-            try:
-                r = self._client.post(
-                    f"{self.url(endpoint)}/v3/{path}",
-                    json=body or {},
-                    headers=headers,
-                    timeout=timeout,
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-                raise Unreachable(f"{label} ({endpoint}) is unreachable: {_short(e)}") from None
-            except httpx.HTTPError as e:
-                raise NodeRequestError(
-                    f"{label} ({endpoint}) did not answer {path}: {_short(e)}",
-                    "check the cluster's status; the request may or may not have taken effect",
-                    indeterminate=not path.startswith(("maintenance/status", "kv/range")),
-                    node=who,
-                ) from None
-            try:
-                doc = r.json()
-            except ValueError:
-                doc = {}
+            r, doc = exchange(
+                self._client,
+                "POST",
+                f"{self.url(endpoint)}/v3/{path}",
+                member=f"{label} ({endpoint})",
+                what=path,
+                reads_only=path.startswith(_READS),
+                node=who,
+                json=body or {},
+                headers=headers,
+                timeout=timeout,
+            )
             if r.status_code == 200:
-                return doc if isinstance(doc, dict) else {}
-            code = doc.get("code") if isinstance(doc, dict) else None
-            message = (doc.get("message") or doc.get("error")) if isinstance(doc, dict) else None
+                return doc
+            code = doc.get("code")
+            message = doc.get("message") or doc.get("error")
             message = message or r.reason_phrase or f"HTTP {r.status_code}"
             token_rejected = code == _UNAUTHENTICATED or "invalid auth token" in message
             if self._username and token_rejected and attempt == 0:
@@ -173,17 +167,16 @@ class EtcdGateway:
     def _auth_token(self, endpoint: str, label: str) -> str:
         with self._lock:
             if self._token is None:
-                try:
-                    r = self._client.post(
-                        f"{self.url(endpoint)}/v3/auth/authenticate",
-                        json={"name": self._username, "password": self._password or ""},
-                    )
-                except httpx.HTTPError as e:
-                    raise Unreachable(f"{label} ({endpoint}) is unreachable: {_short(e)}") from None
-                try:
-                    doc = r.json()
-                except ValueError:
-                    doc = {}
+                r, doc = exchange(
+                    self._client,
+                    "POST",
+                    f"{self.url(endpoint)}/v3/auth/authenticate",
+                    member=f"{label} ({endpoint})",
+                    what="auth/authenticate",
+                    reads_only=True,  # a token more changes nothing
+                    node=None,
+                    json={"name": self._username, "password": self._password or ""},
+                )
                 if r.status_code != 200 or not doc.get("token"):
                     raise gateway_error(
                         label,
@@ -218,13 +211,8 @@ def gateway_error(
         status=status,
         error=str(code) if code is not None else None,
         indeterminate=code in _INDETERMINATE_CODES
-        and not path.startswith(("maintenance/status", "kv/range"))
+        and not path.startswith(_READS)
         and not any(k in message for k in ("no leader", "not leader", "unhealthy cluster")),
         node=who,
         body={"message": message, "code": code},
     )
-
-
-def _short(e: Exception) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0][:160]

@@ -20,19 +20,22 @@ from typing import Any
 
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError, Unreachable
+from ..core.port import MemberStatus, NewProcess
 from ..local import pids
-from ..local.cluster import ClusterError, LocalCluster
-from ..local.etcd import EtcdLocalCluster
-from .base import NewProcess, NodeStatus
+from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster
+from ..local.etcd import STATE_FILE, EtcdLocalCluster
 
 
 class _Processes(ABC):
     """What both kinds of local cluster share: signals and the process state in status."""
 
     start_hint = "start it (or check `dir:`)"
+    state_file = ""  # the file in ``dir`` that ``_load`` reads
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
+        self._seen: tuple[int, int, int] | None = None  # the file read into _state
+        self._state: Any = None
 
     @abstractmethod
     def _load(self) -> Any:
@@ -43,10 +46,27 @@ class _Processes(ABC):
         """Each member's recorded pid, by id."""
 
     def cluster(self) -> Any:
+        """The local cluster, read afresh: for the actions that change it."""
         try:
             return self._load()
         except ClusterError as e:
             raise Unreachable(str(e), self.start_hint) from None
+
+    def state(self) -> Any:
+        """The local cluster for reading only (never mutate it): read again only when the
+        state file was replaced. Every writer replaces it whole (``os.replace``), so its
+        inode, time and size identify its content: a view that asks for each member's
+        pid, or a wait that builds a view every tenth of a second, costs one ``stat``
+        per question and reads the file once per change."""
+        try:
+            st = (self.dir / self.state_file).stat()
+            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen is None or seen != self._seen:
+            self._state = self.cluster()
+            self._seen = seen
+        return self._state
 
     def running(self, node: str) -> bool | None:
         known = self.pids()
@@ -67,7 +87,7 @@ class _Processes(ABC):
     def resume(self, node: str) -> None:
         self._signal(node, signal.SIGCONT)
 
-    def decorate(self, st: NodeStatus) -> NodeStatus:
+    def decorate(self, st: MemberStatus) -> MemberStatus:
         """Add the process state (running, pid; frozen or stopped) to a member's status."""
         known = self.pids()
         if st.id not in known:
@@ -90,23 +110,24 @@ class LocalProcesses(_Processes):
     """The ``raft-node`` processes of a ``cluster up`` cluster (``cluster.yaml``)."""
 
     start_hint = "start it with `raft-manager cluster up` (or check `dir:`)"
+    state_file = CLUSTER_FILE
 
     def _load(self) -> LocalCluster:
         return LocalCluster.load(self.dir)
 
     def pids(self) -> dict[str, int | None]:
-        return {n.id: n.pid for n in self.cluster().nodes}
+        return {n.id: n.pid for n in self.state().nodes}
 
     def api_addresses(self) -> dict[str, str]:
         """Every local member's API address, by id."""
-        return {n.id: n.api_address for n in self.cluster().nodes}
+        return {n.id: n.api_address for n in self.state().nodes}
 
     def api_tls(self) -> TLSConfig | None:
         """How to verify the members' HTTPS API (the cluster's own CA); None for HTTP or
         while the cluster does not exist yet."""
         try:
-            s = LocalCluster.load(self.dir).settings
-        except ClusterError:
+            s = self.state().settings
+        except Unreachable:
             return None
         return TLSConfig(ca_file=s.ca_file) if s.api_scheme == "https" else None
 
@@ -130,7 +151,7 @@ class LocalProcesses(_Processes):
 
     def planned_addresses(self, node: str) -> tuple[str, str]:
         """Where ``new_process`` would put ``node``: (peer address, API address)."""
-        return self.cluster().addresses_for(node)
+        return self.state().addresses_for(node)
 
     def retire_process(self, node: str) -> None:
         lc = self.cluster()
@@ -159,6 +180,7 @@ class EtcdProcesses(_Processes):
     """
 
     start_hint = "start it with `raft-manager etcd up` (or check `dir:`)"
+    state_file = STATE_FILE
 
     def __init__(self, directory: str | Path, tls: Any = None) -> None:
         super().__init__(directory)
@@ -168,15 +190,15 @@ class EtcdProcesses(_Processes):
         return EtcdLocalCluster.load(self.dir)
 
     def pids(self) -> dict[str, int | None]:
-        return {m.name: m.pid for m in self.cluster().members}
+        return {m.name: m.pid for m in self.state().members}
 
     def endpoints(self) -> list[str]:
         """The members' client URLs."""
-        return self.cluster().endpoints()
+        return self.state().endpoints()
 
     def names(self) -> dict[str, str]:
         """Each member's name by peer URL (etcd knows a learner's name only once it runs)."""
-        return {m.peer_url: m.name for m in self.cluster().members}
+        return {m.peer_url: m.name for m in self.state().members}
 
     def start(self, node: str) -> None:
         try:
@@ -194,8 +216,8 @@ class EtcdProcesses(_Processes):
         return NewProcess(node, m.peer_url, lc.client_url(m))
 
     def planned_addresses(self, node: str) -> tuple[str, str]:
-        lc = self.cluster()
-        m = lc.reserve(node)
+        lc = self.state()
+        m = lc.reserve(node)  # reserves nothing: picks ports, changes no state
         return m.peer_url, lc.client_url(m)
 
     def retire_process(self, node: str) -> None:

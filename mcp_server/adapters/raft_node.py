@@ -21,19 +21,21 @@ from typing import Any
 
 import httpx
 
+from raft_core.node.status import NodeStatus, StatusFormatError
+
 from ..core.errors import ManagerError, NodeRequestError, Refused, Unreachable
-from .base import (
+from ..core.port import (
     ClusterAdapter,
     ConfResult,
     LogEntryDigest,
     LogSlice,
+    MemberStatus,
     NewProcess,
-    NodeStatus,
-    Progress,
     ReadOutcome,
     StateDigest,
     WriteResult,
 )
+from .http import exchange
 from .processes import LocalProcesses
 from .tls import ssl_context
 
@@ -146,23 +148,18 @@ class RaftNodeAdapter(ClusterAdapter):
         timeout: httpx.Timeout = STATUS_TIMEOUT,
     ) -> dict:
         node = self._id_of(addr)
-        try:
-            r = self._client.request(
-                method, self._url(addr, path), json=body, params=params, timeout=timeout
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise Unreachable(f"{node or addr} ({addr}) is unreachable: {_short(e)}") from None
-        except httpx.HTTPError as e:
-            raise NodeRequestError(
-                f"{node or addr} ({addr}) did not answer {method} {path}: {_short(e)}",
-                "check the cluster's status; the request may or may not have taken effect",
-                indeterminate=method != "GET",
-                node=node,
-            ) from None
-        try:
-            doc = r.json()
-        except ValueError:
-            doc = {}
+        r, doc = exchange(
+            self._client,
+            method,
+            self._url(addr, path),
+            member=f"{node or addr} ({addr})",
+            what=f"{method} {path}",
+            reads_only=method == "GET",
+            node=node,
+            json=body,
+            params=params,
+            timeout=timeout,
+        )
         if r.status_code == 200:
             return doc
         message = doc.get("message") or r.reason_phrase
@@ -252,26 +249,26 @@ class RaftNodeAdapter(ClusterAdapter):
 
     # -- observation -------------------------------------------------------------------------
 
-    def _fetch(self, node: str | None, addr: str) -> NodeStatus:
+    def _fetch(self, node: str | None, addr: str) -> MemberStatus:
         try:
             st = self._call("GET", addr, "/v1/status")
         except ManagerError as e:
-            return NodeStatus(id=node or addr, reachable=False, api_address=addr, error=e.reason)
+            return MemberStatus(id=node or addr, reachable=False, api_address=addr, error=e.reason)
         return _to_status(st, addr)
 
-    def status(self, node: str) -> NodeStatus:
+    def status(self, node: str) -> MemberStatus:
         self._addresses()
         addr = self._addr.get(node)
         if addr is None:
             self.statuses()
             addr = self._addr.get(node)
         if addr is None:
-            return NodeStatus(id=node, reachable=False, error="address unknown")
+            return MemberStatus(id=node, reachable=False, error="address unknown")
         return self._decorate(self._fetch(node, addr))
 
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         pending = {a: self._id_of(a) for a in self._addresses()}
-        out: dict[str, NodeStatus] = {}
+        out: dict[str, MemberStatus] = {}
         seen: set[str] = set()
         for _ in range(3):  # a round may discover members no one listed before
             jobs = {
@@ -297,7 +294,7 @@ class RaftNodeAdapter(ClusterAdapter):
         if config is not None:
             for m in [*config.voters, *config.learners, *config.voters_outgoing]:
                 if m not in out:
-                    out[m] = NodeStatus(
+                    out[m] = MemberStatus(
                         id=m, reachable=False, api_address=self._addr.get(m), error="unreachable"
                     )
         # Unknown seeds that were unreachable: keep them only if nothing else is known.
@@ -307,7 +304,7 @@ class RaftNodeAdapter(ClusterAdapter):
             self._decorate(st)
         return out
 
-    def _decorate(self, st: NodeStatus) -> NodeStatus:
+    def _decorate(self, st: MemberStatus) -> MemberStatus:
         return self.processes.decorate(st) if self.processes is not None else st
 
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:
@@ -426,11 +423,6 @@ def _kv(key: str) -> str:
     return "/v1/kv/" + quote(key, safe="")
 
 
-def _short(e: Exception) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0][:160]
-
-
 def _looks_like_address(s: str) -> bool:
     return ":" in s
 
@@ -445,50 +437,47 @@ def _next_step(status: int) -> str | None:
     }.get(status)
 
 
-def _to_status(st: dict, addr: str) -> NodeStatus:
-    progress = None
-    if isinstance(st.get("progress"), dict):
-        progress = {
-            n: Progress(
-                p.get("match", 0),
-                p.get("next", 0),
-                p.get("state", "?"),
-                bool(p.get("learner")),
-                bool(p.get("recent_active", True)),
-            )
-            for n, p in st["progress"].items()
-        }
-    ns = NodeStatus(
-        id=st["id"],
+def _to_status(doc: dict, addr: str) -> MemberStatus:
+    """The member status for the node at ``addr`` from the status it served, read with
+    the node's own schema (``NodeStatus.from_json``)."""
+    try:
+        node = NodeStatus.from_json(doc)
+    except StatusFormatError as e:
+        return MemberStatus(
+            id=str(doc.get("id") or addr),
+            reachable=False,
+            api_address=addr,
+            error=f"its status does not follow this manager's schema ({e}): run raft-node "
+            "from the same agent-raft-manager version as raft-manager",
+        )
+    r = node.engine
+    return MemberStatus(
+        id=r.id,
         reachable=True,
         api_address=addr,
-        role=st.get("role", "unknown"),
-        term=st.get("term"),
-        leader=st.get("leader"),
-        commit_index=st.get("commit_index"),
-        applied_index=st.get("applied_index"),
-        last_index=st.get("last_index"),
-        last_term=st.get("last_term"),
-        first_index=st.get("first_index"),
-        snapshot_index=st.get("snapshot_index"),
-        voters=list(st.get("voters", [])),
-        voters_outgoing=list(st.get("voters_outgoing", [])),
-        learners=list(st.get("learners", [])),
-        joint=bool(st.get("joint")),
-        pending_conf_index=st.get("pending_conf_index"),
-        transferring_to=st.get("transferring_to"),
-        progress=progress,
-        faults=st.get("faults"),
-        peer_auth=st.get("peer_auth"),
+        role=r.role.value,
+        term=r.term,
+        leader=r.leader,
+        commit_index=r.commit_index,
+        applied_index=r.applied_index,
+        last_index=r.last_index,
+        last_term=r.last_term,
+        first_index=r.first_index,
+        snapshot_index=r.snapshot_index,
+        voters=list(r.voters),
+        voters_outgoing=list(r.voters_outgoing),
+        learners=list(r.learners),
+        joint=r.joint,
+        pending_conf_index=r.pending_conf_index,
+        transferring_to=r.transferring_to,
+        progress=r.progress,
+        faults=node.faults,
+        peer_auth=node.peer_auth,
+        addresses={m: a.api for m, a in node.members.items()},
     )
-    members = st.get("members") or {}
-    ns.addresses = {
-        m: (a or {}).get("api_address") for m, a in members.items() if isinstance(a, dict)
-    }
-    return ns
 
 
-def _reference(statuses: dict[str, NodeStatus]) -> NodeStatus | None:
+def _reference(statuses: dict[str, MemberStatus]) -> MemberStatus | None:
     """The member whose view of the configuration counts: the leader, else the newest."""
     up = [s for s in statuses.values() if s.reachable]
     leaders = [s for s in up if s.role == "leader"]

@@ -241,6 +241,13 @@ def _target(name: str, met: bool | None, measured: str) -> dict:
     return {"target": name, "met": met, "measured": measured}
 
 
+def _ratio_target(name: str, ratio: float | None, need: float, shown: str = "{r}x") -> dict:
+    """A target that a throughput ratio of at least ``need`` meets (None: not measured)."""
+    if ratio is None:
+        return _target(name, None, "not measured")
+    return _target(name, ratio >= need, shown.format(r=ratio))
+
+
 def targets(systems: list[dict]) -> list[dict]:
     """The issue's speed targets, each met / not met / not measured (None)."""
     by = _by_name(systems)
@@ -257,13 +264,7 @@ def targets(systems: list[dict]) -> list[dict]:
 
     for n, need in ((16, 1.5), (64, 2.0)):
         r = _ratio(thr(ours, "write", n), thr(etcd, "write", n))
-        out.append(
-            _target(
-                f"durable writes at {n} clients >= {need}x etcd",
-                None if r is None else r >= need,
-                f"{r}x" if r is not None else "not measured",
-            )
-        )
+        out.append(_ratio_target(f"durable writes at {n} clients >= {need}x etcd", r, need))
     a, b = p50(ours, "write", 1), p50(etcd, "write", 1)
     out.append(
         _target(
@@ -273,29 +274,22 @@ def targets(systems: list[dict]) -> list[dict]:
         )
     )
     r = _ratio(thr(ours, "write", 64), thr(pso, "write", 64))
-    out.append(
-        _target(
-            "64 clients durable >= PySyncObj (which does not fsync)",
-            None if r is None else r >= 1.0,
-            f"{r}x" if r is not None else "not measured",
-        )
-    )
+    out.append(_ratio_target("64 clients durable >= PySyncObj (which does not fsync)", r, 1.0))
     ns = [c["clients"] for c in (ours or {}).get("embedded", [])]
     top = max(ns) if ns else 0
     r = _ratio(thr(ours, "embedded", top), thr(pso, "write", top))
     out.append(
-        _target(
-            f"embedded proposals, durable, >= 1.5x PySyncObj in-process ({top} clients)",
-            None if r is None else r >= 1.5,
-            f"{r}x" if r is not None else "not measured",
+        _ratio_target(
+            f"embedded proposals, durable, >= 1.5x PySyncObj in-process ({top} clients)", r, 1.5
         )
     )
     r = _ratio(thr(ours, "read", 64), thr(ours, "write", 64))
     out.append(
-        _target(
+        _ratio_target(
             "linearizable reads served by followers too, >= 2x the write rate at 64",
-            None if r is None else r >= 2.0,
-            f"reads on all 3 nodes (ReadIndex) {r}x writes" if r is not None else "not measured",
+            r,
+            2.0,
+            "reads on all 3 nodes (ReadIndex) {r}x writes",
         )
     )
     fo, pfo = (ours or {}).get("failover"), (pso or {}).get("failover")

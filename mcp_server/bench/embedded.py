@@ -26,8 +26,9 @@ from raft_core.node.config import NodeConfig
 from raft_core.node.eventloop import loop_runner
 from raft_core.node.server import RaftNode
 
-from ..local import LocalCluster, LocalNode, LocalSettings, free_base_port
-from .loadgen import _percentile
+from ..local import LocalCluster, LocalNode, LocalSettings
+from .loadgen import in_process_row
+from .scratch import scratch_base_port
 
 
 async def _callers(node: RaftNode, clients: int, duration_s: float, value: str) -> dict:
@@ -47,24 +48,15 @@ async def _callers(node: RaftNode, clients: int, duration_s: float, value: str) 
                 latencies.append(t1 - t0)
 
     await asyncio.gather(*(caller(c) for c in range(clients)))
-    lat = sorted(latencies)
-    return {
-        "clients": clients,
-        "requests": len(lat),
-        "throughput": len(lat) / duration_s,
-        "p50_ms": _percentile(lat, 50) * 1e3,
-        "p99_ms": _percentile(lat, 99) * 1e3,
-        "errors": 0,
-        # The leader's own CPU: callers and node share this process.
-        "leader_cpu_s": round(time.process_time() - cpu0, 2),
-    }
+    # The leader's own CPU: callers and node share this process.
+    return in_process_row(clients, latencies, duration_s, 0, time.process_time() - cpu0)
 
 
 async def _lead(node: RaftNode, apis: dict[str, str]) -> None:
     """Make the embedded node the leader: another leader hands over to it (a campaign
     of ours would be refused while the others still hear their leader)."""
     deadline = time.monotonic() + 30
-    while (st := node.status()).role != "leader":
+    while (st := node.status().engine).role != "leader":
         if time.monotonic() > deadline:
             raise RuntimeError("the embedded node did not become the leader")
         if st.leader and st.leader != node.id:
@@ -75,9 +67,7 @@ async def _lead(node: RaftNode, apis: dict[str, str]) -> None:
 
 
 async def _main(fsync: str, levels: list[int], duration_s: float, runs: int, d: Path) -> list:
-    base = free_base_port(preferred=23000)
-    if base is None:
-        raise RuntimeError("no free block of loopback ports")
+    base = scratch_base_port(23000)
     nodes = [
         LocalNode(f"n{i}", f"127.0.0.1:{base + i}", f"127.0.0.1:{base + 100 + i}", str(d / f"n{i}"))
         for i in (1, 2, 3)

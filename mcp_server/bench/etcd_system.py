@@ -13,16 +13,15 @@ import base64
 import contextlib
 import json
 import signal
-import tempfile
 import time
 
 import httpx
 
-from ..local import free_base_port
 from ..local.etcd import EtcdLocalCluster, EtcdMember
 from .failover import WriteProbe, measure_failover
 from .loadgen import run_load_sync
 from .procinfo import proc_cpu_s
+from .scratch import ScratchCluster, scratch_base_port
 
 WARMUP_S = 0.5
 _HEADERS = {"Content-Type": "application/json"}
@@ -33,43 +32,31 @@ def _b64(s: str) -> str:
 
 
 class EtcdPuts:
-    """``POST /v3/kv/put`` of key ``k{client}-{seq}`` with a ``value_size``-byte value."""
+    """``POST /v3/kv/put`` of key ``{prefix}{client}-{seq}`` with a ``value_size``-byte
+    value."""
 
-    def __init__(self, value_size: int) -> None:
+    def __init__(self, value_size: int, prefix: str = "k") -> None:
         self.value = _b64("x" * value_size).encode()
+        self.prefix = prefix
 
     def __call__(self, client: int, seq: int) -> tuple[str, str, bytes]:
-        key = _b64(f"k{client}-{seq}")
+        key = _b64(f"{self.prefix}{client}-{seq}")
         return "POST", "/v3/kv/put", b'{"key":"%s","value":"%s"}' % (key.encode(), self.value)
 
 
-class EtcdCluster:
+class EtcdCluster(ScratchCluster[EtcdLocalCluster]):
     """A fresh 3-member etcd cluster in a temporary directory; a context manager."""
 
     def __init__(self, binary: str, value_size: int = 64) -> None:
         self.binary = binary
         self.value_size = value_size
-        self._tmp = tempfile.TemporaryDirectory(prefix="raft-bench-etcd-")
-        self.cluster: EtcdLocalCluster | None = None
-        self.http = httpx.Client(timeout=5.0)
+        super().__init__(prefix="raft-bench-etcd-")
 
     def __enter__(self) -> EtcdCluster:
-        base = free_base_port(preferred=25000)
-        if base is None:
-            raise RuntimeError("no free block of loopback ports")
-        self.cluster = EtcdLocalCluster.up(self._tmp.name, base_port=base, binary=self.binary)
+        self.cluster = EtcdLocalCluster.up(
+            self.dir, base_port=scratch_base_port(25000), binary=self.binary
+        )
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cluster is not None:
-            self.cluster.down()
-        self.http.close()
-        self._tmp.cleanup()
-
-    @property
-    def c(self) -> EtcdLocalCluster:
-        assert self.cluster is not None
-        return self.cluster
 
     def _addr(self, m: EtcdMember) -> str:
         return f"127.0.0.1:{m.client_port}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-from ..core import BenchResult, Manager, ManagerError
+from ..core import BenchResult, ManagerError
+from ..manager import Manager
 from .loadgen import run_load_sync
 
 WARMUP_S = 0.5

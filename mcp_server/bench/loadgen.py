@@ -331,6 +331,23 @@ def _percentile(sorted_vals: list[float], p: float) -> float:
     return sorted_vals[k]
 
 
+def in_process_row(
+    clients: int, latencies: list[float], duration_s: float, errors: int, leader_cpu_s: float
+) -> dict[str, Any]:
+    """One level's figures when the callers run inside the leader's process (our embedded
+    proposals, PySyncObj): the same fields as the HTTP rows that ``report`` shows."""
+    lat = sorted(latencies)
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "throughput": len(lat) / duration_s,
+        "p50_ms": _percentile(lat, 50) * 1e3,
+        "p99_ms": _percentile(lat, 99) * 1e3,
+        "errors": errors,
+        "leader_cpu_s": round(leader_cpu_s, 2),
+    }
+
+
 def _summarize(
     clients: int,
     window: float,

@@ -15,24 +15,23 @@ import json
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ..local import LocalCluster, LocalSettings, free_base_port
+from ..local import LocalCluster, LocalSettings
 from .failover import WriteProbe, measure_failover
 from .loadgen import KVPutRequests, run_load_sync
 from .procinfo import peak_rss_mb, proc_cpu_s
+from .scratch import ScratchCluster, scratch_base_port
 
 READ_KEY = "r"
 WARMUP_S = 0.5
 _HEADERS = {"Content-Type": "application/json"}
 
 
-class OursCluster:
+class OursCluster(ScratchCluster[LocalCluster]):
     """A fresh cluster in a temporary directory; a context manager."""
 
     def __init__(self, fsync: str, value_size: int = 64, tls: bool = False) -> None:
@@ -41,17 +40,12 @@ class OursCluster:
         self.fsync = fsync
         self.tls = tls
         self.value_size = value_size
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"raft-bench-{fsync}-")
-        self.cluster: LocalCluster | None = None
-        self.http = httpx.Client(timeout=5.0)
+        super().__init__(prefix=f"raft-bench-{fsync}-")
 
     def __enter__(self) -> OursCluster:
-        base = free_base_port(preferred=21000)
-        if base is None:
-            raise RuntimeError("no free block of loopback ports")
         settings = LocalSettings(fsync=self.fsync)
         self.cluster = LocalCluster.up(
-            Path(self._tmp.name), 3, base, settings, insecure=not self.tls
+            self.dir, 3, scratch_base_port(21000), settings, insecure=not self.tls
         )
         self.http.close()
         self.http = self.cluster.http_client(timeout=5.0)
@@ -64,18 +58,7 @@ class OursCluster:
         ca = self.c.settings.ca_file
         return ssl.create_default_context(cafile=ca) if self.tls and ca else None
 
-    def __exit__(self, *exc: object) -> None:
-        if self.cluster is not None:
-            self.cluster.down()
-        self.http.close()
-        self._tmp.cleanup()
-
     # -- helpers ---------------------------------------------------------------
-
-    @property
-    def c(self) -> LocalCluster:
-        assert self.cluster is not None
-        return self.cluster
 
     def leader_api(self) -> str:
         return self.c.node(self.c.wait_for_leader()).api_address
@@ -161,28 +144,7 @@ class OursCluster:
             self.write(fill_clients, 5.0)
         fill_s = time.monotonic() - t_fill
         lead = self.http.get(self._url(api, "/v1/status")).json()
-        learner = self.c.add_node("n4")
-        t0 = time.monotonic()
-        r = self.http.post(
-            self._url(api, "/v1/admin/membership"),
-            json={
-                "action": "add_learner",
-                "id": "n4",
-                "peer_address": learner.peer_address,
-                "api_address": learner.api_address,
-            },
-            timeout=30.0,
-        )
-        r.raise_for_status()
-        target = lead["commit_index"]
-        while True:
-            st = self.http.get(self._url(learner.api_address, "/v1/status")).json()
-            if st["applied_index"] >= target:
-                break
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError("the learner did not catch up within 300 s")
-            time.sleep(0.02)
-        catchup_s = time.monotonic() - t0
+        catchup_s = self.add_learner_and_wait("n4")
         return {
             "entries": lead["commit_index"],
             "snapshot_index": lead["snapshot_index"],
@@ -190,6 +152,33 @@ class OursCluster:
             "catchup_s": round(catchup_s, 2),
             "peak_rss_mb": {n.id: peak_rss_mb(n.pid) for n in self.c.nodes if n.pid},
         }
+
+    def add_learner_and_wait(self, node_id: str, timeout_s: float = 300.0) -> float:
+        """Start an empty node, add it as a learner, and time it until it has applied
+        the leader's commit index as of the addition (seconds)."""
+        api = self.leader_api()
+        target = self.http.get(self._url(api, "/v1/status")).json()["commit_index"]
+        learner = self.c.add_node(node_id)
+        t0 = time.monotonic()
+        r = self.http.post(
+            self._url(api, "/v1/admin/membership"),
+            json={
+                "action": "add_learner",
+                "id": node_id,
+                "peer_address": learner.peer_address,
+                "api_address": learner.api_address,
+            },
+            timeout=30.0,
+        )
+        r.raise_for_status()
+        while True:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                st = self.http.get(self._url(learner.api_address, "/v1/status")).json()
+                if st["applied_index"] >= target:
+                    return round(time.monotonic() - t0, 2)
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(f"the learner did not catch up within {timeout_s:.0f} s")
+            time.sleep(0.02)
 
 
 def run_embedded(fsync: str, clients: list[int], duration_s: float, runs: int) -> list[dict]:

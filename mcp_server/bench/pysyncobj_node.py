@@ -21,7 +21,7 @@ import time
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
-from .loadgen import _percentile
+from .loadgen import in_process_row
 
 PROBE_EVERY_S = 0.01
 
@@ -69,16 +69,7 @@ def _load(kv: KV, clients: int, duration_s: float) -> dict:
         call(c, 0)
     for _ in range(clients):
         done.acquire(timeout=duration_s + 30)
-    lat = sorted(latencies)
-    return {
-        "clients": clients,
-        "requests": len(lat),
-        "throughput": len(lat) / duration_s,
-        "p50_ms": _percentile(lat, 50) * 1e3,
-        "p99_ms": _percentile(lat, 99) * 1e3,
-        "errors": errors[0],
-        "leader_cpu_s": round(time.process_time() - cpu0, 2),
-    }
+    return in_process_row(clients, latencies, duration_s, errors[0], time.process_time() - cpu0)
 
 
 def _probe(kv: KV, timeout_s: float = 30.0) -> dict:

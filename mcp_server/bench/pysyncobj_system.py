@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..local import free_base_port
+from .scratch import scratch_base_port
 
 NOTE = "PySyncObj never fsyncs; callers run inside its leader process (no HTTP)"
 
@@ -32,9 +32,7 @@ class PySyncObjCluster:
         self.members: list[_Member] = []
 
     def __enter__(self) -> PySyncObjCluster:
-        base = free_base_port(preferred=27000)
-        if base is None:
-            raise RuntimeError("no free block of loopback ports")
+        base = scratch_base_port(27000)
         self.members = [_Member(f"127.0.0.1:{base + i}") for i in (1, 2, 3)]
         for m in self.members:
             self._spawn(m)

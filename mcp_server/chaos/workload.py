@@ -311,20 +311,20 @@ class Client:
         op = self.history.begin(self.name, "cas", key, value=value, expected=expected)
         self.seq += 1
         call = self.dialect.cas(key, expected, value, self.session, self.seq)
-        out = await self._attempts(call, True)
-        result = None
-        if out.body is not None:
-            result = self.dialect.output("cas", value, out.body)
-            self.seen[key] = result["value"]
-        self._finish(op, out, result)
-        return op
+        return self._observed(op, "cas", key, value, await self._attempts(call, True))
 
     async def get(self, key: str) -> Op:
         op = self.history.begin(self.name, "get", key)
-        out = await self._attempts(self.dialect.get(key), False)
+        return self._observed(
+            op, "get", key, None, await self._attempts(self.dialect.get(key), False)
+        )
+
+    def _observed(self, op: Op, kind: str, key: str, value: str | None, out: _Outcome) -> Op:
+        """Finish a cas or get, whose answer shows the key's value: remember it, since
+        this client's next cas expects it."""
         result = None
         if out.body is not None:
-            result = self.dialect.output("get", None, out.body)
+            result = self.dialect.output(kind, value, out.body)
             self.seen[key] = result["value"]
         self._finish(op, out, result)
         return op

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from rich.text import Text
 
-from ..core import ConfigError, Plan, Refused
+from ..core import InputError, Plan, Refused
 from ..core.approvals import ApprovalStore, record, via_mcp
 from ..core.audit import current_user
 from ..core.config import state_dir
@@ -108,6 +108,6 @@ def _mode_lookup(args: argparse.Namespace) -> Callable[[str], str]:
     """A cluster's mode by name, for the audit line (sandbox when not configured here)."""
     try:
         clusters = config_of(args).clusters
-    except ConfigError:
+    except InputError:
         clusters = {}
     return lambda name: clusters[name].mode if name in clusters else "sandbox"

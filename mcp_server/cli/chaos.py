@@ -11,7 +11,7 @@ import argparse
 import random
 from pathlib import Path
 
-from ..core import ConfigError
+from ..core import InputError
 from .ui import EXIT_FAILED, EXIT_OK, UI, config_of
 
 
@@ -23,6 +23,13 @@ def add_arguments(ch: argparse.ArgumentParser) -> None:
     ch.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
     ch.add_argument("--clients", type=int, default=5, help="concurrent clients")
     ch.add_argument("--out", help="where history, timeline and verdict go")
+    ch.add_argument(
+        "--network",
+        choices=["api", "nft"],
+        default="api",
+        help="partitions through the node fault API (default) or as nftables rules in the "
+        "members' network namespaces (nft: a --cluster whose members have their own)",
+    )
 
 
 def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
@@ -34,16 +41,25 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
     try:
         nemeses = parse_nemeses(args.nemesis)
     except ValueError as e:
-        raise ConfigError(str(e), "see raft-manager chaos --help") from None
+        raise InputError(str(e), "see raft-manager chaos --help") from None
     if args.duration <= 0 or args.clients < 1:
-        raise ConfigError("--duration must be > 0 and --clients >= 1", "see raft-manager --help")
+        raise InputError("--duration must be > 0 and --clients >= 1", "see raft-manager --help")
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     cfg = named = None
     if args.cluster:
         cfg = config_of(args)
         named = cfg.cluster(args.cluster)
+    elif args.network == "nft":
+        raise InputError(
+            "--network nft needs --cluster: a cluster whose members run in network namespaces "
+            "of their own (the throwaway cluster's all share this machine's)",
+            "see docs/three-machines.md (python tests/netns_bed.py chaos DIR ... runs one here)",
+        )
     out = Path(args.out).expanduser() if args.out else default_out_dir(seed)
-    ui.note(f"chaos: seed {seed}, {args.duration:.0f}s, nemeses {','.join(nemeses)}; out {out}")
+    ui.note(
+        f"chaos: seed {seed}, {args.duration:.0f}s, nemeses {','.join(nemeses)}, "
+        f"network faults via {args.network}; out {out}"
+    )
     verdict = chaos.run_chaos(
         chaos.ChaosOptions(
             duration_s=args.duration,
@@ -53,6 +69,7 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
             clients=args.clients,
             cluster=named,
             config=cfg,
+            network=args.network,
         ),
         log=ui.note,
     )

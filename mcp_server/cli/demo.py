@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core import ClusterConfig, DemoReport, DemoStep, Manager, ManagerError, Refused
+from ..core import ClusterConfig, DemoReport, DemoStep, ManagerError, Refused
 from ..core.config import state_dir
 from ..local import ClusterError, LocalCluster, LocalSettings, free_base_port, is_running
+from ..manager import Manager
 
 Narrate = Callable[[DemoStep], None]
 Spinner = Callable[[str], Any]  # returns a context manager yielding a ProgressFn

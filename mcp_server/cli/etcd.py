@@ -22,11 +22,15 @@ import yaml
 from ..adapters.etcd_gateway import EtcdGateway, num
 from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo, ManagerError
 from ..core.config import ENV_CONFIG, state_dir
-from ..core.guard import Guard
-from ..local import ClusterError, free_base_port, ports_free
 from ..local.etcd import EtcdLocalCluster
 from . import render
-from .launcher import audit_for
+from .launcher import (
+    base_port_for,
+    cluster_state,
+    process_info,
+    run_launcher,
+    stopped_detail,
+)
 from .ui import EXIT_OK, UI
 
 DEFAULT_NAME = "etcd"
@@ -41,20 +45,15 @@ def config_path(given: str | None) -> Path:
     return Path(given or os.environ.get(ENV_CONFIG) or state_dir() / "clusters.yaml").expanduser()
 
 
-def write_entry(path: Path, name: str, lc: EtcdLocalCluster) -> None:
-    """Add (or replace) cluster ``name`` in the clusters.yaml at ``path``, keeping the rest."""
+def write_entry(path: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add (or replace) cluster ``name`` in the clusters.yaml at ``path``, keeping the rest
+    (the local launchers of external kinds, etcd and nats, write their entries so)."""
     doc: dict = {}
     if path.exists():
         doc = yaml.safe_load(path.read_text()) or {}
         if not isinstance(doc, dict):
             raise ManagerError(f"{path} is not a clusters.yaml mapping", "fix or move it")
-    clusters = doc.setdefault("clusters", {})
-    clusters[name] = {
-        "kind": "etcd",
-        "endpoints": lc.endpoints(),
-        "dir": str(lc.dir),
-        "mode": "sandbox",
-    }
+    doc.setdefault("clusters", {})[name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -72,23 +71,18 @@ def up(
     election_ms: int,
 ) -> LocalClusterState:
     d = Path(directory).expanduser().resolve() if directory else default_dir()
-    if base_port is None:
-        base_port = free_base_port(7400)
-        if base_port is None:
-            raise ManagerError("no free block of loopback ports found", "pass --base-port")
-    elif not ports_free(base_port, nodes):
-        raise ManagerError(
-            f"ports {base_port + 1}-{base_port + nodes} or "
-            f"{base_port + 101}-{base_port + 100 + nodes} are in use",
-            "pick another --base-port (or stop what uses them)",
-        )
+    base_port = base_port_for(base_port, nodes, 7400)
     t0 = time.monotonic()
     lc = EtcdLocalCluster.up(
         d, nodes=nodes, base_port=base_port, heartbeat_ms=heartbeat_ms, election_ms=election_ms
     )
     took = time.monotonic() - t0
     path = config_path(config)
-    write_entry(path, name, lc)
+    write_entry(
+        path,
+        name,
+        {"kind": "etcd", "endpoints": lc.endpoints(), "dir": str(lc.dir), "mode": "sandbox"},
+    )
     st = describe(lc, "up", took, "")
     st.detail = (
         f"{nodes} etcd members up in {d}; leader {st.leader} (in {took:.1f}s); cluster "
@@ -98,31 +92,31 @@ def up(
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
-    d = Path(directory).expanduser().resolve() if directory else _dir_from_config(name, config)
+    d = (
+        Path(directory).expanduser().resolve()
+        if directory
+        else dir_from_config(name, config, "etcd", default_dir())
+    )
     t0 = time.monotonic()
     lc = EtcdLocalCluster.load(d)
     stopped = lc.down()
-    return describe(
-        lc,
-        "down",
-        time.monotonic() - t0,
-        f"stopped {len(stopped)} etcd member(s): {', '.join(stopped) or 'none was running'}",
-    )
+    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "etcd member(s)"))
 
 
-def _dir_from_config(name: str, config: str | None) -> Path:
+def dir_from_config(name: str, config: str | None, kind: str, default: Path) -> Path:
+    """The ``dir`` of cluster ``name`` (of ``kind``) in the clusters.yaml in use, else
+    ``default``: what ``etcd down`` / ``nats down`` stop when given no --dir."""
     path = config_path(config)
     if path.exists():
         doc = yaml.safe_load(path.read_text()) or {}
         entry = (doc.get("clusters") or {}).get(name) or {}
-        if entry.get("kind") == "etcd" and entry.get("dir"):
+        if entry.get("kind") == kind and entry.get("dir"):
             return Path(entry["dir"])
-    return default_dir()
+    return default
 
 
 def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
     infos: list[LocalNodeInfo] = []
-    leader = None
     gw = EtcdGateway()
     try:
         for m in lc.members:
@@ -138,30 +132,13 @@ def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> 
                     role = "leader" if num(st, "leader") == me else "follower"
                     role = "learner" if st.get("isLearner") else role
                     term = num(st, "raftTerm")
-                    leader = m.name if role == "leader" else leader
+            url = lc.client_url(m)
             infos.append(
-                LocalNodeInfo(
-                    id=m.name,
-                    peer_address=m.peer_url,
-                    api_address=lc.client_url(m),
-                    data_dir=m.data_dir,
-                    pid=m.pid if alive else None,
-                    running=alive,
-                    role=role,
-                    term=term,
-                    log=str(lc.dir / f"{m.name}.log"),
-                )
+                process_info(lc.dir, m.name, m.peer_url, url, m.data_dir, m.pid, alive, role, term)
             )
     finally:
         gw.close()
-    return LocalClusterState(
-        dir=str(lc.dir),
-        action=action,  # type: ignore[arg-type]
-        nodes=infos,
-        leader=leader,
-        seconds=round(seconds, 3),
-        detail=detail,
-    )
+    return cluster_state(lc.dir, action, seconds, detail, infos)
 
 
 # -- the commands --------------------------------------------------------------------
@@ -175,16 +152,14 @@ def _guarded(
 ) -> LocalClusterState:
     """Run ``fn`` under the guard (policy, one audit line) as a sandbox etcd cluster."""
     c = ClusterConfig(name=args.name, kind="etcd", dir=args.dir, mode="sandbox")
-
-    def body(_decision: object) -> LocalClusterState:
-        try:
-            return fn()
-        except ClusterError as e:
-            raise ManagerError(
-                str(e), "see the member logs in the cluster directory", operation=operation
-            ) from None
-
-    return Guard(c, audit_for(args)).run(operation, {"kind": "etcd", **arguments}, body)
+    return run_launcher(
+        args,
+        c,
+        operation,
+        {"kind": "etcd", **arguments},
+        fn,
+        "member logs in the cluster directory",
+    )
 
 
 def cmd_etcd_up(args: argparse.Namespace, ui: UI) -> int:

@@ -18,7 +18,7 @@ import httpx
 from ..core import (
     ClusterConfig,
     Config,
-    ConfigError,
+    InputError,
     LocalClusterState,
     LocalNodeInfo,
     ManagerError,
@@ -38,7 +38,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
     cfg: Config | None = None
     if args.dir:
         d = Path(args.dir).expanduser().resolve()
-        with contextlib.suppress(ConfigError):
+        with contextlib.suppress(InputError):
             cfg = config_of(args)
         for c in cfg.clusters.values() if cfg else []:
             if c.dir and Path(c.dir) == d:
@@ -47,7 +47,7 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
     cfg = config_of(args)
     c = cfg.cluster(args.cluster)
     if not c.is_local:
-        raise ConfigError(
+        raise InputError(
             f"cluster {c.name!r} is not a local cluster (it has no `dir`)",
             "pass --dir DIR, or pick a local cluster with --cluster",
         )
@@ -57,8 +57,28 @@ def _launcher_target(args: argparse.Namespace) -> tuple[ClusterConfig, Path]:
 def audit_for(args: argparse.Namespace) -> AuditLog:
     try:
         return AuditLog(config_of(args).audit_path())
-    except ConfigError:
+    except InputError:
         return AuditLog(state_dir() / "audit.jsonl")
+
+
+def run_launcher(
+    args: argparse.Namespace,
+    c: ClusterConfig,
+    operation: str,
+    arguments: dict[str, Any],
+    fn: Callable[[], LocalClusterState],
+    logs: str,
+) -> LocalClusterState:
+    """Run a launcher action (``cluster ...``, ``etcd ...``) under the guard: policy, one
+    audit line; a ``ClusterError`` becomes a ``ManagerError`` that points at ``logs``."""
+
+    def body(_decision: object) -> LocalClusterState:
+        try:
+            return fn()
+        except ClusterError as e:
+            raise ManagerError(str(e), f"see the {logs}", operation=operation) from None
+
+    return Guard(c, audit_for(args)).run(operation, arguments, body)
 
 
 def _launch(
@@ -68,20 +88,72 @@ def _launch(
     fn: Callable[[ClusterConfig, Path], LocalClusterState],
 ) -> LocalClusterState:
     c, d = _launcher_target(args)
+    return run_launcher(args, c, operation, arguments, lambda: fn(c, d), f"node logs in {d}")
 
-    def body(_decision: object) -> LocalClusterState:
-        try:
-            return fn(c, d)
-        except ClusterError as e:
-            raise ManagerError(str(e), f"see the node logs in {d}", operation=operation) from None
 
-    return Guard(c, audit_for(args)).run(operation, arguments, body)
+def base_port_for(given: int | None, count: int, first_try: int) -> int:
+    """The ``--base-port`` given, if its ports are free; else the first free block from
+    ``first_try`` on."""
+    if given is None:
+        base = free_base_port(first_try)
+        if base is None:
+            raise InputError("no free block of loopback ports found", "pass --base-port")
+        return base
+    if not ports_free(given, count):
+        raise InputError(
+            f"ports {given + 1}-{given + count} or {given + 101}-{given + 100 + count} are in use",
+            "pick another --base-port (or stop what uses them)",
+        )
+    return given
+
+
+def cluster_state(
+    directory: Path, action: str, seconds: float, detail: str, nodes: list[LocalNodeInfo], **extra
+) -> LocalClusterState:
+    """A launcher command's answer (either kind): its processes, and the leader among them."""
+    return LocalClusterState(
+        dir=str(directory),
+        action=action,  # type: ignore[arg-type]
+        nodes=nodes,
+        leader=next((n.id for n in nodes if n.role == "leader"), None),
+        seconds=round(seconds, 3),
+        detail=detail,
+        **extra,
+    )
+
+
+def process_info(
+    directory: Path,
+    id: str,
+    peer: str,
+    api: str,
+    data_dir: str,
+    pid: int | None,
+    alive: bool,
+    role: str | None,
+    term: int | None,
+) -> LocalNodeInfo:
+    """One process of a launcher answer; its log is ``ID.log`` in the cluster directory."""
+    return LocalNodeInfo(
+        id=id,
+        peer_address=peer,
+        api_address=api,
+        data_dir=data_dir,
+        pid=pid if alive else None,
+        running=alive,
+        role=role,
+        term=term,
+        log=str(directory / f"{id}.log"),
+    )
+
+
+def stopped_detail(stopped: list[str], what: str) -> str:
+    return f"stopped {len(stopped)} {what}: {', '.join(stopped) or 'none was running'}"
 
 
 def describe(lc: LocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
     """The answer of a launcher command: each process, its pid, role and term."""
     nodes: list[LocalNodeInfo] = []
-    leader = None
     with lc.http_client(httpx.Timeout(1.0, connect=0.5)) as client:
         for n in lc.nodes:
             alive = lc.alive(n)
@@ -90,31 +162,29 @@ def describe(lc: LocalCluster, action: str, seconds: float, detail: str) -> Loca
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     st = client.get(lc.url(n, "/v1/status")).json()
                     role, term = st.get("role"), st.get("term")
-                    if role == "leader":
-                        leader = n.id
             nodes.append(
-                LocalNodeInfo(
-                    id=n.id,
-                    peer_address=n.peer_address,
-                    api_address=n.api_address,
-                    data_dir=n.data_dir,
-                    pid=n.pid if alive else None,
-                    running=alive,
-                    role=role,
-                    term=term,
-                    log=str(lc.dir / f"{n.id}.log"),
+                process_info(
+                    lc.dir,
+                    n.id,
+                    n.peer_address,
+                    n.api_address,
+                    n.data_dir,
+                    n.pid,
+                    alive,
+                    role,
+                    term,
                 )
             )
-    return LocalClusterState(
-        dir=str(lc.dir),
-        action=action,  # type: ignore[arg-type]
-        nodes=nodes,
-        leader=leader,
-        seconds=round(seconds, 3),
-        detail=detail,
-        peer_auth=lc.settings.peer_auth,
-        api_scheme=lc.settings.api_scheme,
-        ca_file=lc.settings.ca_file,
+    s = lc.settings
+    return cluster_state(
+        lc.dir,
+        action,
+        seconds,
+        detail,
+        nodes,
+        peer_auth=s.peer_auth,
+        api_scheme=s.api_scheme,
+        ca_file=s.ca_file,
     )
 
 
@@ -130,18 +200,7 @@ def _security_note(lc: LocalCluster) -> str:
 
 def cmd_cluster_up(args: argparse.Namespace, ui: UI) -> int:
     def up(c: ClusterConfig, d: Path) -> LocalClusterState:
-        if args.base_port is not None:
-            base = args.base_port
-            if not ports_free(base, args.nodes):
-                raise ConfigError(
-                    f"ports {base + 1}-{base + args.nodes} or "
-                    f"{base + 101}-{base + 100 + args.nodes} are in use",
-                    "pick another --base-port (or stop what uses them)",
-                )
-        else:
-            base = free_base_port(c.base_port or 7100)
-            if base is None:
-                raise ConfigError("no free block of loopback ports found", "pass --base-port")
+        base = base_port_for(args.base_port, args.nodes, c.base_port or 7100)
         token_file = str(Path(args.api_token_file).resolve()) if args.api_token_file else None
         settings = LocalSettings(
             allow_fault_injection=args.allow_fault_injection,
@@ -180,12 +239,7 @@ def cmd_cluster_down(args: argparse.Namespace, ui: UI) -> int:
         lc = LocalCluster.load(d)
         with ui.spinner("stopping the cluster"):
             stopped = lc.down()
-        return describe(
-            lc,
-            "down",
-            time.monotonic() - t0,
-            f"stopped {len(stopped)} process(es): {', '.join(stopped) or 'none was running'}",
-        )
+        return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "process(es)"))
 
     ui.emit(_launch(args, "cluster_down", {"dir": args.dir}, down), render.local_view)
     return EXIT_OK

@@ -13,8 +13,9 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.text import Text
 
-from ..core import Config, ErrorReport, Manager, ManagerError, Outcome, load_config
+from ..core import Config, ErrorReport, ManagerError, Outcome, load_config
 from ..core.context import ProgressFn
+from ..manager import Manager
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -1,19 +1,18 @@
-"""The manager core: the Manager, its models and errors, plans, policy, audit, the view.
+"""The manager's core: models, errors, configuration, policy, plans, approvals, audit,
+the guard, the cluster view, the operation context and the adapter port.
 
-Faces import from here: ``from mcp_server.core import Manager, ClusterStatus, Refused``.
-The models and errors are imported eagerly; ``Manager`` (and ``list_clusters``) are
-resolved on first use, because the manager sits above the operations and adapters,
-which themselves import the core's models and errors: importing
-``mcp_server.core.errors`` must not drag the whole manager in.
+The core is a leaf of ``mcp_server``: it imports nothing above it (adapters, local,
+operations, the manager, the faces), which ``tests/test_package_order.py`` checks.
+The ``Manager`` that composes it with the adapters and operations is
+``mcp_server.manager``. Faces import the models and errors from here:
+``from mcp_server.core import ClusterStatus, Refused``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from .config import ClusterConfig, Config, load_config
 from .context import ProgressFn
-from .errors import ConfigError, ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
+from .errors import InputError, ManagerError, NodeRequestError, NotSupported, Refused, Unreachable
 from .models import (
     BenchResult,
     Check,
@@ -30,10 +29,10 @@ from .models import (
     ErrorReport,
     FaultKind,
     FaultOutcome,
-    FaultRequest,
     FaultResult,
     HealthReport,
     HealthRequest,
+    InjectFaultRequest,
     KVEntry,
     LocalClusterState,
     LocalNodeInfo,
@@ -45,9 +44,11 @@ from .models import (
     MembershipRequest,
     Mode,
     NodeSnapshot,
+    OperationRequest,
     Outcome,
     Plan,
     PlanStep,
+    RaftGroup,
     ReadRequest,
     ReadResult,
     RecoverOutcome,
@@ -56,7 +57,6 @@ from .models import (
     ReplicateOutcome,
     ReplicateRequest,
     ReplicateResult,
-    Request,
     Role,
     SnapshotOutcome,
     SnapshotRequest,
@@ -66,17 +66,6 @@ from .models import (
     WrittenEntry,
 )
 
-_LAZY = {"Manager", "list_clusters"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from . import manager
-
-        return getattr(manager, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "BenchResult",
     "Check",
@@ -85,7 +74,6 @@ __all__ = [
     "ClusterList",
     "ClusterStatus",
     "Config",
-    "ConfigError",
     "DemoReport",
     "DemoStep",
     "Divergence",
@@ -96,15 +84,15 @@ __all__ = [
     "ErrorReport",
     "FaultKind",
     "FaultOutcome",
-    "FaultRequest",
     "FaultResult",
     "HealthReport",
     "HealthRequest",
+    "InjectFaultRequest",
+    "InputError",
     "KVEntry",
     "LocalClusterState",
     "LocalNodeInfo",
     "LocalStart",
-    "Manager",
     "ManagerError",
     "Member",
     "MembershipAction",
@@ -115,10 +103,12 @@ __all__ = [
     "NodeRequestError",
     "NodeSnapshot",
     "NotSupported",
+    "OperationRequest",
     "Outcome",
     "Plan",
     "PlanStep",
     "ProgressFn",
+    "RaftGroup",
     "ReadRequest",
     "ReadResult",
     "RecoverOutcome",
@@ -128,7 +118,6 @@ __all__ = [
     "ReplicateOutcome",
     "ReplicateRequest",
     "ReplicateResult",
-    "Request",
     "Role",
     "SnapshotOutcome",
     "SnapshotRequest",
@@ -137,6 +126,5 @@ __all__ = [
     "Unreachable",
     "VerifyReport",
     "WrittenEntry",
-    "list_clusters",
     "load_config",
 ]

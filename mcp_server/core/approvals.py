@@ -16,7 +16,7 @@ expires with the plan, and is used at most once.
 server: the server sets ``RAFT_MANAGER_VIA_MCP=1`` in its own environment at start, so
 any process it (or a tool it hosts) spawns inherits the mark.
 
-``ApprovalGate`` is the rule as ``Manager._mutate`` applies it, between checking a
+``ApprovalGate`` is the rule as ``Manager.mutate`` applies it, between checking a
 saved plan and refusing an unsafe one. Requested, approved, declined and expired
 approvals each get an audit line (operation ``approve``).
 """
@@ -160,7 +160,7 @@ class ApprovalStore:
 
 
 class ApprovalGate:
-    """The approval rule for one cluster: what ``Manager._mutate`` asks before applying."""
+    """The approval rule for one cluster: what ``Manager.mutate`` asks before applying."""
 
     def __init__(self, cluster: ClusterConfig, store: ApprovalStore, audit: AuditLog) -> None:
         self.cluster = cluster

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters.base import ClusterAdapter
 from .config import ClusterConfig
 from .errors import ManagerError
-from .models import Plan, PlanStep
+from .models import Plan
 from .plans import make_plan
+from .port import ClusterAdapter
 from .view import ClusterView
 
 ProgressFn = Callable[[float, float | None, str], None]
@@ -29,7 +29,7 @@ def quiet(done: float, total: float | None, message: str) -> None:
 
 
 @dataclass
-class Context:
+class OperationContext:
     cluster: ClusterConfig
     adapter: ClusterAdapter
     plan_ttl_s: int = 900
@@ -49,25 +49,11 @@ class Context:
         return ClusterView.build(self.adapter.statuses())
 
     def plan(
-        self,
-        operation: str,
-        arguments: dict[str, Any],
-        view: ClusterView,
-        *,
-        steps: list[PlanStep],
-        reasons: list[str],
-        risks: list[str] | None = None,
+        self, operation: str, arguments: dict[str, Any], view: ClusterView, **parts: Any
     ) -> Plan:
-        return make_plan(
-            self.name,
-            operation,
-            arguments,
-            view,
-            steps=steps,
-            reasons=reasons,
-            risks=risks,
-            ttl_s=self.plan_ttl_s,
-        )
+        """``make_plan`` for this cluster, with its plan lifetime; ``parts`` are the plan's
+        ``steps``, ``reasons`` and ``risks``."""
+        return make_plan(self.name, operation, arguments, view, ttl_s=self.plan_ttl_s, **parts)
 
     def wait_for(
         self,

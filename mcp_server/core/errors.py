@@ -2,7 +2,7 @@
 
 ``Refused`` is a guardrail saying no (policy, quorum safety, a stale plan); the
 operation was not attempted. ``ManagerError`` is an operation that was attempted and
-failed (or could not start: the cluster is unreachable). ``ConfigError`` is a problem
+failed (or could not start: the cluster is unreachable). ``InputError`` is a problem
 with clusters.yaml or the command line. The CLI maps them to exit codes 1, 1 and 2;
 the MCP server turns them into tool errors with the same text.
 """
@@ -45,7 +45,7 @@ class Refused(ManagerError):
     code = "refused"
 
 
-class ConfigError(ManagerError):
+class InputError(ManagerError):
     """clusters.yaml or the command line is wrong."""
 
     code = "config"

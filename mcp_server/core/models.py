@@ -4,7 +4,7 @@ These are at once the CLI's ``--json`` output and the MCP tools' structured outp
 field names are a contract (docs/design.md lists the ones that must never change; the
 README documents all of them). Add fields freely; rename or remove only with a reason.
 
-Inputs are models too (``*Request``): each operation takes one request shape, whichever
+Inputs are models too (``*OperationRequest``): each operation takes one request shape, whichever
 face builds it. A mutation answers an ``*Outcome``: ``outcome`` says whether the plan was
 only made (``planned``: ``plan`` set, ``result`` null) or carried out (``applied``: both
 set), so a caller never has to guess which of two models it got.
@@ -54,8 +54,22 @@ class Member(_Model):
     peer_urls: list[str] | None = Field(None, description="etcd: the member's peer URLs")
     db_size: int | None = Field(None, description="etcd: backend database size, bytes")
     revision: int | None = Field(None, description="etcd: the member's key-space revision")
-    version: str | None = Field(None, description="etcd: the server version")
+    version: str | None = Field(None, description="etcd, nats: the server version")
     alarms: list[str] | None = Field(None, description="etcd: active alarms (NOSPACE, CORRUPT)")
+
+
+class RaftGroup(_Model):
+    """One Raft group's summary: a NATS cluster has many (meta, each stream, each
+    consumer); raft_core and etcd have one, named ``cluster``."""
+
+    name: str = Field(description="meta | stream:NAME | consumer:STREAM/NAME; cluster")
+    leader: str | None
+    members: list[str]
+    quorum: int
+    available: int = Field(description="members reachable and following the leader")
+    lagging: list[str] = Field(default_factory=list, description="members not caught up")
+    index: int | None = Field(None, description="the leader's last index (stream: last seq)")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ClusterStatus(_Model):
@@ -81,6 +95,12 @@ class ClusterStatus(_Model):
         description="what the manager itself did, e.g. started the embedded local cluster",
     )
     checked_at: str
+    group: str | None = Field(None, description="the group this status shows (None: the main)")
+    groups: list[RaftGroup] = Field(default_factory=list, description="one page of the groups")
+    groups_total: int = Field(0, description="how many groups the cluster has")
+    next_group_offset: int | None = Field(
+        None, description="pass as group_offset for the next page; null on the last page"
+    )
 
 
 # -- health ------------------------------------------------------------------------------
@@ -107,9 +127,12 @@ class HealthReport(_Model):
 # -- leadership --------------------------------------------------------------------------
 
 
+ElectionMethod = Literal["transfer", "campaign", "step_down", "none"]
+
+
 class ElectionResult(_Model):
     cluster: str
-    method: Literal["transfer", "campaign", "none"]
+    method: ElectionMethod
     target: str | None
     previous_leader: str | None
     previous_term: int | None
@@ -296,6 +319,9 @@ class ClusterInfo(_Model):
 
 class ClusterList(_Model):
     config: str | None = Field(description="clusters.yaml used, or null for the embedded default")
+    state_dir: str | None = Field(
+        None, description="where plans, approvals and the embedded cluster live (the server's)"
+    )
     clusters: list[ClusterInfo]
 
 
@@ -368,33 +394,48 @@ class DemoReport(_Model):
 # -- requests: one input shape per operation ---------------------------------------------------
 
 
-class Request(_Model):
+class OperationRequest(_Model):
     def arguments(self) -> dict[str, Any]:
-        """The arguments as plans and the audit log record them."""
-        return self.model_dump(mode="json")
+        """The arguments as plans and the audit log record them (``group`` only when
+        one is named, so single-group clusters' records stay as they were)."""
+        args = self.model_dump(mode="json")
+        if args.get("group", "") is None:
+            del args["group"]
+        return args
 
 
-class ReadRequest(Request):
+class GroupRequest(OperationRequest):
+    group: str | None = Field(
+        None, description="the Raft group to act on (NATS: meta, stream:NAME, consumer:S/N)"
+    )
+
+
+class StatusRequest(GroupRequest):
+    group_offset: int = Field(0, ge=0, description="first group of the page")
+    group_limit: int = Field(10, ge=1, le=100, description="groups per page")
+
+
+class ReadRequest(OperationRequest):
     key: str = Field(min_length=1)
     consistency: Literal["linearizable", "stale"] = "linearizable"
 
 
-class HealthRequest(Request):
+class HealthRequest(GroupRequest):
     operation: str | None = Field(None, description="also say whether this operation is safe")
 
 
-class ElectRequest(Request):
+class ElectRequest(GroupRequest):
     target: str | None = Field(None, description="voter to move leadership to; none: elect one")
 
 
-class ReplicateRequest(Request):
+class ReplicateRequest(OperationRequest):
     entries: list[KVEntry] = Field(min_length=1)
 
 
 MembershipAction = Literal["add_learner", "add_voter", "promote", "remove"]
 
 
-class MembershipRequest(Request):
+class MembershipRequest(OperationRequest):
     action: MembershipAction
     node_id: str = Field(min_length=1)
     peer_address: str | None = None
@@ -409,18 +450,18 @@ class MembershipRequest(Request):
         }
 
 
-class SnapshotRequest(Request):
+class SnapshotRequest(GroupRequest):
     node: str | None = Field(None, description="one member; none: every reachable member")
 
 
-class RecoverRequest(Request):
+class RecoverRequest(GroupRequest):
     node_id: str = Field(min_length=1)
 
     def arguments(self) -> dict[str, Any]:
-        return {"node": self.node_id}
+        return {"node": self.node_id, **({"group": self.group} if self.group else {})}
 
 
-class FaultRequest(Request):
+class InjectFaultRequest(OperationRequest):
     kind: FaultKind
     nodes: list[str] = Field(default_factory=list)
 
@@ -469,9 +510,8 @@ class ElectionAnswer(_Model):
     leader: str | None = Field(description="planned: who leads now; applied: the new leader")
     term: int | None
     applied: bool = False
+    target: str | None = Field(None, description="the voter asked to lead; none: any")
     # planned
-    operation: str | None = None
-    arguments: dict[str, Any] | None = None
     risks: list[str] | None = None
     voters: list[str] | None = None
     learners: list[str] | None = None
@@ -481,7 +521,7 @@ class ElectionAnswer(_Model):
         None, description="a human must `raft-manager approve PLAN_ID` before it is applied"
     )
     # applied
-    method: Literal["transfer", "campaign", "none"] | None = None
+    method: ElectionMethod | None = None
     target: str | None = None
     previous_leader: str | None = None
     previous_term: int | None = None
@@ -494,7 +534,9 @@ class ElectionOutcome(Outcome):
 
     def document(self) -> ElectionAnswer:
         if self.result is None:
-            return ElectionAnswer(outcome="planned", **self.plan.model_dump())
+            plan = self.plan.model_dump(exclude={"operation", "arguments"})
+            target = self.plan.arguments.get("target")
+            return ElectionAnswer(outcome="planned", target=target, **plan)
         plan = self.plan.model_dump(include={"plan_id", "safe", "steps", "reasons"})
         return ElectionAnswer(outcome="applied", applied=True, **plan, **self.result.model_dump())
 

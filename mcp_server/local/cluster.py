@@ -31,6 +31,8 @@ from .ports import free_base_port
 from .security import PeerAuth
 
 CLUSTER_FILE = "cluster.yaml"
+# LocalNode fields written to cluster.yaml only when set (older files have none of them).
+_OPTIONAL = ("join", "netns", "config_file")
 
 
 class ClusterError(RuntimeError):
@@ -45,6 +47,11 @@ class LocalNode:
     data_dir: str
     pid: int | None = None
     join: bool = False
+    # A member on a host of its own (docs/design.md, "Beyond one machine"): the network
+    # namespace it runs in (``ip netns exec``) and its host's ``raft-node --config``
+    # file (``certs issue --peers``), which then holds every option of the process.
+    netns: str | None = None
+    config_file: str | None = None
 
 
 @dataclass
@@ -62,6 +69,18 @@ class LocalSettings:
     peer_auth: PeerAuth = "none"
     api_scheme: str = "http"
     ca_file: str | None = None
+
+
+def check_can_start(d: Path, nodes: int, running: list[str] | None, down: str) -> None:
+    """Refuse an ``up`` in ``d`` while members of an earlier cluster there still run
+    (``running``), or of a size the launchers do not make."""
+    if running:
+        raise ClusterError(
+            f"a cluster is already running in {d} ({', '.join(running)}); "
+            f"run `{down}` first or pick another --dir"
+        )
+    if not 1 <= nodes <= 9:
+        raise ClusterError("--nodes must be between 1 and 9")
 
 
 @dataclass
@@ -90,7 +109,9 @@ class LocalCluster:
 
     def save(self) -> None:
         doc = {
-            "nodes": [{k: v for k, v in asdict(n).items() if k != "join" or v} for n in self.nodes],
+            "nodes": [
+                {k: v for k, v in asdict(n).items() if v or k not in _OPTIONAL} for n in self.nodes
+            ],
             "settings": asdict(self.settings),
         }
         tmp = self.dir / (CLUSTER_FILE + ".tmp")
@@ -140,7 +161,13 @@ class LocalCluster:
         founders = self.nodes if n.join else [m for m in self.nodes if not m.join]
         if n.join and n not in founders:
             founders = [*founders, n]
-        n.pid = pids.spawn(self._args(n, founders), self.dir / f"{n.id}.log", self.dir)
+        if n.config_file:
+            args = [sys.executable, "-m", "raft_core.node.main", "--config", n.config_file]
+        else:
+            args = self._args(n, founders)
+        if n.netns:
+            args = ["ip", "netns", "exec", n.netns, *args]  # exec: the pid is raft-node's
+        n.pid = pids.spawn(args, self.dir / f"{n.id}.log", self.dir)
 
     def alive(self, n: LocalNode) -> bool:
         return pids.alive(n.pid)
@@ -160,16 +187,8 @@ class LocalCluster:
         already name a cluster secret), peer authentication is set up first: TLS
         certificates from a new CA, else a cluster secret (``security``)."""
         d = Path(directory).resolve()
-        if (d / CLUSTER_FILE).exists():
-            existing = cls.load(d)
-            running = [n.id for n in existing.nodes if existing.alive(n)]
-            if running:
-                raise ClusterError(
-                    f"a cluster is already running in {d} (nodes {', '.join(running)}); "
-                    "run `cluster down` first or pick another --dir"
-                )
-        if not 1 <= nodes <= 9:
-            raise ClusterError("--nodes must be between 1 and 9")
+        old = cls.load(d) if (d / CLUSTER_FILE).exists() else None
+        check_can_start(d, nodes, old and [n.id for n in old.nodes if old.alive(n)], "cluster down")
         d.mkdir(parents=True, exist_ok=True)
         c = cls(d, [], settings or LocalSettings())
         for i in range(1, nodes + 1):
@@ -194,23 +213,12 @@ class LocalCluster:
         return c
 
     def down(self, grace_s: float = 5.0) -> list[str]:
-        stopped = []
+        """Stop every node (see ``pids.stop``); the ids of those that were running."""
+        running = pids.stop([n.pid for n in self.nodes], grace_s)
         for n in self.nodes:
-            if self.alive(n):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(n.pid, signal.SIGCONT)  # type: ignore[arg-type]  # if frozen
-                    os.kill(n.pid, signal.SIGTERM)  # type: ignore[arg-type]
-                stopped.append(n.id)
-        deadline = time.monotonic() + grace_s
-        for n in self.nodes:
-            while self.alive(n) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.alive(n):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(n.pid, signal.SIGKILL)  # type: ignore[arg-type]
             n.pid = None
         self.save()
-        return stopped
+        return [n.id for n, up in zip(self.nodes, running, strict=True) if up]
 
     def kill(self, node_id: str) -> None:
         self.signal(node_id, signal.SIGKILL)
@@ -249,6 +257,12 @@ class LocalCluster:
         """Start an empty process that the cluster can then add (``member add-learner``)."""
         if any(n.id == node_id for n in self.nodes):
             raise ClusterError(f"{node_id} already exists in this cluster")
+        if any(n.netns for n in self.nodes):
+            raise ClusterError(
+                f"this cluster's members run on hosts of their own: start {node_id} on its "
+                "host with --join (docs/three-machines.md), then add it with "
+                "`member add-learner --peer-address ... --api-address ...`"
+            )
         peer, api = self.addresses_for(node_id, base_port)
         n = LocalNode(
             id=node_id,

@@ -26,13 +26,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..adapters.etcd_gateway import EtcdGateway, num
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
-from .cluster import ClusterError
+from .cluster import ClusterError, check_can_start
+from .statefile import read_state, write_state
 
 STATE_FILE = "etcd-cluster.yaml"
 INSTALL_HINT = (
@@ -96,22 +95,17 @@ class EtcdLocalCluster:
     @classmethod
     def load(cls, directory: Path | str) -> EtcdLocalCluster:
         d = Path(directory)
-        path = d / STATE_FILE
-        if not path.exists():
-            raise ClusterError(f"no etcd cluster at {d} ({STATE_FILE} missing); run `etcd up`")
+        doc = read_state(d / STATE_FILE, "etcd up")
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
             members = [EtcdMember(**m) for m in doc.pop("members", [])]
             return cls(dir=d, members=members, **doc)
-        except (yaml.YAMLError, TypeError) as e:
-            raise ClusterError(f"{path} is not a file `etcd up` wrote: {e}") from e
+        except TypeError as e:
+            raise ClusterError(f"{d / STATE_FILE} is not a file `etcd up` wrote: {e}") from e
 
     def save(self) -> None:
         doc = {k: v for k, v in asdict(self).items() if k not in ("dir", "members")}
         doc["members"] = [asdict(m) for m in self.members]
-        tmp = self.dir / (STATE_FILE + ".tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-        os.replace(tmp, self.dir / STATE_FILE)
+        write_state(self.dir / STATE_FILE, doc)
 
     def member(self, name: str) -> EtcdMember:
         for m in self.members:
@@ -188,16 +182,10 @@ class EtcdLocalCluster:
         client-certificate authentication; ``tls`` is what the readiness probe uses then.
         """
         d = Path(directory).resolve()
-        if (d / STATE_FILE).exists():
-            old = cls.load(d)
-            running = [m.name for m in old.members if old.alive(m)]
-            if running:
-                raise ClusterError(
-                    f"an etcd cluster is already running in {d} ({', '.join(running)}); "
-                    "run `etcd down` first or pick another --dir"
-                )
-        if not 1 <= nodes <= 9:
-            raise ClusterError("--nodes must be between 1 and 9")
+        old = cls.load(d) if (d / STATE_FILE).exists() else None
+        check_can_start(
+            d, nodes, old and [m.name for m in old.members if old.alive(m)], "etcd down"
+        )
         binary = binary or find_binary("etcd")
         if binary is None:
             raise ClusterError(f"no etcd binary found; {INSTALL_HINT}")
@@ -225,23 +213,12 @@ class EtcdLocalCluster:
         return c
 
     def down(self, grace_s: float = 5.0) -> list[str]:
-        stopped = []
+        """Stop every member (see ``pids.stop``); the names of those that were running."""
+        running = pids.stop([m.pid for m in self.members], grace_s)
         for m in self.members:
-            if self.alive(m):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(m.pid, signal.SIGCONT)  # type: ignore[arg-type]
-                    os.kill(m.pid, signal.SIGTERM)  # type: ignore[arg-type]
-                stopped.append(m.name)
-        deadline = time.monotonic() + grace_s
-        for m in self.members:
-            while self.alive(m) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.alive(m):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(m.pid, signal.SIGKILL)  # type: ignore[arg-type]
             m.pid = None
         self.save()
-        return stopped
+        return [m.name for m, up in zip(self.members, running, strict=True) if up]
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running member."""

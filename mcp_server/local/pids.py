@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -70,3 +71,23 @@ def send(pid: int, sig: signal.Signals, wait_s: float = 5.0) -> None:
         deadline = time.monotonic() + wait_s
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+def stop(pids: Sequence[int | None], grace_s: float) -> list[bool]:
+    """Stop every live process of ``pids``: SIGTERM (after SIGCONT, since a frozen
+    process cannot act on it), then SIGKILL whatever is still alive ``grace_s`` later.
+    Which of them were running, in order: one cluster's ``down`` for both kinds."""
+    running = [alive(pid) for pid in pids]
+    for pid, up in zip(pids, running, strict=True):
+        if up:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
+                os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
+    deadline = time.monotonic() + grace_s
+    for pid in pids:
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
+    return running

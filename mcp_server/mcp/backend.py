@@ -20,8 +20,9 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from ..core import Config, Manager, ManagerError, ProgressFn, Refused
+from ..core import Config, ManagerError, ProgressFn, Refused
 from ..local import ClusterError
+from ..manager import Manager
 
 T = TypeVar("T")
 
@@ -78,9 +79,10 @@ class Backend:
     ) -> T:
         """Run ``call`` on the cluster's manager in a worker thread.
 
-        ``cli`` names the CLI command for tools that take no plan_id (the contract gives
-        plans to elect_leader and change_membership only): a production cluster's "needs
-        a plan id" refusal then points at the CLI, where the plan can be made and applied.
+        ``cli`` is the CLI command (the catalog's hint) for tools that take no plan_id
+        (the contract gives plans to elect_leader and change_membership only): a
+        production cluster's "needs a plan id" refusal then points at the CLI, where the
+        plan can be made and applied.
         """
         sent = 0
 
@@ -106,9 +108,10 @@ class Backend:
             return await anyio.to_thread.run_sync(work)
         except ManagerError as e:
             if cli and isinstance(e, Refused) and e.reason.endswith("needs a plan id"):
+                name = self.config.cluster(cluster).name
+                command = cli.replace("raft-manager", f"raft-manager --cluster {name}", 1)
                 e.next_step = (
-                    "this tool takes no plan_id; on this cluster a human runs "
-                    f"`raft-manager --cluster {self.config.cluster(cluster).name} {cli} "
+                    f"this tool takes no plan_id; on this cluster a human runs `{command} "
                     "--dry-run`, reviews the plan, then applies it with --plan-id"
                 )
             raise tool_error(e) from None

@@ -12,7 +12,7 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from ..core import ConfigError
+from ..core import InputError
 from .args import ENV_TOKEN
 
 
@@ -61,9 +61,9 @@ def read_token(token_file: str | None) -> str | None:
         try:
             token = Path(token_file).expanduser().read_text().strip()
         except OSError as e:
-            raise ConfigError(f"cannot read --token-file {token_file}: {e.strerror}") from None
+            raise InputError(f"cannot read --token-file {token_file}: {e.strerror}") from None
         if not token:
-            raise ConfigError(f"--token-file {token_file} is empty")
+            raise InputError(f"--token-file {token_file} is empty")
         return token
     return (os.environ.get(ENV_TOKEN) or "").strip() or None
 
@@ -71,7 +71,7 @@ def read_token(token_file: str | None) -> str | None:
 def http_app(server: MCPServer, host: str, token: str | None) -> Any:
     """The streamable HTTP ASGI app (``/mcp``), behind the token check when there is one."""
     if not is_loopback(host) and token is None:
-        raise ConfigError(
+        raise InputError(
             f"refusing to serve MCP on {host} without a bearer token",
             f"put a token in a file and pass --token-file FILE, or set {ENV_TOKEN}; "
             "or bind to 127.0.0.1",

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
 
-from ..core import Config, Manager, ManagerError
+from ..core import Config, ManagerError
 from ..core.audit import AuditLog
 from ..core.config import APP
+from ..manager import Manager
 
 AUDIT_TAIL = 50
 

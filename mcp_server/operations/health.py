@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core import policy
-from ..core.context import Context
+from ..core.context import OperationContext
 from ..core.errors import Refused
 from ..core.models import Check, HealthReport, HealthRequest
 from ..core.view import ClusterView
@@ -28,33 +28,29 @@ NEEDS: dict[str, set[str]] = {
 }
 
 
+def _check(name: str, problem: str | None, fine: str) -> Check:
+    """A check that passes unless ``problem`` says what is wrong."""
+    return Check(name=name, ok=problem is None, detail=fine if problem is None else problem)
+
+
 def checks(view: ClusterView) -> list[Check]:
-    out: list[Check] = []
     voters = view.voters
-    unreachable = [
-        m
-        for m in view.members()
-        if (view.is_voter(m) or view.is_learner(m)) and not view.reachable(m)
-    ]
-    out.append(
-        Check(
-            name="members_reachable",
-            ok=not unreachable,
-            detail="every member answers"
-            if not unreachable
-            else f"unreachable: {', '.join(unreachable)}",
-        )
-    )
-    avail = view.available_voters()
-    q = view.quorum()
-    out.append(
+    in_config = [m for m in view.members() if view.is_voter(m) or view.is_learner(m)]
+    unreachable = [m for m in in_config if not view.reachable(m)]
+    out = [
+        _check(
+            "members_reachable",
+            f"unreachable: {', '.join(unreachable)}" if unreachable else None,
+            "every member answers",
+        ),
         Check(
             name="quorum",
             ok=bool(voters) and view.has_quorum(),
-            detail=f"{len(avail)} of {len(voters)} voters available, {q} needed"
+            detail=f"{len(view.available_voters())} of {len(voters)} voters available, "
+            f"{view.quorum()} needed"
             + (f"; old configuration {','.join(view.voters_outgoing)}" if view.joint else ""),
-        )
-    )
+        ),
+    ]
     if len(view.leaders) == 1:
         leader_detail = f"{view.leader.id} leads in term {view.leader.term}"  # type: ignore[union-attr]
     elif not view.leaders:
@@ -66,59 +62,47 @@ def checks(view: ClusterView) -> list[Check]:
     out.append(Check(name="leader", ok=len(view.leaders) == 1, detail=leader_detail))
     unstable = []
     if view.leader is not None:
-        for m in view.members():
+        for m in in_config:
             st = view.statuses.get(m)
             if st is None or not st.reachable or m == view.leader.id:
                 continue
-            if (view.is_voter(m) or view.is_learner(m)) and not view.available(m):
+            if not view.available(m):
                 unstable.append(f"{m} ({st.role}, term {st.term}, leader {st.leader})")
         if view.leader.transferring_to:
             unstable.append(f"leadership transfer to {view.leader.transferring_to} in progress")
-    out.append(
-        Check(
-            name="stable_leader",
-            ok=view.leader is not None and not unstable,
-            detail="every reachable member follows the leader in its term"
-            if view.leader is not None and not unstable
-            else ("no leader" if view.leader is None else "not following: " + "; ".join(unstable)),
-        )
-    )
-    lagging = [
-        m
-        for m in view.members()
-        if (view.is_voter(m) or view.is_learner(m)) and view.caught_up(m) is False
+    lagging = [m for m in in_config if view.caught_up(m) is False]
+    no_leader = view.leader is None
+    out += [
+        _check(
+            "stable_leader",
+            "no leader"
+            if no_leader
+            else ("not following: " + "; ".join(unstable) if unstable else None),
+            "every reachable member follows the leader in its term",
+        ),
+        _check(
+            "caught_up",
+            "no leader to compare with"
+            if no_leader
+            else ("; ".join(view.lag_reason(m) for m in lagging) if lagging else None),
+            "every member is caught up",
+        ),
+        _check(
+            "no_change_in_flight",
+            "joint configuration in force"
+            if view.joint
+            else (
+                "a configuration change is proposed but not applied"
+                if view.change_in_flight
+                else None
+            ),
+            "no configuration change pending",
+        ),
     ]
-    out.append(
-        Check(
-            name="caught_up",
-            ok=view.leader is not None and not lagging,
-            detail="every member is caught up"
-            if view.leader is not None and not lagging
-            else (
-                "no leader to compare with"
-                if view.leader is None
-                else "; ".join(view.lag_reason(m) for m in lagging)
-            ),
-        )
-    )
-    in_flight = view.joint or view.change_in_flight
-    out.append(
-        Check(
-            name="no_change_in_flight",
-            ok=not in_flight,
-            detail="no configuration change pending"
-            if not in_flight
-            else (
-                "joint configuration in force"
-                if view.joint
-                else "a configuration change is proposed but not applied"
-            ),
-        )
-    )
     return out
 
 
-def check(ctx: Context, request: HealthRequest) -> HealthReport:
+def check(ctx: OperationContext, request: HealthRequest) -> HealthReport:
     c = ctx.cluster
     return report(
         ctx.view(),

@@ -3,13 +3,13 @@ through ReadIndex on the leader) or stale."""
 
 from __future__ import annotations
 
-from ..core.context import Context
+from ..core.context import OperationContext
 from ..core.models import ReadRequest, ReadResult
 
 OPERATION = "read"
 
 
-def read(ctx: Context, request: ReadRequest) -> ReadResult:
+def read(ctx: OperationContext, request: ReadRequest) -> ReadResult:
     out = ctx.adapter.get(request.key, request.consistency)
     return ReadResult(
         cluster=ctx.name,

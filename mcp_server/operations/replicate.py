@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import time
 
-from ..adapters.base import WriteResult
-from ..core.context import Context, ProgressFn
+from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError, NodeRequestError
 from ..core.models import KVEntry, Plan, PlanStep, ReplicateRequest, ReplicateResult, WrittenEntry
+from ..core.port import WriteResult
 
 OPERATION = "replicate"
 MAX_LISTED_STEPS = 20
 RETRY_PAUSE_S = 0.2
 
 
-def plan(ctx: Context, request: ReplicateRequest) -> Plan:
+def plan(ctx: OperationContext, request: ReplicateRequest) -> Plan:
     view = ctx.view()
     reasons = [] if view.has_quorum() else [view.no_quorum_reason()]
     risks = []
@@ -35,7 +35,7 @@ def plan(ctx: Context, request: ReplicateRequest) -> Plan:
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons, risks=risks)
 
 
-def run(ctx: Context, plan: Plan, progress: ProgressFn) -> ReplicateResult:
+def run(ctx: OperationContext, plan: Plan, progress: ProgressFn) -> ReplicateResult:
     entries = ReplicateRequest.model_validate(plan.arguments).entries
     t0 = time.monotonic()
     written: list[WrittenEntry] = []
@@ -60,7 +60,7 @@ def _verb(e: KVEntry) -> str:
     return "put" if e.value is not None else "delete"
 
 
-def _write_once(ctx: Context, e: KVEntry, attempts: int = 2) -> WriteResult:
+def _write_once(ctx: OperationContext, e: KVEntry, attempts: int = 2) -> WriteResult:
     """One entry, retried under the same session sequence number when the outcome is
     unknown (a lost answer, an election): the node applies it at most once."""
     seq = ctx.next_seq()

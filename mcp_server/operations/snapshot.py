@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..core.context import Context, ProgressFn
+from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError
 from ..core.models import NodeSnapshot, Plan, PlanStep, SnapshotRequest, SnapshotResult
 
 OPERATION = "snapshot"
 
 
-def plan(ctx: Context, request: SnapshotRequest) -> Plan:
+def plan(ctx: OperationContext, request: SnapshotRequest) -> Plan:
     view = ctx.view()
     node = request.node
     reasons = []
@@ -19,6 +19,11 @@ def plan(ctx: Context, request: SnapshotRequest) -> Plan:
             reasons.append(f"{node} is not a member of this cluster")
         elif not view.reachable(node):
             reasons.append(f"{node} is unreachable")
+    elif ctx.adapter.snapshot_whole_group:
+        # One snapshot of the group (a stream backup), taken through its leader.
+        targets = [view.leader.id] if view.leader else []
+        if not targets:
+            reasons.append("the group has no leader to read the backup through")
     else:
         targets = [
             m
@@ -34,7 +39,7 @@ def plan(ctx: Context, request: SnapshotRequest) -> Plan:
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons)
 
 
-def run(ctx: Context, plan: Plan, progress: ProgressFn) -> SnapshotResult:
+def run(ctx: OperationContext, plan: Plan, progress: ProgressFn) -> SnapshotResult:
     snaps = []
     for i, step in enumerate(plan.steps):
         node = step.node

@@ -27,10 +27,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters.base import ClusterAdapter, StateDigest
-from ..core.context import Context
+from ..core.context import OperationContext
 from ..core.errors import ManagerError, NotSupported
 from ..core.models import Divergence, VerifyReport
+from ..core.port import ClusterAdapter, StateDigest
 from ..core.view import ClusterView
 
 OPERATION = "verify_consistency"
@@ -40,7 +40,7 @@ LOG_SAMPLES = 64
 SAME_REVISION_TRIES = 10
 
 
-def verify(ctx: Context) -> VerifyReport:
+def verify(ctx: OperationContext) -> VerifyReport:
     """The verify_consistency answer for the cluster as it is now."""
     return check(ctx.adapter, ctx.view(), ctx.name)
 
@@ -131,17 +131,13 @@ def _check_current_state(
                 )
             )
     applied = {m: view.statuses[m].applied_index for m in digests if m in view.statuses}
+    first, *rest = adapter.current_state_notes(revision)
     run.reasons.append(
-        f"compared the hash of each member's key space at revision {revision} "
-        "(applied indexes when read: "
+        f"{first} (applied indexes when read: "
         + ", ".join(f"{m} {a}" for m, a in sorted(applied.items()))
         + ")"
     )
-    run.reasons.append(
-        f"{adapter.kind} cannot prove more through its gateway: it hashes only the current "
-        "revision (no hash of a past revision), and exposes no raft log, so past "
-        "revisions and log entries were not compared"
-    )
+    run.reasons += rest
     return run.report(cluster, not run.divergences, common_index=revision, chain=ref)
 
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import random
 import time
@@ -30,23 +31,15 @@ from typing import Any
 
 import msgpack
 
-from ..confchange import ChangeOp, ConfChange, ConfChangeError
+from ..confchange import ChangeOp, ConfChange
+from ..diskstate import STORE_FILE, DiskReplica, arm_crash_points, crash_point
 from ..driver import Driver, DriverHooks, Failure, FailureCode
 from ..kv import KVStore
 from ..raft import RaftConfig
 from ..rawnode import PersistedState, RawNode, Ready
 from ..statemachine import ApplyResult, CommandError, Replica, StateMachine, encode_command
 from ..status import NodeRole, RaftStatus
-from ..types import (
-    ConfState,
-    DropCode,
-    Entry,
-    EntryType,
-    NodeId,
-    ProposalDropped,
-    Snapshot,
-    SnapshotMeta,
-)
+from ..types import ConfState, DropCode, EntryType, NodeId, Snapshot, SnapshotMeta
 from .address import parse_address
 from .config import NodeConfig
 from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unavailable
@@ -62,6 +55,22 @@ log = logging.getLogger("raft_core.node")
 # How far past ``snapshot_entries`` a large state may defer its snapshot (see
 # RaftNode._maybe_snapshot).
 SNAPSHOT_WAIT_FACTOR = 4
+# A snapshot image smaller than this is never deferred: it costs next to nothing, and
+# an on-disk store's image has a fixed overhead of a few pages even when nearly empty.
+SNAPSHOT_DEFER_MIN_BYTES = 64 << 10
+# Each node snapshots after snapshot_entries times a factor in [1, 1 + this), fixed
+# per node id, so that the members of a cluster do not all snapshot at the same index.
+SNAPSHOT_JITTER = 0.3
+# The engine's events worth a log line, and at what level; the rest are only counted
+# (see RaftNode._on_engine_event).
+_LOGGED_EVENTS = {
+    "became_leader": logging.INFO,
+    "stepped_down": logging.INFO,
+    "check_quorum_step_down": logging.INFO,
+    "transfer_aborted": logging.INFO,
+    "auto_leave_deferred": logging.DEBUG,
+    "conf_change_ignored": logging.WARNING,
+}
 # A WAL sync slower than this sends the next batch to the disk thread, so a slow disk
 # never stalls the event loop (a healthy one syncs in well under a millisecond).
 SLOW_FSYNC_S = 0.01
@@ -89,8 +98,33 @@ class RaftNode:
         self.cfg = cfg
         self._request_timeout_s = cfg.request_timeout_ms / 1000
         self.id = cfg.id
-        self.sm: StateMachine = state_machine if state_machine is not None else KVStore()
-        self.replica = Replica(self.sm)
+        # The state machine: the on-disk KV by default, else the caller's (or the
+        # in-memory KV with --state-store memory), all behind the Replica contract.
+        self.replica: Replica
+        if state_machine is not None:
+            self.replica = Replica(state_machine)
+        elif cfg.state_store == "lmdb":
+            os.makedirs(cfg.data_dir, exist_ok=True)
+            self.replica = DiskReplica(Path(cfg.data_dir) / STORE_FILE)
+        else:
+            self.replica = Replica(KVStore())
+        self.sm: StateMachine = self.replica.sm
+        self.state_store = (
+            "custom" if state_machine is not None else cfg.state_store  # for status
+        )
+        if cfg.allow_fault_injection and arm_crash_points():
+            log.warning("%s: crash point armed: %s", cfg.id, os.environ.get("RAFT_NODE_CRASH_AT"))
+        self.snapshot_every = round(
+            cfg.snapshot_entries * (1 + SNAPSHOT_JITTER * random.Random(cfg.id).random())
+        )
+        # The snapshot image writer: not the disk thread, whose WAL writes must not
+        # queue behind a whole image.
+        self._snap_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raft-snap-{cfg.id}"
+        )
+        self._snapshot_task: asyncio.Task | None = None
+        self.loop_lag_s = 0.0  # the ticker's latest lateness
+        self.loop_lag_max_s = 0.0
         self.metrics = Registry()
         self._init_metrics()
         self.storage: DiskStorage | None = None
@@ -105,8 +139,6 @@ class RaftNode:
         # (deadline, future, is_write) in deadline order: every request gets the same
         # timeout, so appending keeps the queue sorted.
         self._deadlines: deque[tuple[float, asyncio.Future, bool]] = deque()
-        self._leader_waiters: list[asyncio.Future] = []
-        self._apply_waiters: list[tuple[int, asyncio.Future]] = []
         self._tick_task: asyncio.Task | None = None
         self._snapshotting = False
         self.last_fsync_s = 0.0  # how long the latest WAL sync took
@@ -183,6 +215,26 @@ class RaftNode:
         m.gauge(
             "raft_pending_proposals", "Client commands waiting", lambda: float(self.pending_count())
         )
+        self.m_loop_lag = m.histogram(
+            "raft_loop_lag_seconds",
+            "How late the event loop ran the node's tick timer (a stall of the loop)",
+            [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2],
+        )
+        m.gauge(
+            "raft_loop_lag_max_seconds",
+            "The largest loop lag seen since the node started",
+            lambda: self.loop_lag_max_s,
+        )
+        self.m_snapshot_seconds = m.histogram(
+            "raft_snapshot_seconds",
+            "Time to take a snapshot (image written off the loop, then saved)",
+            [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
+        )
+        m.gauge(
+            "raft_snapshot_bytes",
+            "Size of the latest snapshot image",
+            lambda: float(self._last_snapshot_bytes),
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -190,18 +242,15 @@ class RaftNode:
         self._loop = asyncio.get_running_loop()
         cfg = self.cfg
         os.makedirs(cfg.data_dir, exist_ok=True)
-        self.storage = await self._loop.run_in_executor(
-            self._disk,
-            lambda: DiskStorage.open(cfg.data_dir, fsync=cfg.fsync, on_fsync=self._synced),
+        self.storage = await self.run_on_disk(
+            lambda: DiskStorage.open(cfg.data_dir, fsync=cfg.fsync, on_fsync=self._synced)
         )
         rec = self.storage.recovered
         fresh = rec.hard_state.term == 0 and rec.snapshot is None and not rec.entries
         if fresh and not cfg.join:
             founders = sorted(cfg.peers) if cfg.peers else [cfg.id]
             state = PersistedState.bootstrap(founders)
-            await self._loop.run_in_executor(
-                self._disk, self.storage.save, state.hard_state, state.entries, None
-            )
+            await self.run_on_disk(self.storage.save, state.hard_state, state.entries, None)
             log.info("%s: founded a new cluster with voters %s", cfg.id, ", ".join(founders))
         elif fresh:
             state = PersistedState.joining()
@@ -222,7 +271,15 @@ class RaftNode:
         self.addresses[cfg.id] = MemberAddress(cfg.advertised_peer, cfg.advertised_api)
         if state.snapshot is not None:
             snap = state.snapshot
-            self._adopt_snapshot(snap, self.replica.restore(snap.data) if snap.data else None)
+            if snap.data and self.replica.applied_index < snap.meta.index:
+                extra = await self._loop.run_in_executor(
+                    self._disk, self.replica.restore, snap.data
+                )
+            else:
+                # The on-disk store already holds the snapshot (and maybe more, which
+                # the log replays over without applying twice).
+                extra = getattr(self.replica, "extra", None)
+            self.adopt_snapshot(snap, extra)
         raft_cfg = RaftConfig(
             id=cfg.id,
             election_tick=cfg.election_ticks,
@@ -265,11 +322,16 @@ class RaftNode:
                 await self._tick_task
         await self.transport.close()
         self._fail_everything("the node is shutting down")
+        if self._snapshot_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._snapshot_task
         # Wait for the disk thread to finish what it is doing, then close.
-        await self._loop.run_in_executor(self._disk, lambda: None)
+        await self.run_on_disk(lambda: None)
         if self.storage is not None:
-            await self._loop.run_in_executor(self._disk, self.storage.close)
+            await self.run_on_disk(self.storage.close)
         self._disk.shutdown(wait=True)
+        self._snap_pool.shutdown(wait=True)
+        self.replica.close()
 
     async def _ticker(self) -> None:
         interval = self.cfg.tick_ms / 1000
@@ -277,6 +339,13 @@ class RaftNode:
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - self._loop.time()))
+            # The loop-lag probe: how late this tick woke up is how long the loop was
+            # busy elsewhere (a stall of the loop delays every timer alike).
+            lag = max(0.0, self._loop.time() - next_at)
+            self.loop_lag_s = lag
+            if lag > self.loop_lag_max_s:
+                self.loop_lag_max_s = lag
+            self.m_loop_lag.observe(lag)
             if self._fatal is not None:
                 return
             self.raw.tick()
@@ -304,12 +373,14 @@ class RaftNode:
             self.raw.report_leader_lost(node)
 
     def _on_engine_event(self, name: str, fields: dict) -> None:
+        """The engine's one event stream: counted here, and logged here only."""
         if name == "election":
             self.m_elections.inc()
         elif name == "snapshot_installed":
             self.m_snapshots_installed.inc()
-        if name in ("became_leader", "stepped_down", "transfer_aborted", "check_quorum_step_down"):
-            log.info("%s: %s %s", self.id, name.replace("_", " "), fields)
+        level = _LOGGED_EVENTS.get(name)
+        if level is not None:
+            log.log(level, "%s: %s %s", self.id, name.replace("_", " "), fields)
 
     # -- the Ready loop (raft_core/driver.py) -------------------------------------
 
@@ -322,16 +393,26 @@ class RaftNode:
         self.last_fsync_s = seconds
         self.m_fsync.observe(seconds)
 
-    def _persist(self, rd: Ready) -> None:
+    def persist(self, rd: Ready) -> None:
+        """Write ``rd`` to the WAL (the caller picks the thread: see ``_WalWriter``)."""
         assert self.storage is not None
         self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)
+
+    def run_on_disk(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Run ``fn(*args)`` on the disk thread, after whatever it is doing now."""
+        return self._loop.run_in_executor(self._disk, fn, *args)
+
+    @property
+    def snapshotting(self) -> bool:
+        """Whether a snapshot is being written on the disk thread now."""
+        return self._snapshotting
 
     @property
     def disk_full(self) -> Path | None:
         """The directory whose disk filled up, if that is why this node stopped serving."""
         return self._fatal.path if isinstance(self._fatal, DiskFull) else None
 
-    def _die(self, error: BaseException) -> None:
+    def storage_failed(self, error: BaseException) -> None:
         """A failed disk write leaves the on-disk state unknown: stop, don't guess."""
         self._fatal = error
         log.critical(
@@ -349,32 +430,49 @@ class RaftNode:
     def _fail_everything(self, why: str) -> None:
         """Answer every waiting request: the node stops (their writes may commit)."""
         self.driver.stop(Failure(FailureCode.SHUTDOWN, why))
-        error = Unavailable(why, indeterminate=True)
-        for fut in self._leader_waiters:
-            if not fut.done():
-                fut.set_exception(error)
-        for _, fut in self._apply_waiters:
-            if not fut.done():
-                fut.set_exception(error)
 
-    def _error_for(self, failure: Failure) -> NodeError:
-        """What the API answers for a request the driver could not complete."""
+    def error_for(self, failure: Failure) -> NodeError:
+        """What the API answers for a write or read the driver could not complete."""
         if failure.not_leader:
             if failure.code is FailureCode.LEADERSHIP_LOST:
                 return self._not_leader(failure.reason)
             return self._not_leader()
         return Unavailable(failure.reason, indeterminate=failure.indeterminate)
 
-    def _on_soft_state(self) -> None:
-        lead = self.raw.leader
-        if lead != self._last_leader:
-            self._last_leader = lead
-            if lead is not None:
+    def conf_change_error_for(self, failure: Failure) -> NodeError:
+        """Like ``error_for``, but a change the engine refuses is the caller's to fix
+        (400) or to retry later (409), not an outage."""
+        if failure.code is not FailureCode.REFUSED or failure.drop is DropCode.NOT_LEADER:
+            return self.error_for(failure)
+        if failure.drop is DropCode.INVALID_CONF_CHANGE:
+            return BadRequest(failure.reason)
+        return Conflict(failure.reason)
+
+    def transfer_error_for(self, failure: Failure) -> NodeError:
+        """A refused transfer is a 409; an aborted one a 503 (not indeterminate: the
+        old leader still leads)."""
+        if failure.code is FailureCode.REFUSED:
+            return Conflict(failure.reason)
+        if failure.code is FailureCode.ABORTED:
+            return Unavailable(failure.reason)
+        return self.error_for(failure)
+
+    def batch_done(self, rd: Ready, confs: list[ConfState]) -> None:
+        """A Ready batch was acknowledged (``confs`` took effect): follow the member
+        addresses, count a new leader, and snapshot when due."""
+        self.m_batches.inc()
+        for _, cc in rd.conf_changes:
+            self._apply_member_context(cc)
+        if confs:
+            self._update_peers()
+        if rd.soft_state is not None and self.raw.leader != self._last_leader:
+            self._last_leader = self.raw.leader
+            if self._last_leader is not None:
                 self.m_leader_changes.inc()
-                for fut in self._leader_waiters:
-                    if not fut.done():
-                        fut.set_result((lead, self.raw.term))
-                self._leader_waiters = [f for f in self._leader_waiters if not f.done()]
+        if rd.committed_entries:
+            self.replica.commit()  # the batch, its sessions and applied index: one transaction
+            self._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
+        self._maybe_snapshot()
 
     # -- proposals and reads ---------------------------------------------------
 
@@ -476,26 +574,6 @@ class RaftNode:
         """Wait until this node can serve a linearizable read; the index it is at."""
         return await self.submit_read()
 
-    async def wait_applied(self, index: int, timeout_s: float) -> None:
-        if self.replica.applied_index >= index:
-            return
-        fut: asyncio.Future = self._loop.create_future()
-        self._apply_waiters.append((index, fut))
-        await asyncio.wait_for(asyncio.shield(fut), timeout_s)
-
-    def _wake_apply_waiters(self) -> None:
-        if not self._apply_waiters:
-            return
-        applied = self.replica.applied_index
-        keep = []
-        for index, fut in self._apply_waiters:
-            if index <= applied:
-                if not fut.done():
-                    fut.set_result(None)
-            else:
-                keep.append((index, fut))
-        self._apply_waiters = keep
-
     # -- leadership --------------------------------------------------------------
 
     def _election_timeout_s(self) -> float:
@@ -520,25 +598,17 @@ class RaftNode:
             return self.id, raw.term
         if target not in voters:
             raise BadRequest(f"{target} is not a voter of this cluster")
-        fut: asyncio.Future = self._loop.create_future()
-        self._leader_waiters.append(fut)
-        try:
-            self.raw.transfer_leadership(target)
-        except ProposalDropped as e:
-            raise Conflict(e.reason) from None
-        self._schedule()
+        fut: asyncio.Future[tuple[NodeId, int]] = self._loop.create_future()
+        self.driver.transfer_leadership(target, fut)
+        # The engine aborts a transfer after an election timeout; this bounds the wait
+        # should no leader emerge at all (this node cut off meanwhile).
         deadline = self._election_timeout_s() * 3
         try:
-            while True:
-                lead, term = await asyncio.wait_for(asyncio.shield(fut), deadline)
-                if lead != self.id:
-                    return lead, term
-                fut = self._loop.create_future()
-                self._leader_waiters.append(fut)
+            return await asyncio.wait_for(fut, deadline)
         except TimeoutError:
             raise Unavailable(
-                f"leadership did not move to {target} within {deadline:.1f}s; the transfer "
-                "was aborted (is the target reachable and caught up?)"
+                f"leadership did not move to {target} within {deadline:.1f}s and no other "
+                "leader is known (is this node cut off from the cluster?)"
             ) from None
 
     def campaign(self) -> int:
@@ -579,39 +649,22 @@ class RaftNode:
             cc = ConfChange([(ChangeOp.REMOVE, node)])
         else:
             raise BadRequest(f"unknown action {action!r}: use add_learner, promote or remove")
+        fut: asyncio.Future[tuple[int, ConfState]] = self._loop.create_future()
+        self.driver.submit_conf_change(cc, fut)
+        # The entry's commit and, for a voter change, the end of the joint
+        # configuration it enters each get the request timeout.
+        timeout = 2 * self._request_timeout_s
         try:
-            index, term = self.raw.propose_conf_change(cc)
-        except ProposalDropped as e:
-            if e.code is DropCode.NOT_LEADER:
-                raise self._not_leader() from None
-            if e.code is DropCode.INVALID_CONF_CHANGE:
-                raise BadRequest(e.reason) from None
-            raise Conflict(e.reason) from None
-        self._schedule()
-        timeout = self.cfg.request_timeout_ms / 1000
-        try:
-            await self.wait_applied(index, timeout)
-            # A voter change goes through a joint configuration: answer once it is left.
-            deadline = self._loop.time() + timeout
-            while self.raw.conf.joint and self._loop.time() < deadline:
-                await self.wait_applied(
-                    self.replica.applied_index + 1, deadline - self._loop.time()
-                )
+            index, conf = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise Unavailable(
-                f"configuration change at index {index} not applied within {timeout:.0f}s",
+                f"the configuration change did not take effect within {timeout:.0f}s; "
+                "it may still: check the membership before retrying",
                 indeterminate=True,
             ) from None
-        if self.raw.log_term(index) not in (None, term):
-            raise Unavailable("the change was replaced by a new leader's log", indeterminate=False)
-        conf = self.raw.conf
         return {"index": index, "voters": sorted(conf.voters), "learners": sorted(conf.learners)}
 
-    def _apply_member_context(self, data: bytes) -> None:
-        try:
-            cc = ConfChange.decode(data)
-        except ConfChangeError:
-            return
+    def _apply_member_context(self, cc: ConfChange) -> None:
         ctx = _decode_member_context(cc.context)
         for op, node in cc.changes:
             if op is ChangeOp.REMOVE and node != self.id:
@@ -628,7 +681,7 @@ class RaftNode:
 
     # -- snapshots -------------------------------------------------------------------
 
-    def _adopt_snapshot(self, snap: Snapshot, extra: Any, leader: NodeId | None = None) -> None:
+    def adopt_snapshot(self, snap: Snapshot, extra: Any, leader: NodeId | None = None) -> None:
         """The state machine now holds ``snap``: take the member addresses it carried.
 
         Members the snapshot does not know were added after it: their additions follow
@@ -653,55 +706,96 @@ class RaftNode:
             self._update_peers()
 
     def _maybe_snapshot(self) -> None:
-        """Snapshot after ``snapshot_entries`` applied entries, or later for a large state.
+        """Snapshot after this node's share of ``snapshot_entries`` applied entries, or
+        later for a large state.
 
-        A snapshot serializes and writes the whole state, so taking one every N entries
-        costs O(state / N) per entry, which grows without bound with the state. Waiting
+        A snapshot writes the whole state, so taking one every N entries costs
+        O(state / N) per entry, which grows without bound with the state. Waiting
         until the payloads applied since the last snapshot add up to its size keeps the
         cost per entry bounded (each byte of log pays for at most one byte of
         snapshot); ``SNAPSHOT_WAIT_FACTOR`` bounds how long the log may grow meanwhile.
+        The threshold carries a per-node jitter (``SNAPSHOT_JITTER``): members do not
+        all write an image at the same index. At most one snapshot runs at a time: the
+        task is remembered, so it is neither scheduled twice nor left unretrieved.
         """
-        if self._snapshotting:
+        if self._snapshotting or self._snapshot_task is not None:
             return
         since = self.replica.applied_index - self._last_snapshot_index
-        every = self.cfg.snapshot_entries
+        every = self.snapshot_every
         if since < every:
             return
-        if since < every * SNAPSHOT_WAIT_FACTOR and self._applied_bytes < self._last_snapshot_bytes:
+        if (
+            since < every * SNAPSHOT_WAIT_FACTOR
+            and self._last_snapshot_bytes > SNAPSHOT_DEFER_MIN_BYTES
+            and self._applied_bytes < self._last_snapshot_bytes
+        ):
             return
-        self._loop.create_task(self.take_snapshot())
+        task = self._loop.create_task(self.take_snapshot(), name=f"raft-snapshot-{self.id}")
+        self._snapshot_task = task
+        task.add_done_callback(self._snapshot_done)
+
+    def _snapshot_done(self, task: asyncio.Task) -> None:
+        self._snapshot_task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: snapshot failed: %s", self.id, task.exception())
 
     async def take_snapshot(self) -> tuple[int, int]:
-        """Snapshot the state machine at its applied index and compact the log."""
+        """Snapshot the state machine at its applied index and compact the log.
+
+        The loop only captures a consistent view (a read transaction of the on-disk
+        store, a fork of an in-memory one); the image is written to a file on the
+        snapshot thread, then saved and the log compacted on the disk thread. The
+        snapshot's data is that file, mapped: the leader streams chunks of it to
+        followers without holding it in memory (docs/design.md, "Snapshots off the
+        loop").
+        """
         self._check_serving()
         if self._snapshotting:
             raise Conflict("a snapshot is already being taken")
         index = self.replica.applied_index
-        if index <= self._last_snapshot_index:
+        if index <= self._last_snapshot_index or self.raw.applied_index < index:
+            # (After a restart the store may be ahead of the log being replayed over
+            # it: the configuration as of its index is known once the replay gets there.)
             return self._last_snapshot_index, 0
         self._snapshotting = True
+        started = time.monotonic()
+        assert self.storage is not None
+        storage = self.storage
+        images = Path(self.cfg.data_dir) / "images"
         try:
+            images.mkdir(exist_ok=True)
             addresses = {n: [a.peer, a.api] for n, a in self.addresses.items()}
             meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
-            snap = Snapshot(meta, self.replica.snapshot(extra={"addresses": addresses}))
-            assert self.storage is not None
-            storage = self.storage
+            path = images / f"{index:016d}-{meta.term:016d}.img"
+            write_image = self.replica.snapshot_writer(path, extra={"addresses": addresses})
+            await self._loop.run_in_executor(self._snap_pool, write_image)
+            snap = Snapshot(meta, _map_file(path))
 
-            def write() -> None:
+            def save() -> None:
                 storage.save_snapshot(snap)
+                crash_point("snapshot-saved")
                 storage.compact(max(0, index - self.cfg.keep_entries))
+                for old in images.iterdir():
+                    if old != path:
+                        old.unlink(missing_ok=True)  # a follower still reading it keeps it open
 
-            await self._loop.run_in_executor(self._disk, write)
+            await self.run_on_disk(save)
             self.raw.compact(snap, self.cfg.keep_entries)
             self._last_snapshot_index = index
             self._last_snapshot_bytes = len(snap.data)
             self._applied_bytes = 0
             self.m_snapshots.inc()
-            log.info("%s: snapshot at %d (%d bytes)", self.id, index, len(snap.data))
+            took = time.monotonic() - started
+            self.m_snapshot_seconds.observe(took)
+            log.info("%s: snapshot at %d (%d bytes, %.2fs)", self.id, index, len(snap.data), took)
             return index, len(snap.data)
         except StorageError as e:
-            self._die(e)
+            self.storage_failed(e)
             raise Unavailable(f"storage failure: {e}") from None
+        except OSError as e:
+            # Writing the image failed (disk full, ...): the log is kept, retry later.
+            log.error("%s: snapshot at %d failed: %s", self.id, index, e)
+            raise Unavailable(f"snapshot failed: {e}") from None
         except ValueError as e:
             # e.g. a snapshot installed from the leader meanwhile is newer than ours.
             log.warning("%s: snapshot at %d skipped: %s", self.id, index, e)
@@ -723,6 +817,8 @@ class RaftNode:
             faults=self.fault_set(),
             healthy=self._fatal is None,
             peer_auth=self.transport.peer_auth,
+            loop_lag_ms=(round(self.loop_lag_s * 1000, 1), round(self.loop_lag_max_s * 1000, 1)),
+            state_store=self.state_store,
         )
 
     def digest(self, at: int | None = None) -> dict:
@@ -795,18 +891,31 @@ class _WalWriter:
 
     def write(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
         node = self.node
-        if node._snapshotting or (
-            rd.must_sync and node.cfg.fsync == "always" and self._offload(rd)
-        ):
+        if rd.snapshot is not None:
+            # A received snapshot: saved, and its image staged beside the store, on the
+            # disk thread; the driver's restore then only swaps files on the loop.
+            snap = rd.snapshot
+            stage = getattr(node.replica, "stage", None)
+
+            def install() -> None:
+                node.persist(rd)
+                crash_point("install-saved")
+                if stage is not None and snap.data:
+                    stage(snap.data)
+
+            fut = node._loop.run_in_executor(node._disk, install)
+            fut.add_done_callback(lambda f: done(f.exception()))
+            return
+        if node.snapshotting or (rd.must_sync and node.cfg.fsync == "always" and self._offload(rd)):
             # While a snapshot is being written on the disk thread, every write
             # queues behind it: DiskStorage has one owner at a time.
-            fut = node._loop.run_in_executor(node._disk, node._persist, rd)
+            fut = node.run_on_disk(node.persist, rd)
             fut.add_done_callback(lambda f: done(f.exception()))
             return
         # The leader's appends are already on the wire (the transport writes from
         # the caller), so blocking here in fsync delays nobody but this loop.
         try:
-            node._persist(rd)
+            node.persist(rd)
         except Exception as e:
             done(e)
             return
@@ -830,7 +939,8 @@ class _WalWriter:
 
 
 class _NodeHooks(DriverHooks[asyncio.Future]):
-    """What RaftNode does around the shared Ready loop."""
+    """What RaftNode does around the shared Ready loop: each request's future is
+    answered here, everything else goes to RaftNode's public methods."""
 
     def __init__(self, node: RaftNode) -> None:
         self.node = node
@@ -840,26 +950,13 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
             self.node.m_batch_entries.observe(len(rd.entries))
 
     def snapshot_restored(self, snapshot: Snapshot, extra: Any) -> None:
-        self.node._adopt_snapshot(snapshot, extra, leader=self.node.raw.leader)
-
-    def applied(self, entry: Entry, result: ApplyResult) -> None:
-        if entry.type is EntryType.CONF_CHANGE:
-            self.node._apply_member_context(entry.data)
+        self.node.adopt_snapshot(snapshot, extra, leader=self.node.raw.leader)
 
     def advanced(self, rd: Ready, confs: list[ConfState]) -> None:
-        node = self.node
-        node.m_batches.inc()
-        if confs:
-            node._update_peers()
-        if rd.soft_state is not None:
-            node._on_soft_state()
-        node._wake_apply_waiters()
-        if rd.committed_entries:
-            node._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
-        node._maybe_snapshot()
+        self.node.batch_done(rd, confs)
 
     def storage_failed(self, error: BaseException) -> None:
-        self.node._die(error)
+        self.node.storage_failed(error)
 
     def write_done(self, token: asyncio.Future, index: int, term: int, result: ApplyResult) -> None:
         if not token.done():
@@ -872,7 +969,7 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
         elif failure.code is FailureCode.REFUSED:
             node.m_proposals_failed.inc(label_value="refused")
         if not token.done():
-            token.set_exception(node._error_for(failure))
+            token.set_exception(node.error_for(failure))
 
     def read_ready(self, token: asyncio.Future, applied_index: int) -> None:
         if not token.done():
@@ -880,7 +977,29 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
 
     def read_failed(self, token: asyncio.Future, failure: Failure) -> None:
         if not token.done():
-            token.set_exception(self.node._error_for(failure))
+            token.set_exception(self.node.error_for(failure))
+
+    def conf_change_done(self, token: asyncio.Future, index: int, conf: ConfState) -> None:
+        if not token.done():
+            token.set_result((index, conf))
+
+    def conf_change_failed(self, token: asyncio.Future, failure: Failure) -> None:
+        if not token.done():
+            token.set_exception(self.node.conf_change_error_for(failure))
+
+    def transfer_done(self, token: asyncio.Future, leader: NodeId, term: int) -> None:
+        if not token.done():
+            token.set_result((leader, term))
+
+    def transfer_failed(self, token: asyncio.Future, failure: Failure) -> None:
+        if not token.done():
+            token.set_exception(self.node.transfer_error_for(failure))
+
+
+def _map_file(path: Path) -> mmap.mmap:
+    """A file's bytes, read on demand (a snapshot's data without a copy in memory)."""
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 __all__ = [

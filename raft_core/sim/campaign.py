@@ -16,10 +16,11 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..checker.linearizability import check_history
 from ..confchange import ChangeOp, ConfChange
-from ..driver import Livelock
+from ..driver import Failure, FailureCode, Livelock
 from ..progress import ProgressState
 from ..statemachine import encode_command
 from ..types import ProposalDropped
@@ -27,6 +28,7 @@ from .clients import SimClient
 from .cluster import LivenessFailure, SimCluster, SimConfig
 from .invariants import InvariantViolation
 from .network import LinkProfile
+from .node import SimNode
 
 COUNTERS = (
     "elections",
@@ -41,6 +43,7 @@ COUNTERS = (
     "pauses",
     "follower_reads",
     "reads_failed",
+    "store_batches_lost",
 )
 
 
@@ -160,6 +163,9 @@ def plan_run(seed: int) -> RunPlan:
     extra = random.Random(seed * 7919 + 11)
     config.broadcast_commit = extra.random() < 0.5
     config.close_notices = extra.random() < 0.5
+    # Its own stream: a third of the runs keep the state machine in raft-node's
+    # on-disk store, simulated (raft_core/sim/store.py), whose crashes lose batches.
+    config.stored_state = random.Random(seed * 7919 + 17).random() < 0.35
     return plan
 
 
@@ -321,8 +327,10 @@ class Chaos:
             return
         voters = sorted(leader.conf.all_voters() - {leader.id})
         if voters:
-            leader.raw.transfer_leadership(self.rng.choice(voters))
-            leader.process()
+            target = self.rng.choice(voters)
+            leader.driver.transfer_leadership(
+                target, lambda outcome: self.c.note(f"chaos: transfer to {target}: {outcome}")
+            )
 
     def _force_campaign(self) -> None:
         up = [n for n in self._members() if self.c.nodes[n].up]
@@ -388,7 +396,8 @@ class Chaos:
                 (ChangeOp.ADD_VOTER, self.rng.choice(learners)),
                 (ChangeOp.REMOVE, self.rng.choice(voters)),
             ]
-        leader.propose_conf_change(ConfChange(changes))
+        if not self._propose_change(leader, ConfChange(changes), choice):
+            return
         self.c.note(f"chaos: proposed {choice} {changes}")
         if self.rng.random() < 0.4:
             # Split the cluster while the change is in flight: the joint phase is
@@ -399,6 +408,25 @@ class Chaos:
                 # The removed process keeps running (it may try to disturb us);
                 # it stops counting as a member once the removal has applied.
                 self._watch_removal(nid)
+
+    def _propose_change(self, leader: SimNode, cc: ConfChange, what: str) -> bool:
+        """Through the driver, as raft-node does; whatever the driver answers is
+        checked against the entry the cluster applied at the change's index."""
+        index, term = leader.raw.last_index() + 1, leader.term
+        refused: list[Failure] = []
+
+        def answered(outcome: tuple[Any, Any] | Failure) -> None:
+            self.c.note(f"chaos: {what} at {index}: {outcome}")
+            if isinstance(outcome, Failure):
+                if outcome.code is FailureCode.REFUSED:
+                    refused.append(outcome)
+                elif outcome.code is FailureCode.REPLACED:
+                    self.c.check_conf_change_answer(leader, index, term, took_effect=False)
+            else:
+                self.c.check_conf_change_answer(leader, index, term, took_effect=True)
+
+        leader.driver.submit_conf_change(cc, answered)
+        return not refused
 
     def _watch_removal(self, nid: str) -> None:
         def check() -> None:
@@ -482,6 +510,9 @@ def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
     result.stats.update({k: c.stats.get(k, 0) for k in COUNTERS})
     result.stats["snapshots_taken"] = sum(n.snapshots_taken for n in c.nodes.values())
     result.stats["torn_tails_dropped"] = sum(n.disk.torn_tails_dropped for n in c.nodes.values())
+    result.stats["store_batches_lost"] = sum(
+        n.store.batches_lost for n in c.nodes.values() if n.store is not None
+    )
     if keep_trace or not result.ok:
         result.trace = [*c.trace[-400:], c.dump()]
     return result

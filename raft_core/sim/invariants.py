@@ -13,7 +13,9 @@ persisted, a commit index observed, an entry applied, a leader elected), so chec
 * state machine safety: no two nodes apply different entries at one index, and an
   applied entry is the committed one;
 * monotonicity: a node's term and commit index never go backwards, not even across a
-  crash and restart.
+  crash and restart;
+* honest answers: a configuration change the driver reported in force is the entry
+  the cluster applied at its index, and one it reported replaced is not.
 """
 
 from __future__ import annotations
@@ -122,6 +124,19 @@ class SafetyChecker:
         c = self.committed.get(e.index)
         if c is not None and c != fp:
             self._fail(f"{node} applied {e.index}/{e.term}, which is not the committed entry")
+
+    def conf_change_answered(self, node: NodeId, index: int, term: int, took_effect: bool) -> None:
+        """``node``'s driver answered the change it proposed at ``index`` in ``term``;
+        by then ``node`` had applied that index, so the applied entry is known."""
+        known = self.applied.get(index)
+        if known is None:
+            self._fail(f"{node} answered the configuration change at {index} before applying it")
+        elif (known[0] == term) != took_effect:
+            said = "in force" if took_effect else "replaced"
+            self._fail(
+                f"{node} reported its configuration change {index}/{term} {said}, but "
+                f"{index}/{known[0]} was applied"
+            )
 
     def leader_complete(self, node: NodeId, term: int, first_index: int, entry_at) -> None:
         """A new leader must hold every entry committed in an earlier term (or have it

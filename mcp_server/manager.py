@@ -3,7 +3,7 @@
 The CLI, the MCP server, the demo and the benchmark all call these methods. Each one:
 
 1. builds the operation's one request model from its arguments (bad input is a
-   ``ConfigError`` naming the field);
+   ``InputError`` naming the field);
 2. runs under ``Guard.run``: policy, the dry-run rule, one audit line per mutation,
    plan and refusal;
 3. for a mutation: the operation's ``plan(ctx, request)`` makes a plan against the
@@ -20,17 +20,65 @@ progress notifications, the CLI shows a spinner).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from ..adapters.base import ClusterAdapter
-from ..adapters.etcd import EtcdAdapter
-from ..adapters.processes import EtcdProcesses, LocalProcesses
-from ..adapters.raft_node import RaftNodeAdapter
-from ..local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
-from ..operations import (
+from .adapters.etcd import EtcdAdapter
+from .adapters.nats import NatsAdapter
+from .adapters.nats_processes import NatsProcesses
+from .adapters.processes import EtcdProcesses, LocalProcesses
+from .adapters.raft_node import RaftNodeAdapter
+from .core import policy
+from .core.approvals import ApprovalGate, ApprovalStore
+from .core.audit import AuditLog
+from .core.config import (
+    ClusterConfig,
+    Config,
+    load_config,
+    resolve_password,
+    resolve_token,
+    state_dir,
+)
+from .core.context import OperationContext, ProgressFn, quiet
+from .core.errors import InputError, ManagerError
+from .core.guard import Guard
+from .core.models import (
+    ClusterInfo,
+    ClusterList,
+    ClusterStatus,
+    ElectionOutcome,
+    ElectRequest,
+    FaultOutcome,
+    GroupRequest,
+    HealthReport,
+    HealthRequest,
+    InjectFaultRequest,
+    KVEntry,
+    LocalStart,
+    MembershipOutcome,
+    MembershipRequest,
+    OperationRequest,
+    Outcome,
+    Plan,
+    ReadRequest,
+    ReadResult,
+    RecoverOutcome,
+    RecoverRequest,
+    ReplicateOutcome,
+    ReplicateRequest,
+    SnapshotOutcome,
+    SnapshotRequest,
+    StatusRequest,
+    VerifyReport,
+)
+from .core.plans import Decision, PlanStore, check_saved, refuse_unsafe
+from .core.port import ClusterAdapter
+from .core.view import GROUP_PAGE, status_with_groups
+from .local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
+from .operations import (
     faults,
     health,
     leadership,
@@ -41,60 +89,43 @@ from ..operations import (
     snapshot,
     verify,
 )
-from . import policy
-from .approvals import ApprovalGate, ApprovalStore
-from .audit import AuditLog
-from .config import (
-    ClusterConfig,
-    Config,
-    load_config,
-    resolve_password,
-    resolve_token,
-    state_dir,
-)
-from .context import Context, ProgressFn, quiet
-from .errors import ConfigError, ManagerError
-from .guard import Guard
-from .models import (
-    ClusterInfo,
-    ClusterList,
-    ClusterStatus,
-    ElectionOutcome,
-    ElectRequest,
-    FaultOutcome,
-    FaultRequest,
-    HealthReport,
-    HealthRequest,
-    KVEntry,
-    LocalStart,
-    MembershipOutcome,
-    MembershipRequest,
-    Outcome,
-    Plan,
-    ReadRequest,
-    ReadResult,
-    RecoverOutcome,
-    RecoverRequest,
-    ReplicateOutcome,
-    ReplicateRequest,
-    Request,
-    SnapshotOutcome,
-    SnapshotRequest,
-    VerifyReport,
-)
-from .plans import Decision, PlanStore, check_saved, refuse_unsafe
-from .view import status_model
 
-R = TypeVar("R", bound=Request)
-OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+R = TypeVar("R", bound=OperationRequest)
 
 
 class PlannedOperation(Protocol):
-    """What ``_mutate`` needs of an operation module (see ``mcp_server.operations``)."""
+    """What ``mutate`` needs of an operation module (see ``mcp_server.operations``)."""
 
     OPERATION: str
 
-    def plan(self, ctx: Context, request: Any) -> Plan: ...
+    def plan(self, ctx: OperationContext, request: Any) -> Plan: ...
+
+    def run(
+        self, ctx: OperationContext, plan: Any, progress: ProgressFn, /, **options: Any
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """A mutation's parts: its operation module, its one request model, its outcome."""
+
+    op: PlannedOperation
+    request: type[OperationRequest]
+    outcome: type[Outcome]
+
+
+MUTATIONS: dict[str, Mutation] = {
+    m.op.OPERATION: m
+    for m in (
+        Mutation(leadership, ElectRequest, ElectionOutcome),
+        Mutation(replicate, ReplicateRequest, ReplicateOutcome),
+        Mutation(membership, MembershipRequest, MembershipOutcome),
+        Mutation(snapshot, SnapshotRequest, SnapshotOutcome),
+        Mutation(recovery, RecoverRequest, RecoverOutcome),
+        Mutation(faults, InjectFaultRequest, FaultOutcome),
+    )
+}
+"""Every mutation by its operation (MCP tool) name: the one table ``Manager.mutate`` reads."""
 
 
 def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
@@ -109,6 +140,17 @@ def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
             password=password,
         )
         return etcd, password
+    if c.kind == "nats":
+        password = resolve_password(c)
+        nats = NatsAdapter(
+            servers=c.servers,
+            monitor=c.monitor,
+            processes=NatsProcesses(c.dir) if c.dir else None,
+            username=c.username,
+            password=password,
+            backup_dir=Path(c.dir) / "backups" if c.dir else state_dir() / "nats-backups",
+        )
+        return nats, password
     local_token = None
     if c.dir and (Path(c.dir) / CLUSTER_FILE).exists():
         try:
@@ -143,13 +185,13 @@ def list_clusters(config: Config) -> ClusterList:
 
 
 def request(model: type[R], **fields: Any) -> R:
-    """``model`` built from ``fields``; a ``ConfigError`` naming the bad field otherwise."""
+    """``model`` built from ``fields``; a ``InputError`` naming the bad field otherwise."""
     try:
         return model.model_validate(fields)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or model.__name__
-        raise ConfigError(f"bad {where}: {err['msg']}", "check the arguments") from None
+        raise InputError(f"bad {where}: {err['msg']}", "check the arguments") from None
 
 
 class Manager:
@@ -176,7 +218,7 @@ class Manager:
         self.approvals = ApprovalGate(
             cluster, ApprovalStore(self.plans.dir / "approvals"), self.audit
         )
-        self.ctx = Context(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
+        self.ctx = OperationContext(cluster, adapter, plan_ttl_s=self.config.plan_ttl_s)
         self.started = started
         self._start_reported = False
         """Set when ``open(start_local=True)`` started the embedded local cluster."""
@@ -230,30 +272,43 @@ class Manager:
         work of their own, such as ``raft-manager bench --existing``."""
         return self.guard.run(operation, arguments, lambda _decision: body())
 
-    def _read(self, operation: str, req: Request, body: Callable[[], Any]) -> Any:
+    def _ctx(self, group: str | None) -> OperationContext:
+        """The context of one Raft group (``group``; None: the cluster's main one)."""
+        if group is None:
+            return self.ctx
+        return OperationContext(
+            self.cluster, self.adapter.for_group(group), plan_ttl_s=self.config.plan_ttl_s
+        )
+
+    def _read(self, operation: str, req: OperationRequest, body: Callable[[], Any]) -> Any:
         return self.guard.run(operation, req.arguments(), lambda _decision: body())
 
-    def _mutate(
+    def mutate(
         self,
-        op: PlannedOperation,
-        req: Request,
-        outcome: type[OutcomeT],
+        operation: str,
+        fields: dict[str, Any],
         *,
         dry_run: bool,
         plan_id: str | None,
-        run: Callable[[Plan], BaseModel],
-    ) -> OutcomeT:
-        """Plan ``req`` with ``op.plan``; then, as the dry-run rule decides, return the
-        plan or apply it with ``run``: a saved plan only while it still matches the
-        cluster, with a human's approval where one is required, and never an unsafe one."""
+        progress: ProgressFn | None,
+        **options: Any,
+    ) -> Outcome:
+        """The one path of every mutation: build the operation's request from ``fields``,
+        plan it; then, as the dry-run rule decides, return the plan or apply it: a saved
+        plan only while it still matches the cluster, with a human's approval where one
+        is required, and never an unsafe one. ``options`` go to the operation's ``run``
+        (its timeouts). A request naming a ``group`` plans and runs in that Raft group."""
+        m = MUTATIONS[operation]
+        req = request(m.request, **fields)
+        ctx = self._ctx(getattr(req, "group", None))
 
-        def body(decision: Decision) -> OutcomeT:
-            plan = op.plan(self.ctx, req)
+        def body(decision: Decision) -> Outcome:
+            plan = m.op.plan(ctx, req)
             gated = self.approvals.required(plan.operation)
             plan.requires_approval = gated and plan.safe
             if decision == "plan":
                 self.plans.save(plan)
-                return outcome(outcome="planned", plan=plan)
+                return m.outcome(outcome="planned", plan=plan)
             if gated:  # before the plan is loaded: an expired plan's approval is audited
                 self.approvals.expire()
             stored = None
@@ -266,19 +321,32 @@ class Manager:
                 self.plans.discard(stored.plan_id)
                 self.approvals.store.consume(stored.plan_id)
             refuse_unsafe(plan)
-            return outcome(outcome="applied", plan=plan, result=run(plan))
+            result = m.op.run(ctx, plan, progress or quiet, **options)
+            return m.outcome(outcome="applied", plan=plan, result=result)
 
-        return self.guard.run(op.OPERATION, req.arguments(), body, plan_id=plan_id, dry_run=dry_run)
+        return self.guard.run(operation, req.arguments(), body, plan_id=plan_id, dry_run=dry_run)
 
     # -- reads ---------------------------------------------------------------------------------
 
     def list_clusters(self) -> ClusterList:
-        return self._read("list_clusters", Request(), lambda: list_clusters(self.config))
+        return self._read("list_clusters", OperationRequest(), lambda: list_clusters(self.config))
 
-    def status(self) -> ClusterStatus:
+    def status(
+        self,
+        group: str | None = None,
+        *,
+        group_offset: int = 0,
+        group_limit: int = GROUP_PAGE,
+    ) -> ClusterStatus:
+        """The cluster's (or one group's) status, with one page of its Raft groups."""
+        req = request(
+            StatusRequest, group=group, group_offset=group_offset, group_limit=group_limit
+        )
+
         def body() -> ClusterStatus:
-            st = status_model(
-                self.ctx.view(), cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
+            ctx = self._ctx(group)
+            st = status_with_groups(
+                ctx.adapter, req, cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
             )
             if self.started is not None and not self._start_reported:
                 # Said once, by the first status answer after the start; a long-lived
@@ -287,25 +355,26 @@ class Manager:
                 self._start_reported = True
             return st
 
-        return self._read("cluster_status", Request(), body)
+        return self._read("cluster_status", req, body)
 
     cluster_status = status  # the MCP tool's name
 
-    def health_check(self, operation: str | None = None) -> HealthReport:
+    def health_check(self, operation: str | None = None, group: str | None = None) -> HealthReport:
         if operation is not None:
             try:
                 operation = policy.canonical(operation)
             except ValueError as e:
-                raise ConfigError(str(e), "name one of the MCP tool operations") from None
-        req = request(HealthRequest, operation=operation)
-        return self._read(health.OPERATION, req, lambda: health.check(self.ctx, req))
+                raise InputError(str(e), "name one of the MCP tool operations") from None
+        req = request(HealthRequest, operation=operation, group=group)
+        return self._read(health.OPERATION, req, lambda: health.check(self._ctx(group), req))
 
     def read(self, key: str, consistency: str = "linearizable") -> ReadResult:
         req = request(ReadRequest, key=key, consistency=consistency)
         return self._read(read.OPERATION, req, lambda: read.read(self.ctx, req))
 
-    def verify_consistency(self) -> VerifyReport:
-        return self._read(verify.OPERATION, Request(), lambda: verify.verify(self.ctx))
+    def verify_consistency(self, group: str | None = None) -> VerifyReport:
+        req = request(GroupRequest, group=group)
+        return self._read(verify.OPERATION, req, lambda: verify.verify(self._ctx(group)))
 
     # -- mutations -----------------------------------------------------------------------------
 
@@ -317,16 +386,18 @@ class Manager:
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
         timeout_s: float = 15.0,
+        group: str | None = None,
     ) -> ElectionOutcome:
-        """Move leadership to ``target``, or make a leaderless cluster elect one."""
-        req = request(ElectRequest, target=target)
-        return self._mutate(
-            leadership,
-            req,
-            ElectionOutcome,
+        """Move leadership to ``target``, or make a leaderless cluster elect one (in
+        ``group``, where leaders move by stepping down: the group's leader steps down)."""
+        fields = {"target": target, "group": group}
+        return self.mutate(  # type: ignore[return-value]
+            leadership.OPERATION,
+            fields,
             dry_run=dry_run,
             plan_id=plan_id,
-            run=lambda p: leadership.run(self.ctx, p, progress or quiet, timeout_s),
+            progress=progress,
+            timeout_s=timeout_s,
         )
 
     def replicate(
@@ -340,15 +411,9 @@ class Manager:
         """Commit ``entries`` ([{key, value}], or {key: value}; a null value deletes)."""
         if isinstance(entries, dict):
             entries = [{"key": k, "value": v} for k, v in entries.items()]
-        items = [e.model_dump() if isinstance(e, KVEntry) else e for e in entries]
-        req = request(ReplicateRequest, entries=items)
-        return self._mutate(
-            replicate,
-            req,
-            ReplicateOutcome,
-            dry_run=dry_run,
-            plan_id=plan_id,
-            run=lambda p: replicate.run(self.ctx, p, progress or quiet),
+        fields = {"entries": [e.model_dump() if isinstance(e, KVEntry) else e for e in entries]}
+        return self.mutate(  # type: ignore[return-value]
+            replicate.OPERATION, fields, dry_run=dry_run, plan_id=plan_id, progress=progress
         )
 
     def change_membership(
@@ -367,20 +432,19 @@ class Manager:
 
         ``action``: add_learner, add_voter (learner, catch up, promote), promote, remove.
         """
-        req = request(
-            MembershipRequest,
-            action=action.replace("-", "_"),
-            node_id=node_id,
-            peer_address=peer_address,
-            api_address=api_address,
-        )
-        return self._mutate(
-            membership,
-            req,
-            MembershipOutcome,
+        fields = {
+            "action": action.replace("-", "_"),
+            "node_id": node_id,
+            "peer_address": peer_address,
+            "api_address": api_address,
+        }
+        return self.mutate(  # type: ignore[return-value]
+            membership.OPERATION,
+            fields,
             dry_run=dry_run,
             plan_id=plan_id,
-            run=lambda p: membership.run(self.ctx, p, progress or quiet, catch_up_timeout_s),  # type: ignore[arg-type]
+            progress=progress,
+            catch_up_timeout_s=catch_up_timeout_s,
         )
 
     def snapshot(
@@ -390,15 +454,14 @@ class Manager:
         dry_run: bool = False,
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
+        group: str | None = None,
     ) -> SnapshotOutcome:
-        req = request(SnapshotRequest, node=node)
-        return self._mutate(
-            snapshot,
-            req,
-            SnapshotOutcome,
+        return self.mutate(  # type: ignore[return-value]
+            snapshot.OPERATION,
+            {"node": node, "group": group},
             dry_run=dry_run,
             plan_id=plan_id,
-            run=lambda p: snapshot.run(self.ctx, p, progress or quiet),
+            progress=progress,
         )
 
     def recover_node(
@@ -409,16 +472,18 @@ class Manager:
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
         timeout_s: float = 60.0,
+        group: str | None = None,
     ) -> RecoverOutcome:
-        """Bring a crashed or lagging member back and wait until it has caught up."""
-        req = request(RecoverRequest, node_id=node_id)
-        return self._mutate(
-            recovery,
-            req,
-            RecoverOutcome,
+        """Bring a crashed or lagging member back and wait until it has caught up (in
+        ``group``, where the cluster has several Raft groups)."""
+        fields = {"node_id": node_id, "group": group}
+        return self.mutate(  # type: ignore[return-value]
+            recovery.OPERATION,
+            fields,
             dry_run=dry_run,
             plan_id=plan_id,
-            run=lambda p: recovery.run(self.ctx, p, progress or quiet, timeout_s),
+            progress=progress,
+            timeout_s=timeout_s,
         )
 
     def inject_fault(
@@ -432,12 +497,7 @@ class Manager:
     ) -> FaultOutcome:
         """partition (cut ``nodes`` off from the rest), heal, kill, restart, stop
         (SIGSTOP), continue (SIGCONT): sandbox only."""
-        req = request(FaultRequest, kind=kind, nodes=list(nodes or []))
-        return self._mutate(
-            faults,
-            req,
-            FaultOutcome,
-            dry_run=dry_run,
-            plan_id=plan_id,
-            run=lambda p: faults.run(self.ctx, p, progress or quiet),
+        fields = {"kind": kind, "nodes": list(nodes or [])}
+        return self.mutate(  # type: ignore[return-value]
+            faults.OPERATION, fields, dry_run=dry_run, plan_id=plan_id, progress=progress
         )

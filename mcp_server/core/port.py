@@ -1,5 +1,8 @@
-"""The adapter interface every cluster kind implements.
+"""The port: the interface every cluster kind's adapter implements, and what it answers.
 
+It lives in the core, not beside its implementations in ``mcp_server/adapters/``, so
+that the core (the cluster view, the operation context) depends on no adapter: the
+adapters depend on the core, never the other way round (docs/design.md, "Layout").
 The operations (``mcp_server/operations/``) only speak this interface. It is deliberately
 shaped so that etcd fits as well as raft_core:
 
@@ -17,7 +20,17 @@ shaped so that etcd fits as well as raft_core:
   index (raft_core keeps a chain of applied-state hashes; etcd's gateway hashes only
   the current revision, so verify compares members standing at the same revision);
 - ``member_joins_after_add`` says whether a new member's process can only start once
-  the cluster has added it (etcd) rather than before (raft_core starts it empty).
+  the cluster has added it (etcd) rather than before (raft_core starts it empty);
+- ``supports_groups``: the cluster runs several Raft groups (NATS JetStream: meta,
+  streams, consumers); ``for_group`` then gives the adapter seen through one of them,
+  and ``group_statuses_all`` every group's member statuses from one scan. Others have
+  one group, named ``cluster``;
+- ``supports_transfer_target`` (leadership can be handed to a named member) and
+  ``supports_step_down`` (the leader can be told to step down, whoever wins next);
+- ``supports_learners``: members can be added as non-voting learners and promoted;
+  ``joins_by_starting``: a member joins by starting with the others' addresses
+  (NATS routes), with no add call; ``snapshot_whole_group``: a snapshot is one per
+  group (a stream backup), not one per member.
 """
 
 from __future__ import annotations
@@ -27,19 +40,21 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from raft_core.status import ProgressStatus
 
-@dataclass
-class Progress:
-    match: int
-    next: int
-    state: str
-    learner: bool = False
-    recent_active: bool = True
+from .errors import NotSupported, Refused
 
 
 @dataclass
-class NodeStatus:
-    """One member as it answered (or failed to answer) a status request."""
+class MemberStatus:
+    """One member as it answered (or failed to answer) a status request.
+
+    The consensus fields are the engine's (``raft_core.status.RaftStatus``), each
+    optional: a raft-node member's come from the status it serves, parsed with
+    ``raft_core.node.status.MemberStatus.from_json``; an etcd member's are those its
+    gateway reports, and an unreachable member has none. The leader's ``progress`` is
+    the engine's own ``ProgressStatus``.
+    """
 
     id: str
     reachable: bool
@@ -59,7 +74,7 @@ class NodeStatus:
     joint: bool = False
     pending_conf_index: int | None = None
     transferring_to: str | None = None
-    progress: dict[str, Progress] | None = None
+    progress: dict[str, ProgressStatus] | None = None
     faults: dict[str, Any] | None = None
     addresses: dict[str, str | None] = field(default_factory=dict)  # members' API addresses
     error: str | None = None
@@ -130,7 +145,7 @@ class NewProcess:
 
 
 class ProcessControl(Protocol):
-    """The member processes of a local cluster (``adapters.processes`` implements it)."""
+    """The member processes of a local cluster (``mcp_server.adapters.processes`` implements it)."""
 
     def running(self, node: str) -> bool | None: ...
     def kill(self, node: str) -> None: ...
@@ -152,23 +167,69 @@ class ClusterAdapter(ABC):
     can_control_processes: bool = False
     supports_state_history: bool = False
     member_joins_after_add: bool = False
+    supports_groups: bool = False
+    supports_transfer_target: bool = True
+    supports_step_down: bool = False
+    supports_learners: bool = True
+    joins_by_starting: bool = False
+    snapshot_whole_group: bool = False
+    group: str = "cluster"
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def for_group(self, group: str | None) -> ClusterAdapter:
+        """This adapter seen through Raft group ``group`` (None: the main one)."""
+        if group is None or group == self.group:
+            return self
+        from ..core.errors import NotSupported
+
+        raise NotSupported(
+            f"{self.kind} clusters have one Raft group ({self.group!r}), not {group!r}",
+            "omit the group",
+        )
+
+    def group_statuses_all(self) -> dict[str, dict[str, MemberStatus]]:
+        """Every group's member statuses, by group name, from one look at the cluster."""
+        return {self.group: self.statuses()}
+
+    def removal_blockers(self, node: str) -> list[str]:
+        """Why removing ``node`` would break a group other than the main one (whose
+        quorum the membership plan checks itself)."""
+        return []
+
+    def transfer_refusal(self) -> str:
+        """Why leadership cannot be handed to a named member (when it cannot)."""
+        return f"{self.kind} cannot hand leadership to a named member"
+
+    def step_down(self) -> None:
+        from ..core.errors import NotSupported
+
+        raise NotSupported(f"{self.kind} leaders cannot be told to step down")
+
+    def current_state_notes(self, revision: int) -> list[str]:
+        """What a comparison of current-state hashes (``supports_state_history`` false)
+        showed and could not prove, for the verify report."""
+        return [
+            f"compared the hash of each member's key space at revision {revision}",
+            f"{self.kind} cannot prove more through its gateway: it hashes only the current "
+            "revision (no hash of a past revision), and exposes no raft log, so past "
+            "revisions and log entries were not compared",
+        ]
 
     # -- observation ---------------------------------------------------------------
 
     @abstractmethod
-    def statuses(self) -> dict[str, NodeStatus]:
+    def statuses(self) -> dict[str, MemberStatus]:
         """Every known member (configured, discovered, or local process), by id."""
 
     @abstractmethod
-    def status(self, node: str) -> NodeStatus: ...
+    def status(self, node: str) -> MemberStatus: ...
 
     @abstractmethod
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:
         """Applied-state hash of ``node`` (at index ``at`` when it still retains it)."""
 
     def log_digests(self, node: str, start: int, end: int) -> LogSlice:
-        from ..core.errors import NotSupported
-
         raise NotSupported(f"{self.kind} clusters do not expose per-entry log digests")
 
     # -- data --------------------------------------------------------------------------
@@ -189,8 +250,6 @@ class ClusterAdapter(ABC):
         """Ask the current leader to hand over to ``target``; (leader, term) after."""
 
     def campaign(self, node: str) -> int:
-        from ..core.errors import NotSupported
-
         raise NotSupported(f"{self.kind} members cannot be told to campaign")
 
     # -- membership ------------------------------------------------------------------------
@@ -213,16 +272,12 @@ class ClusterAdapter(ABC):
     def set_faults(
         self, node: str, *, drop: list[str] | None = None, clear: bool = False
     ) -> dict[str, Any]:
-        from ..core.errors import NotSupported
-
         raise NotSupported(f"{self.kind} clusters do not support fault injection")
 
     # -- processes (local clusters only) -------------------------------------------------------
 
     def _processes(self) -> ProcessControl:
         if self.processes is None:
-            from ..core.errors import Refused
-
             raise Refused(
                 f"this {self.kind} cluster's processes are not run by raft-manager "
                 "(it is not a local cluster: it has no `dir`)",
@@ -262,8 +317,9 @@ class ClusterAdapter(ABC):
         """What the operator does to bring back a member whose process is not ours."""
         return [
             f"{node} ({where}) does not answer and raft-manager does not run its process",
-            f"restart raft-node for {node} on its host with the same --data-dir "
-            "(systemctl restart ..., or your orchestrator)",
+            f"on {node}'s host: `systemctl restart raft-node@{node}` (the unit of "
+            "docs/three-machines.md), or start `raft-node --config` with its config file "
+            "and the same data directory again",
             f"then run `raft-manager recover {node}` again to wait until it has caught up",
         ]
 
