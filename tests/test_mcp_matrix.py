@@ -62,7 +62,7 @@ MCP_V1 = "1.30.0"
 def state_dir(tmp_path_factory) -> Iterator[Path]:
     """The embedded default cluster, started once in a private state directory."""
     state = tmp_path_factory.mktemp("matrix-state")
-    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    env = {**os.environ, "RAFT_MANAGER_STATE_DIR": str(state)}
     base = reserve_base_port()
     cli = [str(BIN / "raft-manager")]
     try:
@@ -81,9 +81,12 @@ def state_dir(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def server(state_dir) -> dict:
-    """How a client starts the stdio server: command, arguments, environment."""
-    env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
-    return {"command": str(BIN / "raft-manager-mcp"), "args": [], "env": env}
+    """How a client starts the stdio server: command, arguments, environment. The
+    environment is as little as stdio hosts pass (the Inspector passes HOME, TERM, PATH,
+    SHELL, PWD): every setting is an argument."""
+    env = {k: os.environ[k] for k in ("HOME", "PATH", "TERM", "SHELL") if k in os.environ}
+    args = ["--state-dir", str(state_dir)]
+    return {"command": str(BIN / "raft-manager-mcp"), "args": args, "env": env}
 
 
 @pytest.fixture(scope="module")
@@ -253,13 +256,7 @@ def test_inspector_cli(server, tool_list, tmp_path):
     """The Inspector CLI in its default protocol era, as a new user runs it."""
     require_node()
     inspector = [str(NODE_BIN / "mcp-inspector"), "--cli"]
-    target = [
-        "-e",
-        f"XDG_STATE_HOME={server['env']['XDG_STATE_HOME']}",
-        "--",
-        server["command"],
-        *server["args"],
-    ]
+    target = ["--", server["command"], *server["args"]]
 
     def run(*method: str) -> dict:
         done = subprocess.run(
@@ -319,7 +316,7 @@ class ScriptedModel:
     PreToolUse hook must block, and repairs the follower, which the hook lets through."""
 
     def __init__(self, state_dir: Path, learner: str) -> None:
-        self.env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
+        self.env = {**os.environ, "RAFT_MANAGER_STATE_DIR": str(state_dir)}
         self.learner = learner
         self.killed: str | None = None
 
@@ -377,16 +374,14 @@ def test_claude_code_offline(hooks_from, state_dir, tool_list, tmp_path):
     else:
         prompt = f"/{SERVER} {prompt}"
     config = tmp_path / "mcp.json"
-    config.write_text(json.dumps({"mcpServers": {SERVER: {
-        "command": str(BIN / "raft-manager-mcp"), "args": [],
-        "env": {"XDG_STATE_HOME": str(state_dir)},
-    }}}))  # fmt: skip
+    server = {"command": str(BIN / "raft-manager-mcp"), "args": ["--state-dir", str(state_dir)]}
+    config.write_text(json.dumps({"mcpServers": {SERVER: server}}))
     model = ScriptedModel(state_dir, learner)
     with serving(model) as (standin, url):
         env = {
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # the hooks' raft-manager
             "HOME": str(home),
-            "XDG_STATE_HOME": str(state_dir),
+            "RAFT_MANAGER_STATE_DIR": str(state_dir),  # where the hooks look
             "ANTHROPIC_BASE_URL": url,
             "ANTHROPIC_API_KEY": "sk-ant-stand-in",
             # Offline: no telemetry or updates, and any request that is not for the
