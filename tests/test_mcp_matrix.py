@@ -454,3 +454,23 @@ def test_hook_matchers_name_every_mutation_tool(tool_list):
     for hooks in (skill, settings["hooks"]):
         for event in ("PreToolUse", "PostToolUse"):
             assert [m["matcher"] for m in hooks[event]] == [expected], event
+
+
+def test_revision_rules_catch_what_broke_the_clients():
+    """The rules have teeth: issue 18's union output schema, a bad hint, a bad name."""
+    union = {
+        "name": "elect_leader",
+        "inputSchema": {"type": "object", "properties": {}},
+        "outputSchema": {"anyOf": [{"type": "object"}, {"type": "object"}]},
+        "annotations": {"readOnlyHint": "no"},
+    }
+    assert revision_problems(union, "2024-11-05") == []  # neither field exists there yet
+    assert revision_problems(union, "2025-03-26") == ["annotations.readOnlyHint: must be a boolean"]
+    assert 'outputSchema: root "type" must be "object" (got None)' in revision_problems(
+        union, "2025-06-18"
+    )
+    spaced = {"name": "elect leader", "inputSchema": {"type": "object", "required": "x"}}
+    first, second, third = revision_problems(spaced, "2025-11-25")
+    assert first == "inputSchema.required: must be a list of strings"
+    assert second == "name: 'elect leader' is outside [A-Za-z0-9_.-]{1,128}"
+    assert third.startswith("inputSchema: not a valid JSON Schema 2020-12:")
