@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,10 +203,11 @@ def test_python_sdk_2x(api, transport, server, http_url, tool_list):
 
 @pytest.fixture(scope="module")
 def mcp_v1_python(request) -> Path:
-    """A venv with mcp==1.30.0, kept in pytest's cache so reruns reuse it."""
-    home = Path(
-        request.config.cache.mkdir(f"mcp-{MCP_V1}-py{sys.version_info[0]}{sys.version_info[1]}")
-    )
+    """A venv with mcp==1.30.0, kept in pytest's cache (else the temp dir), keyed by the
+    versions, so reruns reuse it."""
+    key = f"mcp-{MCP_V1}-py{sys.version_info[0]}{sys.version_info[1]}"
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    home = Path(cache.mkdir(key)) if cache else Path(tempfile.gettempdir()) / f"raft-test-{key}"
     python = home / "bin" / "python"
     probe = [str(python), "-c", "import importlib.metadata as m; print(m.version('mcp'))"]
     if (
