@@ -114,7 +114,7 @@ def test_unsafe_removal_is_refused_and_changes_nothing(mgr, cluster, state):
         )
         assert e.operation == "change_membership"
         line = assert_audited(state, "change_membership", "fewer than its quorum")
-        assert line["arguments"]["node"] == a
+        assert line["arguments"]["node_id"] == a
         assert mgr.status().voters == ["n1", "n2", "n3"]
         # The unsafe plan, saved by a dry run, is never applied either.
         plan = mgr.change_membership("remove", a, dry_run=True).plan

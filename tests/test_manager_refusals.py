@@ -81,7 +81,7 @@ def test_removal_that_breaks_quorum_is_refused(tmp_path, state):
         )
         assert e.operation == "change_membership"
         line = assert_audited(state, "change_membership", "fewer than its quorum")
-        assert line["arguments"]["node"] == a and line["arguments"]["action"] == "remove"
+        assert line["arguments"]["node_id"] == a and line["arguments"]["action"] == "remove"
         assert sorted(mgr.status().voters) == ["n1", "n2", "n3"]
         # Removing the dead member instead is fine (2 of the 2 remaining are available).
         plan = mgr.change_membership("remove", b, dry_run=True).plan

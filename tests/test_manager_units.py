@@ -363,7 +363,7 @@ def test_health_report_names_the_operation_and_its_reasons():
 
 
 def _plan(st, action, node, **kw):
-    return plan_change(ClusterView.build(st), cluster="c", action=action, node=node, **kw)
+    return plan_change(ClusterView.build(st), cluster="c", action=action, node_id=node, **kw)
 
 
 def test_plans_add_voters_as_learners_first():

@@ -195,7 +195,7 @@ class MembershipChange(Plan):
     """A membership plan; after an apply, also what was done and the new configuration."""
 
     action: str
-    node: str
+    node_id: str
     peer_address: str | None = None
     api_address: str | None = None
     quorum_before: int
@@ -255,7 +255,7 @@ class SnapshotResult(_Model):
 
 class RecoverResult(_Model):
     cluster: str
-    node: str
+    node_id: str
     action: Literal["restarted", "waited", "manual"]
     caught_up: bool
     applied_index: int | None
@@ -400,14 +400,6 @@ class MembershipRequest(OperationRequest):
     peer_address: str | None = None
     api_address: str | None = None
 
-    def arguments(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "node": self.node_id,
-            "peer_address": self.peer_address,
-            "api_address": self.api_address,
-        }
-
 
 class SnapshotRequest(OperationRequest):
     node: str | None = Field(None, description="one member; none: every reachable member")
@@ -415,9 +407,6 @@ class SnapshotRequest(OperationRequest):
 
 class RecoverRequest(OperationRequest):
     node_id: str = Field(min_length=1)
-
-    def arguments(self) -> dict[str, Any]:
-        return {"node": self.node_id}
 
 
 class InjectFaultRequest(OperationRequest):

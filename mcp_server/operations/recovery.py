@@ -41,7 +41,7 @@ def run(
     ctx: OperationContext, plan: Plan, progress: ProgressFn, timeout_s: float = 60.0
 ) -> RecoverResult:
     t0 = time.monotonic()
-    node = plan.arguments["node"]
+    node = plan.arguments["node_id"]
     actions = {s.action for s in plan.steps}
     if "manual" in actions:
         return _manual(ctx, ctx.view(), node, t0)
@@ -54,7 +54,7 @@ def run(
     progress(1, 1, f"{node} caught up")
     return RecoverResult(
         cluster=ctx.name,
-        node=node,
+        node_id=node,
         action=action,  # type: ignore[arg-type]
         caught_up=True,
         applied_index=applied,
@@ -68,7 +68,7 @@ def _manual(ctx: OperationContext, view: ClusterView, node: str, t0: float) -> R
     where = (st.api_address if st else None) or "address unknown"
     return RecoverResult(
         cluster=ctx.name,
-        node=node,
+        node_id=node,
         action="manual",
         caught_up=False,
         applied_index=None,
