@@ -9,41 +9,23 @@ import time
 import pytest
 from manager_helpers import (
     STEADY,
+    assert_audited,
     audit_lines,
-    last_audit,
     leader_of,
     local_cluster,
     make_manager,
     node_api,
     node_status,
+    refused,
     set_faults,
     spare_address,
 )
 from proc_helpers import http_client
 from testkit import wait_until
 
-from mcp_server.core.errors import Refused
 from mcp_server.local import LocalCluster
 
 pytestmark = pytest.mark.processes
-
-
-def refused(fn, *match: str) -> Refused:
-    with pytest.raises(Refused) as e:
-        fn()
-    text = " ".join([e.value.reason, *e.value.reasons])
-    for m in match:
-        assert m in text, f"{m!r} not in {text!r}"
-    assert e.value.next_step, "a refusal says what to do next"
-    return e.value
-
-
-def assert_audited(state, operation: str, *reason: str) -> dict:
-    line = last_audit(state)
-    assert line["operation"] == operation and line["outcome"] == "refused", line
-    for r in reason:
-        assert r in line["reason"], line
-    return line
 
 
 # -- membership ------------------------------------------------------------------------
