@@ -7,6 +7,14 @@ applied state agree. Both read the task from ``$TASK`` and print a verdict line 
 Exit status: 0 healthy / consistent; 1 unhealthy / divergent; 2 could not check (no
 cluster running, the CLI missing or failing, a timeout).
 
+With ``--event`` a hook serves a host's tool event instead (Claude Code's PreToolUse and
+PostToolUse, docs/design.md section 7): the event JSON on stdin names the tool and its
+input, which take the place of ``$TASK``, and the answer follows the host's rules. A
+PreToolUse hook that exits 2 blocks the call, so ``pre --event`` blocks only a call that
+would change or disrupt a cluster found unhealthy (``blocks``); it never blocks a dry
+run, a repair, or when it could not check (the call may be the one that starts the
+embedded cluster). Otherwise the verdict goes to the model as additional context.
+
 Only the standard library is used and the CLI is called as a program: the installed
 skill copy may run under a Python that cannot import the package. The hooks never
 change a cluster, and never start one: with no clusters.yaml the CLI would start the
@@ -63,11 +71,13 @@ class Verdict:
     headline: str
     details: list[str] = field(default_factory=list)
 
-    def emit(self, hook: str) -> int:
+    def render(self, hook: str) -> str:
         word = {OK: "OK", BAD: "FAIL", UNCHECKED: "COULD NOT CHECK"}[self.code]
-        print(f"agent-raft-manager {hook}: {word}: {self.headline}")
-        for line in self.details:
-            print(f"  - {line}")
+        lines = [f"agent-raft-manager {hook}: {word}: {self.headline}"]
+        return "\n".join(lines + [f"  - {line}" for line in self.details])
+
+    def emit(self, hook: str) -> int:
+        print(self.render(hook))
         return self.code
 
 
@@ -285,22 +295,82 @@ def post(cli: Cli, task: str) -> Verdict:
     )
 
 
-def main(hook: str) -> int:
-    task = os.environ.get("TASK", "")
+def verdict(hook: str, task: str) -> Verdict:
+    """Run ``hook``'s check for ``task``; never raises for a check that could not run."""
     check = {"pre": pre, "post": post}[hook]
     try:
         exe = find_cli()
     except CouldNotCheck as e:
-        return Verdict(UNCHECKED, str(e), install_hint()).emit(hook)
+        return Verdict(UNCHECKED, str(e), install_hint())
     try:
         with tempfile.TemporaryDirectory(prefix="raft-hook-") as workdir:
-            verdict = check(Cli(exe, Path(workdir)), task)
+            found = check(Cli(exe, Path(workdir)), task)
     except CouldNotCheck as e:
-        verdict = Verdict(UNCHECKED, str(e))
+        found = Verdict(UNCHECKED, str(e))
     if task:
-        verdict.details.append(f"task: {task[:200]}")
-    return verdict.emit(hook)
+        found.details.append(f"task: {task[:200]}")
+    return found
+
+
+# -- a host's tool events (Claude Code) --------------------------------------------------------
+
+
+def blocks(tool: str, args: dict[str, Any]) -> bool:
+    """Whether an unhealthy cluster blocks this call: it applies a membership change or a
+    leadership transfer, or disrupts the cluster on purpose. Repairs pass (recover_node, an
+    election without a target, heal/restart/continue), and so do writes and snapshots,
+    which the manager itself refuses without a quorum."""
+    if tool in ("change_membership", "chaos"):
+        return True
+    if tool == "elect_leader":
+        return bool(args.get("target"))
+    return tool == "inject_fault" and args.get("kind") in ("partition", "kill", "stop")
+
+
+def is_dry_run(tool: str, args: dict[str, Any]) -> bool:
+    """change_membership plans unless told otherwise; elect_leader acts unless told to plan."""
+    return bool(args.get("dry_run", tool == "change_membership"))
+
+
+def tool_event(hook: str, event: dict[str, Any]) -> int:
+    """Answer a PreToolUse (``pre``) or PostToolUse (``post``) event as Claude Code reads it:
+    exit 2 with the verdict on stderr blocks the call; JSON on stdout adds context (and,
+    after the call, ``decision: block`` puts a divergence in front of the model)."""
+    name = event.get("hook_event_name") or ("PreToolUse" if hook == "pre" else "PostToolUse")
+    tool = str(event.get("tool_name") or "").rpartition("__")[2]
+    args = event.get("tool_input") or {}
+    dry = is_dry_run(tool, args)
+    if hook == "post" and dry:
+        return OK  # a plan changed nothing: nothing to verify
+    if args.get("cluster"):
+        os.environ["RAFT_MANAGER_CLUSTER"] = str(args["cluster"])
+    found = verdict(hook, f"{tool} {json.dumps(args, sort_keys=True)}")
+    text = found.render(hook)
+    if hook == "pre" and found.code == BAD and not dry and blocks(tool, args):
+        sys.stderr.write(f"{text}\nblocked: the cluster is unhealthy; repair it first\n")
+        return 2
+    answer: dict[str, Any] = {
+        "hookSpecificOutput": {"hookEventName": name, "additionalContext": text}
+    }
+    if hook == "post" and found.code == BAD:
+        answer |= {"decision": "block", "reason": text}
+    print(json.dumps(answer))
+    return OK
+
+
+def main(hook: str, argv: list[str] | None = None) -> int:
+    if argv == ["--event"]:
+        try:
+            event = json.load(sys.stdin)
+        except ValueError as e:
+            sys.stderr.write(f"agent-raft-manager {hook}: the event on stdin is not JSON: {e}\n")
+            return BAD
+        return tool_event(hook, event)
+    if argv:
+        sys.stderr.write(f"usage: hooks/{hook} [--event]   (--event: a host's event on stdin)\n")
+        return UNCHECKED
+    return verdict(hook, os.environ.get("TASK", "")).emit(hook)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "pre"))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "pre", sys.argv[2:]))

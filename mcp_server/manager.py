@@ -27,6 +27,8 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from .adapters.etcd import EtcdAdapter
+from .adapters.nats import NatsAdapter
+from .adapters.nats_processes import NatsProcesses
 from .adapters.processes import EtcdProcesses, LocalProcesses
 from .adapters.raft_node import RaftNodeAdapter
 from .core import policy
@@ -50,6 +52,7 @@ from .core.models import (
     ElectionOutcome,
     ElectRequest,
     FaultOutcome,
+    GroupRequest,
     HealthReport,
     HealthRequest,
     InjectFaultRequest,
@@ -68,11 +71,12 @@ from .core.models import (
     ReplicateRequest,
     SnapshotOutcome,
     SnapshotRequest,
+    StatusRequest,
     VerifyReport,
 )
 from .core.plans import Decision, PlanStore, check_saved, refuse_unsafe
 from .core.port import ClusterAdapter
-from .core.view import status_model
+from .core.view import GROUP_PAGE, status_with_groups
 from .local.cluster import CLUSTER_FILE, ClusterError, LocalCluster, ensure_running
 from .operations import (
     faults,
@@ -136,6 +140,17 @@ def make_adapter(c: ClusterConfig) -> tuple[ClusterAdapter, str | None]:
             password=password,
         )
         return etcd, password
+    if c.kind == "nats":
+        password = resolve_password(c)
+        nats = NatsAdapter(
+            servers=c.servers,
+            monitor=c.monitor,
+            processes=NatsProcesses(c.dir) if c.dir else None,
+            username=c.username,
+            password=password,
+            backup_dir=Path(c.dir) / "backups" if c.dir else state_dir() / "nats-backups",
+        )
+        return nats, password
     local_token = None
     if c.dir and (Path(c.dir) / CLUSTER_FILE).exists():
         try:
@@ -257,6 +272,14 @@ class Manager:
         work of their own, such as ``raft-manager bench --existing``."""
         return self.guard.run(operation, arguments, lambda _decision: body())
 
+    def _ctx(self, group: str | None) -> OperationContext:
+        """The context of one Raft group (``group``; None: the cluster's main one)."""
+        if group is None:
+            return self.ctx
+        return OperationContext(
+            self.cluster, self.adapter.for_group(group), plan_ttl_s=self.config.plan_ttl_s
+        )
+
     def _read(self, operation: str, req: OperationRequest, body: Callable[[], Any]) -> Any:
         return self.guard.run(operation, req.arguments(), lambda _decision: body())
 
@@ -274,12 +297,13 @@ class Manager:
         plan it; then, as the dry-run rule decides, return the plan or apply it: a saved
         plan only while it still matches the cluster, with a human's approval where one
         is required, and never an unsafe one. ``options`` go to the operation's ``run``
-        (its timeouts)."""
+        (its timeouts). A request naming a ``group`` plans and runs in that Raft group."""
         m = MUTATIONS[operation]
         req = request(m.request, **fields)
+        ctx = self._ctx(getattr(req, "group", None))
 
         def body(decision: Decision) -> Outcome:
-            plan = m.op.plan(self.ctx, req)
+            plan = m.op.plan(ctx, req)
             gated = self.approvals.required(plan.operation)
             plan.requires_approval = gated and plan.safe
             if decision == "plan":
@@ -297,7 +321,7 @@ class Manager:
                 self.plans.discard(stored.plan_id)
                 self.approvals.store.consume(stored.plan_id)
             refuse_unsafe(plan)
-            result = m.op.run(self.ctx, plan, progress or quiet, **options)
+            result = m.op.run(ctx, plan, progress or quiet, **options)
             return m.outcome(outcome="applied", plan=plan, result=result)
 
         return self.guard.run(operation, req.arguments(), body, plan_id=plan_id, dry_run=dry_run)
@@ -307,10 +331,22 @@ class Manager:
     def list_clusters(self) -> ClusterList:
         return self._read("list_clusters", OperationRequest(), lambda: list_clusters(self.config))
 
-    def status(self) -> ClusterStatus:
+    def status(
+        self,
+        group: str | None = None,
+        *,
+        group_offset: int = 0,
+        group_limit: int = GROUP_PAGE,
+    ) -> ClusterStatus:
+        """The cluster's (or one group's) status, with one page of its Raft groups."""
+        req = request(
+            StatusRequest, group=group, group_offset=group_offset, group_limit=group_limit
+        )
+
         def body() -> ClusterStatus:
-            st = status_model(
-                self.ctx.view(), cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
+            ctx = self._ctx(group)
+            st = status_with_groups(
+                ctx.adapter, req, cluster=self.name, kind=self.cluster.kind, mode=self.cluster.mode
             )
             if self.started is not None and not self._start_reported:
                 # Said once, by the first status answer after the start; a long-lived
@@ -319,25 +355,26 @@ class Manager:
                 self._start_reported = True
             return st
 
-        return self._read("cluster_status", OperationRequest(), body)
+        return self._read("cluster_status", req, body)
 
     cluster_status = status  # the MCP tool's name
 
-    def health_check(self, operation: str | None = None) -> HealthReport:
+    def health_check(self, operation: str | None = None, group: str | None = None) -> HealthReport:
         if operation is not None:
             try:
                 operation = policy.canonical(operation)
             except ValueError as e:
                 raise InputError(str(e), "name one of the MCP tool operations") from None
-        req = request(HealthRequest, operation=operation)
-        return self._read(health.OPERATION, req, lambda: health.check(self.ctx, req))
+        req = request(HealthRequest, operation=operation, group=group)
+        return self._read(health.OPERATION, req, lambda: health.check(self._ctx(group), req))
 
     def read(self, key: str, consistency: str = "linearizable") -> ReadResult:
         req = request(ReadRequest, key=key, consistency=consistency)
         return self._read(read.OPERATION, req, lambda: read.read(self.ctx, req))
 
-    def verify_consistency(self) -> VerifyReport:
-        return self._read(verify.OPERATION, OperationRequest(), lambda: verify.verify(self.ctx))
+    def verify_consistency(self, group: str | None = None) -> VerifyReport:
+        req = request(GroupRequest, group=group)
+        return self._read(verify.OPERATION, req, lambda: verify.verify(self._ctx(group)))
 
     # -- mutations -----------------------------------------------------------------------------
 
@@ -349,9 +386,11 @@ class Manager:
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
         timeout_s: float = 15.0,
+        group: str | None = None,
     ) -> ElectionOutcome:
-        """Move leadership to ``target``, or make a leaderless cluster elect one."""
-        fields = {"target": target}
+        """Move leadership to ``target``, or make a leaderless cluster elect one (in
+        ``group``, where leaders move by stepping down: the group's leader steps down)."""
+        fields = {"target": target, "group": group}
         return self.mutate(  # type: ignore[return-value]
             leadership.OPERATION,
             fields,
@@ -415,9 +454,14 @@ class Manager:
         dry_run: bool = False,
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
+        group: str | None = None,
     ) -> SnapshotOutcome:
         return self.mutate(  # type: ignore[return-value]
-            snapshot.OPERATION, {"node": node}, dry_run=dry_run, plan_id=plan_id, progress=progress
+            snapshot.OPERATION,
+            {"node": node, "group": group},
+            dry_run=dry_run,
+            plan_id=plan_id,
+            progress=progress,
         )
 
     def recover_node(
@@ -428,9 +472,11 @@ class Manager:
         plan_id: str | None = None,
         progress: ProgressFn | None = None,
         timeout_s: float = 60.0,
+        group: str | None = None,
     ) -> RecoverOutcome:
-        """Bring a crashed or lagging member back and wait until it has caught up."""
-        fields = {"node_id": node_id}
+        """Bring a crashed or lagging member back and wait until it has caught up (in
+        ``group``, where the cluster has several Raft groups)."""
+        fields = {"node_id": node_id, "group": group}
         return self.mutate(  # type: ignore[return-value]
             recovery.OPERATION,
             fields,

@@ -19,14 +19,26 @@ none should write twice:
 * **the digest chain**: a running SHA-256 over every applied entry (index, term,
   type, payload), carried across snapshots, so two replicas can be compared at a
   common index even after both compacted their logs.
+
+The host drives one contract whatever keeps the state (docs/design.md, "The on-disk
+state machine"): ``apply`` entries in order, ``commit`` after each batch (where an
+on-disk replica makes the batch durable with its applied index in one transaction),
+``snapshot_writer`` on the event loop to capture a consistent view cheaply, then call
+the writer it returns off the loop to put the image in a file, ``restore`` an image,
+``close``. ``Replica`` keeps everything in memory; its writer serializes in a forked
+child, so the parent's loop only pays for the fork. ``DiskReplica``
+(raft_core/diskstate.py) keeps it in LMDB.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
@@ -166,7 +178,7 @@ class Replica:
                 )
             if len(self.sessions) >= self.max_sessions:
                 self._bury(next(iter(self.sessions)))  # the least recently active
-            session = self.sessions[client_id] = Session(self.clock_ms)
+            session = self.sessions[client_id] = self._new_session()
             if tomb is not None:
                 session.floor = tomb[0] + 1
                 del self.tombstones[client_id]
@@ -188,6 +200,10 @@ class Replica:
             del session.responses[oldest]
             session.floor = max(session.floor, oldest + 1)
         return response
+
+    def _new_session(self) -> Session:
+        """A session starting now (DiskReplica's records which responses change)."""
+        return Session(self.clock_ms)
 
     def _expire_sessions(self) -> None:
         deadline = self.clock_ms - self.session_ttl_ms
@@ -228,7 +244,43 @@ class Replica:
             "state_hash": self.sm.state_hash(),
         }
 
+    # -- batches and lifetime -------------------------------------------------
+
+    def commit(self) -> None:
+        """The batch applied so far is complete (nothing to do in memory)."""
+
+    def close(self) -> None:
+        """Release what the replica holds (nothing in memory)."""
+
     # -- snapshots -----------------------------------------------------------
+
+    def snapshot_writer(self, path: Path, extra: Any = None) -> Callable[[], None]:
+        """Capture the state as of now; the returned function writes its image to
+        ``path`` and may run on another thread while entries keep being applied here.
+
+        In memory the capture is a fork: the child holds a copy-on-write view of the
+        state as of the fork and serializes it; the caller's thread pays only for the
+        fork itself (page tables), and the writer waits for the child. Where fork is
+        unavailable the image is serialized here and now.
+        """
+        if not hasattr(os, "fork"):
+            image = self.snapshot(extra)
+            return lambda: _write_file(path, image)
+        pid = os.fork()
+        if pid == 0:  # the child: serialize, write, leave without any cleanup
+            code = 1
+            try:
+                _write_file(path, self.snapshot(extra))
+                code = 0
+            finally:
+                os._exit(code)
+
+        def wait() -> None:
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise OSError(f"the process writing the snapshot image {path} failed")
+
+        return wait
 
     def snapshot(self, extra: Any = None) -> bytes:
         """An image of everything applied so far; ``extra`` is the driver's own data."""
@@ -280,3 +332,10 @@ class Replica:
         self._chains.clear()
         self._chains[self.applied_index] = self.chain
         return img.get("extra")
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

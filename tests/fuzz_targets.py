@@ -35,9 +35,10 @@ import msgpack
 
 from raft_core.codec import CodecError, decode_message, encode_message
 from raft_core.node import http_server as hs
-from raft_core.node import transport as tp
 from raft_core.node import wal
+from raft_core.node.http_server.connection import Connection
 from raft_core.node.snapfile import decode_snapshot, encode_snapshot
+from raft_core.node.transport import handshake as tp
 from raft_core.types import (
     ConfState,
     Entry,
@@ -94,9 +95,9 @@ def _peer_seeds() -> list[bytes]:
             chunk=SnapshotChunk(SnapshotMeta(10, 3, conf), 0, 6, b"abcdef", True),
         ),
     ]
-    frames = [tp._frame(encode_message(m)) for m in msgs]
+    frames = [tp.frame(encode_message(m)) for m in msgs]
     hello = msgpack.packb([1, 1, None, "n1", "n2", b"\x00" * 32], use_bin_type=True)
-    return [*frames, b"".join(frames), tp._frame(hello)]
+    return [*frames, b"".join(frames), tp.frame(hello)]
 
 
 class _Chan:
@@ -112,18 +113,18 @@ class _Chan:
 
 
 async def _read_stream(data: bytes) -> None:
-    reader = asyncio.StreamReader(limit=tp._STREAM_LIMIT)
+    reader = asyncio.StreamReader(limit=tp.STREAM_LIMIT)
     reader.feed_data(data)
     reader.feed_eof()
     while True:
         try:
-            payload = await tp._read_frame(reader, PEER_MAX_FRAME)
-        except (asyncio.IncompleteReadError, tp._ProtocolError):
+            payload = await tp.read_frame(reader, PEER_MAX_FRAME)
+        except (asyncio.IncompleteReadError, tp.ProtocolError):
             return
         with contextlib.suppress(CodecError):
             decode_message(payload)
-        with contextlib.suppress(tp._ProtocolError, tp._HandshakeError):
-            tp._unpack_handshake(payload, tp._HELLO, tp._HELLO_SHAPE)
+        with contextlib.suppress(tp.ProtocolError, tp.HandshakeError):
+            tp.unpack_handshake(payload, tp.HELLO, tp.HELLO_SHAPE)
 
 
 def check_peer(data: bytes) -> None:
@@ -301,7 +302,7 @@ def check_http(data: bytes, splits: int | None = None) -> None:
     """Feed ``data`` in pieces; every response the server writes must be well formed."""
     server = _HTTP.get()
     loop = _Chan.get()
-    conn = hs._Connection(server)
+    conn = Connection(server)
     t = _FakeTransport()
     conn.connection_made(t)
     rng = random.Random(len(data) if splits is None else splits)

@@ -24,6 +24,7 @@ from mcp_server.core import (
     SnapshotResult,
     VerifyReport,
 )
+from mcp_server.core.catalog import BY_NAME
 from mcp_server.core.config import state_dir
 from mcp_server.local import LocalCluster
 from mcp_server.server import build_server
@@ -35,9 +36,9 @@ RUNBOOKS = Path(__file__).resolve().parents[1] / "skill" / "references"
 # The tool table of docs/design.md, section 6: name -> (arguments, read_only, destructive).
 CONTRACT = {
     "list_clusters": ([], True, False),
-    "cluster_status": (["cluster"], True, False),
-    "health_check": (["cluster", "operation"], True, False),
-    "elect_leader": (["cluster", "target", "dry_run", "plan_id"], False, True),
+    "cluster_status": (["cluster", "group", "group_offset"], True, False),
+    "health_check": (["cluster", "operation", "group"], True, False),
+    "elect_leader": (["cluster", "target", "dry_run", "plan_id", "group"], False, True),
     "replicate": (["cluster", "entries"], False, False),
     "read": (["cluster", "key", "consistency"], True, False),
     "change_membership": (
@@ -45,9 +46,9 @@ CONTRACT = {
         False,
         True,
     ),
-    "verify_consistency": (["cluster"], True, False),
-    "snapshot": (["cluster", "node"], False, False),
-    "recover_node": (["cluster", "node_id"], False, True),
+    "verify_consistency": (["cluster", "group"], True, False),
+    "snapshot": (["cluster", "node", "group"], False, False),
+    "recover_node": (["cluster", "node_id", "group"], False, True),
     "inject_fault": (["cluster", "kind", "nodes"], False, True),
     "chaos": (["cluster", "duration_s", "nemesis", "seed"], False, True),
 }
@@ -67,8 +68,8 @@ def test_tools_names_arguments_annotations_and_output_schemas(tmp_path, state):
             assert a.destructive_hint is destructive, name
             assert a.idempotent_hint is not None and a.open_world_hint is not None, name
             assert t.output_schema, f"{name} has no output schema"
-            assert len(t.description) > 150, f"{name}: describe when to use it"
-            assert t.meta["group"] in ("observe", "data", "change", "maintain"), name
+            assert len(t.description) > 120, f"{name}: describe when to use it"
+            assert t.meta["toolset"] == BY_NAME[name].toolset, name
         assert tools["list_clusters"].annotations.open_world_hint is False
         assert tools["change_membership"].input_schema["properties"]["dry_run"]["default"] is True
         required = set(tools["change_membership"].input_schema["required"])

@@ -19,7 +19,7 @@ from manager_helpers import STEADY, local_cluster
 from mcp import StdioServerParameters
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_helpers import BIN, mcp_config
+from mcp_helpers import BIN, mcp_config, ok
 
 pytestmark = pytest.mark.processes
 
@@ -28,9 +28,9 @@ TRANSCRIPT = os.environ.get("RAFT_MANAGER_MCP_TRANSCRIPT")
 
 def _abridge(doc: dict) -> dict:
     keep = (
-        "leader", "term", "warnings", "key", "value", "consistency", "previous_leader", "method",
-        "plan_id", "safe", "reasons", "applied", "voters_after", "learners_after", "consistent",
-        "common_index", "divergences", "entries", "steps",
+        "outcome", "leader", "term", "warnings", "key", "value", "consistency",
+        "previous_leader", "method", "plan_id", "safe", "reasons", "applied", "voters_after",
+        "learners_after", "consistent", "common_index", "divergences", "entries", "steps",
     )  # fmt: skip
     out = {k: doc[k] for k in keep if k in doc}
     if "members" in doc:
@@ -53,11 +53,10 @@ def test_stdio_session_against_a_real_cluster(tmp_path, state):
         )
 
         async def call(c, tool: str, args: dict) -> dict:
-            r = await c.call_tool(tool, args)
-            assert not r.is_error, r.content[0].text
+            doc = await ok(c, tool, args)  # checked against the tool's output schema
             lines.append(f"> {tool} {json.dumps(args)}")
-            lines.append(f"< {json.dumps(_abridge(r.structured_content))}")
-            return r.structured_content
+            lines.append(f"< {json.dumps(_abridge(doc))}")
+            return doc
 
         async def main() -> None:
             async with Client(params) as c:
@@ -164,8 +163,8 @@ def test_streamable_http_and_the_token_rule(tmp_path, state):
 
             async with http, Client(streamable_http_client(url, http_client=http)) as c:
                 tools = (await c.list_tools()).tools
-                cl = await c.call_tool("list_clusters", {})
-                assert not cl.is_error and cl.structured_content["clusters"][0]["name"] == "t"
+                cl = await ok(c, "list_clusters")
+                assert cl["clusters"][0]["name"] == "t"
                 return [t.name for t in tools]
 
         assert "change_membership" in anyio.run(main)
@@ -195,6 +194,6 @@ def test_raft_manager_mcp_command_takes_the_same_flags(tmp_path, state):
             }
             r = await c.call_tool("inject_fault", {"kind": "kill", "nodes": ["n1"]})
             assert r.is_error and "--read-only" in r.content[0].text
-            assert not (await c.call_tool("list_clusters", {})).is_error
+            await ok(c, "list_clusters")
 
     anyio.run(main)

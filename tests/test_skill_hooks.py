@@ -1,9 +1,11 @@
 """hooks/pre and hooks/post against real local clusters: healthy, unhealthy (2 of 3
 nodes killed), divergent (one member's digests doctored on the wire), nothing running
-(the embedded default is never started), and `raft-manager` missing."""
+(the embedded default is never started), and `raft-manager` missing; and the same hooks
+serving Claude Code's tool events (``--event``: stdin JSON, context or a block)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -150,3 +152,96 @@ def test_missing_raft_manager_says_how_to_install_it(tmp_path):
         assert "pip install" in out and "uv tool install" in out
     rc, first, out = run_hook("pre", path=path, RAFT_MANAGER_BIN=str(tmp_path / "nothing"))
     assert rc == 2 and "is not an executable" in first, out
+
+
+# -- host events (--event): Claude Code's PreToolUse / PostToolUse ----------------------------
+
+TOOL = "mcp__agent-raft-manager__"
+
+
+def run_event(hook: str, tool: str, tool_input: dict, **env: str):
+    """``hooks/HOOK --event`` with a Claude Code event on stdin: exit code, stdout, stderr."""
+    event = {
+        "hook_event_name": "PreToolUse" if hook == "pre" else "PostToolUse",
+        "tool_name": TOOL + tool,
+        "tool_input": tool_input,
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAFT_MANAGER")}
+    done = subprocess.run(
+        [str(HOOKS / hook), "--event"],
+        input=json.dumps(event),
+        env={**base, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def context(stdout: str) -> str:
+    answer = json.loads(stdout)["hookSpecificOutput"]
+    assert answer["hookEventName"] in ("PreToolUse", "PostToolUse")
+    return answer["additionalContext"]
+
+
+def test_tool_events_give_context_and_block_only_changes_of_an_unhealthy_cluster(tmp_path, state):
+    apply = {"action": "remove", "node_id": "n3", "dry_run": False}
+    # Nothing running (the embedded default never started): the call that would start
+    # it is not blocked, and the model is told why nothing was checked.
+    rc, out, _ = run_event("pre", "change_membership", apply, XDG_STATE_HOME=str(state))
+    assert rc == 0 and "pre: COULD NOT CHECK: no cluster is running" in context(out)
+
+    with local_cluster(tmp_path / "c") as lc:
+        config = str(write_config(tmp_path / "clusters.yaml", {"lab": {"dir": str(lc.dir)}}))
+        leader = leader_of(lc)
+        rc, out, _ = run_event("pre", "change_membership", apply, RAFT_MANAGER_CONFIG=config)
+        assert rc == 0, out
+        said = context(out)
+        assert said.startswith(f"agent-raft-manager pre: OK: cluster lab: leader {leader}")
+        assert "change_membership is safe now" in said
+        rc, out, _ = run_event("post", "replicate", {"entries": []}, RAFT_MANAGER_CONFIG=config)
+        assert rc == 0 and "post: OK: cluster lab: n1, n2, n3 agree" in context(out), out
+        # A plan changed nothing: post has nothing to verify (change_membership plans by
+        # default).
+        rc, out, _ = run_event("post", "change_membership", {"action": "remove", "node_id": "n3"})
+        assert (rc, out) == (0, "")
+
+        lc.kill(next(n.id for n in lc.nodes if n.id != leader))
+        rc, out, err = run_event("pre", "change_membership", apply, RAFT_MANAGER_CONFIG=config)
+        assert rc == 2 and out == "", out
+        assert "agent-raft-manager pre: FAIL" in err and "blocked: the cluster is unhealthy" in err
+        # The same change as a dry run, and a repair, go through with the verdict as context.
+        for tool, args in (
+            ("change_membership", {**apply, "dry_run": True}),
+            ("recover_node", {"node_id": "n3"}),
+        ):
+            rc, out, _ = run_event("pre", tool, args, RAFT_MANAGER_CONFIG=config)
+            assert rc == 0 and "agent-raft-manager pre: FAIL" in context(out), (tool, out)
+
+    done = subprocess.run(
+        [str(HOOKS / "pre"), "--event"], input="{not json", capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "the event on stdin is not JSON" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "blocked"),
+    [
+        ("change_membership", {"action": "add_learner"}, True),
+        ("chaos", {"duration_s": 5}, True),
+        ("elect_leader", {"target": "n2"}, True),
+        ("elect_leader", {}, False),  # a leaderless cluster electing: a repair
+        ("inject_fault", {"kind": "kill"}, True),
+        ("inject_fault", {"kind": "heal"}, False),
+        ("recover_node", {"node_id": "n2"}, False),
+        ("replicate", {"entries": []}, False),  # the manager refuses it without quorum
+        ("snapshot", {}, False),
+    ],
+)
+def test_what_an_unhealthy_cluster_blocks(tool, args, blocked):
+    sys.path.insert(0, str(HOOKS))
+    try:
+        import raft_hook
+    finally:
+        sys.path.remove(str(HOOKS))
+    assert raft_hook.blocks(tool, args) is blocked

@@ -1,7 +1,8 @@
 """When a node snapshots: every ``snapshot_entries`` applied entries while the state is
 small, later while the state is larger than the log since the last snapshot (a
 snapshot costs the whole state), and never later than ``SNAPSHOT_WAIT_FACTOR`` times
-``snapshot_entries``."""
+``snapshot_entries`` (each node's share of it: ``RaftNode.snapshot_every`` adds a
+per-node jitter)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ async def _write(node: RaftNode, n: int, value_bytes: int, tag: str) -> None:
         await node.propose(["put", f"{tag}{i}", "x" * value_bytes])
     for _ in range(100):  # let a snapshot the last write started finish
         await asyncio.sleep(0.01)
-        if not node._snapshotting:
+        if not node.snapshotting:
             return
 
 
@@ -37,8 +38,9 @@ def test_a_small_state_is_snapshotted_every_snapshot_entries(tmp_path: Path) -> 
         node = await _started(tmp_path)
         try:
             taken = set()
+            assert EVERY <= node.snapshot_every < EVERY * 1.5
             for _ in range(4):
-                await _write(node, EVERY, 10, "k")
+                await _write(node, node.snapshot_every, 10, "k")
                 taken.add(_snapshot_index(node))
             assert len(taken) == 4, taken  # a new snapshot after each round
         finally:
@@ -53,20 +55,21 @@ def test_a_large_state_waits_until_the_log_outweighs_it_but_not_forever(
     async def main() -> None:
         node = await _started(tmp_path)
         try:
-            await _write(node, EVERY, 10_000, "big")  # ~500 kB of state
+            every = node.snapshot_every
+            await _write(node, every, 10_000, "big")  # ~500 kB of state
             first = _snapshot_index(node)
-            assert first >= EVERY
+            assert first >= every
             # Small writes: 3x snapshot_entries applied, far fewer bytes than the state.
-            await _write(node, 3 * EVERY, 10, "small")
+            await _write(node, 3 * every, 10, "small")
             assert _snapshot_index(node) == first
             # The log outweighs the state: the next snapshot follows.
-            await _write(node, EVERY, 10_000, "big2-")
+            await _write(node, every, 10_000, "big2-")
             second = _snapshot_index(node)
             assert second > first
             # Tiny writes never outweigh it: the wait ends at the factor's bound.
-            await _write(node, (SNAPSHOT_WAIT_FACTOR - 1) * EVERY, 1, "tiny")
+            await _write(node, (SNAPSHOT_WAIT_FACTOR - 1) * every, 1, "tiny")
             assert _snapshot_index(node) == second
-            await _write(node, EVERY, 1, "tiny2-")
+            await _write(node, every, 1, "tiny2-")
             assert _snapshot_index(node) > second
         finally:
             await node.stop()

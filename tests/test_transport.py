@@ -8,13 +8,14 @@ arrives" window after a positive barrier.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import random
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -89,13 +90,19 @@ class Node:
         await self.t.start()
 
 
-async def cluster(ids: list[str], **kw: Any) -> dict[str, Node]:
+@contextlib.asynccontextmanager
+async def cluster(ids: list[str], **kw: Any) -> AsyncIterator[dict[str, Node]]:
+    """Started transports for ``ids``, each knowing the others as peers; all closed at
+    the end, with any node the test adds to the dict meanwhile."""
     nodes = {i: Node(i, **kw) for i in ids}
-    for n in nodes.values():
-        await n.t.start()
-    for n in nodes.values():
-        n.t.set_peers({o.id: o.addr for o in nodes.values() if o is not n})
-    return nodes
+    try:
+        for n in nodes.values():
+            await n.t.start()
+        for n in nodes.values():
+            n.t.set_peers({o.id: o.addr for o in nodes.values() if o is not n})
+        yield nodes
+    finally:
+        await close_all(nodes)
 
 
 async def close_all(nodes: dict[str, Node] | list[Node]) -> None:
@@ -193,8 +200,7 @@ def test_three_nodes_exchange_in_order(secret: bytes | None) -> None:
     n_msgs = 200
 
     async def main() -> None:
-        nodes = await cluster(["a", "b", "c"], cluster_secret=secret, cluster_id="c1")
-        try:
+        async with cluster(["a", "b", "c"], cluster_secret=secret, cluster_id="c1") as nodes:
             # All types, both directions, including entries, chunks and conf states.
             conf = ConfState(voters=frozenset("abc"), learners=frozenset({"d"}))
             chunk = SnapshotChunk(SnapshotMeta(9, 2, conf), 0, 3, b"abc", True)
@@ -234,15 +240,13 @@ def test_three_nodes_exchange_in_order(secret: bytes | None) -> None:
                 assert st["dropped_total"] == 0 and st["auth_failures"] == 0
                 assert all(p["connected"] for p in n.t.peer_status().values())
                 assert n.t.inbound_peers() == {o: 1 for o in nodes if o != n.id}
-        finally:
-            await close_all(nodes)
 
     run(main())
 
 
-def test_a_send_call_leaves_in_one_write_at_once(monkeypatch) -> None:
-    """On an idle connection, each ``send`` call is one write, made before ``send``
-    returns: a leader's appends are on the wire before it blocks in its own fsync."""
+@pytest.fixture
+def writes(monkeypatch) -> list[int]:
+    """How many buffers each ``StreamWriter.writelines`` call wrote, in order."""
     calls: list[int] = []
     original = asyncio.StreamWriter.writelines
 
@@ -252,11 +256,17 @@ def test_a_send_call_leaves_in_one_write_at_once(monkeypatch) -> None:
         return original(self, data)
 
     monkeypatch.setattr(asyncio.StreamWriter, "writelines", spy)
+    return calls
+
+
+def test_a_send_call_leaves_in_one_write_at_once(writes: list[int]) -> None:
+    """On an idle connection, each ``send`` call is one write, made before ``send``
+    returns: a leader's appends are on the wire before it blocks in its own fsync."""
+    calls = writes
 
     async def main() -> None:
-        nodes = await cluster(["a", "b"])
-        a, b = nodes["a"], nodes["b"]
-        try:
+        async with cluster(["a", "b"]) as nodes:
+            a, b = nodes["a"], nodes["b"]
             a.t.send([hb("a", "b", 0)])
             await eventually(lambda: len(b.inbox) == 1)
             calls.clear()
@@ -266,31 +276,20 @@ def test_a_send_call_leaves_in_one_write_at_once(monkeypatch) -> None:
             await eventually(lambda: len(b.inbox) == 31)
             assert calls == [20, 20, 20]  # 10 x (header, payload) per call
             assert [m.commit for m in b.inbox] == list(range(31))
-        finally:
-            await close_all(nodes)
 
     run(main())
 
 
-def test_frames_queued_behind_back_pressure_leave_together(monkeypatch) -> None:
+def test_frames_queued_behind_back_pressure_leave_together(monkeypatch, writes: list[int]) -> None:
     """While the socket buffer holds unsent bytes, frames queue and the pump sends
     them in one write once the buffer drains, in order."""
-    calls: list[int] = []
-    original = asyncio.StreamWriter.writelines
+    calls = writes
     backlog = {"on": False}
     original_size = asyncio.WriteTransport.get_write_buffer_size
 
-    def spy(self, data):
-        data = list(data)
-        calls.append(len(data))
-        return original(self, data)
-
-    monkeypatch.setattr(asyncio.StreamWriter, "writelines", spy)
-
     async def main() -> None:
-        nodes = await cluster(["a", "b"])
-        a, b = nodes["a"], nodes["b"]
-        try:
+        async with cluster(["a", "b"]) as nodes:
+            a, b = nodes["a"], nodes["b"]
             a.t.send([hb("a", "b", 0)])
             await eventually(lambda: len(b.inbox) == 1)
             transport = a.t._peers["b"].writer.transport
@@ -310,8 +309,6 @@ def test_frames_queued_behind_back_pressure_leave_together(monkeypatch) -> None:
             await eventually(lambda: len(b.inbox) == 31)
             assert calls == [60]  # the pump: everything queued, one write
             assert [m.commit for m in b.inbox] == list(range(31))
-        finally:
-            await close_all(nodes)
 
     run(main())
 
@@ -332,9 +329,8 @@ def test_frame_limit_near_and_over(caplog) -> None:
     limit = 1 << 20
 
     async def main() -> None:
-        nodes = await cluster(["a", "b"], max_frame=limit)
-        a, b = nodes["a"], nodes["b"]
-        try:
+        async with cluster(["a", "b"], max_frame=limit) as nodes:
+            a, b = nodes["a"], nodes["b"]
             at_limit = _app_of_size("a", "b", limit)
             over = _app_of_size("a", "b", limit + 1)
             a.t.send([at_limit, over, hb("a", "b", 7)])
@@ -360,8 +356,6 @@ def test_frame_limit_near_and_over(caplog) -> None:
             big.t.send([hb("c", "b", 1)])
             await eventually(lambda: len(b.frm("c")) == 1)
             assert b.frm("c")[0].commit == 1
-        finally:
-            await close_all(nodes)
 
     run(main())
 
@@ -371,9 +365,8 @@ def test_frame_limit_near_and_over(caplog) -> None:
 
 def test_reconnect_after_restart_delivers_queued_up_to_limit() -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b"], queue_limit=50)
-        a, b = nodes["a"], nodes["b"]
-        try:
+        async with cluster(["a", "b"], queue_limit=50) as nodes:
+            a, b = nodes["a"], nodes["b"]
             a.t.send([hb("a", "b", 0)])
             await eventually(lambda: len(b.inbox) == 1)
             await b.t.close()
@@ -398,8 +391,6 @@ def test_reconnect_after_restart_delivers_queued_up_to_limit() -> None:
                 "queued_bytes": 0,
                 "last_error": None,
             }
-        finally:
-            await close_all(nodes)
 
     run(main())
 
@@ -480,11 +471,10 @@ def test_garbage_closes_only_that_connection(caplog) -> None:
     caplog.set_level(logging.INFO, LOGGER)
 
     async def main() -> None:
-        nodes = await cluster(["a", "b"], allow_unknown_peers=True)
-        a, b = nodes["a"], nodes["b"]
-        port = b.t.bound_port
-        rnd = random.Random(1234)
-        try:
+        async with cluster(["a", "b"], allow_unknown_peers=True) as nodes:
+            a, b = nodes["a"], nodes["b"]
+            port = b.t.bound_port
+            rnd = random.Random(1234)
             cases: list[tuple[str, bytes]] = [
                 ("random bytes", rnd.randbytes(512)),
                 ("garbage frame", frame(rnd.randbytes(40))),
@@ -527,29 +517,24 @@ def test_garbage_closes_only_that_connection(caplog) -> None:
             # The real peer is unaffected.
             a.t.send([hb("a", "b", 42)])
             await eventually(lambda: [m.commit for m in b.frm("a")] == [42])
-        finally:
-            await close_all(nodes)
 
     run(main())
 
 
 def test_on_message_exception_does_not_break_the_connection(caplog) -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b"])
-        a, b = nodes["a"], nodes["b"]
+        async with cluster(["a", "b"]) as nodes:
+            a, b = nodes["a"], nodes["b"]
 
-        def flaky(m: Message) -> None:
-            if m.commit == 1:
-                raise RuntimeError("boom")
-            b.inbox.append(m)
+            def flaky(m: Message) -> None:
+                if m.commit == 1:
+                    raise RuntimeError("boom")
+                b.inbox.append(m)
 
-        b.t.on_message = flaky
-        try:
+            b.t.on_message = flaky
             a.t.send([hb("a", "b", i) for i in range(3)])
             await eventually(lambda: [m.commit for m in b.inbox] == [0, 2])
             assert a.t.stats.connections_established == 1
-        finally:
-            await close_all(nodes)
 
     run(main())
     assert any("on_message raised" in r.getMessage() for r in caplog.records)
@@ -691,9 +676,8 @@ def test_spoofed_sender_is_dropped(caplog) -> None:
 
 def test_sender_refuses_local_and_foreign_messages() -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b"])
-        a, b = nodes["a"], nodes["b"]
-        try:
+        async with cluster(["a", "b"]) as nodes:
+            a, b = nodes["a"], nodes["b"]
             a.t.send(
                 [
                     Message(MT.HUP, "b", "a"),
@@ -711,8 +695,6 @@ def test_sender_refuses_local_and_foreign_messages() -> None:
                 "bad_sender": 1,
                 "unknown_peer": 2,
             }
-        finally:
-            await close_all(nodes)
 
     run(main())
 
@@ -722,9 +704,8 @@ def test_sender_refuses_local_and_foreign_messages() -> None:
 
 def test_drop_fault_blocks_both_directions_and_clears() -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b", "c"])
-        a, b, c = nodes["a"], nodes["b"], nodes["c"]
-        try:
+        async with cluster(["a", "b", "c"]) as nodes:
+            a, b, c = nodes["a"], nodes["b"], nodes["c"]
             a.t.set_faults(drop={"b"})
             a.t.send([hb("a", "b", 1), hb("a", "c", 1)])
             b.t.send([hb("b", "a", 1), hb("b", "c", 1)])
@@ -739,17 +720,14 @@ def test_drop_fault_blocks_both_directions_and_clears() -> None:
             b.t.send([hb("b", "a", 2)])
             await eventually(lambda: len(a.frm("b")) == 1 and len(b.frm("a")) == 1)
             assert a.frm("b")[0].commit == 2 and b.frm("a")[0].commit == 2
-        finally:
-            await close_all(nodes)
 
     run(main())
 
 
 def test_drop_out_fault_blocks_only_what_this_node_sends() -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b", "c"])
-        a, b, c = nodes["a"], nodes["b"], nodes["c"]
-        try:
+        async with cluster(["a", "b", "c"]) as nodes:
+            a, b, c = nodes["a"], nodes["b"], nodes["c"]
             a.t.set_faults(drop_out={"b"})
             assert a.t.faults == {"drop": [], "drop_out": ["b"], "drop_in": [], "delay_ms": 0}
             b.t.send([hb("b", "a", 1)])  # b -> a still flows
@@ -762,17 +740,14 @@ def test_drop_out_fault_blocks_only_what_this_node_sends() -> None:
             await eventually(lambda: len(b.frm("a")) == 1)
             assert [m.commit for m in b.frm("a")] == [2]
             assert b.t.stats.dropped["fault"] == 0
-        finally:
-            await close_all(nodes)
 
     run(main())
 
 
 def test_drop_in_fault_blocks_only_what_this_node_receives() -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b", "c"])
-        a, b, c = nodes["a"], nodes["b"], nodes["c"]
-        try:
+        async with cluster(["a", "b", "c"]) as nodes:
+            a, b, c = nodes["a"], nodes["b"], nodes["c"]
             a.t.set_faults(drop_in={"b"})
             a.t.send([hb("a", "b", 1)])  # a -> b still flows
             b.t.send([hb("b", "a", 1)])
@@ -785,18 +760,15 @@ def test_drop_in_fault_blocks_only_what_this_node_receives() -> None:
             b.t.send([hb("b", "a", 2)])
             await eventually(lambda: len(a.frm("b")) == 1)
             assert a.frm("b")[0].commit == 2
-        finally:
-            await close_all(nodes)
 
     run(main())
 
 
 def test_one_way_faults_compose_with_drop_and_delay() -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b", "c"])
-        a, b, c = nodes["a"], nodes["b"], nodes["c"]
-        loop = asyncio.get_running_loop()
-        try:
+        async with cluster(["a", "b", "c"]) as nodes:
+            a, b, c = nodes["a"], nodes["b"], nodes["c"]
+            loop = asyncio.get_running_loop()
             # Out to b and in from c are cut; both other directions are delayed.
             a.t.set_faults(drop_out={"b"}, drop_in={"c"}, delay_ms=150)
             t0 = loop.time()
@@ -813,8 +785,6 @@ def test_one_way_faults_compose_with_drop_and_delay() -> None:
             a.t.set_faults(drop_out={"b"})
             await eventually(lambda: a.t.stats.dropped["fault"] == 3)
             assert b.frm("a") == []
-        finally:
-            await close_all(nodes)
 
     run(main())
 
@@ -842,12 +812,14 @@ def test_cutting_outbound_discards_already_queued_messages_and_drop_in_does_not(
 
 def test_delay_fault_delays_both_directions_and_keeps_order() -> None:
     async def main() -> None:
-        nodes = await cluster(["a", "b"])
-        a, b = nodes["a"], nodes["b"]
-        loop = asyncio.get_running_loop()
-        arrivals: dict[int, float] = {}
-        b.t.on_message = lambda m: (b.inbox.append(m), arrivals.setdefault(m.commit, loop.time()))
-        try:
+        async with cluster(["a", "b"]) as nodes:
+            a, b = nodes["a"], nodes["b"]
+            loop = asyncio.get_running_loop()
+            arrivals: dict[int, float] = {}
+            b.t.on_message = lambda m: (
+                b.inbox.append(m),
+                arrivals.setdefault(m.commit, loop.time()),
+            )
             a.t.send([hb("a", "b", 0)])
             b.t.send([hb("b", "a", 0)])
             await eventually(lambda: len(b.inbox) == 1 and len(a.inbox) == 1)
@@ -868,8 +840,6 @@ def test_delay_fault_delays_both_directions_and_keeps_order() -> None:
             b.t.send([hb("b", "a", 1)])
             await eventually(lambda: len(a.inbox) == 2)
             assert loop.time() - t1 >= 0.19
-        finally:
-            await close_all(nodes)
 
     run(main())
 

@@ -32,13 +32,15 @@ def _b64(s: str) -> str:
 
 
 class EtcdPuts:
-    """``POST /v3/kv/put`` of key ``k{client}-{seq}`` with a ``value_size``-byte value."""
+    """``POST /v3/kv/put`` of key ``{prefix}{client}-{seq}`` with a ``value_size``-byte
+    value."""
 
-    def __init__(self, value_size: int) -> None:
+    def __init__(self, value_size: int, prefix: str = "k") -> None:
         self.value = _b64("x" * value_size).encode()
+        self.prefix = prefix
 
     def __call__(self, client: int, seq: int) -> tuple[str, str, bytes]:
-        key = _b64(f"k{client}-{seq}")
+        key = _b64(f"{self.prefix}{client}-{seq}")
         return "POST", "/v3/kv/put", b'{"key":"%s","value":"%s"}' % (key.encode(), self.value)
 
 

@@ -144,28 +144,7 @@ class OursCluster(ScratchCluster[LocalCluster]):
             self.write(fill_clients, 5.0)
         fill_s = time.monotonic() - t_fill
         lead = self.http.get(self._url(api, "/v1/status")).json()
-        learner = self.c.add_node("n4")
-        t0 = time.monotonic()
-        r = self.http.post(
-            self._url(api, "/v1/admin/membership"),
-            json={
-                "action": "add_learner",
-                "id": "n4",
-                "peer_address": learner.peer_address,
-                "api_address": learner.api_address,
-            },
-            timeout=30.0,
-        )
-        r.raise_for_status()
-        target = lead["commit_index"]
-        while True:
-            st = self.http.get(self._url(learner.api_address, "/v1/status")).json()
-            if st["applied_index"] >= target:
-                break
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError("the learner did not catch up within 300 s")
-            time.sleep(0.02)
-        catchup_s = time.monotonic() - t0
+        catchup_s = self.add_learner_and_wait("n4")
         return {
             "entries": lead["commit_index"],
             "snapshot_index": lead["snapshot_index"],
@@ -173,6 +152,33 @@ class OursCluster(ScratchCluster[LocalCluster]):
             "catchup_s": round(catchup_s, 2),
             "peak_rss_mb": {n.id: peak_rss_mb(n.pid) for n in self.c.nodes if n.pid},
         }
+
+    def add_learner_and_wait(self, node_id: str, timeout_s: float = 300.0) -> float:
+        """Start an empty node, add it as a learner, and time it until it has applied
+        the leader's commit index as of the addition (seconds)."""
+        api = self.leader_api()
+        target = self.http.get(self._url(api, "/v1/status")).json()["commit_index"]
+        learner = self.c.add_node(node_id)
+        t0 = time.monotonic()
+        r = self.http.post(
+            self._url(api, "/v1/admin/membership"),
+            json={
+                "action": "add_learner",
+                "id": node_id,
+                "peer_address": learner.peer_address,
+                "api_address": learner.api_address,
+            },
+            timeout=30.0,
+        )
+        r.raise_for_status()
+        while True:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                st = self.http.get(self._url(learner.api_address, "/v1/status")).json()
+                if st["applied_index"] >= target:
+                    return round(time.monotonic() - t0, 2)
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(f"the learner did not catch up within {timeout_s:.0f} s")
+            time.sleep(0.02)
 
 
 def run_embedded(fsync: str, clients: list[int], duration_s: float, runs: int) -> list[dict]:

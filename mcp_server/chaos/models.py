@@ -55,6 +55,11 @@ class ChaosVerdict(_Model):
     duration_s: float = Field(description="requested workload duration")
     elapsed_s: float = Field(description="wall time of the whole run, setup to verdict")
     nemeses: list[str]
+    network: str = Field(
+        "api",
+        description="how partitions were made: api (node fault API) "
+        "or nft (nftables rules in the members' namespaces)",
+    )
     notes: list[str] = Field(description="faults asked for that could not be injected, and why")
     cluster: str
     kind: str = Field("raft_core", description="raft_core or etcd")

@@ -12,6 +12,9 @@
   minority, split (no majority with an even count), bridge (two sides that only one
   node hears both of), one-way (the leader's messages to everyone dropped while it still
   hears them, or a follower that hears nothing from the leader while the leader hears it).
+  With ``--network nft`` (``nft.NftTarget``) the same cuts are nftables rules in the
+  members' network namespaces instead, plus ``flap``: a leader-follower link cut and
+  restored every fraction of a second while held.
 * disk (raft-node only): every WAL sync of the leader or of a follower made slower by
   100, 250 or 500 ms (``disk_delay_ms``), then healed.
 * membership and transfer: through the manager's guarded operations
@@ -51,6 +54,7 @@ from .workload import Client, History, Members
 PROBE_S = 1.5
 RETRIES = 2
 DISK_DELAYS_MS = (100, 250, 500)
+FLAP_PERIOD_S = (0.3, 1.0)
 MIN_VOTERS, MAX_VOTERS = 3, 5
 Undo = Callable[[], Awaitable[None]]
 
@@ -73,6 +77,7 @@ class Nemesis:
         self.log = log
         self.events: list[FaultEvent] = []
         self.paused: set[int] = set()
+        self.flapping: asyncio.Task[None] | None = None
         self.last_id = 0
         self.probe = Client(
             "probe", history, members, http, random.Random(0), dialect=target.dialect
@@ -170,7 +175,10 @@ class Nemesis:
         )
 
     async def heal(self) -> None:
-        """Resume paused processes, restart dead ones, clear every fault set."""
+        """Stop a flapping link, resume paused processes, restart dead ones, clear every
+        fault set."""
+        with contextlib.suppress(ManagerError, httpx.HTTPError, OSError):  # the step reports it
+            await self._stop_flapping()
         for pid in sorted(self.paused):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
@@ -272,6 +280,8 @@ class Nemesis:
             detail = f"{','.join(a)} | {','.join(b)} cut apart; {bridge} hears both sides"
         elif variant == "one-way":
             return await self._one_way(nodes, lead, rng)
+        elif variant == "flap":
+            return await self._flap(nodes, lead, rng)
         else:
             shuffled = list(nodes)
             rng.shuffle(shuffled)
@@ -299,6 +309,41 @@ class Nemesis:
         await self.set_faults({deaf: {"drop_in": [lead]}})
         detail = f"{deaf} hears nothing from leader {lead} (which still hears {deaf})"
         return [deaf], detail, self._clear_all
+
+    async def _flap(
+        self, nodes: list[str], lead: str | None, rng: random.Random
+    ) -> tuple[list[str], str, Undo]:
+        """A flapping link: the leader and one follower cut apart and joined again every
+        ``period`` seconds while the fault is held (their connections keep dying and
+        coming back, elections may start and stop)."""
+        if lead is None:
+            raise LookupError("no leader whose link could flap")
+        other = rng.choice([n for n in nodes if n != lead])
+        period = round(rng.uniform(*FLAP_PERIOD_S), 2)
+        await self._cut([lead], [other])
+
+        async def flap() -> None:
+            cut = True
+            while True:
+                await asyncio.sleep(period)
+                cut = not cut
+                await (self._cut([lead], [other]) if cut else self._clear_all())
+
+        self.flapping = asyncio.create_task(flap())
+
+        async def undo() -> None:
+            await self._stop_flapping()
+            await self._clear_all()
+
+        detail = f"link {lead} <-> {other} flapping: cut and restored every {period}s"
+        return [lead, other], detail, undo
+
+    async def _stop_flapping(self) -> None:
+        task, self.flapping = self.flapping, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _clear_all(self) -> None:
         await self.set_faults({n: {} for n in self.members.addresses})

@@ -45,7 +45,9 @@ from ..local import CLUSTER_FILE, ClusterError, LocalCluster, LocalSettings, fre
 from ..manager import Manager, make_adapter
 from .checks import check_linearizable, lost_writes
 from .models import Anomaly, ChaosVerdict, FaultEvent, OpCounts
+from .nats import run_nats_chaos
 from .nemesis import Nemesis
+from .nft import NftTarget
 from .schedule import make_schedule
 from .target import RaftNodeTarget, Target, target_for
 from .timeline import write_timeline
@@ -65,6 +67,9 @@ class ChaosOptions:
     clients: int = DEFAULT_CLIENTS
     cluster: ClusterConfig | None = None  # None: a throwaway local cluster
     config: Config | None = None
+    # "api": partitions through the node fault API; "nft": nftables rules in the members'
+    # network namespaces (``nft.NftTarget``).
+    network: str = "api"
     tick_ms: int = 30
     election_ticks: int = 10
 
@@ -134,6 +139,17 @@ def _guarded_run(
                 "run chaos on a local sandbox cluster (one with `dir:`), or on none for a "
                 "throwaway cluster",
             )
+        if cluster.kind == "nats":  # its clients speak NATS, not HTTP: its own loop
+            return run_nats_chaos(
+                mgr,
+                Path(str(cluster.dir)),
+                duration_s=opts.duration_s,
+                seed=opts.seed,
+                clients=opts.clients,
+                nemeses=opts.nemeses,
+                out=out,
+                log=log,
+            )
         if cluster.kind == "etcd" and cluster.tls:
             raise InputError(
                 f"etcd cluster {cluster.name!r} uses TLS; the etcd chaos clients speak plain HTTP",
@@ -145,6 +161,13 @@ def _guarded_run(
                 "run chaos on an etcd sandbox without auth (as `raft-manager etcd up` starts it)",
             )
         target = target_for(cluster.kind, Path(str(cluster.dir)))
+        if opts.network == "nft":
+            if cluster.kind != "raft_core":
+                raise InputError(
+                    f"--network nft drives raft-node clusters; {cluster.name!r} is {cluster.kind}",
+                    "run chaos on it without --network",
+                )
+            target = NftTarget(Path(str(cluster.dir)))
         return asyncio.run(_run(opts, out, target, mgr, token, log, progress, t0))
 
     try:
@@ -310,6 +333,7 @@ def judge(
         duration_s=opts.duration_s,
         elapsed_s=round(time.monotonic() - t0, 1),
         nemeses=opts.nemeses,
+        network=opts.network,
         notes=notes,
         cluster=str(target.dir),
         nodes=nodes,

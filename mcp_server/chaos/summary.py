@@ -36,6 +36,8 @@ def verdict_view(v: ChaosVerdict) -> Group:
         ("history", v.history_path),
         ("timeline", v.timeline_path),
     ]
+    if v.network == "nft":
+        rows.insert(7, ("network faults", "nftables rules in the members' namespaces"))
     for k, val in rows:
         t.add_row(k, val)
     parts: list = [t]

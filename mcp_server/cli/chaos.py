@@ -23,6 +23,13 @@ def add_arguments(ch: argparse.ArgumentParser) -> None:
     ch.add_argument("--seed", type=int, help="schedule seed (default: random, printed)")
     ch.add_argument("--clients", type=int, default=5, help="concurrent clients")
     ch.add_argument("--out", help="where history, timeline and verdict go")
+    ch.add_argument(
+        "--network",
+        choices=["api", "nft"],
+        default="api",
+        help="partitions through the node fault API (default) or as nftables rules in the "
+        "members' network namespaces (nft: a --cluster whose members have their own)",
+    )
 
 
 def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
@@ -42,8 +49,17 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
     if args.cluster:
         cfg = config_of(args)
         named = cfg.cluster(args.cluster)
+    elif args.network == "nft":
+        raise InputError(
+            "--network nft needs --cluster: a cluster whose members run in network namespaces "
+            "of their own (the throwaway cluster's all share this machine's)",
+            "see docs/three-machines.md (python tests/netns_bed.py chaos DIR ... runs one here)",
+        )
     out = Path(args.out).expanduser() if args.out else default_out_dir(seed)
-    ui.note(f"chaos: seed {seed}, {args.duration:.0f}s, nemeses {','.join(nemeses)}; out {out}")
+    ui.note(
+        f"chaos: seed {seed}, {args.duration:.0f}s, nemeses {','.join(nemeses)}, "
+        f"network faults via {args.network}; out {out}"
+    )
     verdict = chaos.run_chaos(
         chaos.ChaosOptions(
             duration_s=args.duration,
@@ -53,6 +69,7 @@ def cmd_chaos(args: argparse.Namespace, ui: UI) -> int:
             clients=args.clients,
             cluster=named,
             config=cfg,
+            network=args.network,
         ),
         log=ui.note,
     )

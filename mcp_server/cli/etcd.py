@@ -45,20 +45,15 @@ def config_path(given: str | None) -> Path:
     return Path(given or os.environ.get(ENV_CONFIG) or state_dir() / "clusters.yaml").expanduser()
 
 
-def write_entry(path: Path, name: str, lc: EtcdLocalCluster) -> None:
-    """Add (or replace) cluster ``name`` in the clusters.yaml at ``path``, keeping the rest."""
+def write_entry(path: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add (or replace) cluster ``name`` in the clusters.yaml at ``path``, keeping the rest
+    (the local launchers of external kinds, etcd and nats, write their entries so)."""
     doc: dict = {}
     if path.exists():
         doc = yaml.safe_load(path.read_text()) or {}
         if not isinstance(doc, dict):
             raise ManagerError(f"{path} is not a clusters.yaml mapping", "fix or move it")
-    clusters = doc.setdefault("clusters", {})
-    clusters[name] = {
-        "kind": "etcd",
-        "endpoints": lc.endpoints(),
-        "dir": str(lc.dir),
-        "mode": "sandbox",
-    }
+    doc.setdefault("clusters", {})[name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -83,7 +78,11 @@ def up(
     )
     took = time.monotonic() - t0
     path = config_path(config)
-    write_entry(path, name, lc)
+    write_entry(
+        path,
+        name,
+        {"kind": "etcd", "endpoints": lc.endpoints(), "dir": str(lc.dir), "mode": "sandbox"},
+    )
     st = describe(lc, "up", took, "")
     st.detail = (
         f"{nodes} etcd members up in {d}; leader {st.leader} (in {took:.1f}s); cluster "
@@ -93,21 +92,27 @@ def up(
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
-    d = Path(directory).expanduser().resolve() if directory else _dir_from_config(name, config)
+    d = (
+        Path(directory).expanduser().resolve()
+        if directory
+        else dir_from_config(name, config, "etcd", default_dir())
+    )
     t0 = time.monotonic()
     lc = EtcdLocalCluster.load(d)
     stopped = lc.down()
     return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "etcd member(s)"))
 
 
-def _dir_from_config(name: str, config: str | None) -> Path:
+def dir_from_config(name: str, config: str | None, kind: str, default: Path) -> Path:
+    """The ``dir`` of cluster ``name`` (of ``kind``) in the clusters.yaml in use, else
+    ``default``: what ``etcd down`` / ``nats down`` stop when given no --dir."""
     path = config_path(config)
     if path.exists():
         doc = yaml.safe_load(path.read_text()) or {}
         entry = (doc.get("clusters") or {}).get(name) or {}
-        if entry.get("kind") == "etcd" and entry.get("dir"):
+        if entry.get("kind") == kind and entry.get("dir"):
             return Path(entry["dir"])
-    return default_dir()
+    return default
 
 
 def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:

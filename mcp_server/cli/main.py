@@ -27,7 +27,7 @@ from ..local import ClusterError
 from ..manager import list_clusters
 from ..mcp.args import add_arguments as add_server_arguments
 from ..operations.faults import KINDS as FAULT_KINDS
-from . import chaos, etcd, launcher, render
+from . import certs, chaos, etcd, launcher, nats, render
 from .approve import cmd_approve
 from .ui import (
     EPILOG,
@@ -54,7 +54,10 @@ def cmd_clusters(args: argparse.Namespace, ui: UI) -> int:
 
 def cmd_status(args: argparse.Namespace, ui: UI) -> int:
     with open_manager(args, ui) as mgr:
-        ui.emit(mgr.status(), render.status_view)
+        ui.emit(
+            mgr.status(args.group, group_offset=args.group_offset, group_limit=args.group_limit),
+            render.status_view,
+        )
     return EXIT_OK
 
 
@@ -83,7 +86,7 @@ def cmd_watch(args: argparse.Namespace, ui: UI) -> int:
 
 def cmd_health(args: argparse.Namespace, ui: UI) -> int:
     with open_manager(args, ui) as mgr:
-        h = mgr.health_check(args.operation)
+        h = mgr.health_check(args.operation, group=args.group)
     ui.emit(h, render.health_view)
     good = h.safe if args.operation else h.healthy
     return EXIT_OK if good else EXIT_FAILED
@@ -91,7 +94,7 @@ def cmd_health(args: argparse.Namespace, ui: UI) -> int:
 
 def cmd_verify(args: argparse.Namespace, ui: UI) -> int:
     with open_manager(args, ui) as mgr:
-        v = mgr.verify_consistency()
+        v = mgr.verify_consistency(args.group)
     ui.emit(v, render.verify_view)
     return {True: EXIT_OK, False: EXIT_FAILED, None: EXIT_USAGE}[v.consistent]
 
@@ -116,7 +119,13 @@ def cmd_put(args: argparse.Namespace, ui: UI) -> int:
 
 def cmd_elect(args: argparse.Namespace, ui: UI) -> int:
     with open_manager(args, ui) as mgr, ui.spinner("election") as progress:
-        r = mgr.elect_leader(args.to, dry_run=args.dry_run, plan_id=args.plan_id, progress=progress)
+        r = mgr.elect_leader(
+            args.to,
+            dry_run=args.dry_run,
+            plan_id=args.plan_id,
+            progress=progress,
+            group=args.group,
+        )
     return emit_outcome(ui, r, render.plan_view, render.election_view)
 
 
@@ -138,7 +147,13 @@ def cmd_member(args: argparse.Namespace, ui: UI) -> int:
 
 def cmd_snapshot(args: argparse.Namespace, ui: UI) -> int:
     with open_manager(args, ui) as mgr, ui.spinner("snapshot") as progress:
-        r = mgr.snapshot(args.node, dry_run=args.dry_run, plan_id=args.plan_id, progress=progress)
+        r = mgr.snapshot(
+            args.node,
+            dry_run=args.dry_run,
+            plan_id=args.plan_id,
+            progress=progress,
+            group=args.group,
+        )
     code = emit_outcome(ui, r, render.plan_view, render.snapshot_view)
     if r.result is not None and not all(s.ok for s in r.result.snapshots):
         return EXIT_FAILED
@@ -153,6 +168,7 @@ def cmd_recover(args: argparse.Namespace, ui: UI) -> int:
             plan_id=args.plan_id,
             progress=progress,
             timeout_s=args.timeout,
+            group=args.group,
         )
     code = emit_outcome(ui, r, render.plan_view, render.recover_view)
     if r.result is not None and not r.result.caught_up:
@@ -208,6 +224,8 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
         ) from None
     if args.existing:
         return _bench_existing(args, ui, levels)
+    if args.big_state:
+        return _bench_big_state(args, ui, levels)
     from ..bench.compare import BenchOptions, run_compare
     from ..bench.report import render as render_bench
     from ..bench.report import write_chart
@@ -237,6 +255,27 @@ def cmd_bench(args: argparse.Namespace, ui: UI) -> int:
     return EXIT_OK
 
 
+def _bench_big_state(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -> int:
+    from ..bench.bigstate import BigStateOptions, render, run_big_state
+
+    opts = BigStateOptions(
+        keys=args.keys,
+        value_size=args.value_size or 1024,
+        writers=levels[0] if args.clients else 16,
+        compare=tuple(x for x in (args.compare or "").split(",") if x),
+    )
+    try:
+        opts.check()
+    except ValueError as e:
+        raise InputError(str(e), "see raft-manager bench --help") from None
+    doc = run_big_state(opts, lambda msg: ui.note(f"bench: {msg}"))
+    if ui.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        ui.out.print(render(doc), markup=False)
+    return EXIT_OK
+
+
 def _bench_existing(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -> int:
     from ..bench.harness import run_bench
 
@@ -244,7 +283,7 @@ def _bench_existing(args: argparse.Namespace, ui: UI, levels: tuple[int, ...]) -
         raise InputError("--existing takes one --clients level", "e.g. --clients 16")
     duration = args.duration or 3.0
     with open_manager(args, ui) as mgr, ui.spinner(f"{levels[0]} clients for {duration}s"):
-        r = run_bench(mgr, clients=levels[0], duration_s=duration, value_size=args.value_size)
+        r = run_bench(mgr, clients=levels[0], duration_s=duration, value_size=args.value_size or 64)
     ui.emit(r, render.bench_view)
     return EXIT_OK
 
@@ -358,15 +397,33 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (eu, ed):
         sp.add_argument("--name", default="etcd", help="the cluster's name in clusters.yaml")
 
+    nt = sub.add_parser("nats", help="start/stop a local NATS JetStream cluster")
+    nts = nt.add_subparsers(dest="nats_command", required=True, metavar="ACTION")
+    nu = cmd(
+        nts,
+        "up",
+        "start N nats-servers, wait for a meta leader, write clusters.yaml",
+        nats.cmd_nats_up,
+    )
+    nu.add_argument("--nodes", type=int, default=3)
+    nu.add_argument("--dir", help="cluster directory (default: STATE_DIR/nats)")
+    nu.add_argument("--base-port", type=int, help="clients on P+1.., routes P+51.., HTTP P+101..")
+    nd = cmd(nts, "down", "stop every nats-server (data kept)", nats.cmd_nats_down)
+    nd.add_argument("--dir", help="cluster directory (default: the config entry's dir)")
+    for sp in (nu, nd):
+        sp.add_argument("--name", default="nats", help="the cluster's name in clusters.yaml")
+
     cmd(sub, "clusters", "list configured clusters", cmd_clusters)
-    cmd(sub, "status", "members, roles, indexes, lag, warnings", cmd_status)
+    stt = cmd(sub, "status", "members, roles, indexes, lag, warnings", cmd_status)
+    stt.add_argument("--group-offset", type=int, default=0, help="first Raft group listed")
+    stt.add_argument("--group-limit", type=int, default=10, help="Raft groups per page")
     w = cmd(sub, "watch", "live status view (Ctrl-C to stop)", cmd_watch)
     w.add_argument("--interval", type=float, default=0.5)
     w.add_argument("--count", type=int, help="stop after N refreshes")
     w.add_argument("--once", dest="count", action="store_const", const=1, help="one refresh")
     h = cmd(sub, "health", "pre-operation checks (exit 0 healthy, 1 not)", cmd_health)
     h.add_argument("--operation", help="also say whether this operation is safe now")
-    cmd(sub, "verify", "compare state hashes and logs (exit 0/1/2)", cmd_verify)
+    vf = cmd(sub, "verify", "compare state hashes and logs (exit 0/1/2)", cmd_verify)
     e = cmd(sub, "elect", "move leadership (--to) or make a leaderless cluster elect", cmd_elect)
     e.add_argument("--to", help="target voter")
     mutation_flags(e)
@@ -400,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("node")
     rc.add_argument("--timeout", type=float, default=60.0)
     mutation_flags(rc)
+    for sp in (stt, h, vf, e, sn, rc):
+        sp.add_argument(
+            "--group", help="one Raft group (NATS: meta, stream:NAME, consumer:STREAM/NAME)"
+        )
     ft = cmd(sub, "fault", "inject a fault (sandbox only): " + "|".join(FAULT_KINDS), cmd_fault)
     ft.add_argument("kind", choices=list(FAULT_KINDS))
     ft.add_argument("nodes", nargs="*")
@@ -432,11 +493,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: write load on the configured cluster (guarded; sandbox only)",
     )
-    bn.add_argument("--value-size", type=int, default=64, help="with --existing")
+    bn.add_argument(
+        "--big-state",
+        action="store_true",
+        help="instead: fill --keys unique 1 KiB keys with 16 writers; per-second "
+        "throughput and max latency, leader changes, RSS, loop stalls, snapshots, "
+        "restart and learner catch-up (with --compare etcd: etcd in the same run)",
+    )
+    bn.add_argument(
+        "--keys", type=int, default=1_000_000, help="with --big-state (default 1000000)"
+    )
+    bn.add_argument(
+        "--value-size", type=int, help="with --existing (default 64) or --big-state (1024)"
+    )
     ch = cmd(
         sub, "chaos", "clients + faults on real processes; a verdict (sandbox)", chaos.cmd_chaos
     )
     chaos.add_arguments(ch)
+    certs.add_arguments(sub, cmd)
     mc = cmd(sub, "mcp", "run the MCP server (stdio; --http for streamable HTTP)", cmd_mcp)
     add_server_arguments(mc)
     ap = cmd(

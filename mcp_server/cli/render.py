@@ -25,6 +25,7 @@ from ..core.models import (
     SnapshotResult,
     VerifyReport,
 )
+from ..core.view import group_line
 
 ROLE_STYLE = {
     "leader": "bold green",
@@ -101,6 +102,13 @@ def status_view(st: ClusterStatus) -> Group:
     parts += [Text(f"! {w}", style="yellow") for w in st.warnings]
     if not st.warnings:
         parts.append(Text("no warnings", style="green"))
+    if st.groups_total > 1:  # several Raft groups (NATS): one line each, one page
+        parts.append(Text(f"raft groups ({st.groups_total}):", style="bold"))
+        parts += [
+            Text(f"  {group_line(g)}", style="yellow" if g.warnings else "") for g in st.groups
+        ]
+        if st.next_group_offset is not None:
+            parts.append(Text(f"  more: --group-offset {st.next_group_offset}", style="dim"))
     return Group(*parts)
 
 

@@ -10,9 +10,14 @@ Shape (docs/design.md)::
                read_only: true, allowed_operations: [cluster_status, read],
                require_approval: true,    # the default in production
                token_env: PROD_RAFT_TOKEN, tls: {ca_file: ca.pem}}
+      hosts3: {kind: raft_core, endpoints: ["10.0.0.1:7201", "10.0.0.2:7201"],
+               recover_command: "ssh {host} systemctl restart raft-node@{id}",
+               nft_command: "ssh {host} nft -f -"}    # optional, per node
       etcd:   {kind: etcd, endpoints: ["https://10.0.0.5:2379"], tls: {ca_file: ca.pem,
                cert_file: client.pem, key_file: client.key}, username: ops,
                password_file: /etc/raft-manager/etcd.password}
+      js:     {kind: nats, servers: ["nats://10.0.0.7:4222"], monitor: ["http://10.0.0.7:8222"],
+               username: sys, password_file: /etc/raft-manager/nats-sys.password}
 
 Secrets are never inline: ``token_env`` names an environment variable and
 ``token_file`` a file that holds the API token (etcd: ``password_env`` /
@@ -37,13 +42,18 @@ from . import policy
 from .errors import InputError
 
 ENV_CONFIG = "RAFT_MANAGER_CONFIG"
+ENV_STATE_DIR = "RAFT_MANAGER_STATE_DIR"
 DEFAULT_NAME = "local"
 APP = "agent-raft-manager"
 _SECRET_KEYS = ("token", "api_token", "password", "secret", "bearer", "cluster_secret")
 
 
 def state_dir() -> Path:
-    """Per-user state: ``$XDG_STATE_HOME/agent-raft-manager`` (``~/.local/state/...``)."""
+    """Per-user state: ``$RAFT_MANAGER_STATE_DIR`` (which the MCP server's --state-dir
+    sets, because stdio hosts drop XDG_STATE_HOME), else
+    ``$XDG_STATE_HOME/agent-raft-manager`` (``~/.local/state/...``)."""
+    if explicit := os.environ.get(ENV_STATE_DIR):
+        return Path(explicit).expanduser()
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / APP
 
@@ -60,9 +70,11 @@ class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["raft_core", "etcd"] = "raft_core"
+    kind: Literal["raft_core", "etcd", "nats"] = "raft_core"
     dir: str | None = Field(None, description="a local cluster's directory (cluster.yaml)")
     endpoints: list[str] | None = Field(None, description="API addresses, HOST:PORT")
+    servers: list[str] | None = Field(None, description="nats: client URLs, nats://H:P")
+    monitor: list[str] | None = Field(None, description="nats: monitoring URLs, http://H:P")
     mode: Literal["sandbox", "production"] = "sandbox"
     read_only: bool = False
     allowed_operations: list[str] | None = None
@@ -73,13 +85,30 @@ class ClusterConfig(BaseModel):
     tls: TLSConfig | None = None
     token_env: str | None = None
     token_file: str | None = None
-    username: str | None = Field(None, description="etcd: user for auth/authenticate")
+    username: str | None = Field(
+        None, description="etcd: user for auth/authenticate; nats: a system-account user"
+    )
     password_env: str | None = Field(None, description="etcd: variable holding the password")
     password_file: str | None = Field(None, description="etcd: file holding the password")
     auto_start: bool = Field(False, description="start the local cluster on first use")
     nodes: int = Field(3, ge=1, le=9, description="size when auto-started")
     base_port: int | None = Field(None, description="ports when auto-started")
     embedded: bool = False
+    # Members on other hosts (docs/design.md, "Beyond one machine"): per-node command
+    # templates, each word's {id} and {host} filled in (operations/remote.py).
+    recover_command: str | None = Field(
+        None,
+        description="recover_node runs this for a member that does not answer, e.g. "
+        "'ssh {host} systemctl restart raft-node@{id}'",
+    )
+    nft_command: str | None = Field(
+        None,
+        description="runs `nft -f -` on a member's host: inject_fault partition and heal "
+        "become nftables rules there, e.g. 'ssh {host} nft -f -'",
+    )
+    hosts: dict[str, str] | None = Field(
+        None, description="each member's host for {host} (default: the host of its API address)"
+    )
 
     @field_validator("allowed_operations")
     @classmethod
@@ -109,7 +138,7 @@ class ClusterConfig(BaseModel):
 
     @property
     def location(self) -> str:
-        return self.dir or ", ".join(self.endpoints or [])
+        return self.dir or ", ".join(self.endpoints or self.servers or [])
 
 
 class Config(BaseModel):
@@ -217,6 +246,12 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             raise InputError(
                 f"{p}: etcd cluster {name!r} needs `endpoints` (or the `dir` of `etcd up`)",
                 "fix clusters.yaml",
+            )
+        if c.kind == "nats" and not (c.monitor and c.servers) and not c.dir:
+            raise InputError(
+                f"{p}: nats cluster {name!r} needs `servers` and `monitor` (or the `dir` of "
+                "`nats up`)",
+                "fix clusters.yaml: servers: [nats://H:P, ...], monitor: [http://H:P, ...]",
             )
         clusters[str(name)] = c
     if not clusters:

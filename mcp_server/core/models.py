@@ -54,8 +54,22 @@ class Member(_Model):
     peer_urls: list[str] | None = Field(None, description="etcd: the member's peer URLs")
     db_size: int | None = Field(None, description="etcd: backend database size, bytes")
     revision: int | None = Field(None, description="etcd: the member's key-space revision")
-    version: str | None = Field(None, description="etcd: the server version")
+    version: str | None = Field(None, description="etcd, nats: the server version")
     alarms: list[str] | None = Field(None, description="etcd: active alarms (NOSPACE, CORRUPT)")
+
+
+class RaftGroup(_Model):
+    """One Raft group's summary: a NATS cluster has many (meta, each stream, each
+    consumer); raft_core and etcd have one, named ``cluster``."""
+
+    name: str = Field(description="meta | stream:NAME | consumer:STREAM/NAME; cluster")
+    leader: str | None
+    members: list[str]
+    quorum: int
+    available: int = Field(description="members reachable and following the leader")
+    lagging: list[str] = Field(default_factory=list, description="members not caught up")
+    index: int | None = Field(None, description="the leader's last index (stream: last seq)")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ClusterStatus(_Model):
@@ -81,6 +95,12 @@ class ClusterStatus(_Model):
         description="what the manager itself did, e.g. started the embedded local cluster",
     )
     checked_at: str
+    group: str | None = Field(None, description="the group this status shows (None: the main)")
+    groups: list[RaftGroup] = Field(default_factory=list, description="one page of the groups")
+    groups_total: int = Field(0, description="how many groups the cluster has")
+    next_group_offset: int | None = Field(
+        None, description="pass as group_offset for the next page; null on the last page"
+    )
 
 
 # -- health ------------------------------------------------------------------------------
@@ -107,9 +127,12 @@ class HealthReport(_Model):
 # -- leadership --------------------------------------------------------------------------
 
 
+ElectionMethod = Literal["transfer", "campaign", "step_down", "none"]
+
+
 class ElectionResult(_Model):
     cluster: str
-    method: Literal["transfer", "campaign", "none"]
+    method: ElectionMethod
     target: str | None
     previous_leader: str | None
     previous_term: int | None
@@ -296,6 +319,9 @@ class ClusterInfo(_Model):
 
 class ClusterList(_Model):
     config: str | None = Field(description="clusters.yaml used, or null for the embedded default")
+    state_dir: str | None = Field(
+        None, description="where plans, approvals and the embedded cluster live (the server's)"
+    )
     clusters: list[ClusterInfo]
 
 
@@ -370,8 +396,23 @@ class DemoReport(_Model):
 
 class OperationRequest(_Model):
     def arguments(self) -> dict[str, Any]:
-        """The arguments as plans and the audit log record them."""
-        return self.model_dump(mode="json")
+        """The arguments as plans and the audit log record them (``group`` only when
+        one is named, so single-group clusters' records stay as they were)."""
+        args = self.model_dump(mode="json")
+        if args.get("group", "") is None:
+            del args["group"]
+        return args
+
+
+class GroupRequest(OperationRequest):
+    group: str | None = Field(
+        None, description="the Raft group to act on (NATS: meta, stream:NAME, consumer:S/N)"
+    )
+
+
+class StatusRequest(GroupRequest):
+    group_offset: int = Field(0, ge=0, description="first group of the page")
+    group_limit: int = Field(10, ge=1, le=100, description="groups per page")
 
 
 class ReadRequest(OperationRequest):
@@ -379,11 +420,11 @@ class ReadRequest(OperationRequest):
     consistency: Literal["linearizable", "stale"] = "linearizable"
 
 
-class HealthRequest(OperationRequest):
+class HealthRequest(GroupRequest):
     operation: str | None = Field(None, description="also say whether this operation is safe")
 
 
-class ElectRequest(OperationRequest):
+class ElectRequest(GroupRequest):
     target: str | None = Field(None, description="voter to move leadership to; none: elect one")
 
 
@@ -401,11 +442,11 @@ class MembershipRequest(OperationRequest):
     api_address: str | None = None
 
 
-class SnapshotRequest(OperationRequest):
+class SnapshotRequest(GroupRequest):
     node: str | None = Field(None, description="one member; none: every reachable member")
 
 
-class RecoverRequest(OperationRequest):
+class RecoverRequest(GroupRequest):
     node_id: str = Field(min_length=1)
 
 
@@ -458,9 +499,8 @@ class ElectionAnswer(_Model):
     leader: str | None = Field(description="planned: who leads now; applied: the new leader")
     term: int | None
     applied: bool = False
+    target: str | None = Field(None, description="the voter asked to lead; none: any")
     # planned
-    operation: str | None = None
-    arguments: dict[str, Any] | None = None
     risks: list[str] | None = None
     voters: list[str] | None = None
     learners: list[str] | None = None
@@ -470,7 +510,7 @@ class ElectionAnswer(_Model):
         None, description="a human must `raft-manager approve PLAN_ID` before it is applied"
     )
     # applied
-    method: Literal["transfer", "campaign", "none"] | None = None
+    method: ElectionMethod | None = None
     target: str | None = None
     previous_leader: str | None = None
     previous_term: int | None = None
@@ -483,7 +523,9 @@ class ElectionOutcome(Outcome):
 
     def document(self) -> ElectionAnswer:
         if self.result is None:
-            return ElectionAnswer(outcome="planned", **self.plan.model_dump())
+            plan = self.plan.model_dump(exclude={"operation", "arguments"})
+            target = self.plan.arguments.get("target")
+            return ElectionAnswer(outcome="planned", target=target, **plan)
         plan = self.plan.model_dump(include={"plan_id", "safe", "steps", "reasons"})
         return ElectionAnswer(outcome="applied", applied=True, **plan, **self.result.model_dump())
 

@@ -15,25 +15,16 @@ When a mutation needs a plan id (the dry-run rule) is decided in ``plans.dry_run
 
 from __future__ import annotations
 
+from .catalog import TOOLS
 from .errors import Refused
 
-READS = frozenset({"list_clusters", "cluster_status", "health_check", "read", "verify_consistency"})
-MUTATIONS = frozenset(
-    {
-        "elect_leader",
-        "replicate",
-        "change_membership",
-        "snapshot",
-        "recover_node",
-        "inject_fault",
-    }
-)
+# The tools' sets come from the catalog (core/catalog.py), the one place a tool is spelled.
+READS = frozenset(t.name for t in TOOLS if t.read_only)
+MUTATIONS = frozenset(t.name for t in TOOLS if not t.read_only)
 # Operations that change who leads, who is a member, or which processes run: the MCP
 # tools annotated destructive, the ones `--disable-destructive` hides, and the ones a
 # `require_approval` cluster applies only after a human's approval (core/approvals.py).
-DESTRUCTIVE = frozenset(
-    {"elect_leader", "change_membership", "recover_node", "inject_fault", "chaos"}
-)
+DESTRUCTIVE = frozenset(t.name for t in TOOLS if t.destructive)
 # The local launcher (raft-manager cluster up|down|kill|start): processes on this
 # machine, for sandbox clusters only.
 LAUNCHER = frozenset({"cluster_up", "cluster_down", "cluster_kill", "cluster_start"})
@@ -72,7 +63,7 @@ def canonical(name: str) -> str:
 
 
 def is_mutation(operation: str) -> bool:
-    return operation in MUTATIONS or operation in LAUNCHER or operation in (BENCH, CHAOS)
+    return operation in MUTATIONS or operation in LAUNCHER or operation == BENCH
 
 
 def check(

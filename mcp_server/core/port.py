@@ -20,7 +20,17 @@ shaped so that etcd fits as well as raft_core:
   index (raft_core keeps a chain of applied-state hashes; etcd's gateway hashes only
   the current revision, so verify compares members standing at the same revision);
 - ``member_joins_after_add`` says whether a new member's process can only start once
-  the cluster has added it (etcd) rather than before (raft_core starts it empty).
+  the cluster has added it (etcd) rather than before (raft_core starts it empty);
+- ``supports_groups``: the cluster runs several Raft groups (NATS JetStream: meta,
+  streams, consumers); ``for_group`` then gives the adapter seen through one of them,
+  and ``group_statuses_all`` every group's member statuses from one scan. Others have
+  one group, named ``cluster``;
+- ``supports_transfer_target`` (leadership can be handed to a named member) and
+  ``supports_step_down`` (the leader can be told to step down, whoever wins next);
+- ``supports_learners``: members can be added as non-voting learners and promoted;
+  ``joins_by_starting``: a member joins by starting with the others' addresses
+  (NATS routes), with no add call; ``snapshot_whole_group``: a snapshot is one per
+  group (a stream backup), not one per member.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ class MemberStatus:
 
     The consensus fields are the engine's (``raft_core.status.RaftStatus``), each
     optional: a raft-node member's come from the status it serves, parsed with
-    ``raft_core.node.status.NodeStatus.from_json``; an etcd member's are those its
+    ``raft_core.node.status.MemberStatus.from_json``; an etcd member's are those its
     gateway reports, and an unreachable member has none. The leader's ``progress`` is
     the engine's own ``ProgressStatus``.
     """
@@ -157,6 +167,54 @@ class ClusterAdapter(ABC):
     can_control_processes: bool = False
     supports_state_history: bool = False
     member_joins_after_add: bool = False
+    supports_groups: bool = False
+    supports_transfer_target: bool = True
+    supports_step_down: bool = False
+    supports_learners: bool = True
+    joins_by_starting: bool = False
+    snapshot_whole_group: bool = False
+    group: str = "cluster"
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def for_group(self, group: str | None) -> ClusterAdapter:
+        """This adapter seen through Raft group ``group`` (None: the main one)."""
+        if group is None or group == self.group:
+            return self
+        from ..core.errors import NotSupported
+
+        raise NotSupported(
+            f"{self.kind} clusters have one Raft group ({self.group!r}), not {group!r}",
+            "omit the group",
+        )
+
+    def group_statuses_all(self) -> dict[str, dict[str, MemberStatus]]:
+        """Every group's member statuses, by group name, from one look at the cluster."""
+        return {self.group: self.statuses()}
+
+    def removal_blockers(self, node: str) -> list[str]:
+        """Why removing ``node`` would break a group other than the main one (whose
+        quorum the membership plan checks itself)."""
+        return []
+
+    def transfer_refusal(self) -> str:
+        """Why leadership cannot be handed to a named member (when it cannot)."""
+        return f"{self.kind} cannot hand leadership to a named member"
+
+    def step_down(self) -> None:
+        from ..core.errors import NotSupported
+
+        raise NotSupported(f"{self.kind} leaders cannot be told to step down")
+
+    def current_state_notes(self, revision: int) -> list[str]:
+        """What a comparison of current-state hashes (``supports_state_history`` false)
+        showed and could not prove, for the verify report."""
+        return [
+            f"compared the hash of each member's key space at revision {revision}",
+            f"{self.kind} cannot prove more through its gateway: it hashes only the current "
+            "revision (no hash of a past revision), and exposes no raft log, so past "
+            "revisions and log entries were not compared",
+        ]
 
     # -- observation ---------------------------------------------------------------
 
@@ -259,8 +317,9 @@ class ClusterAdapter(ABC):
         """What the operator does to bring back a member whose process is not ours."""
         return [
             f"{node} ({where}) does not answer and raft-manager does not run its process",
-            f"restart raft-node for {node} on its host with the same --data-dir "
-            "(systemctl restart ..., or your orchestrator)",
+            f"on {node}'s host: `systemctl restart raft-node@{node}` (the unit of "
+            "docs/three-machines.md), or start `raft-node --config` with its config file "
+            "and the same data directory again",
             f"then run `raft-manager recover {node}` again to wait until it has caught up",
         ]
 

@@ -27,10 +27,11 @@ from raft_core.quorum import VoteResult, joint_active, majority_vote
 from raft_core.types import ConfState
 
 from .audit import now_iso
-from .models import ClusterStatus, Member
-from .port import MemberStatus
+from .models import ClusterStatus, Member, RaftGroup, StatusRequest
+from .port import ClusterAdapter, MemberStatus
 
 CAUGHT_UP_LAG = 10
+GROUP_PAGE = 10  # groups per cluster_status page: 50 streams stay within a tool result
 ROLES = {"leader", "follower", "candidate", "pre_candidate", "learner"}
 
 
@@ -353,6 +354,57 @@ def status_model(view: ClusterView, *, cluster: str, kind: str, mode: str) -> Cl
         members=members,
         warnings=view.warnings(),
         checked_at=now_iso(),
+    )
+
+
+def status_with_groups(
+    adapter: ClusterAdapter, req: StatusRequest, *, cluster: str, kind: str, mode: str
+) -> ClusterStatus:
+    """The status of ``adapter``'s group with one page of every group's summary (the
+    named group alone when the request names one)."""
+    if req.group is not None or not adapter.supports_groups:
+        view = ClusterView.build(adapter.statuses())
+        st = status_model(view, cluster=cluster, kind=kind, mode=mode)
+        st.group, st.groups_total = adapter.group, 1
+        st.groups = [group_summary(adapter.group, view)]
+        return st
+    every = adapter.group_statuses_all()
+    view = ClusterView.build(every[adapter.group])
+    st = status_model(view, cluster=cluster, kind=kind, mode=mode)
+    names = sorted(every, key=lambda n: (n != adapter.group, n))
+    page = names[req.group_offset : req.group_offset + req.group_limit]
+    st.group = adapter.group
+    st.groups = [group_summary(n, ClusterView.build(every[n])) for n in page]
+    st.groups_total = len(names)
+    end = req.group_offset + len(page)
+    st.next_group_offset = end if end < len(names) else None
+    return st
+
+
+def group_summary(name: str, view: ClusterView) -> RaftGroup:
+    """One line's worth of a Raft group: leader, members, quorum, who lags, warnings."""
+    members = view.voters or view.members()
+    lagging = [m for m in members if view.leader is not None and view.caught_up(m) is False]
+    return RaftGroup(
+        name=name,
+        leader=view.leader.id if view.leader else None,
+        members=members,
+        quorum=view.quorum(),
+        available=len(view.available_voters()),
+        lagging=lagging,
+        index=view.leader.last_index if view.leader else None,
+        warnings=view.warnings(),
+    )
+
+
+def group_line(g: RaftGroup) -> str:
+    """The summary line cluster_status shows for a group."""
+    state = "ok" if not g.warnings else f"{len(g.warnings)} warning(s)"
+    lag = f", lagging {','.join(g.lagging)}" if g.lagging else ""
+    index = f", index {g.index}" if g.index is not None else ""
+    return (
+        f"{g.name}: leader {g.leader or 'NONE'}, {g.available}/{len(g.members)} available "
+        f"(quorum {g.quorum}){lag}{index}: {state}"
     )
 
 

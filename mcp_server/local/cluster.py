@@ -31,6 +31,8 @@ from .ports import free_base_port
 from .security import PeerAuth
 
 CLUSTER_FILE = "cluster.yaml"
+# LocalNode fields written to cluster.yaml only when set (older files have none of them).
+_OPTIONAL = ("join", "netns", "config_file")
 
 
 class ClusterError(RuntimeError):
@@ -45,6 +47,11 @@ class LocalNode:
     data_dir: str
     pid: int | None = None
     join: bool = False
+    # A member on a host of its own (docs/design.md, "Beyond one machine"): the network
+    # namespace it runs in (``ip netns exec``) and its host's ``raft-node --config``
+    # file (``certs issue --peers``), which then holds every option of the process.
+    netns: str | None = None
+    config_file: str | None = None
 
 
 @dataclass
@@ -102,7 +109,9 @@ class LocalCluster:
 
     def save(self) -> None:
         doc = {
-            "nodes": [{k: v for k, v in asdict(n).items() if k != "join" or v} for n in self.nodes],
+            "nodes": [
+                {k: v for k, v in asdict(n).items() if v or k not in _OPTIONAL} for n in self.nodes
+            ],
             "settings": asdict(self.settings),
         }
         tmp = self.dir / (CLUSTER_FILE + ".tmp")
@@ -152,7 +161,13 @@ class LocalCluster:
         founders = self.nodes if n.join else [m for m in self.nodes if not m.join]
         if n.join and n not in founders:
             founders = [*founders, n]
-        n.pid = pids.spawn(self._args(n, founders), self.dir / f"{n.id}.log", self.dir)
+        if n.config_file:
+            args = [sys.executable, "-m", "raft_core.node.main", "--config", n.config_file]
+        else:
+            args = self._args(n, founders)
+        if n.netns:
+            args = ["ip", "netns", "exec", n.netns, *args]  # exec: the pid is raft-node's
+        n.pid = pids.spawn(args, self.dir / f"{n.id}.log", self.dir)
 
     def alive(self, n: LocalNode) -> bool:
         return pids.alive(n.pid)
@@ -242,6 +257,12 @@ class LocalCluster:
         """Start an empty process that the cluster can then add (``member add-learner``)."""
         if any(n.id == node_id for n in self.nodes):
             raise ClusterError(f"{node_id} already exists in this cluster")
+        if any(n.netns for n in self.nodes):
+            raise ClusterError(
+                f"this cluster's members run on hosts of their own: start {node_id} on its "
+                "host with --join (docs/three-machines.md), then add it with "
+                "`member add-learner --peer-address ... --api-address ...`"
+            )
         peer, api = self.addresses_for(node_id, base_port)
         n = LocalNode(
             id=node_id,

@@ -26,13 +26,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..adapters.etcd_gateway import EtcdGateway, num
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
 from .cluster import ClusterError, check_can_start
+from .statefile import read_state, write_state
 
 STATE_FILE = "etcd-cluster.yaml"
 INSTALL_HINT = (
@@ -96,22 +95,17 @@ class EtcdLocalCluster:
     @classmethod
     def load(cls, directory: Path | str) -> EtcdLocalCluster:
         d = Path(directory)
-        path = d / STATE_FILE
-        if not path.exists():
-            raise ClusterError(f"no etcd cluster at {d} ({STATE_FILE} missing); run `etcd up`")
+        doc = read_state(d / STATE_FILE, "etcd up")
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
             members = [EtcdMember(**m) for m in doc.pop("members", [])]
             return cls(dir=d, members=members, **doc)
-        except (yaml.YAMLError, TypeError) as e:
-            raise ClusterError(f"{path} is not a file `etcd up` wrote: {e}") from e
+        except TypeError as e:
+            raise ClusterError(f"{d / STATE_FILE} is not a file `etcd up` wrote: {e}") from e
 
     def save(self) -> None:
         doc = {k: v for k, v in asdict(self).items() if k not in ("dir", "members")}
         doc["members"] = [asdict(m) for m in self.members]
-        tmp = self.dir / (STATE_FILE + ".tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-        os.replace(tmp, self.dir / STATE_FILE)
+        write_state(self.dir / STATE_FILE, doc)
 
     def member(self, name: str) -> EtcdMember:
         for m in self.members:

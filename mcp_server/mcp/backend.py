@@ -79,9 +79,10 @@ class Backend:
     ) -> T:
         """Run ``call`` on the cluster's manager in a worker thread.
 
-        ``cli`` names the CLI command for tools that take no plan_id (the contract gives
-        plans to elect_leader and change_membership only): a production cluster's "needs
-        a plan id" refusal then points at the CLI, where the plan can be made and applied.
+        ``cli`` is the CLI command (the catalog's hint) for tools that take no plan_id
+        (the contract gives plans to elect_leader and change_membership only): a
+        production cluster's "needs a plan id" refusal then points at the CLI, where the
+        plan can be made and applied.
         """
         sent = 0
 
@@ -107,9 +108,10 @@ class Backend:
             return await anyio.to_thread.run_sync(work)
         except ManagerError as e:
             if cli and isinstance(e, Refused) and e.reason.endswith("needs a plan id"):
+                name = self.config.cluster(cluster).name
+                command = cli.replace("raft-manager", f"raft-manager --cluster {name}", 1)
                 e.next_step = (
-                    "this tool takes no plan_id; on this cluster a human runs "
-                    f"`raft-manager --cluster {self.config.cluster(cluster).name} {cli} "
+                    f"this tool takes no plan_id; on this cluster a human runs `{command} "
                     "--dry-run`, reviews the plan, then applies it with --plan-id"
                 )
             raise tool_error(e) from None

@@ -6,8 +6,13 @@ if its log is the most up to date. Without one: nothing to do when a leader exis
 else the most up-to-date reachable voter campaigns (asked again while pre-vote holds
 it back) until a leader is elected.
 
-The plan has one step: ``none``, ``transfer_leadership`` or ``campaign``, naming the
-node in ``step.node``; ``run`` carries out exactly that step.
+Where leaders move only by stepping down (NATS JetStream: ``supports_step_down`` and
+no ``supports_transfer_target``), an election without a target while a leader exists
+is a step-down, refused unless another member is caught up to take over; a named
+target is refused with the adapter's reason (unless it already leads).
+
+The plan has one step: ``none``, ``transfer_leadership``, ``campaign`` or
+``step_down``, naming the node in ``step.node``; ``run`` carries out exactly that step.
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from ..core.view import ClusterView
 
 OPERATION = "elect_leader"
 CAMPAIGN_RETRY_S = 0.25
-METHODS = {"none": "none", "transfer_leadership": "transfer", "campaign": "campaign"}
+METHODS = {
+    "none": "none",
+    "transfer_leadership": "transfer",
+    "campaign": "campaign",
+    "step_down": "step_down",
+}
 NO_CAMPAIGN = (
     "{kind} cannot be forced to elect a leader: its members have no campaign call; they "
     "start an election by themselves once they miss the leader's heartbeats for an "
@@ -40,12 +50,16 @@ def plan(ctx: OperationContext, request: ElectRequest) -> Plan:
         steps, reasons = _campaign_for(ctx, view, target)
     elif target == view.leader.id:
         steps, reasons = [PlanStep(action="none", detail=f"{target} already leads")], []
+    elif not ctx.adapter.supports_transfer_target:
+        steps, reasons = [], [ctx.adapter.transfer_refusal()]
     else:
         steps, reasons = _transfer_to(view, target)
     return ctx.plan(OPERATION, request.arguments(), view, steps=steps, reasons=reasons)
 
 
 def _elect_any(ctx: OperationContext, view: ClusterView) -> tuple[list[PlanStep], list[str]]:
+    if view.leader is not None and ctx.adapter.supports_step_down:
+        return _step_down(view)
     if view.leader is not None:
         detail = f"{view.leader.id} already leads; name a target to move it"
         return [PlanStep(action="none", detail=detail)], []
@@ -58,6 +72,23 @@ def _elect_any(ctx: OperationContext, view: ClusterView) -> tuple[list[PlanStep]
         action="campaign",
         node=candidate,
         detail=f"{candidate} (the most up-to-date reachable voter) starts an election",
+    )
+    return [step], reasons
+
+
+def _step_down(view: ClusterView) -> tuple[list[PlanStep], list[str]]:
+    leader = view.leader
+    assert leader is not None
+    others = [v for v in view.voters if v != leader.id]
+    ready = [v for v in others if view.available(v) and view.caught_up(v)]
+    reasons = []
+    if not ready:
+        behind = "; ".join(view.lag_reason(v) for v in others) or "it has no other member"
+        reasons.append(f"no other member of the group is caught up to take over ({behind})")
+    step = PlanStep(
+        action="step_down",
+        node=leader.id,
+        detail=f"{leader.id} steps down; one of {', '.join(ready) or 'none'} takes over",
     )
     return [step], reasons
 
@@ -145,6 +176,22 @@ def run(
 
     if step.action == "none" or candidate is None:
         return result(view, f"{prev} already leads in term {prev_term}; nothing to do")
+    if step.action == "step_down":
+        progress(0, None, f"{candidate} steps down")
+        ctx.adapter.step_down()
+        ok, v = ctx.wait_for(
+            lambda v: v.leader is not None and v.leader.id != candidate and len(v.leaders) == 1,
+            timeout_s,
+            progress,
+            "waiting for a new leader",
+        )
+        if not ok:
+            raise ManagerError(
+                f"no new leader within {timeout_s:.0f}s after {candidate} stepped down "
+                f"(leader now: {v.leader.id if v.leader else 'none'})",
+                "check `raft-manager status`",
+            )
+        return result(v, f"{candidate} stepped down; {v.leader.id} leads")  # type: ignore[union-attr]
     if step.action == "transfer_leadership":
         progress(0, None, f"transferring leadership {prev} -> {candidate}")
         v = ctx.transfer_and_wait(candidate, progress)

@@ -8,7 +8,11 @@ Rules:
 - a voter is added as a learner first, and promoted only once caught up (the leader
   replicates to it in ``replicate`` state, at most ``CAUGHT_UP_LAG`` entries behind);
 - a removal must leave at least a quorum of the *new* configuration available;
-- removing the leader hands leadership to the most caught-up remaining voter first.
+- removing the leader hands leadership to the most caught-up remaining voter first
+  (or, where leaders only step down, asks it to step down);
+- clusters with several Raft groups (NATS) refuse a removal that would break any
+  group's quorum (``removal_blockers``); clusters without learners (NATS) refuse
+  add_learner and promote, and add a voter by starting it (``joins_by_starting``).
 
 Steps: start_process, add_learner (or add_learner then start_process, for clusters whose
 members join only once added: etcd), wait_caught_up, promote (refused again if the
@@ -26,9 +30,11 @@ from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError, Refused
 from ..core.models import MembershipChange, MembershipRequest, PlanStep, StepResult
 from ..core.plans import make_plan
+from ..core.port import ClusterAdapter
 from ..core.view import CAUGHT_UP_LAG, ClusterView, is_quorum, quorum_of
 
 OPERATION = "change_membership"
+LEADER_WAIT_S = 15.0
 ACTIONS = ("add_learner", "add_voter", "promote", "remove")
 
 
@@ -48,6 +54,7 @@ def plan(ctx: OperationContext, request: MembershipRequest) -> MembershipChange:
         local_addresses=local,
         start_after_add=ctx.adapter.member_joins_after_add,
         ttl_s=ctx.plan_ttl_s,
+        adapter=ctx.adapter,
     )
 
 
@@ -61,6 +68,7 @@ class _Draft:
     api: str | None
     local: tuple[str, str] | None
     start_after_add: bool
+    adapter: ClusterAdapter | None
     voters_after: list[str]
     learners_after: list[str]
     steps: list[PlanStep] = field(default_factory=list)
@@ -82,6 +90,7 @@ def plan_change(
     local_addresses: tuple[str, str] | None = None,
     start_after_add: bool = False,
     ttl_s: int = 900,
+    adapter: ClusterAdapter | None = None,
 ) -> MembershipChange:
     """The plan for ``action`` on ``node_id`` in the cluster as ``view`` saw it.
 
@@ -89,6 +98,8 @@ def plan_change(
     (used when no ``peer_address`` is given); None for clusters we do not run.
     ``start_after_add``: the process can only start once the cluster has added the
     member (etcd), so the start step follows the add instead of preceding it.
+    ``adapter``: its capability flags (learners, joining by starting, targeted
+    transfers) and the other groups' removal blockers; None: raft_core's.
     """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
@@ -99,11 +110,16 @@ def plan_change(
         api_address,
         local_addresses,
         start_after_add,
+        adapter,
         list(view.voters),
         list(view.learners),
     )
     d.reasons += _cluster_ready(view)
-    if action in ("add_learner", "add_voter"):
+    if action in ("add_learner", "promote") and adapter and not adapter.supports_learners:
+        d.reasons.append(f"{adapter.kind} has no learners: add a voter instead (add_voter)")
+    if action == "add_voter" and adapter is not None and adapter.joins_by_starting:
+        _plan_join(d)
+    elif action in ("add_learner", "add_voter"):
         _plan_add(d, as_voter=action == "add_voter")
     elif action == "promote":
         _plan_promote(d)
@@ -197,6 +213,23 @@ def _plan_add(d: _Draft, *, as_voter: bool) -> None:
         d.learners_after = sorted([*view.learners, node])
 
 
+def _plan_join(d: _Draft) -> None:
+    """Members that join by starting (NATS): start the process, wait until current."""
+    node, view = d.node, d.view
+    if node in view.voters:
+        d.reasons.append(f"{node} is already a member")
+    if d.local is None:
+        d.reasons.append(
+            f"raft-manager does not run this cluster's servers: start {node} on its host with "
+            f"routes to the others, then `raft-manager recover {node}` waits until it is current"
+        )
+    else:
+        d.peer, d.api = d.local
+        d.step("start_process", f"start {node} with routes to the others (route {d.peer})")
+    d.step("wait_caught_up", f"wait until {node} is a current member of the group")
+    d.voters_after = sorted([*view.voters, node])
+
+
 def _plan_promote(d: _Draft) -> None:
     node, view = d.node_id, d.view
     if node in view.voters:
@@ -219,6 +252,8 @@ def _plan_remove(d: _Draft) -> None:
     else:
         d.voters_after = [x for x in view.voters if x != node]
         _removal_keeps_quorum(d)
+        if d.adapter is not None:
+            d.reasons += d.adapter.removal_blockers(node)
         _hand_over_first(d)
     d.step("remove", f"remove {node} from the configuration")
     if d.local is not None:
@@ -249,6 +284,17 @@ def _hand_over_first(d: _Draft) -> None:
     if leader is None or d.node_id != leader.id or not d.voters_after:
         return
     target = d.view.most_caught_up(d.voters_after)
+    if d.adapter is not None and not d.adapter.supports_transfer_target:
+        if target is None:
+            d.reasons.append(f"{d.node} is the leader and no other member is caught up")
+        d.steps.append(
+            PlanStep(
+                action="step_down",
+                node=d.node,
+                detail=f"{d.node} is the leader: it steps down first",
+            )
+        )
+        return
     if target is None:
         d.reasons.append(
             f"{d.node_id} is the leader and no remaining voter is caught up to take over"
@@ -372,6 +418,17 @@ def _step(
             raise ManagerError("no caught-up voter to hand leadership to")
         ctx.transfer_and_wait(target, progress)
         return f"leadership moved {node} -> {target}"
+    if step.action == "step_down":
+        adapter.step_down()
+        ok, v = ctx.wait_for(
+            lambda v: v.leader is not None and v.leader.id != node,
+            LEADER_WAIT_S,
+            progress,
+            f"waiting for a leader other than {node}",
+        )
+        if not ok:
+            raise ManagerError(f"no leader other than {node} within {LEADER_WAIT_S:.0f}s")
+        return f"{node} stepped down; {v.leader.id} leads"  # type: ignore[union-attr]
     if step.action == "remove":
         r = adapter.remove(node)
         learners = f", learners {','.join(r.learners)}" if r.learners else ""

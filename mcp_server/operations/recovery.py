@@ -1,19 +1,23 @@
 """recover_node: bring a crashed or lagging member back and wait until it has caught up.
 
 Local clusters: start the process if it is not running, then wait. Other clusters:
-wait if the member answers; otherwise return what the operator must do (raft-manager
-does not run its process; the adapter words the steps for its kind). The plan's steps
-say which: ``start_process`` or ``manual``, then ``wait_caught_up``.
+wait if the member answers; otherwise run the cluster's ``recover_command`` for it
+(clusters.yaml, e.g. ``ssh {host} systemctl restart raft-node@{id}``; see
+``remote``), or, without one, return what the operator must do (the adapter words the
+steps for its kind). The plan's steps say which: ``start_process``, ``run_command`` or
+``manual``, then ``wait_caught_up``.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
 
 from ..core.context import OperationContext, ProgressFn
 from ..core.errors import ManagerError
 from ..core.models import Plan, PlanStep, RecoverRequest, RecoverResult
 from ..core.view import ClusterView
+from . import remote
 
 OPERATION = "recover_node"
 
@@ -28,9 +32,17 @@ def plan(ctx: OperationContext, request: RecoverRequest) -> Plan:
     if adapter.can_control_processes and adapter.running(node) is False:
         steps.append(PlanStep(action="start_process", node=node, detail=f"start {node}'s process"))
     elif not adapter.can_control_processes and not view.reachable(node):
-        steps.append(
-            PlanStep(action="manual", node=node, detail=f"the operator restarts {node} on its host")
-        )
+        if ctx.cluster.recover_command is None:
+            detail = f"the operator restarts {node} on its host"
+            steps.append(PlanStep(action="manual", node=node, detail=detail))
+        else:
+            try:
+                argv = _restart_argv(ctx, view, node)
+                steps.append(
+                    PlanStep(action="run_command", node=node, detail=f"run {shlex.join(argv)}")
+                )
+            except ManagerError as e:
+                reasons.append(e.reason)
     steps.append(
         PlanStep(action="wait_caught_up", node=node, detail=f"wait until {node} has caught up")
     )
@@ -50,6 +62,11 @@ def run(
         progress(0, None, f"starting {node}")
         ctx.adapter.start(node)
         action = "restarted"
+    if "run_command" in actions:
+        argv = _restart_argv(ctx, ctx.view(), node)
+        progress(0, None, f"running {shlex.join(argv)}")
+        remote.run(argv, f"restarting {node}")
+        action = "restarted"
     applied, target = _wait_caught_up(ctx, node, progress, timeout_s)
     progress(1, 1, f"{node} caught up")
     return RecoverResult(
@@ -63,9 +80,21 @@ def run(
     )
 
 
+def _restart_argv(ctx: OperationContext, view: ClusterView, node: str) -> list[str]:
+    """The cluster's ``recover_command`` for ``node``."""
+    template = str(ctx.cluster.recover_command)
+    return remote.node_command(template, node, remote.host_of(ctx, view, node))
+
+
 def _manual(ctx: OperationContext, view: ClusterView, node: str, t0: float) -> RecoverResult:
     st = view.statuses.get(node)
     where = (st.api_address if st else None) or "address unknown"
+    steps = ctx.adapter.restart_instructions(node, where)
+    steps.append(
+        f"or let raft-manager run it: set recover_command for cluster {ctx.name!r} in "
+        f'clusters.yaml, e.g. recover_command: "ssh {{host}} systemctl restart '
+        f'{ctx.adapter.service}@{{id}}"'
+    )
     return RecoverResult(
         cluster=ctx.name,
         node_id=node,
@@ -74,7 +103,7 @@ def _manual(ctx: OperationContext, view: ClusterView, node: str, t0: float) -> R
         applied_index=None,
         target_index=view.leader.commit_index if view.leader else None,
         seconds=round(time.monotonic() - t0, 3),
-        instructions=ctx.adapter.restart_instructions(node, where),
+        instructions=steps,
     )
 
 

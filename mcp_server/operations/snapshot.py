@@ -19,6 +19,11 @@ def plan(ctx: OperationContext, request: SnapshotRequest) -> Plan:
             reasons.append(f"{node} is not a member of this cluster")
         elif not view.reachable(node):
             reasons.append(f"{node} is unreachable")
+    elif ctx.adapter.snapshot_whole_group:
+        # One snapshot of the group (a stream backup), taken through its leader.
+        targets = [view.leader.id] if view.leader else []
+        if not targets:
+            reasons.append("the group has no leader to read the backup through")
     else:
         targets = [
             m

@@ -131,17 +131,13 @@ def _check_current_state(
                 )
             )
     applied = {m: view.statuses[m].applied_index for m in digests if m in view.statuses}
+    first, *rest = adapter.current_state_notes(revision)
     run.reasons.append(
-        f"compared the hash of each member's key space at revision {revision} "
-        "(applied indexes when read: "
+        f"{first} (applied indexes when read: "
         + ", ".join(f"{m} {a}" for m, a in sorted(applied.items()))
         + ")"
     )
-    run.reasons.append(
-        f"{adapter.kind} cannot prove more through its gateway: it hashes only the current "
-        "revision (no hash of a past revision), and exposes no raft log, so past "
-        "revisions and log entries were not compared"
-    )
+    run.reasons += rest
     return run.report(cluster, not run.divergences, common_index=revision, chain=ref)
 
 

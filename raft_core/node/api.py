@@ -1,4 +1,5 @@
-"""The node's HTTP API, exactly as DESIGN.md's "node HTTP API (contract)" says.
+"""The node's HTTP API, exactly as docs/design.md section 2 ("The engine and the node
+API") states the contract.
 
 Handlers validate input, call RaftNode, and map its errors to the contract's status
 codes. Writes sent to a follower are answered 421 with the leader's id and API
@@ -8,12 +9,18 @@ followers and learners included: a follower asks the leader for a read index
 (ReadIndex) and answers from its own state once it has applied that far; 421 only
 when it knows no leader or is not a member, 503 when the leader did not confirm the
 read in time.
+
+Every handler is a module-level function of an ``Api`` (the node and the limits it
+enforces) and the request, so that each can be read and tested alone;
+``build_router`` binds them to one node.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..kv import KVStore
@@ -21,6 +28,7 @@ from ..kv import cas as kv_cas
 from ..kv import delete as kv_delete
 from ..kv import put as kv_put
 from ..statemachine import ApplyResult
+from .config import NodeConfig
 from .errors import ErrorCode, NodeError
 from .faults import parse_fault_request
 from .http_server import (
@@ -132,162 +140,188 @@ def _answer(fut: asyncio.Future[Any], make: Callable[[Any], Response]) -> Deferr
     return Deferred(fut, finish)
 
 
-def build_router(node: RaftNode, api_token: str | None = None) -> Router:
-    cfg = node.cfg
-    router = Router(auth=bearer_auth(api_token) if api_token else None)
-    kv = node.sm if isinstance(node.sm, KVStore) else None
+@dataclass(frozen=True, slots=True)
+class Api:
+    """What every handler needs: the node, its KV store (None when the node runs a
+    custom state machine) and its configuration (the size limits)."""
 
-    def key_of(req: Request) -> str:
-        key = req.path_params["key"]
-        if len(key.encode()) > cfg.max_key_bytes:
-            raise HTTPError(400, "bad_request", f"key is longer than {cfg.max_key_bytes} bytes")
-        return key
+    node: RaftNode
+    cfg: NodeConfig
+    kv: KVStore | None
 
-    def require_kv() -> KVStore:
-        if kv is None:
-            raise HTTPError(
-                404, "not_found", "this node runs a custom state machine, not the KV store"
-            )
-        return kv
+    @classmethod
+    def of(cls, node: RaftNode) -> Api:
+        return cls(node, node.cfg, node.sm if isinstance(node.sm, KVStore) else None)
 
-    def committed(res: ApplyResult) -> Any:
-        if res.error is not None:
-            raise HTTPError(
-                409 if res.error.code != "bad_command" else 400, res.error.code, str(res.error)
-            )
-        return res.value
 
-    async def status(req: Request) -> Response:
-        return json_response(200, node.status().to_json())
+def _key_of(api: Api, req: Request) -> str:
+    key = req.path_params["key"]
+    if len(key.encode()) > api.cfg.max_key_bytes:
+        raise HTTPError(400, "bad_request", f"key is longer than {api.cfg.max_key_bytes} bytes")
+    return key
 
-    def write_answer(res: ApplyResult) -> Response:
-        committed(res)
-        return json_response(200, {"index": res.index, "term": res.term})
 
-    def put(req: Request) -> Deferred:
-        require_kv()
-        key = key_of(req)
-        body = req.json()
-        _fields(body, {"value", "client_id", "seq"}, {"value"})
-        value = _opt_str(body, "value", cfg.max_value_bytes)
-        if value is None:
-            raise HTTPError(
-                400, "bad_request", "value must be a string (use DELETE to remove a key)"
-            )
-        cid, seq = _session(body)
-        return _answer(node.submit(kv_put(key, value), cid, seq), write_answer)
+def _require_kv(api: Api) -> KVStore:
+    if api.kv is None:
+        raise HTTPError(404, "not_found", "this node runs a custom state machine, not the KV store")
+    return api.kv
 
-    def get(req: Request) -> Deferred | Response:
-        store = require_kv()
-        key = key_of(req)
-        consistency = req.query.get("consistency", "linearizable")
-        if consistency not in ("linearizable", "stale"):
-            raise HTTPError(400, "bad_request", "consistency must be 'linearizable' or 'stale'")
 
-        def value_now(_: object = None) -> Response:
-            # After a barrier: read once this node has applied at least its read index.
-            return json_response(
-                200, {"value": store.get(key), "applied_index": node.replica.applied_index}
-            )
+def _committed(res: ApplyResult) -> Any:
+    if res.error is not None:
+        raise HTTPError(
+            409 if res.error.code != "bad_command" else 400, res.error.code, str(res.error)
+        )
+    return res.value
 
-        if consistency == "stale":
-            return value_now()
-        return _answer(node.submit_read(), value_now)
 
-    def delete(req: Request) -> Deferred:
-        require_kv()
-        key = key_of(req)
-        body = req.json() if req.body else {}
-        _fields(body, {"client_id", "seq"})
-        cid, seq = _session(body)
+def _write_answer(res: ApplyResult) -> Response:
+    _committed(res)
+    return json_response(200, {"index": res.index, "term": res.term})
 
-        def deleted(res: ApplyResult) -> Response:
-            value = committed(res)
-            return json_response(
-                200, {"index": res.index, "term": res.term, "deleted": bool(value["deleted"])}
-            )
 
-        return _answer(node.submit(kv_delete(key), cid, seq), deleted)
+async def status(api: Api, req: Request) -> Response:
+    return json_response(200, api.node.status().to_json())
 
-    def cas(req: Request) -> Deferred:
-        require_kv()
-        key = key_of(req)
-        body = req.json()
-        _fields(body, {"expected", "value", "client_id", "seq"}, {"expected", "value"})
-        expected = _opt_str(body, "expected", cfg.max_value_bytes)
-        value = _opt_str(body, "value", cfg.max_value_bytes)
-        cid, seq = _session(body)
 
-        def swapped(res: ApplyResult) -> Response:
-            out = committed(res)
-            return json_response(
-                200, {"ok": out["ok"], "value": out["value"], "index": res.index, "term": res.term}
-            )
+def put(api: Api, req: Request) -> Deferred:
+    _require_kv(api)
+    key = _key_of(api, req)
+    body = req.json()
+    _fields(body, {"value", "client_id", "seq"}, {"value"})
+    value = _opt_str(body, "value", api.cfg.max_value_bytes)
+    if value is None:
+        raise HTTPError(400, "bad_request", "value must be a string (use DELETE to remove a key)")
+    cid, seq = _session(body)
+    return _answer(api.node.submit(kv_put(key, value), cid, seq), _write_answer)
 
-        return _answer(node.submit(kv_cas(key, expected, value), cid, seq), swapped)
 
-    async def transfer(req: Request) -> Response:
-        body = req.json() if req.body else {}
-        _fields(body, {"target"})
-        target = body.get("target")
-        if target is not None and not isinstance(target, str):
-            raise HTTPError(400, "bad_request", "target must be a node id or null")
-        leader, term = await node.transfer_leadership(target)
-        return json_response(200, {"leader": leader, "term": term})
+def get(api: Api, req: Request) -> Deferred | Response:
+    store = _require_kv(api)
+    key = _key_of(api, req)
+    consistency = req.query.get("consistency", "linearizable")
+    if consistency not in ("linearizable", "stale"):
+        raise HTTPError(400, "bad_request", "consistency must be 'linearizable' or 'stale'")
+    node = api.node
 
-    async def campaign(req: Request) -> Response:
-        term = node.campaign()
-        return json_response(200, {"started": True, "term": term})
-
-    async def membership(req: Request) -> Response:
-        body = req.json()
-        _fields(body, {"action", "id", "peer_address", "api_address"}, {"action", "id"})
-        node_id = body["id"]
-        if not isinstance(node_id, str) or not node_id or len(node_id) > 64:
-            raise HTTPError(400, "bad_request", "id must be a node id (1-64 characters)")
-        action = body["action"]
-        if action not in ("add_learner", "promote", "remove"):
-            raise HTTPError(400, "bad_request", "action must be add_learner, promote or remove")
-        peer = _opt_str(body, "peer_address", 256)
-        api = _opt_str(body, "api_address", 256)
-        out = await node.change_membership(action, node_id, peer, api)
-        return json_response(200, out)
-
-    async def snapshot(req: Request) -> Response:
-        index, size = await node.take_snapshot()
-        return json_response(200, {"snapshot_index": index, "bytes": size})
-
-    async def admin_log(req: Request) -> Response:
+    def value_now(_: object = None) -> Response:
+        # After a barrier: read once this node has applied at least its read index.
         return json_response(
-            200, node.log_entries(_int_query(req, "start"), _int_query(req, "end"))
+            200, {"value": store.get(key), "applied_index": node.replica.applied_index}
         )
 
-    async def digest(req: Request) -> Response:
-        return json_response(200, node.digest(_int_query(req, "at")))
+    if consistency == "stale":
+        return value_now()
+    return _answer(node.submit_read(), value_now)
 
-    async def faults(req: Request) -> Response:
-        if not cfg.allow_fault_injection:
-            raise HTTPError(
-                403,
-                "forbidden",
-                "fault injection is disabled; start the node with --allow-fault-injection",
-            )
-        return json_response(200, node.set_faults(parse_fault_request(req.json())))
 
-    async def metrics(req: Request) -> Response:
-        return text_response(200, node.metrics.render(), content_type="text/plain; version=0.0.4")
+def delete(api: Api, req: Request) -> Deferred:
+    _require_kv(api)
+    key = _key_of(api, req)
+    body = req.json() if req.body else {}
+    _fields(body, {"client_id", "seq"})
+    cid, seq = _session(body)
+    return _answer(api.node.submit(kv_delete(key), cid, seq), _deleted)
 
-    router.add("GET", "/v1/status", _guard(status), public=True)
-    router.add("PUT", "/v1/kv/{key}", _guard_now(put))
-    router.add("GET", "/v1/kv/{key}", _guard_now(get))
-    router.add("DELETE", "/v1/kv/{key}", _guard_now(delete))
-    router.add("POST", "/v1/kv/{key}/cas", _guard_now(cas))
-    router.add("POST", "/v1/admin/transfer-leadership", _guard(transfer))
-    router.add("POST", "/v1/admin/campaign", _guard(campaign))
-    router.add("POST", "/v1/admin/membership", _guard(membership))
-    router.add("POST", "/v1/admin/snapshot", _guard(snapshot))
-    router.add("GET", "/v1/admin/log", _guard(admin_log))
-    router.add("GET", "/v1/admin/digest", _guard(digest))
-    router.add("POST", "/v1/admin/faults", _guard(faults))
-    router.add("GET", "/metrics", _guard(metrics), public=True)
+
+def _deleted(res: ApplyResult) -> Response:
+    value = _committed(res)
+    return json_response(
+        200, {"index": res.index, "term": res.term, "deleted": bool(value["deleted"])}
+    )
+
+
+def cas(api: Api, req: Request) -> Deferred:
+    _require_kv(api)
+    key = _key_of(api, req)
+    body = req.json()
+    _fields(body, {"expected", "value", "client_id", "seq"}, {"expected", "value"})
+    expected = _opt_str(body, "expected", api.cfg.max_value_bytes)
+    value = _opt_str(body, "value", api.cfg.max_value_bytes)
+    cid, seq = _session(body)
+    return _answer(api.node.submit(kv_cas(key, expected, value), cid, seq), _swapped)
+
+
+def _swapped(res: ApplyResult) -> Response:
+    out = _committed(res)
+    return json_response(
+        200, {"ok": out["ok"], "value": out["value"], "index": res.index, "term": res.term}
+    )
+
+
+async def transfer(api: Api, req: Request) -> Response:
+    body = req.json() if req.body else {}
+    _fields(body, {"target"})
+    target = body.get("target")
+    if target is not None and not isinstance(target, str):
+        raise HTTPError(400, "bad_request", "target must be a node id or null")
+    leader, term = await api.node.transfer_leadership(target)
+    return json_response(200, {"leader": leader, "term": term})
+
+
+async def campaign(api: Api, req: Request) -> Response:
+    term = api.node.campaign()
+    return json_response(200, {"started": True, "term": term})
+
+
+async def membership(api: Api, req: Request) -> Response:
+    body = req.json()
+    _fields(body, {"action", "id", "peer_address", "api_address"}, {"action", "id"})
+    node_id = body["id"]
+    if not isinstance(node_id, str) or not node_id or len(node_id) > 64:
+        raise HTTPError(400, "bad_request", "id must be a node id (1-64 characters)")
+    action = body["action"]
+    if action not in ("add_learner", "promote", "remove"):
+        raise HTTPError(400, "bad_request", "action must be add_learner, promote or remove")
+    peer = _opt_str(body, "peer_address", 256)
+    api_address = _opt_str(body, "api_address", 256)
+    out = await api.node.change_membership(action, node_id, peer, api_address)
+    return json_response(200, out)
+
+
+async def snapshot(api: Api, req: Request) -> Response:
+    index, size = await api.node.take_snapshot()
+    return json_response(200, {"snapshot_index": index, "bytes": size})
+
+
+async def admin_log(api: Api, req: Request) -> Response:
+    return json_response(
+        200, api.node.log_entries(_int_query(req, "start"), _int_query(req, "end"))
+    )
+
+
+async def digest(api: Api, req: Request) -> Response:
+    return json_response(200, api.node.digest(_int_query(req, "at")))
+
+
+async def faults(api: Api, req: Request) -> Response:
+    if not api.cfg.allow_fault_injection:
+        raise HTTPError(
+            403,
+            "forbidden",
+            "fault injection is disabled; start the node with --allow-fault-injection",
+        )
+    return json_response(200, api.node.set_faults(parse_fault_request(req.json())))
+
+
+async def metrics(api: Api, req: Request) -> Response:
+    return text_response(200, api.node.metrics.render(), content_type="text/plain; version=0.0.4")
+
+
+def build_router(node: RaftNode, api_token: str | None = None) -> Router:
+    router = Router(auth=bearer_auth(api_token) if api_token else None)
+    api = Api.of(node)
+    router.add("GET", "/v1/status", _guard(partial(status, api)), public=True)
+    router.add("PUT", "/v1/kv/{key}", _guard_now(partial(put, api)))
+    router.add("GET", "/v1/kv/{key}", _guard_now(partial(get, api)))
+    router.add("DELETE", "/v1/kv/{key}", _guard_now(partial(delete, api)))
+    router.add("POST", "/v1/kv/{key}/cas", _guard_now(partial(cas, api)))
+    router.add("POST", "/v1/admin/transfer-leadership", _guard(partial(transfer, api)))
+    router.add("POST", "/v1/admin/campaign", _guard(partial(campaign, api)))
+    router.add("POST", "/v1/admin/membership", _guard(partial(membership, api)))
+    router.add("POST", "/v1/admin/snapshot", _guard(partial(snapshot, api)))
+    router.add("GET", "/v1/admin/log", _guard(partial(admin_log, api)))
+    router.add("GET", "/v1/admin/digest", _guard(partial(digest, api)))
+    router.add("POST", "/v1/admin/faults", _guard(partial(faults, api)))
+    router.add("GET", "/metrics", _guard(partial(metrics, api)), public=True)
     return router

@@ -31,6 +31,13 @@ def check_address(text: str, what: str, *, listen: bool = False) -> tuple[str, i
         raise ConfigError(str(e)) from None
 
 
+def check_node_id(node_id: str) -> None:
+    """A node id is 1-64 letters, digits, '-' or '_': it names files, certificates and
+    hosts' config entries, so nothing else is allowed in it."""
+    if not node_id or len(node_id) > 64 or not node_id.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"node id {node_id!r} must be 1-64 letters, digits, '-' or '_'")
+
+
 def parse_peers(text: str) -> dict[NodeId, str]:
     """``n1=127.0.0.1:7101,n2=...`` -> {"n1": "127.0.0.1:7101", ...}."""
     peers: dict[NodeId, str] = {}
@@ -41,6 +48,9 @@ def parse_peers(text: str) -> dict[NodeId, str]:
         check_address(addr, f"address of peer {node}")
         peers[node] = addr
     return peers
+
+
+STATE_STORES = ("lmdb", "memory")
 
 
 @dataclass
@@ -81,6 +91,10 @@ class NodeConfig:
     # is not: a snapshot costs the whole state, so its cost per entry stays bounded.
     snapshot_entries: int = 10_000
     keep_entries: int = 1_000
+    # Where the KV state lives: "lmdb" (default) on disk in <data_dir>/state.mdb,
+    # "memory" in Python dicts, rebuilt from the snapshot and the log at each start
+    # (docs/design.md, "The on-disk state machine").
+    state_store: str = "lmdb"
     # Requests waiting in the proposal pipeline before new ones get 503.
     max_pending_proposals: int = 10_000
     # How long a client request may wait for its entry to apply.
@@ -105,7 +119,7 @@ class NodeConfig:
     peer_cert_file: Path | None = None
     peer_key_file: Path | None = None
     peer_trusted_ca_file: Path | None = None
-    # -- Limits on what API clients can make the node hold (see http_server.py).
+    # -- Limits on what API clients can make the node hold (see http_server/).
     max_api_connections: int = 1000
     request_head_timeout_ms: int = 10_000
     request_body_timeout_ms: int = 30_000
@@ -146,16 +160,13 @@ class NodeConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
 
     def validate(self) -> None:
-        if (
-            not self.id
-            or len(self.id) > 64
-            or not self.id.replace("-", "").replace("_", "").isalnum()
-        ):
-            raise ConfigError(f"node id {self.id!r} must be 1-64 letters, digits, '-' or '_'")
+        check_node_id(self.id)
         check_address(self.peer_listen, "--peer-listen", listen=True)
         check_address(self.api_listen, "--api-listen", listen=True)
         if self.fsync not in ("always", "never"):
             raise ConfigError(f"--fsync must be 'always' or 'never', not {self.fsync!r}")
+        if self.state_store not in STATE_STORES:
+            raise ConfigError(f"--state-store must be one of {', '.join(STATE_STORES)}")
         if self.event_loop not in LOOP_CHOICES:
             raise ConfigError(f"--event-loop must be one of {', '.join(LOOP_CHOICES)}")
         if self.event_loop == "uvloop" and self.peer_tls:
@@ -245,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         "that while the log since the last snapshot is smaller than the snapshot)",
     )
     p.add_argument("--keep-entries", type=int)
+    p.add_argument(
+        "--state-store",
+        choices=list(STATE_STORES),
+        help="lmdb (default): the KV state on disk, restarts resume from it; memory: "
+        "in memory, rebuilt from the latest snapshot at each start",
+    )
     p.add_argument("--max-pending-proposals", type=int)
     p.add_argument("--request-timeout-ms", type=int)
     p.add_argument("--api-token-file", type=Path, help="file holding the API bearer token")

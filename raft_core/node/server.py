@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import random
 import time
@@ -31,6 +32,7 @@ from typing import Any
 import msgpack
 
 from ..confchange import ChangeOp, ConfChange
+from ..diskstate import STORE_FILE, DiskReplica, arm_crash_points, crash_point
 from ..driver import Driver, DriverHooks, Failure, FailureCode
 from ..kv import KVStore
 from ..raft import RaftConfig
@@ -53,6 +55,12 @@ log = logging.getLogger("raft_core.node")
 # How far past ``snapshot_entries`` a large state may defer its snapshot (see
 # RaftNode._maybe_snapshot).
 SNAPSHOT_WAIT_FACTOR = 4
+# A snapshot image smaller than this is never deferred: it costs next to nothing, and
+# an on-disk store's image has a fixed overhead of a few pages even when nearly empty.
+SNAPSHOT_DEFER_MIN_BYTES = 64 << 10
+# Each node snapshots after snapshot_entries times a factor in [1, 1 + this), fixed
+# per node id, so that the members of a cluster do not all snapshot at the same index.
+SNAPSHOT_JITTER = 0.3
 # The engine's events worth a log line, and at what level; the rest are only counted
 # (see RaftNode._on_engine_event).
 _LOGGED_EVENTS = {
@@ -90,8 +98,33 @@ class RaftNode:
         self.cfg = cfg
         self._request_timeout_s = cfg.request_timeout_ms / 1000
         self.id = cfg.id
-        self.sm: StateMachine = state_machine if state_machine is not None else KVStore()
-        self.replica = Replica(self.sm)
+        # The state machine: the on-disk KV by default, else the caller's (or the
+        # in-memory KV with --state-store memory), all behind the Replica contract.
+        self.replica: Replica
+        if state_machine is not None:
+            self.replica = Replica(state_machine)
+        elif cfg.state_store == "lmdb":
+            os.makedirs(cfg.data_dir, exist_ok=True)
+            self.replica = DiskReplica(Path(cfg.data_dir) / STORE_FILE)
+        else:
+            self.replica = Replica(KVStore())
+        self.sm: StateMachine = self.replica.sm
+        self.state_store = (
+            "custom" if state_machine is not None else cfg.state_store  # for status
+        )
+        if cfg.allow_fault_injection and arm_crash_points():
+            log.warning("%s: crash point armed: %s", cfg.id, os.environ.get("RAFT_NODE_CRASH_AT"))
+        self.snapshot_every = round(
+            cfg.snapshot_entries * (1 + SNAPSHOT_JITTER * random.Random(cfg.id).random())
+        )
+        # The snapshot image writer: not the disk thread, whose WAL writes must not
+        # queue behind a whole image.
+        self._snap_pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raft-snap-{cfg.id}"
+        )
+        self._snapshot_task: asyncio.Task | None = None
+        self.loop_lag_s = 0.0  # the ticker's latest lateness
+        self.loop_lag_max_s = 0.0
         self.metrics = Registry()
         self._init_metrics()
         self.storage: DiskStorage | None = None
@@ -182,6 +215,26 @@ class RaftNode:
         m.gauge(
             "raft_pending_proposals", "Client commands waiting", lambda: float(self.pending_count())
         )
+        self.m_loop_lag = m.histogram(
+            "raft_loop_lag_seconds",
+            "How late the event loop ran the node's tick timer (a stall of the loop)",
+            [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2],
+        )
+        m.gauge(
+            "raft_loop_lag_max_seconds",
+            "The largest loop lag seen since the node started",
+            lambda: self.loop_lag_max_s,
+        )
+        self.m_snapshot_seconds = m.histogram(
+            "raft_snapshot_seconds",
+            "Time to take a snapshot (image written off the loop, then saved)",
+            [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
+        )
+        m.gauge(
+            "raft_snapshot_bytes",
+            "Size of the latest snapshot image",
+            lambda: float(self._last_snapshot_bytes),
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -218,7 +271,15 @@ class RaftNode:
         self.addresses[cfg.id] = MemberAddress(cfg.advertised_peer, cfg.advertised_api)
         if state.snapshot is not None:
             snap = state.snapshot
-            self.adopt_snapshot(snap, self.replica.restore(snap.data) if snap.data else None)
+            if snap.data and self.replica.applied_index < snap.meta.index:
+                extra = await self._loop.run_in_executor(
+                    self._disk, self.replica.restore, snap.data
+                )
+            else:
+                # The on-disk store already holds the snapshot (and maybe more, which
+                # the log replays over without applying twice).
+                extra = getattr(self.replica, "extra", None)
+            self.adopt_snapshot(snap, extra)
         raft_cfg = RaftConfig(
             id=cfg.id,
             election_tick=cfg.election_ticks,
@@ -261,11 +322,16 @@ class RaftNode:
                 await self._tick_task
         await self.transport.close()
         self._fail_everything("the node is shutting down")
+        if self._snapshot_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._snapshot_task
         # Wait for the disk thread to finish what it is doing, then close.
         await self.run_on_disk(lambda: None)
         if self.storage is not None:
             await self.run_on_disk(self.storage.close)
         self._disk.shutdown(wait=True)
+        self._snap_pool.shutdown(wait=True)
+        self.replica.close()
 
     async def _ticker(self) -> None:
         interval = self.cfg.tick_ms / 1000
@@ -273,6 +339,13 @@ class RaftNode:
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - self._loop.time()))
+            # The loop-lag probe: how late this tick woke up is how long the loop was
+            # busy elsewhere (a stall of the loop delays every timer alike).
+            lag = max(0.0, self._loop.time() - next_at)
+            self.loop_lag_s = lag
+            if lag > self.loop_lag_max_s:
+                self.loop_lag_max_s = lag
+            self.m_loop_lag.observe(lag)
             if self._fatal is not None:
                 return
             self.raw.tick()
@@ -397,6 +470,7 @@ class RaftNode:
             if self._last_leader is not None:
                 self.m_leader_changes.inc()
         if rd.committed_entries:
+            self.replica.commit()  # the batch, its sessions and applied index: one transaction
             self._applied_bytes += sum(len(e.data) for e in rd.committed_entries)
         self._maybe_snapshot()
 
@@ -632,55 +706,96 @@ class RaftNode:
             self._update_peers()
 
     def _maybe_snapshot(self) -> None:
-        """Snapshot after ``snapshot_entries`` applied entries, or later for a large state.
+        """Snapshot after this node's share of ``snapshot_entries`` applied entries, or
+        later for a large state.
 
-        A snapshot serializes and writes the whole state, so taking one every N entries
-        costs O(state / N) per entry, which grows without bound with the state. Waiting
+        A snapshot writes the whole state, so taking one every N entries costs
+        O(state / N) per entry, which grows without bound with the state. Waiting
         until the payloads applied since the last snapshot add up to its size keeps the
         cost per entry bounded (each byte of log pays for at most one byte of
         snapshot); ``SNAPSHOT_WAIT_FACTOR`` bounds how long the log may grow meanwhile.
+        The threshold carries a per-node jitter (``SNAPSHOT_JITTER``): members do not
+        all write an image at the same index. At most one snapshot runs at a time: the
+        task is remembered, so it is neither scheduled twice nor left unretrieved.
         """
-        if self._snapshotting:
+        if self._snapshotting or self._snapshot_task is not None:
             return
         since = self.replica.applied_index - self._last_snapshot_index
-        every = self.cfg.snapshot_entries
+        every = self.snapshot_every
         if since < every:
             return
-        if since < every * SNAPSHOT_WAIT_FACTOR and self._applied_bytes < self._last_snapshot_bytes:
+        if (
+            since < every * SNAPSHOT_WAIT_FACTOR
+            and self._last_snapshot_bytes > SNAPSHOT_DEFER_MIN_BYTES
+            and self._applied_bytes < self._last_snapshot_bytes
+        ):
             return
-        self._loop.create_task(self.take_snapshot())
+        task = self._loop.create_task(self.take_snapshot(), name=f"raft-snapshot-{self.id}")
+        self._snapshot_task = task
+        task.add_done_callback(self._snapshot_done)
+
+    def _snapshot_done(self, task: asyncio.Task) -> None:
+        self._snapshot_task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: snapshot failed: %s", self.id, task.exception())
 
     async def take_snapshot(self) -> tuple[int, int]:
-        """Snapshot the state machine at its applied index and compact the log."""
+        """Snapshot the state machine at its applied index and compact the log.
+
+        The loop only captures a consistent view (a read transaction of the on-disk
+        store, a fork of an in-memory one); the image is written to a file on the
+        snapshot thread, then saved and the log compacted on the disk thread. The
+        snapshot's data is that file, mapped: the leader streams chunks of it to
+        followers without holding it in memory (docs/design.md, "Snapshots off the
+        loop").
+        """
         self._check_serving()
         if self._snapshotting:
             raise Conflict("a snapshot is already being taken")
         index = self.replica.applied_index
-        if index <= self._last_snapshot_index:
+        if index <= self._last_snapshot_index or self.raw.applied_index < index:
+            # (After a restart the store may be ahead of the log being replayed over
+            # it: the configuration as of its index is known once the replay gets there.)
             return self._last_snapshot_index, 0
         self._snapshotting = True
+        started = time.monotonic()
+        assert self.storage is not None
+        storage = self.storage
+        images = Path(self.cfg.data_dir) / "images"
         try:
+            images.mkdir(exist_ok=True)
             addresses = {n: [a.peer, a.api] for n, a in self.addresses.items()}
             meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
-            snap = Snapshot(meta, self.replica.snapshot(extra={"addresses": addresses}))
-            assert self.storage is not None
-            storage = self.storage
+            path = images / f"{index:016d}-{meta.term:016d}.img"
+            write_image = self.replica.snapshot_writer(path, extra={"addresses": addresses})
+            await self._loop.run_in_executor(self._snap_pool, write_image)
+            snap = Snapshot(meta, _map_file(path))
 
-            def write() -> None:
+            def save() -> None:
                 storage.save_snapshot(snap)
+                crash_point("snapshot-saved")
                 storage.compact(max(0, index - self.cfg.keep_entries))
+                for old in images.iterdir():
+                    if old != path:
+                        old.unlink(missing_ok=True)  # a follower still reading it keeps it open
 
-            await self.run_on_disk(write)
+            await self.run_on_disk(save)
             self.raw.compact(snap, self.cfg.keep_entries)
             self._last_snapshot_index = index
             self._last_snapshot_bytes = len(snap.data)
             self._applied_bytes = 0
             self.m_snapshots.inc()
-            log.info("%s: snapshot at %d (%d bytes)", self.id, index, len(snap.data))
+            took = time.monotonic() - started
+            self.m_snapshot_seconds.observe(took)
+            log.info("%s: snapshot at %d (%d bytes, %.2fs)", self.id, index, len(snap.data), took)
             return index, len(snap.data)
         except StorageError as e:
             self.storage_failed(e)
             raise Unavailable(f"storage failure: {e}") from None
+        except OSError as e:
+            # Writing the image failed (disk full, ...): the log is kept, retry later.
+            log.error("%s: snapshot at %d failed: %s", self.id, index, e)
+            raise Unavailable(f"snapshot failed: {e}") from None
         except ValueError as e:
             # e.g. a snapshot installed from the leader meanwhile is newer than ours.
             log.warning("%s: snapshot at %d skipped: %s", self.id, index, e)
@@ -702,6 +817,8 @@ class RaftNode:
             faults=self.fault_set(),
             healthy=self._fatal is None,
             peer_auth=self.transport.peer_auth,
+            loop_lag_ms=(round(self.loop_lag_s * 1000, 1), round(self.loop_lag_max_s * 1000, 1)),
+            state_store=self.state_store,
         )
 
     def digest(self, at: int | None = None) -> dict:
@@ -774,6 +891,21 @@ class _WalWriter:
 
     def write(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
         node = self.node
+        if rd.snapshot is not None:
+            # A received snapshot: saved, and its image staged beside the store, on the
+            # disk thread; the driver's restore then only swaps files on the loop.
+            snap = rd.snapshot
+            stage = getattr(node.replica, "stage", None)
+
+            def install() -> None:
+                node.persist(rd)
+                crash_point("install-saved")
+                if stage is not None and snap.data:
+                    stage(snap.data)
+
+            fut = node._loop.run_in_executor(node._disk, install)
+            fut.add_done_callback(lambda f: done(f.exception()))
+            return
         if node.snapshotting or (rd.must_sync and node.cfg.fsync == "always" and self._offload(rd)):
             # While a snapshot is being written on the disk thread, every write
             # queues behind it: DiskStorage has one owner at a time.
@@ -862,6 +994,12 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
     def transfer_failed(self, token: asyncio.Future, failure: Failure) -> None:
         if not token.done():
             token.set_exception(self.node.transfer_error_for(failure))
+
+
+def _map_file(path: Path) -> mmap.mmap:
+    """A file's bytes, read on demand (a snapshot's data without a copy in memory)."""
+    with open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 __all__ = [

@@ -30,6 +30,9 @@ class NodeStatus:
     faults: dict[str, Any]
     healthy: bool
     peer_auth: str  # how peers prove who they are: "tls", "secret" or "none"
+    # How late the loop ran the node's timer: the latest and the largest since start.
+    loop_lag_ms: tuple[float, float] = (0.0, 0.0)
+    state_store: str = "custom"  # "lmdb", "memory" or "custom" (a library's machine)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document of the node API contract (GET /v1/status): the engine's
@@ -57,6 +60,8 @@ class NodeStatus:
         doc["faults"] = self.faults
         doc["healthy"] = self.healthy
         doc["peer_auth"] = self.peer_auth
+        doc["loop_lag_ms"] = {"last": self.loop_lag_ms[0], "max": self.loop_lag_ms[1]}
+        doc["state_store"] = self.state_store
         return doc
 
     @classmethod
@@ -91,7 +96,18 @@ class NodeStatus:
             faults=_field(doc, "faults", dict),
             healthy=_field(doc, "healthy", bool),
             peer_auth=_field(doc, "peer_auth", str),
+            loop_lag_ms=_loop_lag(doc),
+            state_store=_opt(doc, "state_store", str) or "custom",
         )
+
+
+def _loop_lag(doc: dict) -> tuple[float, float]:
+    """``loop_lag_ms`` (absent from nodes older than the loop-lag probe: zeros)."""
+    lag = _opt(doc, "loop_lag_ms", dict) or {}
+    last, top = lag.get("last", 0.0), lag.get("max", 0.0)
+    if not all(isinstance(v, int | float) for v in (last, top)):
+        raise StatusFormatError("loop_lag_ms.last and loop_lag_ms.max must be numbers")
+    return float(last), float(top)
 
 
 class StatusFormatError(ValueError):

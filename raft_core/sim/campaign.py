@@ -43,6 +43,7 @@ COUNTERS = (
     "pauses",
     "follower_reads",
     "reads_failed",
+    "store_batches_lost",
 )
 
 
@@ -162,6 +163,9 @@ def plan_run(seed: int) -> RunPlan:
     extra = random.Random(seed * 7919 + 11)
     config.broadcast_commit = extra.random() < 0.5
     config.close_notices = extra.random() < 0.5
+    # Its own stream: a third of the runs keep the state machine in raft-node's
+    # on-disk store, simulated (raft_core/sim/store.py), whose crashes lose batches.
+    config.stored_state = random.Random(seed * 7919 + 17).random() < 0.35
     return plan
 
 
@@ -506,6 +510,9 @@ def run_one(seed: int, *, keep_trace: bool = False) -> RunResult:
     result.stats.update({k: c.stats.get(k, 0) for k in COUNTERS})
     result.stats["snapshots_taken"] = sum(n.snapshots_taken for n in c.nodes.values())
     result.stats["torn_tails_dropped"] = sum(n.disk.torn_tails_dropped for n in c.nodes.values())
+    result.stats["store_batches_lost"] = sum(
+        n.store.batches_lost for n in c.nodes.values() if n.store is not None
+    )
     if keep_trace or not result.ok:
         result.trace = [*c.trace[-400:], c.dump()]
     return result

@@ -25,6 +25,7 @@ from .disk import Disk
 from .invariants import InvariantViolation, SafetyChecker
 from .network import LinkProfile, SimNetwork
 from .node import SimNode
+from .store import SimStore
 
 # -- client <-> node protocol (simulated RPCs) ---------------------------------
 
@@ -73,6 +74,9 @@ class SimConfig:
     # link delay and report their leader lost (as raft-node does on a closed socket).
     close_notices: bool = False
     check_invariants: bool = True
+    # The state machine as raft-node keeps it by default: in a store on disk whose
+    # unsynced batches a crash may lose (raft_core/sim/store.py).
+    stored_state: bool = False
     # A run that handles more events than this is livelocked (the busiest campaign
     # runs handle ~15k): it fails at once, naming its seed, instead of spinning.
     max_events: int = 250_000
@@ -206,6 +210,9 @@ class SimCluster:
             disk_latency_ms=self.cfg.disk_latency_ms,
             snapshot_every=self.cfg.snapshot_every,
             keep_entries=self.cfg.keep_entries,
+            store=(
+                SimStore(random.Random(f"{self.seed}/{nid}")) if self.cfg.stored_state else None
+            ),
         )
         self._hook_events(node)
         self.nodes[nid] = node

@@ -21,6 +21,7 @@ from ..rawnode import RawNode, Ready
 from ..statemachine import ApplyResult, Replica
 from ..types import ConfState, Entry, Message, NodeId, Snapshot, SnapshotMeta
 from .disk import Disk
+from .store import SimStore, StoredReplica
 
 Outcome = Callable[[tuple[Any, Any] | Failure], None]
 
@@ -48,6 +49,8 @@ class SimHooks(DriverHooks[Any]):
         self.node.on_apply(self.node, entry, result)
 
     def advanced(self, rd: Ready, confs: list[ConfState]) -> None:
+        if rd.committed_entries:
+            self.node.replica.commit()
         self.node._maybe_snapshot()
 
     def storage_failed(self, error: BaseException) -> None:
@@ -98,6 +101,7 @@ class SimNode:
         on_request_failed: Callable[[SimNode, Any, Failure], None],
         disk_latency_ms: tuple[float, float] = (0.0, 0.0),
         snapshot_every: int = 0,
+        store: SimStore | None = None,
         keep_entries: int = 10,
     ) -> None:
         self.id = node_id
@@ -114,6 +118,7 @@ class SimNode:
         self.on_request_failed = on_request_failed
         self.disk_latency_ms = disk_latency_ms
         self.snapshot_every = snapshot_every
+        self.store = store  # the state on disk (raft-node's store), or in memory
         self.keep_entries = keep_entries
         self.up = False
         # A paused process (SIGSTOP): no clock, and what arrives waits in ``inbox``
@@ -135,10 +140,11 @@ class SimNode:
     def start(self) -> None:
         state = self.disk.recovered()
         self.raw = RawNode(self.config, state, random.Random(self.rng.getrandbits(64)))
-        self.kv = KVStore()
-        self.replica = Replica(self.kv)
-        if state.snapshot is not None:
-            self.replica.restore(state.snapshot.data)
+        self.replica = Replica(KVStore()) if self.store is None else self.store.open()
+        self.kv = self.replica.sm  # type: ignore[assignment]
+        snap = state.snapshot
+        if snap is not None and self.replica.applied_index < snap.meta.index:
+            self.replica.restore(snap.data)
         self.up = True
         self.incarnation += 1
         self.writing = None
@@ -158,6 +164,8 @@ class SimNode:
         self.inbox = []
         self.incarnation += 1  # invalidates scheduled disk completions
         self.driver.stop()
+        if self.store is not None:
+            self.store.crash()
         if self.writing is not None:
             self.disk.crash_during(self.writing, self.rng)
             self.writing = None
@@ -217,7 +225,11 @@ class SimNode:
         index = self.replica.applied_index
         if index == 0 or (self.disk.snapshot and self.disk.snapshot.meta.index >= index):
             return None
+        if self.raw.applied_index < index:  # a store ahead of the log's replay
+            return None
         meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
+        if isinstance(self.replica, StoredReplica):
+            self.replica.sync()  # as DiskReplica.snapshot_writer does
         snap = Snapshot(meta, self.replica.snapshot())
         self.disk.save_snapshot(snap)
         self.raw.compact(snap, self.keep_entries)

@@ -1,0 +1,142 @@
+"""``raft-manager nats up|down``: a local NATS JetStream cluster to try the NATS adapter on.
+
+``up`` starts the servers (``local.nats``) and writes the cluster's entry into
+clusters.yaml (``kind: nats``, its client and monitoring URLs, the system-account user
+and the file holding its password, ``mode: sandbox`` and its ``dir`` so the manager can
+kill, stop, restart and add servers); ``down`` stops every server (data kept). Both
+answer a ``LocalClusterState`` and run under the guard-and-audit path, audited as
+``cluster_up`` / ``cluster_down`` with ``kind: nats`` (as ``etcd up|down`` are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo
+from ..core.config import state_dir
+from ..local.nats import SYS_USER, NatsLocalCluster, get_json
+from . import render
+from .etcd import config_path, dir_from_config, write_entry
+from .launcher import base_port_for, cluster_state, run_launcher, stopped_detail
+from .ui import EXIT_OK, UI
+
+
+def default_dir() -> Path:
+    return state_dir() / "nats"
+
+
+def entry(lc: NatsLocalCluster) -> dict[str, Any]:
+    """The clusters.yaml entry of a local NATS cluster."""
+    return {
+        "kind": "nats",
+        "servers": lc.client_urls(),
+        "monitor": lc.monitor_urls(),
+        "username": SYS_USER,
+        "password_file": str(lc.password_file),
+        "dir": str(lc.dir),
+        "mode": "sandbox",
+    }
+
+
+def up(
+    directory: str | None, *, nodes: int, base_port: int | None, name: str, config: str | None
+) -> LocalClusterState:
+    d = Path(directory).expanduser().resolve() if directory else default_dir()
+    # Clients on base+i and monitoring on base+100+i are the ports checked; routes
+    # (base+50+i) sit inside the same reserved block.
+    base_port = base_port_for(base_port, nodes, 7700)
+    t0 = time.monotonic()
+    lc = NatsLocalCluster.up(d, nodes=nodes, base_port=base_port)
+    took = time.monotonic() - t0
+    path = config_path(config)
+    write_entry(path, name, entry(lc))
+    st = describe(lc, "up", took, "")
+    st.detail = (
+        f"{nodes} nats-server processes up in {d}; JetStream meta leader {st.leader} (in "
+        f"{took:.1f}s); cluster {name!r} written to {path} (use --config {path} --cluster {name})"
+    )
+    return st
+
+
+def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
+    d = (
+        Path(directory).expanduser().resolve()
+        if directory
+        else dir_from_config(name, config, "nats", default_dir())
+    )
+    t0 = time.monotonic()
+    lc = NatsLocalCluster.load(d)
+    stopped = lc.down()
+    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "nats-server(s)"))
+
+
+def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
+    """Each server, its pid and its role in the meta group."""
+    infos: list[LocalNodeInfo] = []
+    for s in lc.servers:
+        alive = lc.alive(s)
+        role = None
+        if alive:
+            try:
+                meta = get_json(f"{s.monitor_url}/jsz").get("meta_cluster") or {}
+            except (OSError, ValueError):
+                meta = {}
+            if meta.get("leader"):
+                role = "leader" if meta["leader"] == s.name else "follower"
+        infos.append(
+            LocalNodeInfo(
+                id=s.name,
+                peer_address=s.route_url,
+                api_address=s.client_url,
+                data_dir=s.data_dir,
+                pid=s.pid if alive else None,
+                running=alive,
+                role=role,
+                log=str(lc.dir / f"{s.name}.log"),
+            )
+        )
+    return cluster_state(lc.dir, action, seconds, detail, infos)
+
+
+# -- the commands --------------------------------------------------------------------
+
+
+def _guarded(
+    args: argparse.Namespace,
+    operation: str,
+    arguments: dict[str, Any],
+    fn: Callable[[], LocalClusterState],
+) -> LocalClusterState:
+    """Run ``fn`` under the guard (policy, one audit line) as a sandbox NATS cluster."""
+    c = ClusterConfig(name=args.name, kind="nats", dir=args.dir, mode="sandbox")
+    logs = "server logs in the cluster directory"
+    return run_launcher(args, c, operation, {"kind": "nats", **arguments}, fn, logs)
+
+
+def cmd_nats_up(args: argparse.Namespace, ui: UI) -> int:
+    def start() -> LocalClusterState:
+        with ui.spinner(f"starting {args.nodes} nats-servers and waiting for a meta leader"):
+            return up(
+                args.dir,
+                nodes=args.nodes,
+                base_port=args.base_port,
+                name=args.name,
+                config=args.config,
+            )
+
+    arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
+    ui.emit(_guarded(args, "cluster_up", arguments, start), render.local_view)
+    return EXIT_OK
+
+
+def cmd_nats_down(args: argparse.Namespace, ui: UI) -> int:
+    def stop() -> LocalClusterState:
+        with ui.spinner("stopping the nats-servers"):
+            return down(args.dir, name=args.name, config=args.config)
+
+    ui.emit(_guarded(args, "cluster_down", {"dir": args.dir}, stop), render.local_view)
+    return EXIT_OK

@@ -1,0 +1,78 @@
+"""Helpers for the tests against real NATS JetStream: find ``nats-server``, run 3-server
+clusters that always stop, and managers on them.
+
+With no nats-server the tests fail when ``CI`` is set and are skipped elsewhere, saying
+how to install one. Clusters use a reserved block of loopback ports (the allocator the
+raft_core and etcd tests share). Teardown reloads the state file so servers the manager
+added stop too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testkit import release_base_port, reserve_base_port
+
+from mcp_server.core.audit import AuditLog
+from mcp_server.core.config import ClusterConfig, Config
+from mcp_server.core.plans import PlanStore
+from mcp_server.local.nats import INSTALL_HINT, SYS_USER, NatsLocalCluster, find_binary
+from mcp_server.manager import Manager
+
+
+def require() -> str:
+    binary = find_binary()
+    if binary is None:
+        message = f"no nats-server found: {INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+@contextlib.contextmanager
+def nats_cluster(directory: Path, nodes: int = 3) -> Iterator[NatsLocalCluster]:
+    binary = require()
+    base = reserve_base_port()
+    try:
+        yield NatsLocalCluster.up(directory, nodes=nodes, base_port=base, binary=binary)
+    finally:
+        with contextlib.suppress(Exception):
+            NatsLocalCluster.load(directory).down(grace_s=2.0)
+        release_base_port(base)
+
+
+def nats_config(
+    lc: NatsLocalCluster, state: Path, *, name: str = "js", local: bool = True, **cluster: Any
+) -> Config:
+    """A config naming ``lc``: with its ``dir`` (servers managed) unless ``local`` is false."""
+    # Production needs an out-of-band approval by default; these tests exercise the
+    # plan-then-apply flow itself, not approvals (test_mcp_approvals.py).
+    cluster.setdefault("require_approval", False)
+    cluster.setdefault("mode", "sandbox")
+    c = ClusterConfig(
+        name=name,
+        kind="nats",
+        servers=lc.client_urls(),
+        monitor=lc.monitor_urls(),
+        username=SYS_USER,
+        password_file=str(lc.password_file),
+        dir=str(lc.dir) if local else None,
+        **cluster,
+    )
+    return Config(clusters={name: c}, default=name, audit_log=str(state / "audit.jsonl"))
+
+
+def nats_manager(lc: NatsLocalCluster, state: Path, **kw: Any) -> Manager:
+    cfg = nats_config(lc, state, **kw)
+    c = cfg.cluster(None)
+    return Manager(c, config=cfg, plans=PlanStore(state / "plans"))
+
+
+def audit_lines(state: Path) -> list[dict]:
+    return AuditLog(state / "audit.jsonl").read()

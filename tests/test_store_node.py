@@ -1,0 +1,177 @@
+"""raft-node with its on-disk store (the default): restarts resume from the store,
+snapshots are taken off the loop and never twice at once, the loop-lag probe shows a
+stall, and ``--state-store memory`` still restores from its snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from testkit import started_single_node
+
+from raft_core.diskstate import DiskReplica
+from raft_core.node.errors import Conflict
+from raft_core.node.server import RaftNode
+
+
+async def _write(node: RaftNode, n: int, tag: str) -> None:
+    for i in range(n):
+        await node.propose(["put", f"{tag}{i}", f"value-{i}"])
+
+
+async def _no_snapshot_running(node: RaftNode) -> None:
+    for _ in range(500):
+        if node._snapshot_task is None and not node._snapshotting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a snapshot is still running after 5 s")
+
+
+def test_a_restart_resumes_from_the_store_without_restoring_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def first() -> tuple[int, int, dict]:
+        node = await started_single_node(tmp_path, snapshot_entries=50, keep_entries=5)
+        try:
+            await _write(node, 130, "k")
+            await _no_snapshot_running(node)
+            return node.replica.applied_index, node.status().engine.snapshot_index, node.digest()
+        finally:
+            await node.stop()
+
+    applied, snap_index, digest = asyncio.run(first())
+    assert 0 < snap_index < applied
+
+    def refuse(self, data):
+        raise AssertionError("the store already holds the snapshot: nothing to restore")
+
+    monkeypatch.setattr(DiskReplica, "restore", refuse)
+
+    async def second() -> None:
+        node = await started_single_node(tmp_path, snapshot_entries=50, keep_entries=5)
+        try:
+            assert node.replica.applied_index >= applied
+            assert node.sm.get("k129") == "value-129"
+            # (a new term's first entry has been applied since: compare at the old index)
+            assert node.digest(applied)["chain"] == digest["chain"]
+            assert node.status().to_json()["state_store"] == "lmdb"
+        finally:
+            await node.stop()
+
+    asyncio.run(second())
+
+
+def test_a_running_snapshot_is_never_scheduled_twice(tmp_path: Path) -> None:
+    unretrieved: list[dict] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+        node = await started_single_node(tmp_path, snapshot_entries=20, keep_entries=5)
+        try:
+            await _write(node, node.snapshot_every, "a")
+            task = node._snapshot_task
+            assert task is not None  # the last write started one
+            for _ in range(5):
+                node._maybe_snapshot()
+                assert node._snapshot_task is task
+            if node._snapshotting:
+                with pytest.raises(Conflict):
+                    await node.take_snapshot()
+            await _no_snapshot_running(node)
+            assert node.status().engine.snapshot_index >= node.snapshot_every
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+    assert unretrieved == []
+
+
+def test_the_loop_lag_probe_reports_a_stall_in_status_and_metrics(tmp_path: Path) -> None:
+    async def main() -> None:
+        node = await started_single_node(tmp_path)
+        try:
+            await asyncio.sleep(0.05)
+            time.sleep(0.3)  # the stall: the loop is blocked for 300 ms
+            await asyncio.sleep(0.05)  # a tick runs late, then measures
+            lag = node.status().to_json()["loop_lag_ms"]
+            assert lag["max"] >= 250, lag
+            text = node.metrics.render()
+            assert "raft_loop_lag_seconds_bucket" in text
+            line = next(x for x in text.splitlines() if x.startswith("raft_loop_lag_max_seconds"))
+            assert float(line.split()[-1]) >= 0.25
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+
+
+def test_the_in_memory_store_still_restores_from_its_snapshot(tmp_path: Path) -> None:
+    async def life(check: tuple[int, str] | None) -> tuple[int, str]:
+        node = await started_single_node(
+            tmp_path, snapshot_entries=30, keep_entries=5, state_store="memory"
+        )
+        try:
+            if check is None:
+                await _write(node, 60, "m")
+                await _no_snapshot_running(node)
+                assert node.status().engine.snapshot_index >= 30
+            else:
+                # Rebuilt from the snapshot and the log (replayed once this term's
+                # first entry commits); a new term's entry came since.
+                await node.read_barrier()
+                assert node.digest(check[0])["chain"] == check[1]
+            assert node.sm.get("m59") == "value-59"
+            return node.replica.applied_index, node.replica.chain.hex()
+        finally:
+            await node.stop()
+
+    asyncio.run(life(asyncio.run(life(None))))
+    assert not (tmp_path / "state.mdb").exists()
+
+
+def test_the_snapshot_image_is_written_and_saved_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop only captures the view: copying the store into the image file and
+    saving the snapshot file happen on other threads (the loop's thread is recorded)."""
+    import threading
+
+    from raft_core.node.storage import DiskStorage
+
+    threads: dict[str, str] = {}
+    real_writer = DiskReplica.snapshot_writer
+    real_save = DiskStorage.save_snapshot
+
+    def writer(self, path, extra=None):
+        threads["capture"] = threading.current_thread().name
+        write = real_writer(self, path, extra)
+
+        def recorded() -> None:
+            threads["image"] = threading.current_thread().name
+            write()
+
+        return recorded
+
+    def save(self, snap):
+        threads["save"] = threading.current_thread().name
+        return real_save(self, snap)
+
+    monkeypatch.setattr(DiskReplica, "snapshot_writer", writer)
+    monkeypatch.setattr(DiskStorage, "save_snapshot", save)
+
+    async def main() -> None:
+        node = await started_single_node(tmp_path)
+        try:
+            await _write(node, 200, "s")
+            index, size = await node.take_snapshot()
+            assert index >= 200 and size > 0
+            loop_thread = threading.current_thread().name
+            assert threads["capture"] == loop_thread
+            assert threads["image"] != loop_thread and threads["save"] != loop_thread
+            assert threads["image"] != threads["save"]  # WAL writes never queue behind it
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
