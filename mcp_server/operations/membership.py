@@ -215,7 +215,7 @@ def _plan_add(d: _Draft, *, as_voter: bool) -> None:
 
 def _plan_join(d: _Draft) -> None:
     """Members that join by starting (NATS): start the process, wait until current."""
-    node, view = d.node, d.view
+    node, view = d.node_id, d.view
     if node in view.voters:
         d.reasons.append(f"{node} is already a member")
     if d.local is None:
@@ -286,12 +286,12 @@ def _hand_over_first(d: _Draft) -> None:
     target = d.view.most_caught_up(d.voters_after)
     if d.adapter is not None and not d.adapter.supports_transfer_target:
         if target is None:
-            d.reasons.append(f"{d.node} is the leader and no other member is caught up")
+            d.reasons.append(f"{d.node_id} is the leader and no other member is caught up")
         d.steps.append(
             PlanStep(
                 action="step_down",
-                node=d.node,
-                detail=f"{d.node} is the leader: it steps down first",
+                node=d.node_id,
+                detail=f"{d.node_id} is the leader: it steps down first",
             )
         )
         return
