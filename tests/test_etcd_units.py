@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mcp_server.adapters.etcd import EtcdAdapter
-from mcp_server.adapters.etcd_gateway import b64, base_url, gateway_error, hex_id, num, unb64
+from mcp_server.clients.etcd_gateway import b64, base_url, gateway_error, hex_id, num, unb64
 from mcp_server.core.config import ClusterConfig, load_config
 from mcp_server.core.context import OperationContext
 from mcp_server.core.errors import InputError

@@ -12,8 +12,8 @@ import json
 import httpx
 import pytest
 
-from mcp_server.adapters.http import exchange
 from mcp_server.adapters.processes import LocalProcesses
+from mcp_server.clients.http import exchange
 from mcp_server.core import policy
 from mcp_server.core.audit import REDACTED, AuditLog, redact
 from mcp_server.core.config import load_config, resolve_token, state_dir
@@ -435,7 +435,7 @@ def test_health_warns_once_about_members_without_peer_authentication(auths, warn
     assert r.healthy  # a warning, not a failed check
 
 
-# -- one HTTP exchange (adapters/http.py), as both kinds' clients use it ----------------------
+# -- one HTTP exchange (clients/http.py), as both kinds' clients use it ----------------------
 
 
 def _exchange(handler, *, reads_only: bool):
