@@ -47,7 +47,7 @@ def test_destructive_plan_needs_an_out_of_band_approval(tmp_path, state):
                 "elect_leader",
                 {"target": target, "plan_id": plan["plan_id"]},
                 "needs a human's approval",
-                f"raft-manager approve {plan['plan_id']}",
+                f"`raft-manager --config {cfg} approve {plan['plan_id']}`",  # this server's
                 "cannot be approved through MCP",
             )
             assert "refused" in text

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +63,7 @@ MCP_V1 = "1.30.0"
 def state_dir(tmp_path_factory) -> Iterator[Path]:
     """The embedded default cluster, started once in a private state directory."""
     state = tmp_path_factory.mktemp("matrix-state")
-    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    env = {**os.environ, "RAFT_MANAGER_STATE_DIR": str(state)}
     base = reserve_base_port()
     cli = [str(BIN / "raft-manager")]
     try:
@@ -81,9 +82,12 @@ def state_dir(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def server(state_dir) -> dict:
-    """How a client starts the stdio server: command, arguments, environment."""
-    env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
-    return {"command": str(BIN / "raft-manager-mcp"), "args": [], "env": env}
+    """How a client starts the stdio server: command, arguments, environment. The
+    environment is as little as stdio hosts pass (the Inspector passes HOME, TERM, PATH,
+    SHELL, PWD): every setting is an argument."""
+    env = {k: os.environ[k] for k in ("HOME", "PATH", "TERM", "SHELL") if k in os.environ}
+    args = ["--state-dir", str(state_dir)]
+    return {"command": str(BIN / "raft-manager-mcp"), "args": args, "env": env}
 
 
 @pytest.fixture(scope="module")
@@ -199,10 +203,11 @@ def test_python_sdk_2x(api, transport, server, http_url, tool_list):
 
 @pytest.fixture(scope="module")
 def mcp_v1_python(request) -> Path:
-    """A venv with mcp==1.30.0, kept in pytest's cache so reruns reuse it."""
-    home = Path(
-        request.config.cache.mkdir(f"mcp-{MCP_V1}-py{sys.version_info[0]}{sys.version_info[1]}")
-    )
+    """A venv with mcp==1.30.0, kept in pytest's cache (else the temp dir), keyed by the
+    versions, so reruns reuse it."""
+    key = f"mcp-{MCP_V1}-py{sys.version_info[0]}{sys.version_info[1]}"
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    home = Path(cache.mkdir(key)) if cache else Path(tempfile.gettempdir()) / f"raft-test-{key}"
     python = home / "bin" / "python"
     probe = [str(python), "-c", "import importlib.metadata as m; print(m.version('mcp'))"]
     if (
@@ -253,13 +258,7 @@ def test_inspector_cli(server, tool_list, tmp_path):
     """The Inspector CLI in its default protocol era, as a new user runs it."""
     require_node()
     inspector = [str(NODE_BIN / "mcp-inspector"), "--cli"]
-    target = [
-        "-e",
-        f"XDG_STATE_HOME={server['env']['XDG_STATE_HOME']}",
-        "--",
-        server["command"],
-        *server["args"],
-    ]
+    target = ["--", server["command"], *server["args"]]
 
     def run(*method: str) -> dict:
         done = subprocess.run(
@@ -319,7 +318,7 @@ class ScriptedModel:
     PreToolUse hook must block, and repairs the follower, which the hook lets through."""
 
     def __init__(self, state_dir: Path, learner: str) -> None:
-        self.env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
+        self.env = {**os.environ, "RAFT_MANAGER_STATE_DIR": str(state_dir)}
         self.learner = learner
         self.killed: str | None = None
 
@@ -377,16 +376,14 @@ def test_claude_code_offline(hooks_from, state_dir, tool_list, tmp_path):
     else:
         prompt = f"/{SERVER} {prompt}"
     config = tmp_path / "mcp.json"
-    config.write_text(json.dumps({"mcpServers": {SERVER: {
-        "command": str(BIN / "raft-manager-mcp"), "args": [],
-        "env": {"XDG_STATE_HOME": str(state_dir)},
-    }}}))  # fmt: skip
+    server = {"command": str(BIN / "raft-manager-mcp"), "args": ["--state-dir", str(state_dir)]}
+    config.write_text(json.dumps({"mcpServers": {SERVER: server}}))
     model = ScriptedModel(state_dir, learner)
     with serving(model) as (standin, url):
         env = {
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # the hooks' raft-manager
             "HOME": str(home),
-            "XDG_STATE_HOME": str(state_dir),
+            "RAFT_MANAGER_STATE_DIR": str(state_dir),  # where the hooks look
             "ANTHROPIC_BASE_URL": url,
             "ANTHROPIC_API_KEY": "sk-ant-stand-in",
             # Offline: no telemetry or updates, and any request that is not for the
@@ -459,3 +456,23 @@ def test_hook_matchers_name_every_mutation_tool(tool_list):
     for hooks in (skill, settings["hooks"]):
         for event in ("PreToolUse", "PostToolUse"):
             assert [m["matcher"] for m in hooks[event]] == [expected], event
+
+
+def test_revision_rules_catch_what_broke_the_clients():
+    """The rules have teeth: issue 18's union output schema, a bad hint, a bad name."""
+    union = {
+        "name": "elect_leader",
+        "inputSchema": {"type": "object", "properties": {}},
+        "outputSchema": {"anyOf": [{"type": "object"}, {"type": "object"}]},
+        "annotations": {"readOnlyHint": "no"},
+    }
+    assert revision_problems(union, "2024-11-05") == []  # neither field exists there yet
+    assert revision_problems(union, "2025-03-26") == ["annotations.readOnlyHint: must be a boolean"]
+    assert 'outputSchema: root "type" must be "object" (got None)' in revision_problems(
+        union, "2025-06-18"
+    )
+    spaced = {"name": "elect leader", "inputSchema": {"type": "object", "required": "x"}}
+    first, second, third = revision_problems(spaced, "2025-11-25")
+    assert first == "inputSchema.required: must be a list of strings"
+    assert second == "name: 'elect leader' is outside [A-Za-z0-9_.-]{1,128}"
+    assert third.startswith("inputSchema: not a valid JSON Schema 2020-12:")

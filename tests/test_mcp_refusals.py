@@ -202,7 +202,10 @@ def test_policy_refusals_through_mcp(tmp_path, state, monkeypatch):
                 "needs a plan id",
                 "next:",
             )
-            await err(c, "snapshot", {}, "needs a plan id", "raft-manager --cluster prod snapshot")
+            await err(
+                c, "snapshot", {}, "needs a plan id",
+                f"`raft-manager --config {cfg} --cluster prod snapshot --dry-run`",
+            )  # fmt: skip
             await err(c, "recover_node", {"node_id": "n1"}, "needs a plan id")
             await err(c, "elect_leader", {"target": "n1"}, "needs a plan id")
             await err(

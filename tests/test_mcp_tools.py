@@ -306,9 +306,9 @@ def test_resources_and_prompts(tmp_path, state):
                 *(f"raft://runbooks/{p.stem}" for p in RUNBOOKS.glob("*.md")),
             }
             assert len(uris) == 9  # the five duties' runbooks
-            st = ClusterStatus.model_validate_json(
-                (await c.read_resource("raft://clusters/t/status")).contents[0].text
-            )
+            text = (await c.read_resource("raft://clusters/t/status")).contents[0].text
+            st = ClusterStatus.model_validate_json(text)
+            assert "\n" not in text and "null" not in text  # the tool's compact document
             assert st.leader == leader_of(lc)
             gone = json.loads(
                 (await c.read_resource("raft://clusters/other/status")).contents[0].text

@@ -3,15 +3,18 @@ each call on a worker thread, its progress as MCP progress, its errors as tool e
 
 The manager does the work (policy, plans, approvals, refusals, audit); this module only
 translates: ``Refused``/``ManagerError`` become tool errors carrying the reason and the
-next step, and the manager's ``progress(done, total, message)`` becomes progress
+next step (a command it asks a human to run names this server's config and state dir),
+and the manager's ``progress(done, total, message)`` becomes progress
 notifications.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import anyio
@@ -21,6 +24,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from ..core import Config, ManagerError, ProgressFn, Refused
+from ..core.config import ENV_STATE_DIR
 from ..local import ClusterError
 from ..manager import Manager
 
@@ -61,6 +65,17 @@ class Backend:
                 )
                 self._managers[name] = mgr
         return mgr
+
+    def for_a_human(self, text: str) -> str:
+        """``text`` with each `raft-manager ...` command a human is asked to run made to
+        reach this server's plans and audit log: its config file and, when the server
+        was given one, its state dir (docs/design.md, section 6)."""
+        prefix = "raft-manager"
+        if self.config.path:
+            prefix += f" --config {Path(self.config.path).expanduser().resolve()}"
+        if state := os.environ.get(ENV_STATE_DIR):
+            prefix = f"{ENV_STATE_DIR}={state} {prefix}"
+        return text.replace("`raft-manager ", f"`{prefix} ")
 
     def close(self) -> None:
         with self._guard:
@@ -114,6 +129,8 @@ class Backend:
                     f"this tool takes no plan_id; on this cluster a human runs `{command} "
                     "--dry-run`, reviews the plan, then applies it with --plan-id"
                 )
+            if e.next_step:
+                e.next_step = self.for_a_human(e.next_step)
             raise tool_error(e) from None
         except ClusterError as e:
             raise ToolError(

@@ -21,6 +21,7 @@ from ..core import Config, ManagerError
 from ..core.audit import AuditLog
 from ..core.config import APP
 from ..manager import Manager
+from .results import document
 
 AUDIT_TAIL = 50
 
@@ -45,7 +46,8 @@ def register(server: MCPServer, cfg: Config, skill: Path | None) -> None:
         def status() -> str:
             try:  # a read: never starts the cluster
                 with Manager.open(cfg, name) as mgr:
-                    return mgr.status().model_dump_json(indent=2)
+                    # the cluster_status tool's document: compact, no null optional fields
+                    return json.dumps(document(mgr.status()), separators=(",", ":"))
             except ManagerError as e:
                 return json.dumps({"cluster": name, "error": e.code, "reason": str(e)})
 
