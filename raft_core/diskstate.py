@@ -45,6 +45,7 @@ import lmdb
 import msgpack
 
 from .kv import KVStore, hash_items
+from .node.snapfile import pieces
 from .statemachine import ApplyResult, Replica, Session
 from .types import Entry
 
@@ -461,9 +462,10 @@ class DiskReplica(Replica):
         with self._view_lock:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                for piece in pieces(data):
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)

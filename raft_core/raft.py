@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import quorum
 from .confchange import ConfChange, ConfChangeError, apply_change
@@ -36,6 +37,7 @@ from .types import (
     Role,
     Snapshot,
     SnapshotChunk,
+    SnapshotMeta,
 )
 
 MT = MessageType
@@ -79,6 +81,11 @@ class RaftConfig:
     # to a tick later. Safety does not depend on it: followers never need to know
     # the commit index for the leader to answer clients.
     broadcast_commit: bool = True
+    # Where a follower keeps the chunks of a snapshot it receives (memory by default;
+    # raft-node writes them to a file, so a large image never sits on the heap).
+    snapshot_buffer: Callable[[SnapshotMeta], SnapshotBuffer] = field(
+        default=lambda _meta: MemorySnapshotBuffer()
+    )
 
     def validate(self) -> None:
         if not self.id:
@@ -91,13 +98,38 @@ class RaftConfig:
             raise ValueError("snapshot chunk size and window must be positive")
 
 
+class SnapshotBuffer(Protocol):
+    """The bytes of a snapshot being received, appended chunk by chunk in order."""
+
+    def __len__(self) -> int: ...
+
+    def extend(self, data: bytes) -> None: ...
+
+    def finish(self, total: int) -> bytes:
+        """The whole image (its first ``total`` bytes): no chunk follows."""
+
+
+class MemorySnapshotBuffer:
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def extend(self, data: bytes) -> None:
+        self._buf += data
+
+    def finish(self, total: int) -> bytes:
+        return bytes(self._buf[:total])
+
+
 @dataclass(slots=True)
 class IncomingSnapshot:
     """Chunks of a snapshot being received, kept aside until the last one arrives."""
 
     index: int
     term: int
-    buffer: bytearray
+    buffer: SnapshotBuffer
 
 
 class Raft:
@@ -790,7 +822,8 @@ class Raft:
             return
         inc = self.incoming_snapshot
         if chunk.offset == 0 and (inc is None or (inc.index, inc.term) != (meta.index, meta.term)):
-            inc = self.incoming_snapshot = IncomingSnapshot(meta.index, meta.term, bytearray())
+            buffer = self.cfg.snapshot_buffer(meta)
+            inc = self.incoming_snapshot = IncomingSnapshot(meta.index, meta.term, buffer)
         if inc is None or (inc.index, inc.term) != (meta.index, meta.term):
             # We hold nothing of this snapshot: ask for it from the start.
             self._send(Message(MT.SNAP_RESP, m.frm, self.id, index=meta.index, reject=True))
@@ -805,12 +838,12 @@ class Raft:
             )
             return
         if chunk.offset == have:
-            inc.buffer += chunk.data
+            inc.buffer.extend(chunk.data)
             have = len(inc.buffer)
         if not chunk.done or have < chunk.total:
             self._send(Message(MT.SNAP_RESP, m.frm, self.id, index=meta.index, reject_hint=have))
             return
-        snapshot = Snapshot(meta, bytes(inc.buffer[: chunk.total]))
+        snapshot = Snapshot(meta, inc.buffer.finish(chunk.total))
         self.incoming_snapshot = None
         self._restore(snapshot)
         self._send(Message(MT.APP_RESP, m.frm, self.id, index=self.log.last_index()))

@@ -306,7 +306,8 @@ class Replica:
     def restore(self, data: bytes) -> Any:
         """Replace everything with a snapshot's image; returns the driver's ``extra``."""
         try:
-            img = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            # bytes() reads a snapshot left in its file (a FileImage) whole.
+            img = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False)
             if img.get("v") != 1:
                 raise ValueError(f"unknown snapshot version {img.get('v')!r}")
             self.sm.restore(img["sm"])

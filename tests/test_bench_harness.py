@@ -54,3 +54,25 @@ def test_unknown_peer_is_a_usage_error(capsys):
     assert main(["bench", "--quick", "--compare", "zookeeper", "--json"]) == 2
     err = json.loads(capsys.readouterr().out)
     assert "zookeeper" in json.dumps(err)
+
+
+def test_big_state_bench_on_ours_alone_reports_every_figure(capsys):
+    """``bench --big-state`` end to end at a small size (the lead runs the million)."""
+    assert main(["bench", "--big-state", "--keys", "1500", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["options"] == {"keys": 1500, "value_size": 1024, "writers": 16, "compare": []}
+    [ours] = doc["systems"]
+    fill = ours["fill"]
+    assert fill["keys_written"] >= 1500 and fill["errors"] == 0
+    assert fill["windows"] and all(w["throughput"] > 0 for w in fill["windows"])
+    assert fill["leader_changes"] >= 0 and fill["worst_max_ms"] > 0
+    assert len(ours["peak_rss_mb"]) == 4  # three members and the learner
+    assert ours["largest_loop_stall_ms"] >= 0
+    assert set(ours["snapshots"]) == {"n1", "n2", "n3"}
+    assert 0 < ours["restart_s"] < 120 and 0 < ours["learner_catchup_s"] < 300
+    assert doc["targets"][0]["target"] == "zero leader changes"
+
+
+def test_big_state_compares_with_etcd_only(capsys):
+    assert main(["bench", "--big-state", "--compare", "pysyncobj", "--json"]) == 2
+    assert "etcd only" in capsys.readouterr().out

@@ -48,6 +48,11 @@ def test_campaign_200_seeds_finds_nothing_and_reports_the_contract_summary():
     # Clients send reads to every node: the checker judges follower reads too.
     assert summary["follower_reads"] > 500
     assert summary["pauses"] > 100
+    # The targeted actions (docs/design.md, "The campaign's targeted actions").
+    assert summary["figure8_crashes"] > 0
+    assert summary["joint_splits"] > 5
+    assert summary["liveness_windows"] > 20
+    assert summary["close_notices"] > 1000
 
 
 def test_a_failing_seed_exits_non_zero_and_prints_its_replay_command(monkeypatch, capsys):

@@ -22,6 +22,10 @@ class Recorder(DriverHooks[str]):
     def __init__(self) -> None:
         self.log: list[str] = []
         self.pending_writes: list[tuple[Ready, Callable[[BaseException | None], None]]] = []
+        self.applied_entries: list[int] = []
+        # Passes that ended: the host's chance to take a snapshot (raft-node and the
+        # simulator take theirs here, at the applied index).
+        self.advances = 0
 
     # storage and transport
     def write(self, rd: Ready, done: Callable[[BaseException | None], None]) -> None:
@@ -37,6 +41,9 @@ class Recorder(DriverHooks[str]):
             done(None)
 
     # hooks
+    def applied(self, entry: Entry, result: ApplyResult) -> None:
+        self.applied_entries.append(entry.index)
+
     def write_done(self, token: str, index: int, term: int, result: ApplyResult) -> None:
         self.log.append(f"done {token}@{index}")
 
@@ -50,6 +57,7 @@ class Recorder(DriverHooks[str]):
         self.log.append(f"read failed {token} {failure.code.value}")
 
     def advanced(self, rd: Ready, confs: list[ConfState]) -> None:
+        self.advances += 1
         self.log.extend(f"conf entry {i} {[n for _, n in cc.changes]}" for i, cc in rd.conf_changes)
 
     def conf_change_done(self, token: str, index: int, conf: ConfState) -> None:
@@ -73,11 +81,16 @@ class Soon:
             self.queue.pop(0)()
 
 
-def _driver(node: str) -> tuple[RawNode, Driver[str], Recorder, Soon]:
+def _driver(node: str, state: Replica | None = None) -> tuple[RawNode, Driver[str], Recorder, Soon]:
     raw = RawNode(RaftConfig(node, pre_vote=False), PersistedState.bootstrap(["n1", "n2", "n3"]))
     rec, soon = Recorder(), Soon()
     drv: Driver[str] = Driver(
-        raw, storage=rec, transport=rec, state=Replica(KVStore()), call_soon=soon, hooks=rec
+        raw,
+        storage=rec,
+        transport=rec,
+        state=state or Replica(KVStore()),
+        call_soon=soon,
+        hooks=rec,
     )
     return raw, drv, rec, soon
 
@@ -190,3 +203,87 @@ def test_a_replaced_conf_change_is_told_so_and_a_refused_one_at_once():
     _settle(drv, rec, soon)
     assert "conf failed c1 replaced None" in rec.log, rec.log
     assert raw.conf.voters == {"n1", "n2", "n3"}
+
+
+# -- persist before apply (issue 23: a driver that applied first passed every test) --
+
+
+def _follower_holding_a_write() -> tuple[Replica, KVStore, bytes, Recorder, Soon]:
+    """n2 steps an append from n1 (term 2) carrying entries 2 and 3 and commit index
+    3, and runs the pass it causes; the write of those entries is held. Also returns
+    a snapshot of the state machine from before the append."""
+    kv = KVStore()
+    replica = Replica(kv)
+    raw, drv, rec, soon = _driver("n2", replica)
+    _settle(drv, rec, soon)
+    before = replica.snapshot()
+    rec.log.clear()
+    rec.applied_entries.clear()
+    rec.advances = 0
+    entries = [
+        Entry(2, 2, data=encode_command(["put", "k", "v"])),
+        Entry(3, 2, data=encode_command(["put", "k", "w"])),
+    ]
+    raw.step(Message(MT.APP, "n2", "n1", term=2, index=1, log_term=1, entries=entries, commit=3))
+    drv.kick()
+    soon.run()
+    assert [[e.index for e in rd.entries] for rd, _ in rec.pending_writes] == [[2, 3]]
+    return replica, kv, before, rec, soon
+
+
+def test_a_follower_applies_snapshots_and_acknowledges_nothing_until_its_write_completes():
+    """The append commits what it carries, but until those entries are durable here
+    the state machine must not move (a crash would leave it ahead of the log a
+    restart recovers; a snapshot taken of it would claim entries the disk lacks), and
+    the leader must not hear an acknowledgement (it counts toward commit)."""
+    replica, kv, before, rec, soon = _follower_holding_a_write()
+    assert rec.applied_entries == [] and replica.applied_index == 1, "applied before the write"
+    assert replica.snapshot() == before
+    assert rec.advances == 0, "the pass ended (the host may snapshot) before the write"
+    assert not any("APP_RESP" in line for line in rec.log), rec.log
+    soon.run()  # nothing else runs while the write is out
+    assert rec.applied_entries == [] and not any("APP_RESP" in line for line in rec.log)
+
+    rec.finish_writes()
+    soon.run()
+    assert rec.applied_entries == [2, 3] and replica.applied_index == 3
+    assert kv.get("k") == "w"
+    assert rec.log[-1] == "send APP_RESP>n1" and rec.advances == 1, rec.log
+
+
+def test_a_planted_apply_before_persist_is_caught(monkeypatch):
+    """The test above has teeth: with the bug of issue 23 planted (committed entries
+    applied in the pass that produced them, before its write), it sees them applied."""
+    from planted import plant_apply_before_persist
+
+    plant_apply_before_persist(monkeypatch.setattr)
+    replica, *_ = _follower_holding_a_write()
+    assert replica.applied_index == 3
+
+
+def test_a_leader_applies_and_answers_nothing_until_its_own_write_completes():
+    """Both followers acknowledge the leader's new entries before its own write is
+    done: that is a majority, and the entries commit. Still nothing is applied or
+    answered (and no snapshot taken) until the leader's write of them completes."""
+    raw, drv, rec, soon = _leader()
+    replica = drv._state
+    before = replica.applied_index
+    drv.submit(encode_command(["put", "k", "v"]), "w1")
+    soon.run()
+    assert rec.log == ["send APP>n2,APP>n3", "write [3]"]
+    rec.applied_entries.clear()
+    rec.advances = 0
+    _ack(raw, "n2", 3)
+    _ack(raw, "n3", 3)
+    drv.kick()
+    soon.run()
+    assert raw.commit_index == 3, "a majority of followers holds entry 3"
+    assert rec.applied_entries == [] and replica.applied_index == before
+    assert rec.advances == 0 and not any(line.startswith("done") for line in rec.log)
+
+    rec.finish_writes()
+    soon.run()
+    rec.finish_writes()
+    soon.run()
+    assert rec.applied_entries == [3] and replica.applied_index == 3
+    assert rec.log[-1] == "done w1@3", rec.log

@@ -4,7 +4,6 @@ nothing changed, and one audit line (reason, redacted arguments) per refusal."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from manager_helpers import (
@@ -36,6 +35,12 @@ def refused(fn, *match: str) -> Refused:
         assert m in text, f"{m!r} not in {text!r}"
     assert e.value.next_step, "a refusal says what to do next"
     return e.value
+
+
+def _down(mgr, node: str) -> bool:
+    """The manager sees ``node`` down (its status unreachable) and a leader up."""
+    st = mgr.status()
+    return st.leader is not None and not next(m for m in st.members if m.id == node).reachable
 
 
 def assert_audited(state, operation: str, *reason: str) -> dict:
@@ -70,10 +75,18 @@ def test_promote_of_a_lagging_learner_is_refused(tmp_path, state):
 
 
 def test_removal_that_breaks_quorum_is_refused(tmp_path, state):
-    with local_cluster(tmp_path / "c") as lc, make_manager(lc.dir, state) as mgr:
+    # Steady elections (1-2 s): the refusals below name the available voters, counted
+    # by a leader's view. With 0.2-0.4 s timeouts a raft-node starved of CPU on a loaded
+    # machine missed heartbeats, the two survivors held an election, and the plan met
+    # a cluster without a leader instead.
+    with (
+        local_cluster(tmp_path / "c", election_ticks=STEADY) as lc,
+        make_manager(lc.dir, state) as mgr,
+    ):
         leader = leader_of(lc)
         a, b = [n for n in ("n1", "n2", "n3") if n != leader]
         lc.kill(b)
+        wait_until(lambda: _down(mgr, b), 20, f"{b} seen down")
         e = refused(
             lambda: mgr.change_membership("remove", a, dry_run=False),
             f"removing {a} would leave 1 available voter",
@@ -86,9 +99,11 @@ def test_removal_that_breaks_quorum_is_refused(tmp_path, state):
         # Removing the dead member instead is fine (2 of the 2 remaining are available).
         plan = mgr.change_membership("remove", b, dry_run=True).plan
         assert plan.safe, plan.reasons
-        # Two voters down: no election can succeed; `elect` refuses to pretend.
+        # Two voters down: no election can succeed; `elect` refuses to pretend. The
+        # leader steps down within an election timeout (check-quorum); 20 s for a
+        # loaded machine.
         lc.kill(a)
-        wait_until(lambda: mgr.status().leader is None, 10)
+        wait_until(lambda: mgr.status().leader is None, 20)
         refused(lambda: mgr.elect_leader(), "quorum lost")
         assert_audited(state, "elect_leader", "quorum lost")
 
@@ -301,7 +316,7 @@ def test_sandbox_never_applies_an_unsafe_plan(tmp_path, state):
         leader = leader_of(lc)
         a, b = [n for n in ("n1", "n2", "n3") if n != leader]
         LocalCluster.load(lc.dir).kill(b)
-        time.sleep(0.1)
+        wait_until(lambda: _down(mgr, b), 20, f"{b} seen down")
         refused(lambda: mgr.change_membership("remove", a, dry_run=False), "fewer than its quorum")
         plan = mgr.change_membership("remove", a, dry_run=True).plan
         assert not plan.safe and not plan.applied

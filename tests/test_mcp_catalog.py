@@ -26,7 +26,7 @@ from mcp_server.server import build_server
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = ROOT / "tests" / "snapshots" / "mcp_tools.json"
 UPDATE = "RAFT_MANAGER_UPDATE_SNAPSHOTS"
-TOOLS_LIST_BUDGET = 21_000  # characters of the tools/list result, compact JSON
+TOOLS_LIST_BUDGET = 20_000  # characters of the tools/list result, compact JSON
 
 
 def listed(tmp_path: Path, **flags) -> list[dict]:

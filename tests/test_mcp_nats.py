@@ -6,7 +6,9 @@ process faults, and the approval rule in production."""
 from __future__ import annotations
 
 import json
+import time
 
+import anyio
 import pytest
 from mcp_helpers import err, mcp_config, ok, with_client
 from nats_helpers import nats_cluster
@@ -16,6 +18,13 @@ from mcp_server.server import build_server
 pytestmark = pytest.mark.processes
 
 KV = "stream:KV_raft-manager"
+
+
+async def healthy(c, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not (h := await ok(c, "health_check"))["healthy"]:
+        assert time.monotonic() < deadline, f"not healthy within {within_s}s: {h['reasons']}"
+        await anyio.sleep(0.2)
 
 
 def test_tools_on_a_nats_cluster(tmp_path, state):
@@ -59,6 +68,7 @@ def test_tools_on_a_nats_cluster(tmp_path, state):
             f = await ok(c, "inject_fault", {"kind": "stop", "nodes": [other]})
             assert f["affected"] == [other]
             await ok(c, "inject_fault", {"kind": "continue", "nodes": [other]})
+            await healthy(c)  # the resumed server is current again before the next plan
             # Production NATS: a destructive plan waits for a human's approval.
             plan = await ok(c, "elect_leader", {"cluster": "prod", "dry_run": True})
             assert plan["requires_approval"] and plan["safe"]

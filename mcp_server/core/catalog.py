@@ -55,8 +55,8 @@ TOOLS: tuple[ToolEntry, ...] = (
         "read",
         "List clusters",
         "The clusters served (kind, mode, read_only, allowed_operations, require_approval, "
-        "which is the default) and the config file and state dir in use. Call it first when "
-        "you do not know a cluster's name.",
+        "default) and the config and state dir in use. Call it first if you do not know a "
+        "cluster's name.",
         read_only=True,
         destructive=False,
         idempotent=True,
@@ -69,8 +69,7 @@ TOOLS: tuple[ToolEntry, ...] = (
         "cluster_status",
         "Cluster status",
         "Leader and term; each member's role, reachability, indexes and lag; voters, "
-        "learners, a change in flight, warnings, and notices (e.g. the embedded cluster "
-        "was started). Look before and after you act.",
+        "learners, a change in flight, warnings, notices. Look before and after you act.",
         "cluster_status",
         "ClusterStatus",
         "raft-manager status",
@@ -78,9 +77,9 @@ TOOLS: tuple[ToolEntry, ...] = (
     _read(
         "health_check",
         "Health check",
-        "Pre-operation checks: quorum, one stable leader, members caught up, no change "
-        "pending. Name the `operation` you intend and `safe` says whether it is safe now, "
-        "with `reasons` when not. Call it before any mutation.",
+        "Pre-operation checks: quorum, a stable leader, members caught up, no change "
+        "pending. Name the `operation` you intend: `safe` says if it is safe now, `reasons` "
+        "why not. Call it before any mutation.",
         "health_check",
         "HealthReport",
         "raft-manager health",
@@ -89,8 +88,8 @@ TOOLS: tuple[ToolEntry, ...] = (
         "verify_consistency",
         "Verify consistency",
         "Compares members' applied-state hashes at a common index and their committed log "
-        "entries. `consistent`: true, false (see `divergences`) or null when it could not "
-        "verify (see `reasons`). Run it after any change or incident.",
+        "entries. `consistent`: true, false (see `divergences`) or null if it could not "
+        "verify (see `reasons`). Run it after any change.",
         "verify_consistency",
         "VerifyReport",
         "raft-manager verify",
@@ -98,9 +97,9 @@ TOOLS: tuple[ToolEntry, ...] = (
     _read(
         "read",
         "Read a key",
-        "Reads one key. consistency=linearizable (default) goes through the leader and sees "
-        "every committed write; stale may answer from any member and lag. `value` is null "
-        "when the key is absent.",
+        "Reads one key. linearizable (default) goes through the leader and sees every "
+        "committed write; stale may answer from any member and lag. `value` is null when "
+        "the key is absent.",
         "read",
         "ReadResult",
         "raft-manager get {key}",
@@ -124,10 +123,10 @@ TOOLS: tuple[ToolEntry, ...] = (
         "elect_leader",
         "write",
         "Move or elect the leader",
-        "Moves leadership to `target` (a caught-up voter) or, with no target, makes a "
-        "leaderless cluster elect one. dry_run=true only plans (outcome=planned); apply "
-        "with its plan_id (required on production; needs a human's `raft-manager approve` "
-        "where approval is required). Refused when unsafe or for a stale plan.",
+        "Moves leadership to `target` (a caught-up voter) or, without one, has a leaderless "
+        "cluster elect one. dry_run=true only plans; apply its plan_id (required on "
+        "production, after a human's `raft-manager approve` where required). Refused when "
+        "unsafe or for a stale plan.",
         read_only=False,
         destructive=True,
         idempotent=False,
@@ -143,9 +142,9 @@ TOOLS: tuple[ToolEntry, ...] = (
         "Change membership",
         "One membership change: add_learner (local clusters start the node), add_voter "
         "(learner, catch up, promote), promote, remove (a leader hands over first). dry_run "
-        "defaults to true: the plan, nothing changes; then call with dry_run=false and its "
-        "plan_id. Refused when unsafe or for a stale plan; where approval is required, until "
-        "a human ran `raft-manager approve PLAN_ID`.",
+        "(default true) only plans; then call with dry_run=false and its plan_id. Refused "
+        "when unsafe or for a stale plan, and where approval is required until a human ran "
+        "`raft-manager approve`.",
         read_only=False,
         destructive=True,
         idempotent=False,
@@ -160,7 +159,7 @@ TOOLS: tuple[ToolEntry, ...] = (
         "write",
         "Snapshot and compact",
         "Snapshots `node` (or every reachable member) and compacts its log; the state is "
-        "unchanged. Refused on read-only and production clusters (use the CLI's plan there).",
+        "unchanged. Refused on production clusters (use the CLI's plan there).",
         read_only=False,
         destructive=False,
         idempotent=False,
@@ -173,9 +172,9 @@ TOOLS: tuple[ToolEntry, ...] = (
         "recover_node",
         "write",
         "Recover a node",
-        "Brings a crashed or lagging member back: restarts it (local clusters), then waits "
-        "until it caught up (`caught_up`). For a remote cluster it returns `instructions` "
-        "for the operator.",
+        "Brings a crashed or lagging member back: restarts it (local clusters) and waits "
+        "until it caught up. For a remote cluster it returns `instructions` for the "
+        "operator.",
         read_only=False,
         destructive=True,
         idempotent=True,
@@ -188,9 +187,9 @@ TOOLS: tuple[ToolEntry, ...] = (
         "inject_fault",
         "operate",
         "Inject a fault (sandbox)",
-        "Sandbox rehearsals: partition cuts `nodes` off, heal clears faults (all members "
+        "Sandbox rehearsals: partition cuts `nodes` off, heal clears faults (every member "
         "when nodes is empty), kill SIGKILLs, restart starts, stop freezes (SIGSTOP), "
-        "continue resumes. Process faults need a local cluster.",
+        "continue resumes.",
         read_only=False,
         destructive=True,
         idempotent=False,

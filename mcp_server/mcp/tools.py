@@ -72,7 +72,7 @@ ARGUMENTS: dict[str, dict[str, tuple[Any, Any]]] = {
     "elect_leader": {
         "cluster": (ClusterArg, None),
         "target": (Annotated[str | None, Field(description="voter to lead, e.g. n2")], None),
-        "dry_run": (Annotated[bool, Field(description="only plan; returns plan_id")], False),
+        "dry_run": (Annotated[bool, Field(description="only plan")], False),
         "plan_id": (PlanIdArg, None),
         "group": (GroupArg, None),
     },

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import mmap
 import os
 import random
 import time
@@ -45,6 +44,7 @@ from .config import NodeConfig
 from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unavailable
 from .faults import FaultRequest, check_peer_ids, merge
 from .metrics import Registry
+from .snapfile import FileImage
 from .status import MemberAddress, NodeStatus
 from .storage import DiskFull, DiskStorage, StorageError
 from .tls import peer_tls_of
@@ -123,6 +123,7 @@ class RaftNode:
             max_workers=1, thread_name_prefix=f"raft-snap-{cfg.id}"
         )
         self._snapshot_task: asyncio.Task | None = None
+        self._incoming: _FileSnapshotBuffer | None = None  # a snapshot being received
         self.loop_lag_s = 0.0  # the ticker's latest lateness
         self.loop_lag_max_s = 0.0
         self.metrics = Registry()
@@ -272,19 +273,23 @@ class RaftNode:
         if state.snapshot is not None:
             snap = state.snapshot
             if snap.data and self.replica.applied_index < snap.meta.index:
-                extra = await self._loop.run_in_executor(
-                    self._disk, self.replica.restore, snap.data
-                )
+                extra = await self.run_on_disk(self.replica.restore, snap.data)
             else:
                 # The on-disk store already holds the snapshot (and maybe more, which
                 # the log replays over without applying twice).
                 extra = getattr(self.replica, "extra", None)
             self.adopt_snapshot(snap, extra)
+        incoming = Path(cfg.data_dir) / "incoming"
+        incoming.mkdir(exist_ok=True)
+        for stale in incoming.iterdir():  # a transfer a crash cut short
+            stale.unlink(missing_ok=True)
+        self._incoming_dir = incoming
         raft_cfg = RaftConfig(
             id=cfg.id,
             election_tick=cfg.election_ticks,
             heartbeat_tick=cfg.heartbeat_ticks,
             broadcast_commit=cfg.broadcast_commit,
+            snapshot_buffer=self._snapshot_buffer,
         )
         self.raw = RawNode(raft_cfg, state, random.Random())
         self.raw.set_event_hook(self._on_engine_event)
@@ -681,6 +686,13 @@ class RaftNode:
 
     # -- snapshots -------------------------------------------------------------------
 
+    def _snapshot_buffer(self, meta: SnapshotMeta) -> _FileSnapshotBuffer:
+        """Where the engine keeps a snapshot it starts receiving (one at a time)."""
+        if self._incoming is not None:
+            self._incoming.close()
+        self._incoming = _FileSnapshotBuffer(self._incoming_dir, meta)
+        return self._incoming
+
     def adopt_snapshot(self, snap: Snapshot, extra: Any, leader: NodeId | None = None) -> None:
         """The state machine now holds ``snap``: take the member addresses it carried.
 
@@ -769,7 +781,7 @@ class RaftNode:
             path = images / f"{index:016d}-{meta.term:016d}.img"
             write_image = self.replica.snapshot_writer(path, extra={"addresses": addresses})
             await self._loop.run_in_executor(self._snap_pool, write_image)
-            snap = Snapshot(meta, _map_file(path))
+            snap = Snapshot(meta, FileImage(path))  # type: ignore[arg-type]
 
             def save() -> None:
                 storage.save_snapshot(snap)
@@ -903,7 +915,7 @@ class _WalWriter:
                 if stage is not None and snap.data:
                     stage(snap.data)
 
-            fut = node._loop.run_in_executor(node._disk, install)
+            fut = node.run_on_disk(install)
             fut.add_done_callback(lambda f: done(f.exception()))
             return
         if node.snapshotting or (rd.must_sync and node.cfg.fsync == "always" and self._offload(rd)):
@@ -996,10 +1008,37 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
             token.set_exception(self.node.transfer_error_for(failure))
 
 
-def _map_file(path: Path) -> mmap.mmap:
-    """A file's bytes, read on demand (a snapshot's data without a copy in memory)."""
-    with open(path, "rb") as f:
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+class _FileSnapshotBuffer:
+    """A snapshot being received, written to ``<data_dir>/incoming`` chunk by chunk
+    (into the page cache: a chunk costs the loop a copy, never a sync), then read
+    from there (``FileImage``): the image never sits on the heap. A new transfer
+    drops the files of older ones (one still open keeps its data until closed)."""
+
+    def __init__(self, directory: Path, meta: SnapshotMeta) -> None:
+        self.path = directory / f"{meta.index:016d}-{meta.term:016d}.img"
+        for old in directory.iterdir():
+            old.unlink(missing_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._size += len(data)
+
+    def finish(self, total: int) -> bytes:
+        os.ftruncate(self._fd, total)
+        self.close()
+        return FileImage(self.path) if total else b""  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 __all__ = [

@@ -12,14 +12,20 @@ Layout (little-endian)::
 
 Written as ``<name>.tmp``, fsynced, renamed over ``<name>``, then the directory is
 fsynced, so a reader sees either no file or a complete one.
+
+A snapshot read back (``read_snapshot_file``) keeps its data in the file: the CRC is
+checked reading it in pieces, and the data is a ``FileImage``, read when a chunk of it
+is sent or the state machine restores it (docs/design.md, "Snapshots off the loop").
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -46,33 +52,103 @@ def parse_snapshot_name(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _file_parts(snapshot: Snapshot) -> list[bytes]:
+_PIECE = 1 << 20  # bytes read or written at a time when streaming a file image
+
+
+class FileImage:
+    """A region of a file (a snapshot's data), read on demand with ``os.pread``.
+
+    The engine only takes a snapshot's length and slices chunks of it to send, which a
+    file answers as well as memory does: a node then holds no copy of a large image
+    on its heap, nor a mapping of it (mapped pages count in its resident set).
+    ``bytes(image)`` reads it whole, for a state machine that restores from memory.
+    """
+
+    __slots__ = ("_fd", "_length", "_offset", "path")
+
+    def __init__(self, path: Path, offset: int = 0, length: int | None = None) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset = offset
+        self._length = os.fstat(self._fd).st_size - offset if length is None else length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, step = key.indices(self._length)
+        if step != 1:
+            raise ValueError("a file image is read in contiguous slices")
+        want = max(0, stop - start)
+        parts = []
+        while want:
+            got = os.pread(self._fd, want, self._offset + start)
+            if not got:
+                raise OSError(f"{self.path} is shorter than its snapshot header says")
+            parts.append(got)
+            start += len(got)
+            want -= len(got)
+        return b"".join(parts)
+
+    def __bytes__(self) -> bytes:
+        return self[:]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FileImage | bytes | bytearray | memoryview):
+            return len(self) == len(other) and bytes(self) == bytes(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def pieces(self) -> Iterator[bytes]:
+        for start in range(0, self._length, _PIECE):
+            yield self[start : start + _PIECE]
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.close(self._fd)
+
+
+def pieces(data: bytes | FileImage) -> Iterator[bytes]:
+    """``data`` in pieces: a file image streamed, anything else as it is."""
+    if isinstance(data, FileImage):
+        yield from data.pieces()
+    elif len(data):
+        yield data
+
+
+def _head_and_meta(snapshot: Snapshot) -> tuple[bytes, bytes]:
     meta = snapshot.meta
     meta_bytes = msgpack.packb(
         {"index": meta.index, "term": meta.term, "conf": meta.conf.to_dict()},
         use_bin_type=True,
     )
-    data = snapshot.data
-    head = _HEAD.pack(MAGIC, VERSION, len(meta_bytes), len(data))
-    crc = zlib.crc32(data, zlib.crc32(meta_bytes, zlib.crc32(head)))
-    return [head, meta_bytes, data, _CRC.pack(crc)]
+    return _HEAD.pack(MAGIC, VERSION, len(meta_bytes), len(snapshot.data)), meta_bytes
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
     """The complete file image of ``snapshot`` (what :func:`decode_snapshot` reads)."""
-    return b"".join(_file_parts(snapshot))
+    head, meta_bytes = _head_and_meta(snapshot)
+    data = bytes(snapshot.data)
+    crc = zlib.crc32(data, zlib.crc32(meta_bytes, zlib.crc32(head)))
+    return b"".join([head, meta_bytes, data, _CRC.pack(crc)])
 
 
 def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) -> Path:
     """Write ``snapshot`` atomically; with ``durable`` it is on disk when this returns."""
     meta = snapshot.meta
-    parts = _file_parts(snapshot)
+    head, meta_bytes = _head_and_meta(snapshot)
     path = snap_dir / snapshot_name(meta.index, meta.term)
     tmp = path.with_name(path.name + TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            write_all(fd, parts)
+            write_all(fd, [head, meta_bytes])
+            crc = zlib.crc32(meta_bytes, zlib.crc32(head))
+            for piece in pieces(snapshot.data):
+                crc = zlib.crc32(piece, crc)
+                write_all(fd, [piece])
+            write_all(fd, [_CRC.pack(crc)])
             if durable:
                 os.fsync(fd)
         finally:
@@ -87,41 +163,65 @@ def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) ->
 
 
 def read_snapshot_file(path: Path) -> Snapshot:
-    """Load and verify a snapshot file; raises StorageCorruption if it is damaged."""
+    """Verify a snapshot file and return it with its data left in the file (a
+    ``FileImage``); raises StorageCorruption if it is damaged."""
+    where = str(path)
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise StorageCorruption(f"snapshot file {path} is damaged: the file is missing") from None
-    return decode_snapshot(raw, str(path))
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, _HEAD.size, 0)
+        meta_len, data_len = _check_head(head, size, where)
+        crc = 0
+        for start in range(0, size - _CRC.size, _PIECE):
+            crc = zlib.crc32(os.pread(fd, min(_PIECE, size - _CRC.size - start), start), crc)
+        (stored,) = _CRC.unpack(os.pread(fd, _CRC.size, size - _CRC.size))
+        if crc != stored:
+            raise _bad(where, "CRC mismatch")
+        meta = _meta_of(os.pread(fd, meta_len, _HEAD.size), where)
+    finally:
+        os.close(fd)
+    return Snapshot(meta=meta, data=FileImage(path, _HEAD.size + meta_len, data_len))  # type: ignore[arg-type]
+
+
+def _bad(where: str, what: str) -> StorageCorruption:
+    return StorageCorruption(f"snapshot file {where} is damaged: {what}")
+
+
+def _check_head(head: bytes, size: int, where: str) -> tuple[int, int]:
+    """``(meta_len, data_len)`` of a file of ``size`` bytes starting with ``head``."""
+    if size < _HEAD.size + _CRC.size:
+        raise _bad(where, f"only {size} bytes, shorter than the header")
+    magic, version, meta_len, data_len = _HEAD.unpack_from(head, 0)
+    if magic != MAGIC:
+        raise _bad(where, f"bad magic {magic!r}")
+    if version != VERSION:
+        raise _bad(where, f"unsupported version {version}")
+    expected = _HEAD.size + meta_len + data_len + _CRC.size
+    if size != expected:
+        raise _bad(where, f"size is {size} bytes, header says {expected} (truncated or padded)")
+    return meta_len, data_len
+
+
+def _meta_of(raw: bytes | memoryview, where: str) -> SnapshotMeta:
+    try:
+        return _decode_meta(msgpack.unpackb(raw, raw=False))
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        raise _bad(where, f"malformed metadata ({exc})") from None
 
 
 def decode_snapshot(raw: bytes, where: str) -> Snapshot:
     """Verify and decode a snapshot file image; :class:`StorageCorruption` (naming
     ``where``) is the only error, whatever the bytes."""
-
-    def bad(what: str) -> StorageCorruption:
-        return StorageCorruption(f"snapshot file {where} is damaged: {what}")
-
-    if len(raw) < _HEAD.size + _CRC.size:
-        raise bad(f"only {len(raw)} bytes, shorter than the header")
-    magic, version, meta_len, data_len = _HEAD.unpack_from(raw, 0)
-    if magic != MAGIC:
-        raise bad(f"bad magic {magic!r}")
-    if version != VERSION:
-        raise bad(f"unsupported version {version}")
-    expected = _HEAD.size + meta_len + data_len + _CRC.size
-    if len(raw) != expected:
-        raise bad(f"size is {len(raw)} bytes, header says {expected} (truncated or padded)")
-    body = memoryview(raw)[: expected - _CRC.size]
-    (crc,) = _CRC.unpack_from(raw, expected - _CRC.size)
+    meta_len, _ = _check_head(raw[: _HEAD.size], len(raw), where)
+    body = memoryview(raw)[: len(raw) - _CRC.size]
+    (crc,) = _CRC.unpack_from(raw, len(raw) - _CRC.size)
     if zlib.crc32(body) != crc:
-        raise bad("CRC mismatch")
+        raise _bad(where, "CRC mismatch")
     meta_end = _HEAD.size + meta_len
-    try:
-        snap_meta = _decode_meta(msgpack.unpackb(body[_HEAD.size : meta_end], raw=False))
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-        raise bad(f"malformed metadata ({exc})") from None
-    return Snapshot(meta=snap_meta, data=bytes(body[meta_end:]))
+    return Snapshot(meta=_meta_of(body[_HEAD.size : meta_end], where), data=bytes(body[meta_end:]))
 
 
 def _decode_meta(meta: object) -> SnapshotMeta:

@@ -7,6 +7,15 @@ transfers, operator-forced elections, membership changes including the leader, l
 compaction with chunked snapshot transfer). Safety invariants are checked at every
 step; at the end the faults stop, the cluster must converge, and every client
 history must be linearizable.
+
+Some actions aim at the protocol's hardest rules, each in a share of runs (see
+docs/design.md, "The campaign's targeted actions"): a leader crashed at the
+acknowledgement that puts an entry of an older term on a majority, while a node
+holding a conflicting entry of a higher term campaigns (Figure 8); the outgoing
+majority cut off from the leader right after a joint configuration is appended or
+applied; and fault-free windows in which a leader that a quorum hears from must keep
+its term, even while a minority's links to it are cut and report their connections
+closed.
 """
 
 from __future__ import annotations
@@ -18,12 +27,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import quorum
 from ..checker.linearizability import check_history
-from ..confchange import ChangeOp, ConfChange
+from ..confchange import ChangeOp, ConfChange, ConfChangeError, apply_change
 from ..driver import Failure, FailureCode, Livelock
 from ..progress import ProgressState
 from ..statemachine import encode_command
-from ..types import ProposalDropped
+from ..types import ConfState, Entry, EntryType, MessageType, NodeId, ProposalDropped
 from .clients import SimClient
 from .cluster import LivenessFailure, SimCluster, SimConfig
 from .invariants import InvariantViolation
@@ -44,6 +54,10 @@ COUNTERS = (
     "follower_reads",
     "reads_failed",
     "store_batches_lost",
+    "close_notices",
+    "figure8_crashes",
+    "joint_splits",
+    "liveness_windows",
 )
 
 
@@ -85,6 +99,15 @@ class RunPlan:
     # Pause processes (SIGSTOP) now and then: a node that wakes up still believes in
     # an old leader and term, with messages for it queued meanwhile.
     pauses: bool = False
+    # Crash a leader at the acknowledgement that puts an entry of an older term on a
+    # majority and let a node holding a conflicting entry of a higher term campaign
+    # (Figure 8).
+    figure8: bool = False
+    # Cut the outgoing majority off from the leader right after a joint configuration
+    # is appended or applied.
+    joint: bool = False
+    # Fault-free windows: a leader that a quorum hears from keeps its term.
+    liveness: bool = False
 
 
 def plan_run(seed: int) -> RunPlan:
@@ -166,6 +189,26 @@ def plan_run(seed: int) -> RunPlan:
     # Its own stream: a third of the runs keep the state machine in raft-node's
     # on-disk store, simulated (raft_core/sim/store.py), whose crashes lose batches.
     config.stored_state = random.Random(seed * 7919 + 17).random() < 0.35
+    # The targeted actions, from a stream of their own again.
+    teeth = random.Random(seed * 2654435761 + 17)
+    if plan.nodes > 1:
+        plan.figure8 = teeth.random() < 0.3
+        plan.joint = teeth.random() < 0.25
+        # Only with both pre-vote and check-quorum does the protocol promise that a
+        # node cut off from a live leader cannot raise the term of those who hear it.
+        plan.liveness = config.pre_vote and config.check_quorum and teeth.random() < 0.4
+    if plan.figure8:
+        # Leader churn builds logs with entries of several terms; one entry per
+        # append lets an old-term entry reach a majority before the new leader's no-op.
+        plan.churn = True
+        config.max_size_per_msg = 1
+        # Mostly one append in flight: the no-op leaves only after the entry before it
+        # was acknowledged, so a crash at that acknowledgement keeps it from everyone.
+        config.max_inflight_msgs = teeth.choice([1, 1, 4])
+    if plan.joint:
+        plan.membership = True
+    if plan.liveness:
+        config.close_notices = True
     return plan
 
 
@@ -179,6 +222,19 @@ class Chaos:
         self.active = True
         self._next_node = plan.nodes + plan.config.learners + 1
         self._writes = 0  # chaos's own writes (key "chaos", outside client histories)
+        # The targeted actions draw from a stream of their own, so that a run without
+        # them keeps its schedule.
+        self._teeth = random.Random(plan.seed * 179424673 + 9)
+        # While a liveness window is open no fault starts (see _open_window).
+        self.quiet = False
+        self._watched: tuple[NodeId, int, frozenset[NodeId]] | None = None
+        self._figure8_seen: set[tuple[NodeId, int]] = set()
+        # A targeted action plays out undisturbed until then (virtual ms).
+        self._busy_until = 0.0
+
+    @property
+    def acting(self) -> bool:
+        return self.active and not self.quiet and self.c.now >= self._busy_until
 
     def start(self) -> None:
         self.c.schedule(self.rng.uniform(100, 300), self._act)
@@ -190,6 +246,13 @@ class Chaos:
             self.c.persist_hooks.append(self._crash_at_the_worst_moment)
         if self.plan.churn or self.plan.nodes == 1 or self.plan.shrink:
             self.c.early_send_hooks.append(self._crash_before_the_write)
+        if self.plan.figure8:
+            self.c.elected_hooks.append(self._figure8_setup)
+            self.c.receive_hooks.append(self._figure8)
+        if self.plan.joint:
+            self.c.apply_hooks.append(self._joint_applied)
+        if self.plan.liveness:
+            self.c.schedule(self._teeth.uniform(0.1, 0.5) * self.plan.fault_ms, self._open_window)
 
     def _crash_before_the_write(self, node, rd) -> None:
         """Crash a leader after its early sends left and before its write is done.
@@ -198,7 +261,7 @@ class Chaos:
         already durable; a leader that skipped that wait would lose its term here
         and could win it again with other entries at the same indexes.
         """
-        if not self.active or not rd.entries or self.rng.random() > 0.25:
+        if not self.acting or not rd.entries or self.rng.random() > 0.25:
             return
         self.c.schedule(0, lambda: self.c.crash(node.id))
         self.c.schedule(self.rng.uniform(1, 40), lambda: self._restart_and_campaign(node.id))
@@ -207,7 +270,7 @@ class Chaos:
         """Restart, and often campaign at once with a write arriving in the same batch:
         the input pattern that lets a leader's first Ready carry client entries."""
         self.c.restart(nid)
-        if self.rng.random() < 0.5:
+        if self.rng.random() < 0.5 and self.acting:
             self._campaign(self.c.nodes[nid], with_write=True)
 
     def _crash_at_the_worst_moment(self, node, rd) -> None:
@@ -217,7 +280,7 @@ class Chaos:
         where an entry of an old term sits on a majority without being committed
         (Figure 8). Random crash times almost never hit them.
         """
-        if not self.active or self.rng.random() > 0.15:
+        if not self.acting or self.rng.random() > 0.15:
             return
         hs = rd.hard_state
         voted = hs is not None and hs.vote is not None and hs.vote != node.id
@@ -229,13 +292,18 @@ class Chaos:
     def _act(self) -> None:
         if not self.active:
             return
+        if not self.acting:
+            self.c.schedule(self.rng.uniform(60, 350), self._act)
+            return
         if self.plan.churn and self.rng.random() < 0.6:
             self._churn()
             self.c.schedule(self.rng.uniform(15, 80), self._act)
             return
         roll = self.rng.random()
         try:
-            if roll < 0.22:
+            if self.plan.joint and roll > 0.5:
+                self._membership()  # joint runs change membership half the time
+            elif roll < 0.22:
                 self._crash()
             elif roll < 0.42:
                 self._partition()
@@ -245,7 +313,7 @@ class Chaos:
                 self._transfer()
             elif roll < 0.64:
                 self._force_campaign()
-            elif roll < 0.70:
+            elif roll < 0.70 and not self.plan.joint:
                 self._compact_now()
             elif self.plan.membership:
                 self._membership()
@@ -297,10 +365,259 @@ class Chaos:
             self.c.partition(ids[:cut], ids[cut:])
         self.c.schedule(self.rng.uniform(80, 900), self.c.heal)
 
+    def _partition_if_acting(self) -> None:
+        if self.acting:
+            self._partition()
+
+    # -- Figure 8 ---------------------------------------------------------------------
+
+    def _figure8_setup(self, node: SimNode) -> None:
+        """A new leader whose no-op goes where another node holds an older entry:
+        keep the no-op on its own disk only (cut it off, crash it once written).
+
+        That is Figure 8 (b): a node now holds, durably, an entry of a higher term
+        than an uncommitted entry at the same index elsewhere; the holder of the older
+        entry may lead next and replicate it (see _figure8).
+        """
+        raw = node.raw
+        j = raw.last_index()  # the no-op
+        if not self.acting or self._teeth.random() < 0.2:
+            return
+        for other in self.c.nodes.values():
+            if other is node or other.id not in raw.conf.all_voters():
+                continue
+            theirs = other.raw.log_term(j) if other.up else other.disk.term_at(j)
+            if theirs is not None and theirs < raw.term:
+                break
+        else:
+            return
+        rng = self._teeth
+        self.c.note(f"chaos: figure 8 setup: {node.id}'s no-op {j}/{raw.term} stays with it")
+        self.c.isolate(node.id)
+        crash_at = self.plan.config.disk_latency_ms[1] + rng.uniform(0.1, 2)
+        self.c.schedule(crash_at, lambda: self.c.crash(node.id))
+        self.c.schedule(crash_at + 0.01, self.c.heal)
+        self.c.schedule(crash_at + rng.uniform(300, 900), lambda: self.c.restart(node.id))
+
+    def _figure8(self, node: SimNode, m: Any) -> None:
+        """An acknowledgement puts an entry of an older term on a majority: crash the
+        leader before its own no-op gets there.
+
+        A leader that committed the entry by counting replicas has applied it by now.
+        A node holding a conflicting entry of a higher term then campaigns: if its log
+        is at least as up to date as a majority's, it can win and overwrite the old
+        entry everywhere, which is safe only if nobody committed it.
+        """
+        raw = node.raw
+        if not self.acting or m.type is not MessageType.APP_RESP or m.reject:
+            return
+        if not raw.is_leader or m.term != raw.term or (node.id, raw.term) in self._figure8_seen:
+            return
+        acked_term = raw.log_term(m.index)
+        if acked_term is None or acked_term >= raw.term:
+            return
+
+        def match(v: NodeId) -> int:
+            pr = raw.progress(v)
+            return pr.match if pr is not None else 0
+
+        if quorum.joint_committed(raw.conf, match) < m.index:
+            return  # not on a majority yet
+        rival = self._figure8_rival(node, m.index)
+        if rival is None:
+            return
+        self._figure8_seen.add((node.id, raw.term))
+        rng = self._teeth
+        cfg = self.plan.config
+        self.c.stats["figure8_crashes"] += 1
+        self.c.note(f"chaos: figure 8: {node.id} acked {m.index}/{acked_term}; {rival} campaigns")
+        # What it has in flight (its no-op among it) dies with it. Cut off, it crashes
+        # once the write of its current batch has landed; no other fault starts until
+        # the rival has had its chance.
+        self.c.isolate(node.id)
+        self.c.net.lose_in_flight(node.id)
+        crash_at = cfg.disk_latency_ms[1] + rng.uniform(0.1, 1)
+        until = crash_at + (cfg.election_tick + 2) * cfg.tick_ms
+        self._busy_until = self.c.now + until
+        self.c.schedule(crash_at, lambda: self.c.crash(node.id))
+        self.c.schedule(crash_at + 0.01, self.c.heal)
+        self.c.schedule(crash_at, lambda: self._rival_campaigns(rival, self.c.now + until))
+        self.c.schedule(crash_at + rng.uniform(300, 900), lambda: self.c.restart(node.id))
+
+    def _figure8_rival(self, leader: SimNode, index: int) -> NodeId | None:
+        """A voter whose log conflicts with the leader's at or below ``index`` with an
+        entry of a higher term, and is as up to date as a majority of the others'
+        (the leader being gone), so that it can win; up or down (then by its disk)."""
+        raw = leader.raw
+        tails: dict[NodeId, tuple[int, int]] = {}
+        conflicting = []
+        for v in sorted(raw.conf.all_voters() - {leader.id}):
+            other = self.c.nodes[v]
+            term_at = other.raw.log_term if other.up else other.disk.term_at
+            last = other.raw.last_index() if other.up else other.disk.last_index()
+            tails[v] = (term_at(last) or 0, last)
+            lo = max(raw.first_index(), index - 64)
+            if any((term_at(i) or 0) > (raw.log_term(i) or 0) for i in range(lo, index + 1)):
+                conflicting.append(v)
+        self._teeth.shuffle(conflicting)
+        for v in conflicting:
+            votes = {u for u, tail in tails.items() if tail <= tails[v]}
+            if quorum.joint_vote(raw.conf, dict.fromkeys(votes, True)) is quorum.VoteResult.WON:
+                return v
+        return None
+
+    def _rival_campaigns(self, nid: NodeId, until: float) -> None:
+        """Campaign now and every millisecond until it leads, someone else does, or
+        the voters' leases on the crashed leader have surely run out (a restarted
+        rival learns the current term from its first refusals)."""
+        if not self.active or self.quiet:
+            return
+        self.c.resume(nid)
+        self.c.restart(nid)
+        node = self.c.nodes[nid]
+        leader = self.c.leader()
+        if leader is not None or self.c.now > until:
+            return
+        self._campaign(node, with_write=False)
+        self.c.schedule(1.0, lambda: self._rival_campaigns(nid, until))
+
+    # -- joint configurations --------------------------------------------------------
+
+    def _joint_applied(self, nid: NodeId, e: Entry, result: Any) -> None:
+        """A leader applied a joint configuration: cut its outgoing majority off."""
+        node = self.c.nodes[nid]
+        if not self.acting or e.type is not EntryType.CONF_CHANGE or not node.raw.is_leader:
+            return
+        if ConfChange.decode(e.data).is_leave_joint or self._teeth.random() < 0.3:
+            return
+        # The configuration takes effect when the driver advances, just after this.
+        self.c.schedule(0, lambda: self._split_joint(nid))
+
+    def _split_joint(self, nid: NodeId) -> None:
+        node = self.c.nodes[nid]
+        if self.acting and node.up and node.raw.is_leader and node.conf.joint:
+            self._split_outgoing(nid, node.conf)
+
+    def _split_outgoing(self, leader: NodeId, conf: ConfState) -> None:
+        """Partition so that the leader keeps an incoming majority and the rest hold
+        an outgoing one: the leader must then commit nothing, since the outgoing
+        majority may elect a leader of its own under the old configuration."""
+        incoming, outgoing = conf.voters, conf.voters_outgoing
+        rng = self._teeth
+        # The incoming majority with the fewest outgoing voters in it, leader first.
+        fresh = sorted(incoming - outgoing - {leader})
+        shared = sorted(incoming & outgoing - {leader})
+        rng.shuffle(fresh)
+        rng.shuffle(shared)
+        side = {leader}
+        for n in [*fresh, *shared]:
+            if len(side & incoming) > len(incoming) // 2:
+                break
+            side.add(n)
+        rest = set(self.c.nodes) - side
+        if len(rest & outgoing) <= len(outgoing) // 2:
+            return  # no such split exists for this change
+        self.c.stats["joint_splits"] += 1
+        self.c.partition(sorted(side), sorted(rest))
+        self.c.schedule(rng.uniform(300, 1000), self.c.heal)
+
+    # -- liveness windows ------------------------------------------------------------
+
+    def _open_window(self) -> None:
+        """Stop the faults and let the cluster settle, then watch its leader.
+
+        No fault starts while the window is open; what was down comes back, the
+        links lose, duplicate and delay nothing beyond their normal latency. After
+        two of the longest election timeouts a leader should lead every member in
+        its term; from then on it must keep leading and no member's term may grow,
+        although a minority may be cut off from it (and hear its connection close).
+        """
+        if not self.active:
+            return
+        self.quiet = True
+        c = self.c
+        c.heal()
+        for nid, node in c.nodes.items():
+            c.resume(nid)
+            if not node.up:
+                c.restart(nid)
+        lossy = c.net.profile
+        c.net.profile = LinkProfile(lossy.min_delay_ms, lossy.max_delay_ms)
+        timeout_ms = 2 * self.plan.config.election_tick * self.plan.config.tick_ms
+        c.schedule(2 * timeout_ms, lambda: self._watch(lossy, timeout_ms))
+
+    def _watch(self, lossy: LinkProfile, timeout_ms: float) -> None:
+        c = self.c
+        rng = self._teeth
+        leader = c.leader()
+        settled = (
+            leader is not None
+            and not leader.conf.joint
+            and leader.raw.pending_conf_index <= leader.replica.applied_index
+            and leader.raw.status().transferring_to is None
+            and all(n.term <= leader.term for n in c.nodes.values() if n.up)
+            and all(
+                c.nodes[m].up and c.nodes[m].raw.leader == leader.id
+                for m in leader.conf.members()
+                if m in c.nodes
+            )
+        )
+        if not settled:
+            c.note("chaos: liveness window skipped: no settled leader")
+            self._close_window(lossy)
+            return
+        assert leader is not None
+        members = frozenset(m for m in leader.conf.members() if m in c.nodes)
+        self._watched = (leader.id, leader.term, members)
+        c.stats["liveness_windows"] += 1
+        c.note(f"chaos: liveness window: {leader.id} leads term {leader.term}")
+        followers = sorted(leader.conf.voters - {leader.id})
+        most = (len(leader.conf.voters) - 1) // 2  # the leader keeps a majority
+        if most and rng.random() < 0.7:
+            # Cut a minority of the voters off from the leader (and only from it).
+            c.partition([leader.id], rng.sample(followers, rng.randint(1, most)))
+        end = c.now + rng.uniform(1.5, 3) * timeout_ms
+
+        def check() -> None:
+            self._check_watched()
+            if c.now < end:
+                c.schedule(self.plan.config.tick_ms, check)
+            else:
+                self._close_window(lossy)
+
+        check()
+
+    def _check_watched(self) -> None:
+        assert self._watched is not None
+        lid, term, members = self._watched
+        leader = self.c.nodes[lid]
+        if not (leader.up and leader.raw.is_leader and leader.term == term):
+            raise LivenessFailure(
+                f"liveness invariant: {lid} led term {term} and a quorum heard from it in "
+                f"a fault-free window, yet it was unseated (now {leader.role}, term "
+                f"{leader.term})"
+            )
+        for nid in sorted(members):
+            n = self.c.nodes[nid]
+            if n.up and n.term > term:
+                raise LivenessFailure(
+                    f"liveness invariant: {nid} reached term {n.term} while {lid} led term "
+                    f"{term} and a quorum heard from it, in a fault-free window"
+                )
+
+    def _close_window(self, lossy: LinkProfile) -> None:
+        self._watched = None
+        self.c.net.profile = lossy
+        self.c.heal()
+        self.quiet = False
+
     def _pause(self) -> None:
         if not self.active:
             return
         rng = self._pause_rng
+        if self.quiet:
+            self.c.schedule(rng.uniform(150, 600), self._pause)
+            return
         up = [n for n in self._members() if self.c.nodes[n].up and not self.c.nodes[n].paused]
         if up:
             victim = rng.choice(up)
@@ -316,9 +633,7 @@ class Chaos:
         if len(ids) < 2:
             return
         a, b = self.rng.sample(ids, 2)
-        self.c.stats["partitions"] += 1
-        self.c.net.block(a, b)
-        self.c.note(f"BLOCK {a} -> {b}")
+        self.c.block(a, b)
         self.c.schedule(self.rng.uniform(80, 900), self.c.heal)
 
     def _transfer(self) -> None:
@@ -328,9 +643,13 @@ class Chaos:
         voters = sorted(leader.conf.all_voters() - {leader.id})
         if voters:
             target = self.rng.choice(voters)
-            leader.driver.transfer_leadership(
-                target, lambda outcome: self.c.note(f"chaos: transfer to {target}: {outcome}")
-            )
+
+            def answered(outcome: tuple[Any, Any] | Failure) -> None:
+                self.c.note(f"chaos: transfer to {target}: {outcome}")
+                if not isinstance(outcome, Failure):
+                    self.c.check_transfer_answer(leader, *outcome)
+
+            leader.driver.transfer_leadership(target, answered)
 
     def _force_campaign(self) -> None:
         up = [n for n in self._members() if self.c.nodes[n].up]
@@ -371,6 +690,10 @@ class Chaos:
             options = [o for o in options if o not in ("promote", "replace")] or ["remove_voter"]
         if self.plan.shrink and len(voters) > 1:
             options = ["remove_voter", "remove_voter", "remove_leader", "add_learner"]
+        if self.plan.joint and 1 < len(voters) <= 5:
+            # Changes whose incoming majority can form without an outgoing one: only
+            # those let a leader that counts the incoming majority alone commit.
+            options = ["add_learner"] if len(learners) < 2 else ["swap", "swap", "swap", *options]
         choice = self.rng.choice(options)
         changes: list[tuple[ChangeOp, str]]
         if choice == "add_learner":
@@ -391,18 +714,33 @@ class Chaos:
             changes = [(ChangeOp.REMOVE, self.rng.choice(voters))]
         elif choice == "remove_leader":
             changes = [(ChangeOp.REMOVE, leader.id)]
+        elif choice == "swap":
+            # Up to half the voters (never the leader) for as many learners.
+            k = min(len(learners), (len(voters) - 1) // 2 + 1)
+            outgoing = self.rng.sample([v for v in voters if v != leader.id], k)
+            incoming = self.rng.sample(learners, k)
+            changes = [(ChangeOp.ADD_VOTER, n) for n in incoming]
+            changes += [(ChangeOp.REMOVE, n) for n in outgoing]
         else:
             changes = [
                 (ChangeOp.ADD_VOTER, self.rng.choice(learners)),
                 (ChangeOp.REMOVE, self.rng.choice(voters)),
             ]
-        if not self._propose_change(leader, ConfChange(changes), choice):
+        cc = ConfChange(changes)
+        if not self._propose_change(leader, cc, choice):
             return
         self.c.note(f"chaos: proposed {choice} {changes}")
-        if self.rng.random() < 0.4:
+        if self.plan.joint and self._teeth.random() < 0.3:
+            # Right after the joint configuration is appended (the applied case is
+            # _joint_applied).
+            with contextlib.suppress(ConfChangeError):
+                joint = apply_change(leader.conf, cc)
+                if joint.joint:
+                    self._split_outgoing(leader.id, joint)
+        elif self.rng.random() < 0.4:
             # Split the cluster while the change is in flight: the joint phase is
             # where quorums of the old and the new configuration must both hold.
-            self.c.schedule(self.rng.uniform(1, 40), self._partition)
+            self.c.schedule(self.rng.uniform(1, 40), self._partition_if_acting)
         for op, nid in changes:
             if op is ChangeOp.REMOVE:
                 # The removed process keeps running (it may try to disturb us);

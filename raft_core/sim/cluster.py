@@ -70,8 +70,10 @@ class SimConfig:
     max_inflight_msgs: int = 256
     snapshot_chunk_bytes: int = 256 << 10
     broadcast_commit: bool = True  # raft-node runs with False
-    # A crash closes the node's connections: nodes it can reach hear of it after a
-    # link delay and report their leader lost (as raft-node does on a closed socket).
+    # A crash, or a cut of the link between two nodes (a partition, an isolation, a
+    # one-way block), closes their connections: each side hears of it after a link
+    # delay and reports its leader lost, as raft-node does on a closed socket. A cut
+    # leaves the leader alive, so a follower must not unseat it on that report alone.
     close_notices: bool = False
     check_invariants: bool = True
     # The state machine as raft-node keeps it by default: in a store on disk whose
@@ -117,6 +119,11 @@ class SimCluster:
             # the leader), and reads that failed (no leader, term change, expiry).
             "follower_reads": 0,
             "reads_failed": 0,
+            "close_notices": 0,
+            # The campaign's targeted actions (raft_core/sim/campaign.py).
+            "figure8_crashes": 0,
+            "joint_splits": 0,
+            "liveness_windows": 0,
         }
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}
@@ -125,6 +132,10 @@ class SimCluster:
         self.persist_hooks: list[Callable[[SimNode, Ready], None]] = []
         # Called after a node sent what may leave before its write, before the write.
         self.early_send_hooks: list[Callable[[SimNode, Ready], None]] = []
+        # Called when a node became leader (its no-op appended, not yet sent or written).
+        self.elected_hooks: list[Callable[[SimNode], None]] = []
+        # Called after a node stepped a message from a peer (and ran its Ready loop).
+        self.receive_hooks: list[Callable[[SimNode, Any], None]] = []
         n_voters, n_all = self.cfg.nodes, self.cfg.nodes + self.cfg.learners
         ids = [f"n{i + 1}" for i in range(n_all)]
         for nid in ids:
@@ -248,15 +259,39 @@ class SimCluster:
         self.stats["crashes"] += 1
         self.note(f"{nid} CRASH")
         if self.cfg.close_notices:
-            for other in self.nodes.values():
-                if other.id != nid and other.up and self.net.reachable(nid, other.id):
-                    delay = self.rng.uniform(self.cfg.link.min_delay_ms, self.cfg.link.max_delay_ms)
-                    self.schedule(delay, lambda o=other: self._connection_closed(o, nid))
+            for other in self.nodes:
+                if other != nid and self.net.reachable(nid, other):
+                    self._notify_closed(other, nid)
+
+    def _notify_closed(self, nid: NodeId, peer: NodeId) -> None:
+        """``nid`` hears, after a link delay, that its connection to ``peer`` closed."""
+        if not self.nodes[nid].up:
+            return
+        self.stats["close_notices"] += 1
+        delay = self.rng.uniform(self.cfg.link.min_delay_ms, self.cfg.link.max_delay_ms)
+        self.schedule(delay, lambda: self._connection_closed(self.nodes[nid], peer))
 
     def _connection_closed(self, node: SimNode, peer: NodeId) -> None:
         if node.up:
             node.raw.report_leader_lost(peer)
             node.process()
+
+    def _cut(self, change: Callable[[], None]) -> None:
+        """Apply a change to the network that blocks links; with close notices, the
+        two ends of every node-to-node link it cut hear that the connection closed."""
+        if not self.cfg.close_notices:
+            change()
+            return
+        before = set(self.net.blocked)
+        change()
+        pairs = {
+            tuple(sorted(link))
+            for link in self.net.blocked - before
+            if link[0] in self.nodes and link[1] in self.nodes
+        }
+        for a, b in sorted(pairs):
+            self._notify_closed(a, b)
+            self._notify_closed(b, a)
 
     def restart(self, nid: NodeId) -> None:
         node = self.nodes[nid]
@@ -317,15 +352,18 @@ class SimCluster:
             self._handle_client_request(node, m)
         else:
             node.receive(m)
+            for hook in self.receive_hooks:
+                hook(node, m)
 
     # -- observation and invariants -----------------------------------------
 
     def _leader_elected(self, node: SimNode) -> None:
-        if not self.cfg.check_invariants:
-            return
-        raw = node.raw
-        self.checker.leader_elected(node.id, raw.term)
-        self.checker.leader_complete(node.id, raw.term, raw.first_index(), raw.entry_at)
+        if self.cfg.check_invariants:
+            raw = node.raw
+            self.checker.leader_elected(node.id, raw.term)
+            self.checker.leader_complete(node.id, raw.term, raw.first_index(), raw.entry_at)
+        for hook in self.elected_hooks:
+            hook(node)
 
     def _on_sent_early(self, node: SimNode, rd: Ready) -> None:
         for hook in self.early_send_hooks:
@@ -348,6 +386,13 @@ class SimCluster:
 
     def _on_apply(self, node: SimNode, e: Entry, result: ApplyResult) -> None:
         if self.cfg.check_invariants:
+            if not node.disk.holds(e.index, e.term):
+                # The state machine (and any snapshot taken of it) would run ahead of
+                # the log a restart recovers: a crash now un-applies the entry here.
+                raise InvariantViolation(
+                    f"{node.id} applied {e.index}/{e.term} before persisting it "
+                    f"(persisted through {node.disk.last_index()})"
+                )
             self.checker.entry_applied(node.id, e)
         if (
             e.type is EntryType.CONF_CHANGE
@@ -359,6 +404,10 @@ class SimCluster:
                 self.stats["membership_changes"] += 1
         for hook in self.apply_hooks:
             hook(node.id, e, result)
+
+    def check_transfer_answer(self, node: SimNode, leader: NodeId, term: int) -> None:
+        if self.cfg.check_invariants:
+            self.checker.transfer_answered(node.id, leader, term)
 
     def check_conf_change_answer(
         self, node: SimNode, index: int, term: int, *, took_effect: bool
@@ -459,13 +508,19 @@ class SimCluster:
 
     def partition(self, *groups: list[NodeId] | set[NodeId]) -> None:
         self.stats["partitions"] += 1
-        self.net.partition(*groups)
+        self._cut(lambda: self.net.partition(*groups))
         self.note(f"PARTITION {[sorted(g) for g in groups]}")
 
     def isolate(self, nid: NodeId) -> None:
         self.stats["partitions"] += 1
-        self.net.isolate(nid, list(self.nodes) + list(self.client_ids()))
+        self._cut(lambda: self.net.isolate(nid, list(self.nodes) + list(self.client_ids())))
         self.note(f"ISOLATE {nid}")
+
+    def block(self, src: NodeId, dst: NodeId) -> None:
+        """Block one direction only (its connection closes all the same)."""
+        self.stats["partitions"] += 1
+        self._cut(lambda: self.net.block(src, dst))
+        self.note(f"BLOCK {src} -> {dst}")
 
     def heal(self) -> None:
         self.net.heal()

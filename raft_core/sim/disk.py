@@ -94,6 +94,21 @@ class Disk:
         self._batches = [(None, None, list(self.entries))] if self.entries else []
         self._flip = None
 
+    def last_index(self) -> int:
+        base = self.snapshot.meta.index if self.snapshot else 0
+        return base + len(self.entries)
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the durable log entry at ``index``; None if there is none."""
+        base = self.snapshot.meta.index if self.snapshot else 0
+        k = index - base - 1
+        return self.entries[k].term if 0 <= k < len(self.entries) else None
+
+    def holds(self, index: int, term: int) -> bool:
+        """Whether entry ``index`` of ``term`` is durable (in the log or a snapshot)."""
+        base = self.snapshot.meta.index if self.snapshot else 0
+        return index <= base or self.term_at(index) == term
+
     # -- faults ----------------------------------------------------------------
 
     def crash_during(self, rd: Ready, rng: random.Random) -> None:

@@ -15,7 +15,8 @@ persisted, a commit index observed, an entry applied, a leader elected), so chec
 * monotonicity: a node's term and commit index never go backwards, not even across a
   crash and restart;
 * honest answers: a configuration change the driver reported in force is the entry
-  the cluster applied at its index, and one it reported replaced is not.
+  the cluster applied at its index, and one it reported replaced is not; a
+  leadership transfer reported done names the node that won that term.
 """
 
 from __future__ import annotations
@@ -136,6 +137,15 @@ class SafetyChecker:
             self._fail(
                 f"{node} reported its configuration change {index}/{term} {said}, but "
                 f"{index}/{known[0]} was applied"
+            )
+
+    def transfer_answered(self, node: NodeId, leader: NodeId, term: int) -> None:
+        """``node``'s driver reported its transfer done: ``leader`` leads ``term``."""
+        elected = self.leaders.get(term)
+        if elected != leader:
+            self._fail(
+                f"{node} reported leadership moved to {leader} in term {term}, but "
+                f"{elected or 'no one'} was elected in that term"
             )
 
     def leader_complete(self, node: NodeId, term: int, first_index: int, entry_at) -> None:

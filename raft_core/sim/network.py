@@ -51,6 +51,8 @@ class SimNetwork:
         self.stats = NetworkStats()
         # Optional test hook: return False to drop a specific message.
         self.filter: Callable[[Endpoint, Endpoint, object], bool] | None = None
+        # Bumped by lose_in_flight: messages sent in an earlier epoch are not delivered.
+        self._epochs: dict[Endpoint, int] = {}
 
     def attach(self, endpoint: Endpoint, receive: Callable[[object], None]) -> None:
         self.receivers[endpoint] = receive
@@ -81,6 +83,11 @@ class SimNetwork:
     def reachable(self, src: Endpoint, dst: Endpoint) -> bool:
         return (src, dst) not in self.blocked
 
+    def lose_in_flight(self, src: Endpoint) -> None:
+        """Everything ``src`` sent that has not arrived yet is lost (a process that
+        dies with its socket buffers)."""
+        self._epochs[src] = self._epochs.get(src, 0) + 1
+
     # -- delivery ------------------------------------------------------------
 
     def send(self, src: Endpoint, dst: Endpoint, msg: object, kind: str) -> None:
@@ -100,15 +107,16 @@ class SimNetwork:
         if p.duplicate_rate and rng.random() < p.duplicate_rate:
             copies = 2
             self.stats.duplicated += 1
+        epoch = self._epochs.get(src, 0)
         for _ in range(copies):
             delay = rng.uniform(p.min_delay_ms, p.max_delay_ms)
             if p.spike_rate and rng.random() < p.spike_rate:
                 delay += rng.uniform(0, p.spike_ms)
-            self.schedule(delay, lambda: self._deliver(src, dst, msg, kind))
+            self.schedule(delay, lambda: self._deliver(src, dst, msg, kind, epoch))
 
-    def _deliver(self, src: Endpoint, dst: Endpoint, msg: object, kind: str) -> None:
+    def _deliver(self, src: Endpoint, dst: Endpoint, msg: object, kind: str, epoch: int) -> None:
         # A partition that started while the message was in flight also stops it.
-        if (src, dst) in self.blocked:
+        if (src, dst) in self.blocked or epoch != self._epochs.get(src, 0):
             self.stats.dropped += 1
             return
         receive = self.receivers.get(dst)
