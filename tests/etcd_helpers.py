@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from testkit import release_base_port, reserve_base_port
 
-from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
 from mcp_server.core.plans import PlanStore
 from mcp_server.local.etcd import (
@@ -109,5 +108,20 @@ def etcd_manager(
     return Manager(c, config=cfg, plans=PlanStore(state / "plans"))
 
 
-def audit_lines(state: Path) -> list[dict]:
-    return AuditLog(state / "audit.jsonl").read()
+def module_fixtures() -> tuple[Any, Any]:
+    """A test module's fixtures for one real etcd cluster, to assign at module level:
+    ``cluster, mgr = module_fixtures()``. ``cluster`` is one 3-member cluster per module
+    and etcd version (each test leaves it healthy); ``mgr`` a manager on it per test."""
+
+    @pytest.fixture(scope="module", params=binary_params())
+    def cluster(request: Any, tmp_path_factory: Any) -> Iterator[EtcdLocalCluster]:
+        binary = require(request.param)
+        with etcd_cluster(tmp_path_factory.mktemp("etcd"), binary) as lc:
+            yield lc
+
+    @pytest.fixture
+    def mgr(cluster: EtcdLocalCluster, state: Path) -> Iterator[Manager]:
+        with etcd_manager(cluster, state) as m:
+            yield m
+
+    return cluster, mgr

@@ -37,17 +37,7 @@ from typing import Any
 
 from raft_core.status import ProgressStatus
 
-from ..core.errors import ManagerError, NodeRequestError, NotSupported, Unreachable
-from ..core.port import (
-    ClusterAdapter,
-    ConfResult,
-    MemberStatus,
-    ReadOutcome,
-    StateDigest,
-    WriteResult,
-)
-from ..local.etcd import find_binary
-from .etcd_gateway import (
+from ..clients.etcd_gateway import (
     LONG_TIMEOUT,
     STATUS_TIMEOUT,
     EtcdGateway,
@@ -58,6 +48,16 @@ from .etcd_gateway import (
     num,
     unb64,
 )
+from ..core.errors import ManagerError, NodeRequestError, NotSupported, Unreachable
+from ..core.port import (
+    ClusterAdapter,
+    ConfResult,
+    MemberStatus,
+    ReadOutcome,
+    StateDigest,
+    WriteResult,
+)
+from ..local.etcd import find_binary
 from .processes import EtcdProcesses
 
 # etcd refuses membership changes until every member has been connected for ~5 s

@@ -30,7 +30,7 @@ class _Processes(ABC):
     """What both kinds of local cluster share: signals and the process state in status."""
 
     start_hint = "start it (or check `dir:`)"
-    state_file = ""  # the file in ``dir`` that ``_load`` reads
+    state_file: str  # the file in ``dir`` that ``_load`` reads (``state`` watches it)
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..adapters.etcd_gateway import EtcdGateway, num
+from ..clients.etcd_gateway import EtcdGateway, num
 from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo, ManagerError
 from ..core.config import ENV_CONFIG, state_dir
 from ..local.etcd import EtcdLocalCluster
