@@ -37,6 +37,10 @@ _held: dict[int, IO[str]] = {}
 _mutex = threading.Lock()
 
 
+def _timed_out(timeout: float, what: str, last: Any) -> AssertionError:
+    return AssertionError(f"timed out after {timeout:.1f}s waiting for {what} (last={last!r})")
+
+
 def wait_until(
     predicate: Callable[[], T],
     timeout: float = 10.0,
@@ -51,10 +55,27 @@ def wait_until(
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.1f}s waiting for {what} (last={last!r})"
-            )
+            raise _timed_out(timeout, what, last)
         time.sleep(interval)
+
+
+async def until(
+    predicate: Callable[[], T],
+    timeout: float = 20.0,
+    what: str = "the condition",
+    *,
+    interval: float = 0.01,
+) -> T:
+    """``wait_until`` for code that shares the event loop with what it waits for: it
+    yields to the loop between polls, so a busy machine only makes it slower."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last: Any = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timed_out(timeout, what, last)
+        await asyncio.sleep(interval)
 
 
 def reserve_base_port() -> int:
