@@ -30,7 +30,7 @@ from ..clients.etcd_gateway import EtcdGateway, num
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
-from .cluster import ClusterError, check_can_start
+from .cluster import ClusterError, check_can_start, find_named, set_aside, stop_named
 from .statefile import read_state, write_state
 
 STATE_FILE = "etcd-cluster.yaml"
@@ -108,11 +108,7 @@ class EtcdLocalCluster:
         write_state(self.dir / STATE_FILE, doc)
 
     def member(self, name: str) -> EtcdMember:
-        for m in self.members:
-            if m.name == name:
-                return m
-        known = ", ".join(m.name for m in self.members)
-        raise ClusterError(f"unknown member {name!r}; this cluster has {known}")
+        return find_named(self.members, name, "member")
 
     @property
     def scheme(self) -> str:
@@ -214,11 +210,9 @@ class EtcdLocalCluster:
 
     def down(self, grace_s: float = 5.0) -> list[str]:
         """Stop every member (see ``pids.stop``); the names of those that were running."""
-        running = pids.stop([m.pid for m in self.members], grace_s)
-        for m in self.members:
-            m.pid = None
+        stopped = stop_named(self.members, grace_s)
         self.save()
-        return [m.name for m, up in zip(self.members, running, strict=True) if up]
+        return stopped
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running member."""
@@ -255,7 +249,7 @@ class EtcdLocalCluster:
         if self.alive(m):
             return m
         if Path(m.data_dir).exists():
-            _set_aside(Path(m.data_dir))
+            set_aside(Path(m.data_dir))
         self._spawn(m, "existing", self.members)
         self.save()
         self.wait_for_api(m, wait_s, tls)
@@ -275,7 +269,7 @@ class EtcdLocalCluster:
         self.members = [x for x in self.members if x.name != name]
         self.save()
         if Path(m.data_dir).exists():
-            _set_aside(Path(m.data_dir))
+            set_aside(Path(m.data_dir))
         return by_itself
 
     # -- readiness -------------------------------------------------------------
@@ -322,8 +316,3 @@ def _probe(gw: EtcdGateway, url: str) -> dict | None:
         return gw.call(url, "maintenance/status")
     except ManagerError:
         return None
-
-
-def _set_aside(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.move(str(path), f"{path}.removed-{time.time_ns()}")

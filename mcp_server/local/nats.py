@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import pids
-from .cluster import ClusterError
+from .cluster import ClusterError, check_can_start, find_named, set_aside, stop_named
 from .statefile import read_state, write_state
 
 STATE_FILE = "nats-cluster.yaml"
@@ -116,11 +116,7 @@ class NatsLocalCluster:
         write_state(self.dir / STATE_FILE, doc)
 
     def server(self, name: str) -> NatsServer:
-        for s in self.servers:
-            if s.name == name:
-                return s
-        known = ", ".join(s.name for s in self.servers)
-        raise ClusterError(f"unknown server {name!r}; this cluster has {known}")
+        return find_named(self.servers, name, "server")
 
     @property
     def password_file(self) -> Path:
@@ -178,16 +174,9 @@ class NatsLocalCluster:
     ) -> NatsLocalCluster:
         """Start ``nodes`` servers and wait until JetStream has a meta leader everywhere."""
         d = Path(directory).resolve()
-        if (d / STATE_FILE).exists():
-            old = cls.load(d)
-            running = [s.name for s in old.servers if old.alive(s)]
-            if running:
-                raise ClusterError(
-                    f"a NATS cluster is already running in {d} ({', '.join(running)}); "
-                    "run `nats down` first or pick another --dir"
-                )
-        if not 1 <= nodes <= 9:
-            raise ClusterError("--nodes must be between 1 and 9")
+        old = cls.load(d) if (d / STATE_FILE).exists() else None
+        running = old and [s.name for s in old.servers if old.alive(s)]
+        check_can_start(d, nodes, running, "nats down", "a NATS cluster")
         binary = binary or find_binary()
         if binary is None:
             raise ClusterError(f"no nats-server binary found; {INSTALL_HINT}")
@@ -216,11 +205,9 @@ class NatsLocalCluster:
 
     def down(self, grace_s: float = 5.0) -> list[str]:
         """Stop every server (see ``pids.stop``); the names of those that were running."""
-        running = pids.stop([s.pid for s in self.servers], grace_s)
-        for s in self.servers:
-            s.pid = None
+        stopped = stop_named(self.servers, grace_s)
         self.save()
-        return [s.name for s, up in zip(self.servers, running, strict=True) if up]
+        return stopped
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running server."""
@@ -255,7 +242,7 @@ class NatsLocalCluster:
         if self.alive(s):
             return s
         if Path(s.data_dir).exists():
-            _set_aside(Path(s.data_dir))
+            set_aside(Path(s.data_dir))
         self._spawn(s)
         self.save()
         self.wait_ready([s], wait_s)
@@ -271,7 +258,7 @@ class NatsLocalCluster:
         self.servers = [x for x in self.servers if x.name != name]
         self.save()
         if Path(s.data_dir).exists():
-            _set_aside(Path(s.data_dir))
+            set_aside(Path(s.data_dir))
 
     # -- readiness -------------------------------------------------------------
 
@@ -301,8 +288,3 @@ def _ready(s: NatsServer) -> bool:
         return bool((get_json(f"{s.monitor_url}/jsz").get("meta_cluster") or {}).get("leader"))
     except (OSError, ValueError):
         return False
-
-
-def _set_aside(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.move(str(path), f"{path}.removed-{time.time_ns()}")
