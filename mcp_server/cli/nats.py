@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo
+from ..core import LocalClusterState, LocalNodeInfo
 from ..core.config import state_dir
 from ..local.nats import SYS_USER, NatsLocalCluster, get_json
 from . import render
-from .etcd import config_path, dir_from_config, write_entry
-from .launcher import base_port_for, cluster_state, run_launcher, stopped_detail
+from .launcher import base_port_for, cluster_state, process_info, stopped_detail
+from .sandbox import cmd_sandbox_down, config_path, down_dir, run_sandbox, up_dir, write_entry
 from .ui import EXIT_OK, UI
+
+LOGS = "server logs in the cluster directory"
 
 
 def default_dir() -> Path:
@@ -45,7 +46,7 @@ def entry(lc: NatsLocalCluster) -> dict[str, Any]:
 def up(
     directory: str | None, *, nodes: int, base_port: int | None, name: str, config: str | None
 ) -> LocalClusterState:
-    d = Path(directory).expanduser().resolve() if directory else default_dir()
+    d = up_dir(directory, default_dir())
     # Clients on base+i and monitoring on base+100+i are the ports checked; routes
     # (base+50+i) sit inside the same reserved block.
     base_port = base_port_for(base_port, nodes, 7700)
@@ -63,11 +64,7 @@ def up(
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
-    d = (
-        Path(directory).expanduser().resolve()
-        if directory
-        else dir_from_config(name, config, "nats", default_dir())
-    )
+    d = down_dir(directory, name, config, "nats", default_dir())
     t0 = time.monotonic()
     lc = NatsLocalCluster.load(d)
     stopped = lc.down()
@@ -88,33 +85,14 @@ def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> 
             if meta.get("leader"):
                 role = "leader" if meta["leader"] == s.name else "follower"
         infos.append(
-            LocalNodeInfo(
-                id=s.name,
-                peer_address=s.route_url,
-                api_address=s.client_url,
-                data_dir=s.data_dir,
-                pid=s.pid if alive else None,
-                running=alive,
-                role=role,
-                log=str(lc.dir / f"{s.name}.log"),
+            process_info(
+                lc.dir, s.name, s.route_url, s.client_url, s.data_dir, s.pid, alive, role, None
             )
         )
     return cluster_state(lc.dir, action, seconds, detail, infos)
 
 
 # -- the commands --------------------------------------------------------------------
-
-
-def _guarded(
-    args: argparse.Namespace,
-    operation: str,
-    arguments: dict[str, Any],
-    fn: Callable[[], LocalClusterState],
-) -> LocalClusterState:
-    """Run ``fn`` under the guard (policy, one audit line) as a sandbox NATS cluster."""
-    c = ClusterConfig(name=args.name, kind="nats", dir=args.dir, mode="sandbox")
-    logs = "server logs in the cluster directory"
-    return run_launcher(args, c, operation, {"kind": "nats", **arguments}, fn, logs)
 
 
 def cmd_nats_up(args: argparse.Namespace, ui: UI) -> int:
@@ -129,14 +107,10 @@ def cmd_nats_up(args: argparse.Namespace, ui: UI) -> int:
             )
 
     arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
-    ui.emit(_guarded(args, "cluster_up", arguments, start), render.local_view)
+    st = run_sandbox(args, "nats", "cluster_up", arguments, start, LOGS)
+    ui.emit(st, render.local_view)
     return EXIT_OK
 
 
 def cmd_nats_down(args: argparse.Namespace, ui: UI) -> int:
-    def stop() -> LocalClusterState:
-        with ui.spinner("stopping the nats-servers"):
-            return down(args.dir, name=args.name, config=args.config)
-
-    ui.emit(_guarded(args, "cluster_down", {"dir": args.dir}, stop), render.local_view)
-    return EXIT_OK
+    return cmd_sandbox_down(args, ui, "nats", "stopping the nats-servers", LOGS, down)

@@ -1,0 +1,105 @@
+"""What ``etcd up|down`` and ``nats up|down`` share: the local launchers of external kinds.
+
+Both start real processes of another system in a directory, write the cluster's entry
+into clusters.yaml, and run under the guard-and-audit path as a ``mode: sandbox``
+cluster of their kind. Only the processes and the entry differ, so the directory, the
+clusters.yaml bookkeeping, the guarded run and the ``down`` command live here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..core import ClusterConfig, LocalClusterState, ManagerError
+from ..core.config import ENV_CONFIG, state_dir
+from . import render
+from .launcher import run_launcher
+from .ui import EXIT_OK, UI
+
+# The external kinds that have a local launcher.
+SandboxKind = Literal["etcd", "nats"]
+
+
+def config_path(given: str | None) -> Path:
+    """Where the entry goes: --config, else $RAFT_MANAGER_CONFIG, else STATE_DIR/clusters.yaml."""
+    return Path(given or os.environ.get(ENV_CONFIG) or state_dir() / "clusters.yaml").expanduser()
+
+
+def write_entry(path: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add (or replace) cluster ``name`` in the clusters.yaml at ``path``, keeping the rest
+    (the local launchers of external kinds, etcd and nats, write their entries so)."""
+    doc: dict = {}
+    if path.exists():
+        doc = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ManagerError(f"{path} is not a clusters.yaml mapping", "fix or move it")
+    doc.setdefault("clusters", {})[name] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def dir_from_config(name: str, config: str | None, kind: str, default: Path) -> Path:
+    """The ``dir`` of cluster ``name`` (of ``kind``) in the clusters.yaml in use, else
+    ``default``: what ``etcd down`` / ``nats down`` stop when given no --dir."""
+    path = config_path(config)
+    if path.exists():
+        doc = yaml.safe_load(path.read_text()) or {}
+        entry = (doc.get("clusters") or {}).get(name) or {}
+        if entry.get("kind") == kind and entry.get("dir"):
+            return Path(entry["dir"])
+    return default
+
+
+def up_dir(directory: str | None, default: Path) -> Path:
+    """The directory ``up`` starts the cluster in: --dir (resolved), else ``default``."""
+    return Path(directory).expanduser().resolve() if directory else default
+
+
+def down_dir(
+    directory: str | None, name: str, config: str | None, kind: str, default: Path
+) -> Path:
+    """The directory ``down`` stops: --dir, else the one clusters.yaml records for ``name``."""
+    if directory:
+        return Path(directory).expanduser().resolve()
+    return dir_from_config(name, config, kind, default)
+
+
+def run_sandbox(
+    args: argparse.Namespace,
+    kind: SandboxKind,
+    operation: str,
+    arguments: dict[str, Any],
+    fn: Callable[[], LocalClusterState],
+    logs: str,
+) -> LocalClusterState:
+    """Run ``fn`` under the guard (policy, one audit line) as a sandbox cluster of ``kind``,
+    audited with ``kind`` among its arguments; ``logs`` says where a failure's cause is."""
+    c = ClusterConfig(name=args.name, kind=kind, dir=args.dir, mode="sandbox")
+    return run_launcher(args, c, operation, {"kind": kind, **arguments}, fn, logs)
+
+
+def cmd_sandbox_down(
+    args: argparse.Namespace,
+    ui: UI,
+    kind: SandboxKind,
+    spinner: str,
+    logs: str,
+    down: Callable[..., LocalClusterState],
+) -> int:
+    """``KIND down``: stop every process under the guard, audited as ``cluster_down``."""
+
+    def stop() -> LocalClusterState:
+        with ui.spinner(spinner):
+            return down(args.dir, name=args.name, config=args.config)
+
+    st = run_sandbox(args, kind, "cluster_down", {"dir": args.dir}, stop, logs)
+    ui.emit(st, render.local_view)
+    return EXIT_OK
