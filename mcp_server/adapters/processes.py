@@ -127,6 +127,28 @@ class _Processes(ABC):
             self.cluster().retire(node)
 
 
+class SweptStatuses:
+    """For adapters that learn every member's status in one sweep (etcd, NATS): one
+    member's status is its row of that sweep, and each row carries the process state
+    when raft-manager runs the processes (``processes``)."""
+
+    processes: _Processes | None
+
+    def statuses(self) -> dict[str, MemberStatus]:
+        raise NotImplementedError  # the adapter's sweep
+
+    def _decorate(self, out: dict[str, MemberStatus]) -> dict[str, MemberStatus]:
+        if self.processes is not None:
+            for st in out.values():
+                self.processes.decorate(st)
+        return out
+
+    def status(self, node: str) -> MemberStatus:
+        return self.statuses().get(node) or MemberStatus(
+            id=node, reachable=False, error="not a member"
+        )
+
+
 class LocalProcesses(_Processes):
     """The ``raft-node`` processes of a ``cluster up`` cluster (``cluster.yaml``)."""
 
