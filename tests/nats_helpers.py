@@ -10,13 +10,11 @@ added stop too.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from testkit import release_base_port, reserve_base_port
+from testkit import launched_cluster, unavailable
 
 from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
@@ -28,23 +26,18 @@ from mcp_server.manager import Manager
 def require() -> str:
     binary = find_binary()
     if binary is None:
-        message = f"no nats-server found: {INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no nats-server found: {INSTALL_HINT}")
     return binary
 
 
 @contextlib.contextmanager
 def nats_cluster(directory: Path, nodes: int = 3) -> Iterator[NatsLocalCluster]:
     binary = require()
-    base = reserve_base_port()
-    try:
-        yield NatsLocalCluster.up(directory, nodes=nodes, base_port=base, binary=binary)
-    finally:
-        with contextlib.suppress(Exception):
-            NatsLocalCluster.load(directory).down(grace_s=2.0)
-        release_base_port(base)
+    with launched_cluster(
+        lambda base: NatsLocalCluster.up(directory, nodes=nodes, base_port=base, binary=binary),
+        lambda: NatsLocalCluster.load(directory).down(grace_s=2.0),
+    ) as lc:
+        yield lc
 
 
 def nats_config(
