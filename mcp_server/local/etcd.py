@@ -23,7 +23,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..clients.etcd_gateway import EtcdGateway, num
@@ -31,7 +31,7 @@ from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
 from .cluster import ClusterError, check_can_start, find_named, set_aside, stop_named
-from .statefile import read_state, write_state
+from .statefile import load_cluster, save_cluster
 
 STATE_FILE = "etcd-cluster.yaml"
 INSTALL_HINT = (
@@ -94,18 +94,10 @@ class EtcdLocalCluster:
 
     @classmethod
     def load(cls, directory: Path | str) -> EtcdLocalCluster:
-        d = Path(directory)
-        doc = read_state(d / STATE_FILE, "etcd up")
-        try:
-            members = [EtcdMember(**m) for m in doc.pop("members", [])]
-            return cls(dir=d, members=members, **doc)
-        except TypeError as e:
-            raise ClusterError(f"{d / STATE_FILE} is not a file `etcd up` wrote: {e}") from e
+        return load_cluster(cls, EtcdMember, directory, STATE_FILE, "members", "etcd up")
 
     def save(self) -> None:
-        doc = {k: v for k, v in asdict(self).items() if k not in ("dir", "members")}
-        doc["members"] = [asdict(m) for m in self.members]
-        write_state(self.dir / STATE_FILE, doc)
+        save_cluster(self, STATE_FILE, "members")
 
     def member(self, name: str) -> EtcdMember:
         return find_named(self.members, name, "member")

@@ -27,12 +27,12 @@ import signal
 import subprocess
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pids
 from .cluster import ClusterError, check_can_start, find_named, set_aside, stop_named
-from .statefile import read_state, write_state
+from .statefile import load_cluster, save_cluster
 
 STATE_FILE = "nats-cluster.yaml"
 CLUSTER_NAME = "raft-manager"
@@ -102,18 +102,10 @@ class NatsLocalCluster:
 
     @classmethod
     def load(cls, directory: Path | str) -> NatsLocalCluster:
-        d = Path(directory)
-        doc = read_state(d / STATE_FILE, "nats up")
-        try:
-            servers = [NatsServer(**m) for m in doc.pop("servers", [])]
-            return cls(dir=d, servers=servers, **doc)
-        except TypeError as e:
-            raise ClusterError(f"{d / STATE_FILE} is not a file `nats up` wrote: {e}") from e
+        return load_cluster(cls, NatsServer, directory, STATE_FILE, "servers", "nats up")
 
     def save(self) -> None:
-        doc = {k: v for k, v in asdict(self).items() if k not in ("dir", "servers")}
-        doc["servers"] = [asdict(m) for m in self.servers]
-        write_state(self.dir / STATE_FILE, doc)
+        save_cluster(self, STATE_FILE, "servers")
 
     def server(self, name: str) -> NatsServer:
         return find_named(self.servers, name, "server")
