@@ -18,7 +18,6 @@ from ..clients.etcd_gateway import EtcdGateway, num
 from ..core import LocalClusterState, LocalNodeInfo, ManagerError
 from ..core.config import state_dir
 from ..local.etcd import EtcdLocalCluster
-from . import render
 from .launcher import (
     base_port_for,
     cluster_state,
@@ -27,13 +26,13 @@ from .launcher import (
 )
 from .sandbox import (
     cmd_sandbox_down,
+    cmd_sandbox_up,
     config_path,
     down_dir,
-    run_sandbox,
     up_dir,
     write_entry,
 )
-from .ui import EXIT_OK, UI
+from .ui import UI
 
 DEFAULT_NAME = "etcd"
 LOGS = "member logs in the cluster directory"
@@ -112,22 +111,22 @@ def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> 
 
 
 def cmd_etcd_up(args: argparse.Namespace, ui: UI) -> int:
-    def start() -> LocalClusterState:
-        with ui.spinner(f"starting {args.nodes} etcd members and waiting for a leader"):
-            return up(
-                args.dir,
-                nodes=args.nodes,
-                base_port=args.base_port,
-                name=args.name,
-                config=args.config,
-                heartbeat_ms=args.heartbeat_ms,
-                election_ms=args.election_ms,
-            )
-
-    arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
-    st = run_sandbox(args, "etcd", "cluster_up", arguments, start, LOGS)
-    ui.emit(st, render.local_view)
-    return EXIT_OK
+    return cmd_sandbox_up(
+        args,
+        ui,
+        "etcd",
+        f"starting {args.nodes} etcd members and waiting for a leader",
+        LOGS,
+        lambda: up(
+            args.dir,
+            nodes=args.nodes,
+            base_port=args.base_port,
+            name=args.name,
+            config=args.config,
+            heartbeat_ms=args.heartbeat_ms,
+            election_ms=args.election_ms,
+        ),
+    )
 
 
 def cmd_etcd_down(args: argparse.Namespace, ui: UI) -> int:

@@ -18,10 +18,16 @@ from typing import Any
 from ..core import LocalClusterState, LocalNodeInfo
 from ..core.config import state_dir
 from ..local.nats import SYS_USER, NatsLocalCluster, get_json
-from . import render
 from .launcher import base_port_for, cluster_state, process_info, stopped_detail
-from .sandbox import cmd_sandbox_down, config_path, down_dir, run_sandbox, up_dir, write_entry
-from .ui import EXIT_OK, UI
+from .sandbox import (
+    cmd_sandbox_down,
+    cmd_sandbox_up,
+    config_path,
+    down_dir,
+    up_dir,
+    write_entry,
+)
+from .ui import UI
 
 LOGS = "server logs in the cluster directory"
 
@@ -96,20 +102,20 @@ def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> 
 
 
 def cmd_nats_up(args: argparse.Namespace, ui: UI) -> int:
-    def start() -> LocalClusterState:
-        with ui.spinner(f"starting {args.nodes} nats-servers and waiting for a meta leader"):
-            return up(
-                args.dir,
-                nodes=args.nodes,
-                base_port=args.base_port,
-                name=args.name,
-                config=args.config,
-            )
-
-    arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
-    st = run_sandbox(args, "nats", "cluster_up", arguments, start, LOGS)
-    ui.emit(st, render.local_view)
-    return EXIT_OK
+    return cmd_sandbox_up(
+        args,
+        ui,
+        "nats",
+        f"starting {args.nodes} nats-servers and waiting for a meta leader",
+        LOGS,
+        lambda: up(
+            args.dir,
+            nodes=args.nodes,
+            base_port=args.base_port,
+            name=args.name,
+            config=args.config,
+        ),
+    )
 
 
 def cmd_nats_down(args: argparse.Namespace, ui: UI) -> int:

@@ -86,6 +86,25 @@ def run_sandbox(
     return run_launcher(args, c, operation, {"kind": kind, **arguments}, fn, logs)
 
 
+def cmd_sandbox_up(
+    args: argparse.Namespace,
+    ui: UI,
+    kind: SandboxKind,
+    spinner: str,
+    logs: str,
+    up: Callable[[], LocalClusterState],
+) -> int:
+    """``KIND up``: start the processes under the guard, audited as ``cluster_up``."""
+
+    def start() -> LocalClusterState:
+        with ui.spinner(spinner):
+            return up()
+
+    arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
+    ui.emit(run_sandbox(args, kind, "cluster_up", arguments, start, logs), render.local_view)
+    return EXIT_OK
+
+
 def cmd_sandbox_down(
     args: argparse.Namespace,
     ui: UI,
