@@ -10,10 +10,11 @@ added stop too.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from testkit import launched_cluster, unavailable
 
 from mcp_server.core.audit import AuditLog
@@ -65,6 +66,27 @@ def nats_manager(lc: NatsLocalCluster, state: Path, **kw: Any) -> Manager:
     cfg = nats_config(lc, state, **kw)
     c = cfg.cluster(None)
     return Manager(c, config=cfg, plans=PlanStore(state / "plans"))
+
+
+def module_fixtures(prepare: Callable[[Manager], Any] | None = None) -> tuple[Any, Any]:
+    """A test module's fixtures for one real NATS cluster, to assign at module level:
+    ``cluster, mgr = module_fixtures()`` (as ``etcd_helpers.module_fixtures``).
+    ``cluster`` is one 3-server cluster per module; ``mgr`` a manager on it per test,
+    first given to ``prepare`` (a module whose tests need data in place)."""
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory: Any) -> Iterator[NatsLocalCluster]:
+        with nats_cluster(tmp_path_factory.mktemp("nats")) as lc:
+            yield lc
+
+    @pytest.fixture
+    def mgr(cluster: NatsLocalCluster, state: Path) -> Iterator[Manager]:
+        with nats_manager(cluster, state) as m:
+            if prepare is not None:
+                prepare(m)
+            yield m
+
+    return cluster, mgr
 
 
 def audit_lines(state: Path) -> list[dict]:
