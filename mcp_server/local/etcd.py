@@ -30,8 +30,8 @@ from ..clients.etcd_gateway import EtcdGateway, num
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
-from .cluster import ClusterError, check_can_start, find_named, set_aside, stop_named
-from .statefile import load_cluster, save_cluster
+from .cluster import ClusterError, check_can_start, set_aside
+from .external import ExternalCluster
 
 STATE_FILE = "etcd-cluster.yaml"
 INSTALL_HINT = (
@@ -81,7 +81,13 @@ class EtcdMember:
 
 
 @dataclass
-class EtcdLocalCluster:
+class EtcdLocalCluster(ExternalCluster):
+    state_file = STATE_FILE
+    member_type = EtcdMember
+    key = "members"
+    noun = "member"
+    up_command = "etcd up"
+
     dir: Path
     binary: str
     members: list[EtcdMember] = field(default_factory=list)
@@ -90,17 +96,8 @@ class EtcdLocalCluster:
     election_ms: int = 1000
     tls: dict[str, str] | None = None  # ca_file, cert_file, key_file (server and client auth)
 
-    # -- persistence -----------------------------------------------------------
-
-    @classmethod
-    def load(cls, directory: Path | str) -> EtcdLocalCluster:
-        return load_cluster(cls, EtcdMember, directory, STATE_FILE, "members", "etcd up")
-
-    def save(self) -> None:
-        save_cluster(self, STATE_FILE, "members")
-
     def member(self, name: str) -> EtcdMember:
-        return find_named(self.members, name, "member")
+        return self.find(name)
 
     @property
     def scheme(self) -> str:
@@ -142,13 +139,6 @@ class EtcdLocalCluster:
 
     def _spawn(self, m: EtcdMember, state: str, initial: list[EtcdMember]) -> None:
         m.pid = pids.spawn(self._args(m, state, initial), self.dir / f"{m.name}.log", self.dir)
-
-    def alive(self, m: EtcdMember) -> bool:
-        return pids.alive(m.pid)
-
-    def frozen(self, m: EtcdMember) -> bool:
-        """SIGSTOPped (``fault stop``): alive but not running."""
-        return pids.frozen(m.pid)
 
     @classmethod
     def up(
@@ -199,19 +189,6 @@ class EtcdLocalCluster:
             c.down(grace_s=1.0)
             raise
         return c
-
-    def down(self, grace_s: float = 5.0) -> list[str]:
-        """Stop every member (see ``pids.stop``); the names of those that were running."""
-        stopped = stop_named(self.members, grace_s)
-        self.save()
-        return stopped
-
-    def signal(self, name: str, sig: signal.Signals) -> None:
-        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running member."""
-        m = self.member(name)
-        if not self.alive(m):
-            raise ClusterError(f"{name} is not running")
-        pids.send(m.pid, sig)  # type: ignore[arg-type]
 
     def start(self, name: str, tls: TLSConfig | None = None, wait_s: float = 15.0) -> None:
         """Start a stopped member on its existing data (or join it if it has none)."""

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pids
-from .cluster import ClusterError, check_can_start, find_named, set_aside, stop_named
-from .statefile import load_cluster, save_cluster
+from .cluster import ClusterError, check_can_start, set_aside
+from .external import ExternalCluster
 
 STATE_FILE = "nats-cluster.yaml"
 CLUSTER_NAME = "raft-manager"
@@ -92,23 +92,20 @@ class NatsServer:
 
 
 @dataclass
-class NatsLocalCluster:
+class NatsLocalCluster(ExternalCluster):
+    state_file = STATE_FILE
+    member_type = NatsServer
+    key = "servers"
+    noun = "server"
+    up_command = "nats up"
+
     dir: Path
     binary: str
     base_port: int
     servers: list[NatsServer] = field(default_factory=list)
 
-    # -- persistence -----------------------------------------------------------
-
-    @classmethod
-    def load(cls, directory: Path | str) -> NatsLocalCluster:
-        return load_cluster(cls, NatsServer, directory, STATE_FILE, "servers", "nats up")
-
-    def save(self) -> None:
-        save_cluster(self, STATE_FILE, "servers")
-
     def server(self, name: str) -> NatsServer:
-        return find_named(self.servers, name, "server")
+        return self.find(name)
 
     @property
     def password_file(self) -> Path:
@@ -147,12 +144,6 @@ class NatsLocalCluster:
         conf = self.dir / f"{s.name}.conf"
         conf.write_text(self._config(s))
         s.pid = pids.spawn([self.binary, "-c", str(conf)], self.dir / f"{s.name}.log", self.dir)
-
-    def alive(self, s: NatsServer) -> bool:
-        return pids.alive(s.pid)
-
-    def frozen(self, s: NatsServer) -> bool:
-        return pids.frozen(s.pid)
 
     @classmethod
     def up(
@@ -194,19 +185,6 @@ class NatsLocalCluster:
         return NatsServer(
             name, b + slot, b + ROUTE_OFFSET + slot, b + MONITOR_OFFSET + slot, str(self.dir / name)
         )
-
-    def down(self, grace_s: float = 5.0) -> list[str]:
-        """Stop every server (see ``pids.stop``); the names of those that were running."""
-        stopped = stop_named(self.servers, grace_s)
-        self.save()
-        return stopped
-
-    def signal(self, name: str, sig: signal.Signals) -> None:
-        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running server."""
-        s = self.server(name)
-        if not self.alive(s):
-            raise ClusterError(f"{name} is not running")
-        pids.send(s.pid, sig)  # type: ignore[arg-type]
 
     def start(self, name: str, wait_s: float = 20.0) -> None:
         """Start a stopped server on its existing data; wait until it sees a meta leader."""
