@@ -30,8 +30,8 @@ from ..clients.etcd_gateway import EtcdGateway, num
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
-from .cluster import ClusterError, check_can_start, set_aside
-from .external import ExternalCluster
+from .cluster import ClusterError, check_can_start
+from .external import ExternalCluster, set_aside
 
 STATE_FILE = "etcd-cluster.yaml"
 INSTALL_HINT = (

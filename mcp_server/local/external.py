@@ -9,13 +9,53 @@ is started, joined, retired and found ready differs, and stays with each kind.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import signal
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from . import pids
-from .cluster import ClusterError, find_named, stop_named
+from .cluster import ClusterError
 from .statefile import load_cluster, save_cluster
+
+
+class NamedProcess(Protocol):
+    """A member of an external-kind local cluster (etcd member, nats-server): the
+    helpers below are the bookkeeping those launchers share, whatever the binary."""
+
+    name: str
+    pid: int | None
+
+
+P = TypeVar("P", bound=NamedProcess)
+
+
+def find_named(procs: Sequence[P], name: str, noun: str) -> P:
+    """The member called ``name``; a ``ClusterError`` listing the known ones if none is."""
+    for p in procs:
+        if p.name == name:
+            return p
+    known = ", ".join(p.name for p in procs)
+    raise ClusterError(f"unknown {noun} {name!r}; this cluster has {known}")
+
+
+def stop_named(procs: Sequence[NamedProcess], grace_s: float) -> list[str]:
+    """Stop every member (see ``pids.stop``) and forget its pid; the names of those that
+    were running. The caller saves its state file."""
+    running = pids.stop([p.pid for p in procs], grace_s)
+    for p in procs:
+        p.pid = None
+    return [p.name for p, up in zip(procs, running, strict=True) if up]
+
+
+def set_aside(path: Path) -> None:
+    """Move a retired member's data directory out of the way (best effort): a name added
+    again must start empty, and the old data stays for a post-mortem."""
+    with contextlib.suppress(OSError):
+        shutil.move(str(path), f"{path}.removed-{time.time_ns()}")
 
 
 class ExternalCluster:

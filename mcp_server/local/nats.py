@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pids
-from .cluster import ClusterError, check_can_start, set_aside
-from .external import ExternalCluster
+from .cluster import ClusterError, check_can_start
+from .external import ExternalCluster, set_aside
 
 STATE_FILE = "nats-cluster.yaml"
 CLUSTER_NAME = "raft-manager"
