@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
+import json
 import os
 import tempfile
 import threading
@@ -110,6 +111,17 @@ def launched_cluster(up: Callable[[int], T], down: Callable[[], Any]) -> Iterato
         with contextlib.suppress(Exception):
             down()
         release_base_port(base)
+
+
+def cli_json(capsys: Any, *argv: str) -> tuple[int, dict]:
+    """Run ``raft-manager --json ARGV`` in-process: its exit status and its JSON answer
+    (``{}`` when it printed nothing)."""
+    # Imported here: the raft_core tests that use testkit need not load the CLI.
+    from mcp_server.cli import main
+
+    code = main(["--json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else {}
 
 
 def free_port() -> int:
