@@ -117,15 +117,9 @@ def cmd_etcd_up(args: argparse.Namespace, ui: UI) -> int:
         "etcd",
         f"starting {args.nodes} etcd members and waiting for a leader",
         LOGS,
-        lambda: up(
-            args.dir,
-            nodes=args.nodes,
-            base_port=args.base_port,
-            name=args.name,
-            config=args.config,
-            heartbeat_ms=args.heartbeat_ms,
-            election_ms=args.election_ms,
-        ),
+        up,
+        heartbeat_ms=args.heartbeat_ms,
+        election_ms=args.election_ms,
     )
 
 

@@ -108,13 +108,7 @@ def cmd_nats_up(args: argparse.Namespace, ui: UI) -> int:
         "nats",
         f"starting {args.nodes} nats-servers and waiting for a meta leader",
         LOGS,
-        lambda: up(
-            args.dir,
-            nodes=args.nodes,
-            base_port=args.base_port,
-            name=args.name,
-            config=args.config,
-        ),
+        up,
     )
 
 

@@ -92,13 +92,22 @@ def cmd_sandbox_up(
     kind: SandboxKind,
     spinner: str,
     logs: str,
-    up: Callable[[], LocalClusterState],
+    up: Callable[..., LocalClusterState],
+    **options: Any,
 ) -> int:
-    """``KIND up``: start the processes under the guard, audited as ``cluster_up``."""
+    """``KIND up``: ``up`` (the kind's) with the options every launcher takes and the
+    kind's own ``options``, under the guard, audited as ``cluster_up``."""
 
     def start() -> LocalClusterState:
         with ui.spinner(spinner):
-            return up()
+            return up(
+                args.dir,
+                nodes=args.nodes,
+                base_port=args.base_port,
+                name=args.name,
+                config=args.config,
+                **options,
+            )
 
     arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
     ui.emit(run_sandbox(args, kind, "cluster_up", arguments, start, logs), render.local_view)
