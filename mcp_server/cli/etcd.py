@@ -22,15 +22,14 @@ from .launcher import (
     base_port_for,
     cluster_state,
     process_info,
-    stopped_detail,
 )
 from .sandbox import (
     cmd_sandbox_down,
     cmd_sandbox_up,
-    config_path,
     down_dir,
+    record_up,
+    stop_sandbox,
     up_dir,
-    write_entry,
 )
 from .ui import UI
 
@@ -58,27 +57,22 @@ def up(
     lc = EtcdLocalCluster.up(
         d, nodes=nodes, base_port=base_port, heartbeat_ms=heartbeat_ms, election_ms=election_ms
     )
-    took = time.monotonic() - t0
-    path = config_path(config)
-    write_entry(
-        path,
-        name,
-        {"kind": "etcd", "endpoints": lc.endpoints(), "dir": str(lc.dir), "mode": "sandbox"},
+    return record_up(
+        lc,
+        d,
+        time.monotonic() - t0,
+        describe,
+        name=name,
+        config=config,
+        entry={"kind": "etcd", "endpoints": lc.endpoints(), "dir": str(lc.dir), "mode": "sandbox"},
+        started=f"{nodes} etcd members",
+        leader="leader",
     )
-    st = describe(lc, "up", took, "")
-    st.detail = (
-        f"{nodes} etcd members up in {d}; leader {st.leader} (in {took:.1f}s); cluster "
-        f"{name!r} written to {path} (use --config {path} --cluster {name})"
-    )
-    return st
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
     d = down_dir(directory, name, config, "etcd", default_dir())
-    t0 = time.monotonic()
-    lc = EtcdLocalCluster.load(d)
-    stopped = lc.down()
-    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "etcd member(s)"))
+    return stop_sandbox(d, EtcdLocalCluster.load, describe, "etcd member(s)")
 
 
 def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:

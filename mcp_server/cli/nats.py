@@ -18,14 +18,14 @@ from typing import Any
 from ..core import LocalClusterState, LocalNodeInfo
 from ..core.config import state_dir
 from ..local.nats import SYS_USER, NatsLocalCluster, get_json
-from .launcher import base_port_for, cluster_state, process_info, stopped_detail
+from .launcher import base_port_for, cluster_state, process_info
 from .sandbox import (
     cmd_sandbox_down,
     cmd_sandbox_up,
-    config_path,
     down_dir,
+    record_up,
+    stop_sandbox,
     up_dir,
-    write_entry,
 )
 from .ui import UI
 
@@ -58,23 +58,22 @@ def up(
     base_port = base_port_for(base_port, nodes, 7700)
     t0 = time.monotonic()
     lc = NatsLocalCluster.up(d, nodes=nodes, base_port=base_port)
-    took = time.monotonic() - t0
-    path = config_path(config)
-    write_entry(path, name, entry(lc))
-    st = describe(lc, "up", took, "")
-    st.detail = (
-        f"{nodes} nats-server processes up in {d}; JetStream meta leader {st.leader} (in "
-        f"{took:.1f}s); cluster {name!r} written to {path} (use --config {path} --cluster {name})"
+    return record_up(
+        lc,
+        d,
+        time.monotonic() - t0,
+        describe,
+        name=name,
+        config=config,
+        entry=entry(lc),
+        started=f"{nodes} nats-server processes",
+        leader="JetStream meta leader",
     )
-    return st
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
     d = down_dir(directory, name, config, "nats", default_dir())
-    t0 = time.monotonic()
-    lc = NatsLocalCluster.load(d)
-    stopped = lc.down()
-    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "nats-server(s)"))
+    return stop_sandbox(d, NatsLocalCluster.load, describe, "nats-server(s)")
 
 
 def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -18,12 +19,15 @@ import yaml
 
 from ..core import ClusterConfig, LocalClusterState, ManagerError
 from ..core.config import ENV_CONFIG, state_dir
+from ..local.external import ExternalCluster
 from . import render
-from .launcher import run_launcher
+from .launcher import run_launcher, stopped_detail
 from .ui import EXIT_OK, UI
 
 # The external kinds that have a local launcher.
 SandboxKind = Literal["etcd", "nats"]
+# A kind's ``describe(lc, action, seconds, detail)``: its processes as a launcher answer.
+Describe = Callable[[Any, str, float, str], LocalClusterState]
 
 
 def config_path(given: str | None) -> Path:
@@ -70,6 +74,41 @@ def down_dir(
     if directory:
         return Path(directory).expanduser().resolve()
     return dir_from_config(name, config, kind, default)
+
+
+def record_up(
+    lc: ExternalCluster,
+    d: Path,
+    took: float,
+    describe: Describe,
+    *,
+    name: str,
+    config: str | None,
+    entry: dict[str, Any],
+    started: str,
+    leader: str,
+) -> LocalClusterState:
+    """After ``up`` in ``d``: write ``entry`` as cluster ``name`` into the clusters.yaml in
+    use and answer the cluster's state, its detail saying what ``started`` and who leads."""
+    path = config_path(config)
+    write_entry(path, name, entry)
+    st = describe(lc, "up", took, "")
+    st.detail = (
+        f"{started} up in {d}; {leader} {st.leader} (in {took:.1f}s); cluster {name!r} "
+        f"written to {path} (use --config {path} --cluster {name})"
+    )
+    return st
+
+
+def stop_sandbox(
+    d: Path, load: Callable[[Path], ExternalCluster], describe: Describe, what: str
+) -> LocalClusterState:
+    """``down``: stop every process of the cluster in ``d`` (data kept); the answer names
+    the ``what`` that were running."""
+    t0 = time.monotonic()
+    lc = load(d)
+    stopped = lc.down()
+    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, what))
 
 
 def run_sandbox(
