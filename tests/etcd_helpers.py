@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import release_base_port, reserve_base_port
+from testkit import launched_cluster, unavailable
 
 from mcp_server.core.config import ClusterConfig, Config
 from mcp_server.core.plans import PlanStore
@@ -61,10 +61,7 @@ def binary_params() -> list[Any]:
 
 def require(binary: str | None) -> str:
     if binary is None:
-        message = f"no etcd binary found: {INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no etcd binary found: {INSTALL_HINT}")
     return binary
 
 
@@ -72,15 +69,13 @@ def require(binary: str | None) -> str:
 def etcd_cluster(
     directory: Path, binary: str, nodes: int = 3, **kw: Any
 ) -> Iterator[EtcdLocalCluster]:
-    base = reserve_base_port()
-    try:
-        yield EtcdLocalCluster.up(
+    with launched_cluster(
+        lambda base: EtcdLocalCluster.up(
             directory, nodes=nodes, base_port=base, binary=binary, **{**FAST, **kw}
-        )
-    finally:
-        with contextlib.suppress(Exception):
-            EtcdLocalCluster.load(directory).down(grace_s=2.0)
-        release_base_port(base)
+        ),
+        lambda: EtcdLocalCluster.load(directory).down(grace_s=2.0),
+    ) as lc:
+        yield lc
 
 
 def etcd_manager(

@@ -4,10 +4,7 @@ new server with routes) and retire (stop a removed server, set its data aside)."
 
 from __future__ import annotations
 
-import contextlib
-
 from ..core.port import NewProcess
-from ..local.cluster import ClusterError
 from ..local.nats import STATE_FILE, NatsLocalCluster
 from .processes import _Processes
 
@@ -29,24 +26,12 @@ class NatsProcesses(_Processes):
     def client_urls(self) -> list[str]:
         return self.state().client_urls()
 
-    def start(self, node: str) -> None:
-        try:
-            self.cluster().start(node)
-        except ClusterError as e:
-            raise self._failed(node, e) from None
-
     def new_process(self, node: str) -> NewProcess:
         """Start a new server with routes to the others: that is how it joins."""
-        try:
+        with self._failing(node):
             s = self.cluster().join(node)
-        except ClusterError as e:
-            raise self._failed(node, e) from None
         return NewProcess(node, s.route_url, s.monitor_url)
 
     def planned_addresses(self, node: str) -> tuple[str, str]:
         s = self.state().reserve(node)  # reserves nothing: picks ports, changes no state
         return s.route_url, s.monitor_url
-
-    def retire_process(self, node: str) -> None:
-        with contextlib.suppress(ClusterError):
-            self.cluster().retire(node)
