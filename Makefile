@@ -15,7 +15,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+# The MCP client matrix's Node clients (tests/mcp_clients, pinned by its lock file).
+# Without npm the matrix's tests skip locally (and fail under CI, which installs npm).
+CLIENTS := tests/mcp_clients
+$(CLIENTS)/node_modules/.installed: $(CLIENTS)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  (cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error) && touch $@; \
+	else echo "npm not found: the MCP client matrix tests will skip (install Node 22 and npm)"; fi
+
+install: $(VENV)/.installed $(CLIENTS)/node_modules/.installed
 
 demo: install
 	$(BIN)/raft-manager demo

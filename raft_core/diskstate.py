@@ -1,7 +1,7 @@
 """The on-disk state machine: raft-node's KV store, kept in LMDB.
 
 Why LMDB, and what was measured against SQLite: docs/design.md, "The on-disk state
-machine". One LMDB file (``state.mdb``) holds four tables:
+machine". One LMDB file (``state.mdb``) holds these tables:
 
 * ``kv``: the data (UTF-8 keys and values); reads come from here, never a dict copy.
   LMDB keys stop at 511 bytes and the API takes up to 1 KiB, so a longer key lives in
@@ -13,8 +13,9 @@ machine". One LMDB file (``state.mdb``) holds four tables:
 * ``meta``: the applied index and term, the digest chain, the log clock, and the
   host's ``extra`` (member addresses) as of the latest snapshot.
 
-Every batch of applied entries is one write transaction: the data, the sessions it
-touched and the applied index become visible together or not at all, so a restart
+Applied batches are committed in write transactions (``commit``; the node decides how
+many batches one covers): the data, the sessions they touched and the applied index
+become visible together or not at all, so a restart
 resumes from the store's own applied index, replays the entries after it from the
 Raft log, and rebuilds nothing in memory but the (bounded) session table. Commits are
 not fsynced: the Raft WAL is the durable record, and a store that lost its latest
@@ -280,7 +281,6 @@ class DiskReplica(Replica):
         self.sessions = _Tracked(self._counter)  # type: ignore[assignment]
         self.tombstones = _Tracked(self._counter)  # type: ignore[assignment]
         self.extra: Any = None
-        self.extra_index = 0
         self.path.with_name(self.path.name + STAGED_SUFFIX).unlink(missing_ok=True)
         self._open()
 
@@ -307,7 +307,8 @@ class DiskReplica(Replica):
                 self.applied_index = self.applied_term = self.clock_ms = self._counter[0] = 0
                 self.chain = bytes(32)
             extra = txn.get(_EXTRA, db=self._meta)
-            self.extra_index, self.extra = msgpack.unpackb(extra) if extra else (0, None)
+            # Stored with the index it was taken at, for whoever inspects the file.
+            self.extra = msgpack.unpackb(extra)[1] if extra else None
             responses: dict[bytes, _Responses] = {}
             for k, v in txn.cursor(db=self._responses):
                 index, term, value = msgpack.unpackb(v, strict_map_key=False)
@@ -423,7 +424,7 @@ class DiskReplica(Replica):
         try:
             with self._env.begin(write=True) as txn:
                 txn.put(_EXTRA, msgpack.packb([self.applied_index, extra]), db=self._meta)
-            self.extra_index, self.extra = self.applied_index, extra
+            self.extra = extra
             view = self._env.begin()
         except BaseException:
             self._view_lock.release()
@@ -519,7 +520,7 @@ class DiskReplica(Replica):
         self.applied_index, self.applied_term = mem.applied_index, mem.applied_term
         self.chain, self.clock_ms = mem.chain, mem.clock_ms
         self.commit()  # one transaction: the whole image or nothing
-        self.extra_index, self.extra = self.applied_index, extra
+        self.extra = extra
         self._chains.clear()
         self._chains[self.applied_index] = self.chain
         return extra

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import release_base_port, reserve_base_port
+from testkit import launched_cluster, unavailable
 
-from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
 from mcp_server.core.plans import PlanStore
 from mcp_server.local.etcd import (
@@ -62,10 +61,7 @@ def binary_params() -> list[Any]:
 
 def require(binary: str | None) -> str:
     if binary is None:
-        message = f"no etcd binary found: {INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no etcd binary found: {INSTALL_HINT}")
     return binary
 
 
@@ -73,15 +69,13 @@ def require(binary: str | None) -> str:
 def etcd_cluster(
     directory: Path, binary: str, nodes: int = 3, **kw: Any
 ) -> Iterator[EtcdLocalCluster]:
-    base = reserve_base_port()
-    try:
-        yield EtcdLocalCluster.up(
+    with launched_cluster(
+        lambda base: EtcdLocalCluster.up(
             directory, nodes=nodes, base_port=base, binary=binary, **{**FAST, **kw}
-        )
-    finally:
-        with contextlib.suppress(Exception):
-            EtcdLocalCluster.load(directory).down(grace_s=2.0)
-        release_base_port(base)
+        ),
+        lambda: EtcdLocalCluster.load(directory).down(grace_s=2.0),
+    ) as lc:
+        yield lc
 
 
 def etcd_manager(
@@ -109,5 +103,20 @@ def etcd_manager(
     return Manager(c, config=cfg, plans=PlanStore(state / "plans"))
 
 
-def audit_lines(state: Path) -> list[dict]:
-    return AuditLog(state / "audit.jsonl").read()
+def module_fixtures() -> tuple[Any, Any]:
+    """A test module's fixtures for one real etcd cluster, to assign at module level:
+    ``cluster, mgr = module_fixtures()``. ``cluster`` is one 3-member cluster per module
+    and etcd version (each test leaves it healthy); ``mgr`` a manager on it per test."""
+
+    @pytest.fixture(scope="module", params=binary_params())
+    def cluster(request: Any, tmp_path_factory: Any) -> Iterator[EtcdLocalCluster]:
+        binary = require(request.param)
+        with etcd_cluster(tmp_path_factory.mktemp("etcd"), binary) as lc:
+            yield lc
+
+    @pytest.fixture
+    def mgr(cluster: EtcdLocalCluster, state: Path) -> Iterator[Manager]:
+        with etcd_manager(cluster, state) as m:
+            yield m
+
+    return cluster, mgr

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from proc_helpers import register, shared_http, url
 from testkit import release_base_port, reserve_base_port, wait_until
 
 from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
+from mcp_server.core.errors import Refused
 from mcp_server.core.plans import PlanStore
 from mcp_server.local import LocalCluster, LocalSettings
 from mcp_server.manager import Manager
@@ -71,6 +73,27 @@ def last_audit(state: Path) -> dict:
     lines = audit_lines(state)
     assert lines, "the audit log is empty"
     return lines[-1]
+
+
+def refused(fn: Callable[[], Any], *match: str) -> Refused:
+    """Call ``fn``, which must be refused with every ``match`` in its reasons and a next
+    step; the refusal."""
+    with pytest.raises(Refused) as e:
+        fn()
+    text = " ".join([e.value.reason, *e.value.reasons])
+    for m in match:
+        assert m in text, f"{m!r} not in {text!r}"
+    assert e.value.next_step, "a refusal says what to do next"
+    return e.value
+
+
+def assert_audited(state: Path, operation: str, *reason: str) -> dict:
+    """The last audit line is ``operation``'s refusal, with every ``reason`` in it."""
+    line = last_audit(state)
+    assert line["operation"] == operation and line["outcome"] == "refused", line
+    for r in reason:
+        assert r in line["reason"], line
+    return line
 
 
 def write_config(path: Path, clusters: dict[str, dict], **top: Any) -> Path:

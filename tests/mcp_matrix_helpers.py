@@ -40,7 +40,7 @@ REVISIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 # Arguments for the tools whose inputs are required (read-only tools and dry runs).
 READ_ARGS: dict[str, dict[str, Any]] = {"read": {"key": "matrix"}}
 DRY_RUN_ARGS: dict[str, dict[str, Any]] = {
-    "change_membership": {"action": "add_learner", "node_id": "n5"},
+    "change_membership": {"action": "add_learner", "node_id": "n6"},  # never added
 }
 REFUSAL = {
     "tool": "change_membership",

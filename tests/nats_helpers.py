@@ -10,13 +10,12 @@ added stop too.
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import release_base_port, reserve_base_port
+from testkit import launched_cluster, unavailable
 
 from mcp_server.core.audit import AuditLog
 from mcp_server.core.config import ClusterConfig, Config
@@ -28,23 +27,18 @@ from mcp_server.manager import Manager
 def require() -> str:
     binary = find_binary()
     if binary is None:
-        message = f"no nats-server found: {INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"no nats-server found: {INSTALL_HINT}")
     return binary
 
 
 @contextlib.contextmanager
 def nats_cluster(directory: Path, nodes: int = 3) -> Iterator[NatsLocalCluster]:
     binary = require()
-    base = reserve_base_port()
-    try:
-        yield NatsLocalCluster.up(directory, nodes=nodes, base_port=base, binary=binary)
-    finally:
-        with contextlib.suppress(Exception):
-            NatsLocalCluster.load(directory).down(grace_s=2.0)
-        release_base_port(base)
+    with launched_cluster(
+        lambda base: NatsLocalCluster.up(directory, nodes=nodes, base_port=base, binary=binary),
+        lambda: NatsLocalCluster.load(directory).down(grace_s=2.0),
+    ) as lc:
+        yield lc
 
 
 def nats_config(
@@ -72,6 +66,27 @@ def nats_manager(lc: NatsLocalCluster, state: Path, **kw: Any) -> Manager:
     cfg = nats_config(lc, state, **kw)
     c = cfg.cluster(None)
     return Manager(c, config=cfg, plans=PlanStore(state / "plans"))
+
+
+def module_fixtures(prepare: Callable[[Manager], Any] | None = None) -> tuple[Any, Any]:
+    """A test module's fixtures for one real NATS cluster, to assign at module level:
+    ``cluster, mgr = module_fixtures()`` (as ``etcd_helpers.module_fixtures``).
+    ``cluster`` is one 3-server cluster per module; ``mgr`` a manager on it per test,
+    first given to ``prepare`` (a module whose tests need data in place)."""
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory: Any) -> Iterator[NatsLocalCluster]:
+        with nats_cluster(tmp_path_factory.mktemp("nats")) as lc:
+            yield lc
+
+    @pytest.fixture
+    def mgr(cluster: NatsLocalCluster, state: Path) -> Iterator[Manager]:
+        with nats_manager(cluster, state) as m:
+            if prepare is not None:
+                prepare(m)
+            yield m
+
+    return cluster, mgr
 
 
 def audit_lines(state: Path) -> list[dict]:

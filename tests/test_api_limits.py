@@ -20,6 +20,7 @@ import httpx
 import pytest
 from node_procs import NodeProcs, wait_for_leader
 from proc_helpers import kv_path, metric, parse_metrics
+from testkit import until
 
 from raft_core.node.http_server import HTTPServer, Request, Response, Router, json_response
 from raft_core.node.http_server import start_server as _start_server
@@ -37,6 +38,9 @@ def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
     return asyncio.run(main())
 
 
+BLOCKED: list[Request] = []  # requests inside the /block handler, for waits on the real state
+
+
 def app() -> tuple[Router, asyncio.Event]:
     router = Router()
     gate = asyncio.Event()
@@ -45,6 +49,7 @@ def app() -> tuple[Router, asyncio.Event]:
         return json_response(200, {"ok": True})
 
     async def blocked(req: Request) -> Response:
+        BLOCKED.append(req)
         await gate.wait()
         return json_response(200, {"ok": True})
 
@@ -209,9 +214,8 @@ def test_connection_cap_evicts_oldest_stalled_and_refuses_when_all_are_busy() ->
         server = await start(router, max_connections=50, head_timeout=30)
         try:
             abusers = await open_half(server.port, 200)
-            await asyncio.sleep(0.1)
+            await until(lambda: server.evicted >= 150, what="the server to evict 150 stalled")
             assert server.active_connections <= 50
-            assert server.evicted >= 150
             # A normal client is served at once: the oldest stalled connection makes room.
             status, took = await timed_get(server.port)
             assert status == b"HTTP/1.1 200 OK" and took < 1.5
@@ -222,10 +226,11 @@ def test_connection_cap_evicts_oldest_stalled_and_refuses_when_all_are_busy() ->
             assert all(x is None for x in lasts)
             for _, w in abusers:
                 w.close()
-            await asyncio.sleep(0.1)
+            await until(lambda: server.active_connections == 0, what="the abusers' slots freed")
             # Every slot running a handler: a new connection is told 503 and closed.
+            BLOCKED.clear()
             busy = [asyncio.create_task(timed_get(server.port, "/block")) for _ in range(50)]
-            await asyncio.sleep(0.3)
+            await until(lambda: len(BLOCKED) == 50, what="50 requests inside the handler")
             status, _ = await timed_get(server.port)
             assert status == b"HTTP/1.1 503 Service Unavailable"
             assert server.refused >= 1

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-
 import pytest
 import yaml
 from etcd_helpers import BINARIES, require
-from testkit import release_base_port, reserve_base_port
+from testkit import cli_json, launched_cluster
 
-from mcp_server.cli import main
 from mcp_server.local.etcd import EtcdLocalCluster
 
 pytestmark = pytest.mark.processes
-
-
-def run(capsys, *argv: str) -> tuple[int, dict]:
-    code = main(["--json", *argv])
-    out = capsys.readouterr().out
-    return code, json.loads(out) if out.strip() else {}
 
 
 def test_etcd_up_status_elect_plan_verify_down(tmp_path, state, capsys, monkeypatch):
@@ -27,10 +17,12 @@ def test_etcd_up_status_elect_plan_verify_down(tmp_path, state, capsys, monkeypa
     monkeypatch.setenv("ETCD_BIN", binary)
     cfg, d = tmp_path / "clusters.yaml", tmp_path / "etcd"
     cfg.write_text(yaml.safe_dump({"clusters": {"other": {"kind": "raft_core", "dir": "/x"}}}))
-    base = reserve_base_port()
-    try:
+    with launched_cluster(
+        lambda base: base,  # the CLI starts it (`up`); the block and the teardown are ours
+        lambda: EtcdLocalCluster.load(d).down(grace_s=2.0),
+    ) as base:
         fast = ("--heartbeat-ms", "50", "--election-ms", "500")
-        code, up = run(
+        code, up = cli_json(
             capsys,
             "etcd",
             "up",
@@ -52,24 +44,20 @@ def test_etcd_up_status_elect_plan_verify_down(tmp_path, state, capsys, monkeypa
             "mode": "sandbox",
         }
         sel = ("--config", str(cfg), "--cluster", "etcd")
-        code, st = run(capsys, *sel, "status")
+        code, st = cli_json(capsys, *sel, "status")
         assert code == 0 and st["kind"] == "etcd" and st["voters"] == ["n1", "n2", "n3"]
         target = next(v for v in st["voters"] if v != st["leader"])
-        code, el = run(capsys, *sel, "elect", "--to", target)
+        code, el = cli_json(capsys, *sel, "elect", "--to", target)
         assert code == 0 and el["leader"] == target and el["previous_leader"] == st["leader"]
-        code, plan = run(capsys, *sel, "member", "add-learner", "n4", "--dry-run")
+        code, plan = cli_json(capsys, *sel, "member", "add-learner", "n4", "--dry-run")
         assert code == 0 and plan["safe"] and plan["plan_id"].startswith("p-")
         assert [s["action"] for s in plan["steps"]] == [
             "add_learner",
             "start_process",
             "wait_caught_up",
         ]
-        code, ver = run(capsys, *sel, "verify")
+        code, ver = cli_json(capsys, *sel, "verify")
         assert code == 0 and ver["consistent"] is True
-        code, down = run(capsys, "etcd", "down", "--config", str(cfg))
+        code, down = cli_json(capsys, "etcd", "down", "--config", str(cfg))
         assert code == 0 and sorted(n["id"] for n in down["nodes"]) == ["n1", "n2", "n3"]
         assert not any(n["running"] for n in down["nodes"])
-    finally:
-        with contextlib.suppress(Exception):
-            EtcdLocalCluster.load(d).down(grace_s=2.0)
-        release_base_port(base)

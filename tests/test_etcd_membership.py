@@ -7,46 +7,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from etcd_helpers import audit_lines, binary_params, etcd_cluster, etcd_manager, require
+from etcd_helpers import etcd_manager, module_fixtures
+from manager_helpers import assert_audited, audit_lines, refused
 from testkit import wait_until
 
-from mcp_server.core.errors import Refused
 from mcp_server.local.etcd import EtcdLocalCluster
 
 pytestmark = pytest.mark.processes
 
 FAILOVER_BOUND_S = 10.0
-
-
-@pytest.fixture(scope="module", params=binary_params())
-def cluster(request, tmp_path_factory):
-    binary = require(request.param)
-    with etcd_cluster(tmp_path_factory.mktemp("etcd"), binary) as lc:
-        yield lc
-
-
-@pytest.fixture
-def mgr(cluster, state):
-    with etcd_manager(cluster, state) as m:
-        yield m
-
-
-def refused(fn, *match: str) -> Refused:
-    with pytest.raises(Refused) as e:
-        fn()
-    text = " ".join([e.value.reason, *e.value.reasons])
-    for m in match:
-        assert m in text, f"{m!r} not in {text!r}"
-    assert e.value.next_step, "a refusal says what to do next"
-    return e.value
-
-
-def assert_audited(state, operation: str, *reason: str) -> dict:
-    line = audit_lines(state)[-1]
-    assert line["operation"] == operation and line["outcome"] == "refused", line
-    for r in reason:
-        assert r in line["reason"], line
-    return line
+cluster, mgr = module_fixtures()
 
 
 def test_learner_added_started_promoted_then_removed_as_leader(mgr, cluster, state):
@@ -114,7 +84,7 @@ def test_unsafe_removal_is_refused_and_changes_nothing(mgr, cluster, state):
         )
         assert e.operation == "change_membership"
         line = assert_audited(state, "change_membership", "fewer than its quorum")
-        assert line["arguments"]["node"] == a
+        assert line["arguments"]["node_id"] == a
         assert mgr.status().voters == ["n1", "n2", "n3"]
         # The unsafe plan, saved by a dry run, is never applied either.
         plan = mgr.change_membership("remove", a, dry_run=True).plan

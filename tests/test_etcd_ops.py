@@ -4,24 +4,12 @@ etcd version; every test leaves it with three healthy voters)."""
 from __future__ import annotations
 
 import pytest
-from etcd_helpers import binary_params, etcd_cluster, etcd_manager, require
+from etcd_helpers import etcd_manager, module_fixtures
 
 from mcp_server.core.errors import Refused
 
 pytestmark = pytest.mark.processes
-
-
-@pytest.fixture(scope="module", params=binary_params())
-def cluster(request, tmp_path_factory):
-    binary = require(request.param)
-    with etcd_cluster(tmp_path_factory.mktemp("etcd"), binary) as lc:
-        yield lc
-
-
-@pytest.fixture
-def mgr(cluster, state):
-    with etcd_manager(cluster, state) as m:
-        yield m
+cluster, mgr = module_fixtures()
 
 
 def test_status_of_a_healthy_cluster(mgr, cluster):
@@ -86,7 +74,7 @@ def test_snapshot_with_etcdctl(mgr, cluster):
 
 
 def test_guardrails_transfer_to_a_learner_or_a_dead_member(mgr, cluster, state):
-    from etcd_helpers import audit_lines
+    from manager_helpers import audit_lines
 
     leader = mgr.status().leader
     # A learner added but never started: it cannot lead, and cannot be promoted yet.

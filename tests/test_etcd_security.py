@@ -10,10 +10,11 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from etcd_helpers import BINARIES, audit_lines, etcd_cluster, etcd_manager, require
+from etcd_helpers import BINARIES, etcd_cluster, etcd_manager, require
+from manager_helpers import audit_lines
 
-from mcp_server.adapters.etcd_gateway import EtcdGateway
 from mcp_server.adapters.raft_node import RaftNodeAdapter
+from mcp_server.clients.etcd_gateway import EtcdGateway
 from mcp_server.core.config import TLSConfig
 from mcp_server.core.errors import InputError, ManagerError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mcp_server.adapters.etcd import EtcdAdapter
-from mcp_server.adapters.etcd_gateway import b64, base_url, gateway_error, hex_id, num, unb64
+from mcp_server.clients.etcd_gateway import b64, base_url, gateway_error, hex_id, num, unb64
 from mcp_server.core.config import ClusterConfig, load_config
 from mcp_server.core.context import OperationContext
 from mcp_server.core.errors import InputError
@@ -90,7 +90,7 @@ def _view(leader: str | None = "n1") -> ClusterView:
 def test_etcd_member_is_added_before_its_process_starts():
     local = ("http://127.0.0.1:7404", "http://127.0.0.1:7504")
     etcd = plan_change(
-        _view(), cluster="e", action="add_voter", node="n4",
+        _view(), cluster="e", action="add_voter", node_id="n4",
         local_addresses=local, start_after_add=True,
     )  # fmt: skip
     assert [s.action for s in etcd.steps] == [
@@ -99,7 +99,9 @@ def test_etcd_member_is_added_before_its_process_starts():
         "wait_caught_up",
         "promote",
     ]
-    raft = plan_change(_view(), cluster="r", action="add_learner", node="n4", local_addresses=local)
+    raft = plan_change(
+        _view(), cluster="r", action="add_learner", node_id="n4", local_addresses=local
+    )
     assert [s.action for s in raft.steps][:2] == ["start_process", "add_learner"]
 
 
@@ -160,7 +162,7 @@ def test_a_failed_membership_step_keeps_the_node_error_it_wraps():
     from mcp_server.core.models import PlanStep, StepResult
     from mcp_server.operations.membership import _step_failed
 
-    plan = type("P", (), {"action": "remove", "node": "n2"})()
+    plan = type("P", (), {"action": "remove", "node_id": "n2"})()
     err = NodeRequestError("n1: timed out", "retry later", status=503, indeterminate=True)
     done = [StepResult(action="transfer_leadership", ok=True, detail="moved", seconds=0.1)]
     wrapped = _step_failed(plan, 1, PlanStep(action="remove", detail="remove n2"), err, done)

@@ -30,7 +30,11 @@ def test_status_health_replicate_read_snapshot_verify(tmp_path, state):
     with local_cluster(tmp_path / "c") as lc:
         leader = leader_of(lc)
         with make_manager(lc.dir, state) as mgr:
-            st = mgr.status()
+            # A follower names the leader once its first heartbeat arrives: until then
+            # the view rightly warns that it does not follow.
+            st = wait_until(
+                lambda: (s := mgr.status()).warnings == [] and s, 10, "every member following"
+            )
             assert st.leader == leader and st.term and st.quorum == 2
             assert st.voters == ["n1", "n2", "n3"] and st.learners == []
             assert [m.id for m in st.members] == ["n1", "n2", "n3"]

@@ -8,47 +8,29 @@ import threading
 import pytest
 from manager_helpers import (
     STEADY,
+    assert_audited,
     audit_lines,
-    last_audit,
     leader_of,
     local_cluster,
     make_manager,
     node_api,
     node_status,
+    refused,
     set_faults,
     spare_address,
 )
 from proc_helpers import http_client
 from testkit import wait_until
 
-from mcp_server.core.errors import Refused
 from mcp_server.local import LocalCluster
 
 pytestmark = pytest.mark.processes
-
-
-def refused(fn, *match: str) -> Refused:
-    with pytest.raises(Refused) as e:
-        fn()
-    text = " ".join([e.value.reason, *e.value.reasons])
-    for m in match:
-        assert m in text, f"{m!r} not in {text!r}"
-    assert e.value.next_step, "a refusal says what to do next"
-    return e.value
 
 
 def _down(mgr, node: str) -> bool:
     """The manager sees ``node`` down (its status unreachable) and a leader up."""
     st = mgr.status()
     return st.leader is not None and not next(m for m in st.members if m.id == node).reachable
-
-
-def assert_audited(state, operation: str, *reason: str) -> dict:
-    line = last_audit(state)
-    assert line["operation"] == operation and line["outcome"] == "refused", line
-    for r in reason:
-        assert r in line["reason"], line
-    return line
 
 
 # -- membership ------------------------------------------------------------------------
@@ -94,7 +76,7 @@ def test_removal_that_breaks_quorum_is_refused(tmp_path, state):
         )
         assert e.operation == "change_membership"
         line = assert_audited(state, "change_membership", "fewer than its quorum")
-        assert line["arguments"]["node"] == a and line["arguments"]["action"] == "remove"
+        assert line["arguments"]["node_id"] == a and line["arguments"]["action"] == "remove"
         assert sorted(mgr.status().voters) == ["n1", "n2", "n3"]
         # Removing the dead member instead is fine (2 of the 2 remaining are available).
         plan = mgr.change_membership("remove", b, dry_run=True).plan

@@ -12,8 +12,8 @@ import json
 import httpx
 import pytest
 
-from mcp_server.adapters.http import exchange
 from mcp_server.adapters.processes import LocalProcesses
+from mcp_server.clients.http import exchange
 from mcp_server.core import policy
 from mcp_server.core.audit import REDACTED, AuditLog, redact
 from mcp_server.core.config import load_config, resolve_token, state_dir
@@ -363,7 +363,7 @@ def test_health_report_names_the_operation_and_its_reasons():
 
 
 def _plan(st, action, node, **kw):
-    return plan_change(ClusterView.build(st), cluster="c", action=action, node=node, **kw)
+    return plan_change(ClusterView.build(st), cluster="c", action=action, node_id=node, **kw)
 
 
 def test_plans_add_voters_as_learners_first():
@@ -435,7 +435,7 @@ def test_health_warns_once_about_members_without_peer_authentication(auths, warn
     assert r.healthy  # a warning, not a failed check
 
 
-# -- one HTTP exchange (adapters/http.py), as both kinds' clients use it ----------------------
+# -- one HTTP exchange (clients/http.py), as both kinds' clients use it ----------------------
 
 
 def _exchange(handler, *, reads_only: bool):

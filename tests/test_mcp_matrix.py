@@ -406,6 +406,7 @@ def test_claude_code_offline(hooks_from, state_dir, tool_list, tmp_path):
         )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not standin.errors, standin.errors
+    assert not standin.other_paths, f"Claude Code asked the stand-in for {standin.other_paths}"
     main = [r for r in standin.requests if any(t["name"].startswith(PREFIX) for t in r["tools"])]
     assert main, "Claude Code never offered our tools"
 

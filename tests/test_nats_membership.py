@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from nats_helpers import audit_lines, nats_cluster, nats_manager
+from nats_helpers import audit_lines, module_fixtures
 from testkit import wait_until
 
 from mcp_server.core.errors import Refused
@@ -20,17 +20,8 @@ KV = "stream:KV_raft-manager"
 FAILOVER_BOUND_S = 15.0  # JetStream's election timeouts are seconds (measured: ~4 s)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with nats_cluster(tmp_path_factory.mktemp("nats")) as lc:
-        yield lc
-
-
-@pytest.fixture
-def mgr(cluster, state):
-    with nats_manager(cluster, state) as m:
-        m.replicate({"seed": "1"})
-        yield m
+# Every test starts with a key in the KV stream (a group to change the membership of).
+cluster, mgr = module_fixtures(lambda m: m.replicate({"seed": "1"}))
 
 
 def new_leader_after_kill(mgr, group: str | None) -> tuple[str, str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from nats_helpers import audit_lines, nats_cluster, nats_manager
+from nats_helpers import audit_lines, module_fixtures
 from testkit import wait_until
 
 from mcp_server.core.errors import InputError, NodeRequestError, NotSupported, Refused
@@ -23,16 +23,7 @@ STEP_DOWN_BOUND_S = 10.0
 R3 = {"num_replicas": 3}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with nats_cluster(tmp_path_factory.mktemp("nats")) as lc:
-        yield lc
-
-
-@pytest.fixture
-def mgr(cluster, state):
-    with nats_manager(cluster, state) as m:
-        yield m
+cluster, mgr = module_fixtures()
 
 
 def orders(mgr, n: int = 3) -> None:

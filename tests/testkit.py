@@ -12,15 +12,19 @@ sessions with a lock file for as long as its cluster runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import itertools
+import json
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
+
+import pytest
 
 from mcp_server.local.ports import ephemeral_port, ports_free
 from raft_core.node.config import NodeConfig
@@ -37,6 +41,10 @@ _held: dict[int, IO[str]] = {}
 _mutex = threading.Lock()
 
 
+def _timed_out(timeout: float, what: str, last: Any) -> AssertionError:
+    return AssertionError(f"timed out after {timeout:.1f}s waiting for {what} (last={last!r})")
+
+
 def wait_until(
     predicate: Callable[[], T],
     timeout: float = 10.0,
@@ -51,10 +59,27 @@ def wait_until(
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.1f}s waiting for {what} (last={last!r})"
-            )
+            raise _timed_out(timeout, what, last)
         time.sleep(interval)
+
+
+async def until(
+    predicate: Callable[[], T],
+    timeout: float = 20.0,
+    what: str = "the condition",
+    *,
+    interval: float = 0.01,
+) -> T:
+    """``wait_until`` for code that shares the event loop with what it waits for: it
+    yields to the loop between polls, so a busy machine only makes it slower."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last: Any = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise _timed_out(timeout, what, last)
+        await asyncio.sleep(interval)
 
 
 def reserve_base_port() -> int:
@@ -85,6 +110,39 @@ def release_base_port(base: int) -> None:
         f = _held.pop(base, None)
     if f is not None:
         f.close()
+
+
+def unavailable(message: str) -> NoReturn:
+    """A test's prerequisite (a binary, a capability) is missing: fail under CI, where a
+    skip would hide that the test never ran, and skip elsewhere, saying ``message``."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def launched_cluster(up: Callable[[int], T], down: Callable[[], Any]) -> Iterator[T]:
+    """A local cluster of an external kind, started by ``up(base_port)`` on a reserved
+    port block; ``down()`` stops it at the end whatever happened (reload the state file
+    there, so members a test added stop too) and the block is released."""
+    base = reserve_base_port()
+    try:
+        yield up(base)
+    finally:
+        with contextlib.suppress(Exception):
+            down()
+        release_base_port(base)
+
+
+def cli_json(capsys: Any, *argv: str) -> tuple[int, dict]:
+    """Run ``raft-manager --json ARGV`` in-process: its exit status and its JSON answer
+    (``{}`` when it printed nothing)."""
+    # Imported here: the raft_core tests that use testkit need not load the CLI.
+    from mcp_server.cli import main
+
+    code = main(["--json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else {}
 
 
 def free_port() -> int:

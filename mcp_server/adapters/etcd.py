@@ -37,17 +37,7 @@ from typing import Any
 
 from raft_core.status import ProgressStatus
 
-from ..core.errors import ManagerError, NodeRequestError, NotSupported, Unreachable
-from ..core.port import (
-    ClusterAdapter,
-    ConfResult,
-    MemberStatus,
-    ReadOutcome,
-    StateDigest,
-    WriteResult,
-)
-from ..local.etcd import find_binary
-from .etcd_gateway import (
+from ..clients.etcd_gateway import (
     LONG_TIMEOUT,
     STATUS_TIMEOUT,
     EtcdGateway,
@@ -58,7 +48,17 @@ from .etcd_gateway import (
     num,
     unb64,
 )
-from .processes import EtcdProcesses
+from ..core.errors import ManagerError, NodeRequestError, NotSupported, Unreachable
+from ..core.port import (
+    ClusterAdapter,
+    ConfResult,
+    MemberStatus,
+    ReadOutcome,
+    StateDigest,
+    WriteResult,
+)
+from ..local.etcd import find_binary
+from .processes import EtcdProcesses, SweptStatuses
 
 # etcd refuses membership changes until every member has been connected for ~5 s
 # ("unhealthy cluster"); such answers are retried for this long.
@@ -67,7 +67,7 @@ LEADER_WAIT_S = 6.0
 PROMOTE_WAIT_S = 5.0
 
 
-class EtcdAdapter(ClusterAdapter):
+class EtcdAdapter(SweptStatuses, ClusterAdapter):
     kind = "etcd"
     service = "etcd"
     supports_campaign = False
@@ -235,16 +235,6 @@ class EtcdAdapter(ClusterAdapter):
             node = by_hex.get(num(a, "memberID"), hex_id(num(a, "memberID")))
             out.setdefault(node, []).append(a.get("alarm", "UNKNOWN"))
         return out
-
-    def _decorate(self, out: dict[str, MemberStatus]) -> dict[str, MemberStatus]:
-        if self.processes is not None:
-            for st in out.values():
-                self.processes.decorate(st)
-        return out
-
-    def status(self, node: str) -> MemberStatus:
-        sts = self.statuses()
-        return sts.get(node) or MemberStatus(id=node, reachable=False, error="not a member")
 
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:
         """The hash of ``node``'s whole backend at its current revision (``index``)."""

@@ -55,6 +55,7 @@ from ..core.port import (
 from ..local.nats import get_json
 from .nats_processes import NatsProcesses
 from .nats_wire import NatsConnection
+from .processes import SweptStatuses
 
 T = TypeVar("T")
 META = "meta"
@@ -154,7 +155,7 @@ def _add_view(groups: dict[str, Group], gname: str, server: str, doc: dict) -> N
             g.replicas = {r["name"]: r for r in cl.get("replicas") or []}
 
 
-class NatsAdapter(ClusterAdapter):
+class NatsAdapter(SweptStatuses, ClusterAdapter):
     kind = "nats"
     service = "nats-server"
     supports_campaign = False
@@ -283,17 +284,6 @@ class NatsAdapter(ClusterAdapter):
         out = {n: group_statuses(g, servers) for n, g in scan_groups(servers).items()}
         self._decorate(out[META])
         return out
-
-    def _decorate(self, out: dict[str, MemberStatus]) -> dict[str, MemberStatus]:
-        if self.processes is not None:
-            for st in out.values():
-                self.processes.decorate(st)
-        return out
-
-    def status(self, node: str) -> MemberStatus:
-        return self.statuses().get(node) or MemberStatus(
-            id=node, reachable=False, error="not a member"
-        )
 
     def state_digest(self, node: str, at: int | None = None) -> StateDigest:
         """A stream replica's state as its own server reports it (first and last

@@ -15,6 +15,7 @@ import shutil
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ class _Processes(ABC):
     """What both kinds of local cluster share: signals and the process state in status."""
 
     start_hint = "start it (or check `dir:`)"
-    state_file = ""  # the file in ``dir`` that ``_load`` reads
+    state_file: str  # the file in ``dir`` that ``_load`` reads (``state`` watches it)
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
@@ -102,8 +103,50 @@ class _Processes(ABC):
             st.error = "process stopped"
         return st
 
-    def _failed(self, node: str, e: ClusterError) -> ManagerError:
-        return ManagerError(str(e), f"see {self.dir / (node + '.log')}")
+    @contextlib.contextmanager
+    def _failing(self, node: str) -> Iterator[None]:
+        """A launcher failure on ``node`` as a ``ManagerError`` pointing at its log."""
+        try:
+            yield
+        except ClusterError as e:
+            raise ManagerError(str(e), f"see {self.dir / (node + '.log')}") from None
+
+    def _start_options(self) -> dict[str, Any]:
+        """Keyword arguments the local cluster's ``start`` takes besides the name."""
+        return {}
+
+    def start(self, node: str) -> None:
+        """Start a stopped member on its existing data."""
+        with self._failing(node):
+            self.cluster().start(node, **self._start_options())
+
+    def retire_process(self, node: str) -> None:
+        """Forget a removed member (the external kinds: ``retire`` stops it or waits for
+        it to exit, and sets its data aside); an unknown one is already gone."""
+        with contextlib.suppress(ClusterError):
+            self.cluster().retire(node)
+
+
+class SweptStatuses:
+    """For adapters that learn every member's status in one sweep (etcd, NATS): one
+    member's status is its row of that sweep, and each row carries the process state
+    when raft-manager runs the processes (``processes``)."""
+
+    processes: _Processes | None
+
+    def statuses(self) -> dict[str, MemberStatus]:
+        raise NotImplementedError  # the adapter's sweep
+
+    def _decorate(self, out: dict[str, MemberStatus]) -> dict[str, MemberStatus]:
+        if self.processes is not None:
+            for st in out.values():
+                self.processes.decorate(st)
+        return out
+
+    def status(self, node: str) -> MemberStatus:
+        return self.statuses().get(node) or MemberStatus(
+            id=node, reachable=False, error="not a member"
+        )
 
 
 class LocalProcesses(_Processes):
@@ -131,22 +174,14 @@ class LocalProcesses(_Processes):
             return None
         return TLSConfig(ca_file=s.ca_file) if s.api_scheme == "https" else None
 
-    def start(self, node: str) -> None:
-        try:
-            self.cluster().start(node)
-        except ClusterError as e:
-            raise self._failed(node, e) from None
-
     def new_process(self, node: str) -> NewProcess:
         lc = self.cluster()
-        try:
+        with self._failing(node):
             n = next((n for n in lc.nodes if n.id == node), None)
             if n is None:
                 n = lc.add_node(node)
             elif not lc.alive(n):
                 lc.start(node)
-        except ClusterError as e:
-            raise self._failed(node, e) from None
         return NewProcess(n.id, n.peer_address, n.api_address)
 
     def planned_addresses(self, node: str) -> tuple[str, str]:
@@ -200,26 +235,17 @@ class EtcdProcesses(_Processes):
         """Each member's name by peer URL (etcd knows a learner's name only once it runs)."""
         return {m.peer_url: m.name for m in self.state().members}
 
-    def start(self, node: str) -> None:
-        try:
-            self.cluster().start(node, tls=self.tls)
-        except ClusterError as e:
-            raise self._failed(node, e) from None
+    def _start_options(self) -> dict[str, Any]:
+        return {"tls": self.tls}
 
     def new_process(self, node: str) -> NewProcess:
         """Start the member the cluster has just added."""
         lc = self.cluster()
-        try:
+        with self._failing(node):
             m = lc.join(node, tls=self.tls)
-        except ClusterError as e:
-            raise self._failed(node, e) from None
         return NewProcess(node, m.peer_url, lc.client_url(m))
 
     def planned_addresses(self, node: str) -> tuple[str, str]:
         lc = self.state()
         m = lc.reserve(node)  # reserves nothing: picks ports, changes no state
         return m.peer_url, lc.client_url(m)
-
-    def retire_process(self, node: str) -> None:
-        with contextlib.suppress(ClusterError):
-            self.cluster().retire(node)

@@ -23,6 +23,8 @@ import httpx
 
 from raft_core.node.status import NodeStatus, StatusFormatError
 
+from ..clients.http import exchange
+from ..clients.tls import ssl_context
 from ..core.errors import ManagerError, NodeRequestError, Refused, Unreachable
 from ..core.port import (
     ClusterAdapter,
@@ -35,9 +37,7 @@ from ..core.port import (
     StateDigest,
     WriteResult,
 )
-from .http import exchange
 from .processes import LocalProcesses
-from .tls import ssl_context
 
 STATUS_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 WRITE_TIMEOUT = httpx.Timeout(10.0, connect=1.0)

@@ -270,7 +270,10 @@ def _fault(mgr: Manager, kind: str, rng: random.Random, history: History, log) -
             targets = [r.previous_leader] if r.previous_leader else []
             detail = f"{r.previous_leader} stepped down; {r.leader} leads {group or 'meta'}"
         else:
-            victim = rng.choice([m for m in up if m != leader] or up)
+            # A follower in both the KV group and the meta group: the removal is then
+            # judged on a cluster that still has its leaders.
+            meta_leader = mgr.status().leader
+            victim = rng.choice([m for m in up if m not in (leader, meta_leader)] or up)
             targets = [victim]
             variant = "replace"
             mgr.inject_fault("kill", targets)

@@ -49,12 +49,15 @@ from .nats import run_nats_chaos
 from .nemesis import Nemesis
 from .nft import NftTarget
 from .schedule import make_schedule
-from .target import RaftNodeTarget, Target, target_for
+from .target import RaftNodeTarget, Target, target_class
 from .timeline import write_timeline
 from .workload import Client, History, Members, Op, run_client
 
 CONVERGE_S = 30.0
 DEFAULT_CLIENTS = 5
+# Kinds whose clients do not speak HTTP (NATS) run a loop of their own, start to
+# verdict; every other kind is a ``Target`` the shared loop below drives.
+OWN_LOOPS: dict[str, Callable[..., ChaosVerdict]] = {"nats": run_nats_chaos}
 Log = Callable[[str], None]
 
 
@@ -139,8 +142,9 @@ def _guarded_run(
                 "run chaos on a local sandbox cluster (one with `dir:`), or on none for a "
                 "throwaway cluster",
             )
-        if cluster.kind == "nats":  # its clients speak NATS, not HTTP: its own loop
-            return run_nats_chaos(
+        own_loop = OWN_LOOPS.get(cluster.kind)
+        if own_loop is not None:
+            return own_loop(
                 mgr,
                 Path(str(cluster.dir)),
                 duration_s=opts.duration_s,
@@ -150,19 +154,11 @@ def _guarded_run(
                 out=out,
                 log=log,
             )
-        if cluster.kind == "etcd" and cluster.tls:
-            raise InputError(
-                f"etcd cluster {cluster.name!r} uses TLS; the etcd chaos clients speak plain HTTP",
-                "run chaos on an etcd sandbox without TLS (as `raft-manager etcd up` starts it)",
-            )
-        if cluster.kind == "etcd" and cluster.username:
-            raise InputError(
-                f"etcd cluster {cluster.name!r} uses authentication; the chaos clients do not",
-                "run chaos on an etcd sandbox without auth (as `raft-manager etcd up` starts it)",
-            )
-        target = target_for(cluster.kind, Path(str(cluster.dir)))
+        kind = target_class(cluster.kind)
+        kind.refuse(cluster)
+        target = kind(Path(str(cluster.dir)))
         if opts.network == "nft":
-            if cluster.kind != "raft_core":
+            if not target.nft:
                 raise InputError(
                     f"--network nft drives raft-node clusters; {cluster.name!r} is {cluster.kind}",
                     "run chaos on it without --network",

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from ..core import ManagerError
+from ..core import ClusterConfig, InputError, ManagerError
 from ..local import ClusterError, LocalCluster
 from ..local.etcd import EtcdLocalCluster
 from .schedule import VARIANTS
@@ -54,9 +54,16 @@ class Target(ABC):
     dialect: Dialect
     variants: dict[str, tuple[str, ...]]
     notes: dict[str, str]  # a nemesis asked for that this kind cannot serve -> why
+    nft = False  # its partitions can be nftables rules (``--network nft``): raft-node only
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
+
+    @classmethod
+    def refuse(cls, cluster: ClusterConfig) -> None:
+        """Raise ``InputError`` when ``cluster`` is configured in a way the chaos clients
+        of this kind cannot drive (checked before anything runs); by default none."""
+        return None
 
     @abstractmethod
     def addresses(self) -> dict[str, str]:
@@ -121,6 +128,7 @@ class RaftNodeTarget(Target):
     dialect = RAFT_NODE
     variants = VARIANTS
     notes: dict[str, str] = {}
+    nft = True
 
     def cluster(self) -> LocalCluster:
         return LocalCluster.load(self.dir)
@@ -200,6 +208,20 @@ class EtcdTarget(Target):
     variants = ETCD_VARIANTS
     notes = ETCD_NOTES
 
+    @classmethod
+    def refuse(cls, cluster: ClusterConfig) -> None:
+        """The etcd chaos clients speak plain HTTP without credentials."""
+        if cluster.tls:
+            raise InputError(
+                f"etcd cluster {cluster.name!r} uses TLS; the etcd chaos clients speak plain HTTP",
+                "run chaos on an etcd sandbox without TLS (as `raft-manager etcd up` starts it)",
+            )
+        if cluster.username:
+            raise InputError(
+                f"etcd cluster {cluster.name!r} uses authentication; the chaos clients do not",
+                "run chaos on an etcd sandbox without auth (as `raft-manager etcd up` starts it)",
+            )
+
     def cluster(self) -> EtcdLocalCluster:
         return EtcdLocalCluster.load(self.dir)
 
@@ -262,5 +284,10 @@ class EtcdTarget(Target):
         return out
 
 
-def target_for(kind: str, directory: Path) -> Target:
-    return EtcdTarget(directory) if kind == "etcd" else RaftNodeTarget(directory)
+# The target of each kind whose clients the shared HTTP loop drives (``runner._run``).
+TARGETS: dict[str, type[Target]] = {"raft_core": RaftNodeTarget, "etcd": EtcdTarget}
+
+
+def target_class(kind: str) -> type[Target]:
+    """The target class for clusters of ``kind`` (raft-node's when the kind has none)."""
+    return TARGETS.get(kind, RaftNodeTarget)

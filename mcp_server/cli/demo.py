@@ -144,7 +144,7 @@ class _Story:
         assert self.killed is not None
         r = self.m.recover_node(self.killed, progress=progress).result
         assert r is not None
-        return f"{r.node} {r.action}, caught up at index {r.applied_index} in {r.seconds:.1f}s"
+        return f"{r.node_id} {r.action}, caught up at index {r.applied_index} in {r.seconds:.1f}s"
 
     def add_learner(self, progress: Progress) -> str:
         r = self.m.change_membership("add_learner", "n4", dry_run=False, progress=progress).result

@@ -11,53 +11,34 @@ under the guard-and-audit path like the launcher (audited as ``cluster_up`` /
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from ..adapters.etcd_gateway import EtcdGateway, num
-from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo, ManagerError
-from ..core.config import ENV_CONFIG, state_dir
+from ..clients.etcd_gateway import EtcdGateway, num
+from ..core import LocalClusterState, LocalNodeInfo, ManagerError
+from ..core.config import state_dir
 from ..local.etcd import EtcdLocalCluster
-from . import render
 from .launcher import (
     base_port_for,
     cluster_state,
     process_info,
-    run_launcher,
-    stopped_detail,
 )
-from .ui import EXIT_OK, UI
+from .sandbox import (
+    cmd_sandbox_down,
+    cmd_sandbox_up,
+    down_dir,
+    record_up,
+    stop_sandbox,
+    up_dir,
+)
+from .ui import UI
 
 DEFAULT_NAME = "etcd"
+LOGS = "member logs in the cluster directory"
 
 
 def default_dir() -> Path:
     return state_dir() / "etcd"
-
-
-def config_path(given: str | None) -> Path:
-    """Where the entry goes: --config, else $RAFT_MANAGER_CONFIG, else STATE_DIR/clusters.yaml."""
-    return Path(given or os.environ.get(ENV_CONFIG) or state_dir() / "clusters.yaml").expanduser()
-
-
-def write_entry(path: Path, name: str, entry: dict[str, Any]) -> None:
-    """Add (or replace) cluster ``name`` in the clusters.yaml at ``path``, keeping the rest
-    (the local launchers of external kinds, etcd and nats, write their entries so)."""
-    doc: dict = {}
-    if path.exists():
-        doc = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(doc, dict):
-            raise ManagerError(f"{path} is not a clusters.yaml mapping", "fix or move it")
-    doc.setdefault("clusters", {})[name] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, path)
 
 
 def up(
@@ -70,49 +51,28 @@ def up(
     heartbeat_ms: int,
     election_ms: int,
 ) -> LocalClusterState:
-    d = Path(directory).expanduser().resolve() if directory else default_dir()
+    d = up_dir(directory, default_dir())
     base_port = base_port_for(base_port, nodes, 7400)
     t0 = time.monotonic()
     lc = EtcdLocalCluster.up(
         d, nodes=nodes, base_port=base_port, heartbeat_ms=heartbeat_ms, election_ms=election_ms
     )
-    took = time.monotonic() - t0
-    path = config_path(config)
-    write_entry(
-        path,
-        name,
-        {"kind": "etcd", "endpoints": lc.endpoints(), "dir": str(lc.dir), "mode": "sandbox"},
+    return record_up(
+        lc,
+        d,
+        time.monotonic() - t0,
+        describe,
+        name=name,
+        config=config,
+        entry={"kind": "etcd", "endpoints": lc.endpoints(), "dir": str(lc.dir), "mode": "sandbox"},
+        started=f"{nodes} etcd members",
+        leader="leader",
     )
-    st = describe(lc, "up", took, "")
-    st.detail = (
-        f"{nodes} etcd members up in {d}; leader {st.leader} (in {took:.1f}s); cluster "
-        f"{name!r} written to {path} (use --config {path} --cluster {name})"
-    )
-    return st
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
-    d = (
-        Path(directory).expanduser().resolve()
-        if directory
-        else dir_from_config(name, config, "etcd", default_dir())
-    )
-    t0 = time.monotonic()
-    lc = EtcdLocalCluster.load(d)
-    stopped = lc.down()
-    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "etcd member(s)"))
-
-
-def dir_from_config(name: str, config: str | None, kind: str, default: Path) -> Path:
-    """The ``dir`` of cluster ``name`` (of ``kind``) in the clusters.yaml in use, else
-    ``default``: what ``etcd down`` / ``nats down`` stop when given no --dir."""
-    path = config_path(config)
-    if path.exists():
-        doc = yaml.safe_load(path.read_text()) or {}
-        entry = (doc.get("clusters") or {}).get(name) or {}
-        if entry.get("kind") == kind and entry.get("dir"):
-            return Path(entry["dir"])
-    return default
+    d = down_dir(directory, name, config, "etcd", default_dir())
+    return stop_sandbox(d, EtcdLocalCluster.load, describe, "etcd member(s)")
 
 
 def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
@@ -144,46 +104,18 @@ def describe(lc: EtcdLocalCluster, action: str, seconds: float, detail: str) -> 
 # -- the commands --------------------------------------------------------------------
 
 
-def _guarded(
-    args: argparse.Namespace,
-    operation: str,
-    arguments: dict[str, Any],
-    fn: Callable[[], LocalClusterState],
-) -> LocalClusterState:
-    """Run ``fn`` under the guard (policy, one audit line) as a sandbox etcd cluster."""
-    c = ClusterConfig(name=args.name, kind="etcd", dir=args.dir, mode="sandbox")
-    return run_launcher(
+def cmd_etcd_up(args: argparse.Namespace, ui: UI) -> int:
+    return cmd_sandbox_up(
         args,
-        c,
-        operation,
-        {"kind": "etcd", **arguments},
-        fn,
-        "member logs in the cluster directory",
+        ui,
+        "etcd",
+        f"starting {args.nodes} etcd members and waiting for a leader",
+        LOGS,
+        up,
+        heartbeat_ms=args.heartbeat_ms,
+        election_ms=args.election_ms,
     )
 
 
-def cmd_etcd_up(args: argparse.Namespace, ui: UI) -> int:
-    def start() -> LocalClusterState:
-        with ui.spinner(f"starting {args.nodes} etcd members and waiting for a leader"):
-            return up(
-                args.dir,
-                nodes=args.nodes,
-                base_port=args.base_port,
-                name=args.name,
-                config=args.config,
-                heartbeat_ms=args.heartbeat_ms,
-                election_ms=args.election_ms,
-            )
-
-    arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
-    ui.emit(_guarded(args, "cluster_up", arguments, start), render.local_view)
-    return EXIT_OK
-
-
 def cmd_etcd_down(args: argparse.Namespace, ui: UI) -> int:
-    def stop() -> LocalClusterState:
-        with ui.spinner("stopping the etcd members"):
-            return down(args.dir, name=args.name, config=args.config)
-
-    ui.emit(_guarded(args, "cluster_down", {"dir": args.dir}, stop), render.local_view)
-    return EXIT_OK
+    return cmd_sandbox_down(args, ui, "etcd", "stopping the etcd members", LOGS, down)

@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core import ClusterConfig, LocalClusterState, LocalNodeInfo
+from ..core import LocalClusterState, LocalNodeInfo
 from ..core.config import state_dir
 from ..local.nats import SYS_USER, NatsLocalCluster, get_json
-from . import render
-from .etcd import config_path, dir_from_config, write_entry
-from .launcher import base_port_for, cluster_state, run_launcher, stopped_detail
-from .ui import EXIT_OK, UI
+from .launcher import base_port_for, cluster_state, process_info
+from .sandbox import (
+    cmd_sandbox_down,
+    cmd_sandbox_up,
+    down_dir,
+    record_up,
+    stop_sandbox,
+    up_dir,
+)
+from .ui import UI
+
+LOGS = "server logs in the cluster directory"
 
 
 def default_dir() -> Path:
@@ -45,33 +52,28 @@ def entry(lc: NatsLocalCluster) -> dict[str, Any]:
 def up(
     directory: str | None, *, nodes: int, base_port: int | None, name: str, config: str | None
 ) -> LocalClusterState:
-    d = Path(directory).expanduser().resolve() if directory else default_dir()
+    d = up_dir(directory, default_dir())
     # Clients on base+i and monitoring on base+100+i are the ports checked; routes
     # (base+50+i) sit inside the same reserved block.
     base_port = base_port_for(base_port, nodes, 7700)
     t0 = time.monotonic()
     lc = NatsLocalCluster.up(d, nodes=nodes, base_port=base_port)
-    took = time.monotonic() - t0
-    path = config_path(config)
-    write_entry(path, name, entry(lc))
-    st = describe(lc, "up", took, "")
-    st.detail = (
-        f"{nodes} nats-server processes up in {d}; JetStream meta leader {st.leader} (in "
-        f"{took:.1f}s); cluster {name!r} written to {path} (use --config {path} --cluster {name})"
+    return record_up(
+        lc,
+        d,
+        time.monotonic() - t0,
+        describe,
+        name=name,
+        config=config,
+        entry=entry(lc),
+        started=f"{nodes} nats-server processes",
+        leader="JetStream meta leader",
     )
-    return st
 
 
 def down(directory: str | None, *, name: str, config: str | None) -> LocalClusterState:
-    d = (
-        Path(directory).expanduser().resolve()
-        if directory
-        else dir_from_config(name, config, "nats", default_dir())
-    )
-    t0 = time.monotonic()
-    lc = NatsLocalCluster.load(d)
-    stopped = lc.down()
-    return describe(lc, "down", time.monotonic() - t0, stopped_detail(stopped, "nats-server(s)"))
+    d = down_dir(directory, name, config, "nats", default_dir())
+    return stop_sandbox(d, NatsLocalCluster.load, describe, "nats-server(s)")
 
 
 def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> LocalClusterState:
@@ -88,15 +90,8 @@ def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> 
             if meta.get("leader"):
                 role = "leader" if meta["leader"] == s.name else "follower"
         infos.append(
-            LocalNodeInfo(
-                id=s.name,
-                peer_address=s.route_url,
-                api_address=s.client_url,
-                data_dir=s.data_dir,
-                pid=s.pid if alive else None,
-                running=alive,
-                role=role,
-                log=str(lc.dir / f"{s.name}.log"),
+            process_info(
+                lc.dir, s.name, s.route_url, s.client_url, s.data_dir, s.pid, alive, role, None
             )
         )
     return cluster_state(lc.dir, action, seconds, detail, infos)
@@ -105,38 +100,16 @@ def describe(lc: NatsLocalCluster, action: str, seconds: float, detail: str) -> 
 # -- the commands --------------------------------------------------------------------
 
 
-def _guarded(
-    args: argparse.Namespace,
-    operation: str,
-    arguments: dict[str, Any],
-    fn: Callable[[], LocalClusterState],
-) -> LocalClusterState:
-    """Run ``fn`` under the guard (policy, one audit line) as a sandbox NATS cluster."""
-    c = ClusterConfig(name=args.name, kind="nats", dir=args.dir, mode="sandbox")
-    logs = "server logs in the cluster directory"
-    return run_launcher(args, c, operation, {"kind": "nats", **arguments}, fn, logs)
-
-
 def cmd_nats_up(args: argparse.Namespace, ui: UI) -> int:
-    def start() -> LocalClusterState:
-        with ui.spinner(f"starting {args.nodes} nats-servers and waiting for a meta leader"):
-            return up(
-                args.dir,
-                nodes=args.nodes,
-                base_port=args.base_port,
-                name=args.name,
-                config=args.config,
-            )
-
-    arguments = {"dir": args.dir, "nodes": args.nodes, "base_port": args.base_port}
-    ui.emit(_guarded(args, "cluster_up", arguments, start), render.local_view)
-    return EXIT_OK
+    return cmd_sandbox_up(
+        args,
+        ui,
+        "nats",
+        f"starting {args.nodes} nats-servers and waiting for a meta leader",
+        LOGS,
+        up,
+    )
 
 
 def cmd_nats_down(args: argparse.Namespace, ui: UI) -> int:
-    def stop() -> LocalClusterState:
-        with ui.spinner("stopping the nats-servers"):
-            return down(args.dir, name=args.name, config=args.config)
-
-    ui.emit(_guarded(args, "cluster_down", {"dir": args.dir}, stop), render.local_view)
-    return EXIT_OK
+    return cmd_sandbox_down(args, ui, "nats", "stopping the nats-servers", LOGS, down)

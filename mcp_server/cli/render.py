@@ -249,12 +249,12 @@ def snapshot_view(s: SnapshotResult) -> Group:
 def recover_view(r: RecoverResult) -> Group:
     if r.caught_up:
         head = Text(
-            f"✓ {r.node} {r.action} and caught up (applied {r.applied_index}, target "
+            f"✓ {r.node_id} {r.action} and caught up (applied {r.applied_index}, target "
             f"{r.target_index}) in {r.seconds:.1f}s",
             style="green",
         )
     else:
-        head = Text(f"✗ {r.node} not recovered: the operator must act", style="bold red")
+        head = Text(f"✗ {r.node_id} not recovered: the operator must act", style="bold red")
     return Group(head, *[Text(f"  - {i}") for i in r.instructions])
 
 

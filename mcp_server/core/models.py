@@ -218,7 +218,7 @@ class MembershipChange(Plan):
     """A membership plan; after an apply, also what was done and the new configuration."""
 
     action: str
-    node: str
+    node_id: str
     peer_address: str | None = None
     api_address: str | None = None
     quorum_before: int
@@ -278,7 +278,7 @@ class SnapshotResult(_Model):
 
 class RecoverResult(_Model):
     cluster: str
-    node: str
+    node_id: str
     action: Literal["restarted", "waited", "manual"]
     caught_up: bool
     applied_index: int | None
@@ -441,14 +441,6 @@ class MembershipRequest(OperationRequest):
     peer_address: str | None = None
     api_address: str | None = None
 
-    def arguments(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "node": self.node_id,
-            "peer_address": self.peer_address,
-            "api_address": self.api_address,
-        }
-
 
 class SnapshotRequest(GroupRequest):
     node: str | None = Field(None, description="one member; none: every reachable member")
@@ -456,9 +448,6 @@ class SnapshotRequest(GroupRequest):
 
 class RecoverRequest(GroupRequest):
     node_id: str = Field(min_length=1)
-
-    def arguments(self) -> dict[str, Any]:
-        return {"node": self.node_id, **({"group": self.group} if self.group else {})}
 
 
 class InjectFaultRequest(OperationRequest):

@@ -71,12 +71,15 @@ class LocalSettings:
     ca_file: str | None = None
 
 
-def check_can_start(d: Path, nodes: int, running: list[str] | None, down: str) -> None:
+def check_can_start(
+    d: Path, nodes: int, running: list[str] | None, down: str, what: str = "a cluster"
+) -> None:
     """Refuse an ``up`` in ``d`` while members of an earlier cluster there still run
-    (``running``), or of a size the launchers do not make."""
+    (``running``), or of a size the launchers do not make. ``what`` names the cluster
+    in the message ("a NATS cluster")."""
     if running:
         raise ClusterError(
-            f"a cluster is already running in {d} ({', '.join(running)}); "
+            f"{what} is already running in {d} ({', '.join(running)}); "
             f"run `{down}` first or pick another --dir"
         )
     if not 1 <= nodes <= 9:

@@ -23,15 +23,15 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..adapters.etcd_gateway import EtcdGateway, num
+from ..clients.etcd_gateway import EtcdGateway, num
 from ..core.config import TLSConfig
 from ..core.errors import ManagerError
 from . import pids
 from .cluster import ClusterError, check_can_start
-from .statefile import read_state, write_state
+from .external import ExternalCluster, set_aside
 
 STATE_FILE = "etcd-cluster.yaml"
 INSTALL_HINT = (
@@ -81,7 +81,13 @@ class EtcdMember:
 
 
 @dataclass
-class EtcdLocalCluster:
+class EtcdLocalCluster(ExternalCluster):
+    state_file = STATE_FILE
+    member_type = EtcdMember
+    key = "members"
+    noun = "member"
+    up_command = "etcd up"
+
     dir: Path
     binary: str
     members: list[EtcdMember] = field(default_factory=list)
@@ -90,29 +96,8 @@ class EtcdLocalCluster:
     election_ms: int = 1000
     tls: dict[str, str] | None = None  # ca_file, cert_file, key_file (server and client auth)
 
-    # -- persistence -----------------------------------------------------------
-
-    @classmethod
-    def load(cls, directory: Path | str) -> EtcdLocalCluster:
-        d = Path(directory)
-        doc = read_state(d / STATE_FILE, "etcd up")
-        try:
-            members = [EtcdMember(**m) for m in doc.pop("members", [])]
-            return cls(dir=d, members=members, **doc)
-        except TypeError as e:
-            raise ClusterError(f"{d / STATE_FILE} is not a file `etcd up` wrote: {e}") from e
-
-    def save(self) -> None:
-        doc = {k: v for k, v in asdict(self).items() if k not in ("dir", "members")}
-        doc["members"] = [asdict(m) for m in self.members]
-        write_state(self.dir / STATE_FILE, doc)
-
     def member(self, name: str) -> EtcdMember:
-        for m in self.members:
-            if m.name == name:
-                return m
-        known = ", ".join(m.name for m in self.members)
-        raise ClusterError(f"unknown member {name!r}; this cluster has {known}")
+        return self.find(name)
 
     @property
     def scheme(self) -> str:
@@ -154,13 +139,6 @@ class EtcdLocalCluster:
 
     def _spawn(self, m: EtcdMember, state: str, initial: list[EtcdMember]) -> None:
         m.pid = pids.spawn(self._args(m, state, initial), self.dir / f"{m.name}.log", self.dir)
-
-    def alive(self, m: EtcdMember) -> bool:
-        return pids.alive(m.pid)
-
-    def frozen(self, m: EtcdMember) -> bool:
-        """SIGSTOPped (``fault stop``): alive but not running."""
-        return pids.frozen(m.pid)
 
     @classmethod
     def up(
@@ -212,21 +190,6 @@ class EtcdLocalCluster:
             raise
         return c
 
-    def down(self, grace_s: float = 5.0) -> list[str]:
-        """Stop every member (see ``pids.stop``); the names of those that were running."""
-        running = pids.stop([m.pid for m in self.members], grace_s)
-        for m in self.members:
-            m.pid = None
-        self.save()
-        return [m.name for m, up in zip(self.members, running, strict=True) if up]
-
-    def signal(self, name: str, sig: signal.Signals) -> None:
-        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running member."""
-        m = self.member(name)
-        if not self.alive(m):
-            raise ClusterError(f"{name} is not running")
-        pids.send(m.pid, sig)  # type: ignore[arg-type]
-
     def start(self, name: str, tls: TLSConfig | None = None, wait_s: float = 15.0) -> None:
         """Start a stopped member on its existing data (or join it if it has none)."""
         m = self.member(name)
@@ -255,7 +218,7 @@ class EtcdLocalCluster:
         if self.alive(m):
             return m
         if Path(m.data_dir).exists():
-            _set_aside(Path(m.data_dir))
+            set_aside(Path(m.data_dir))
         self._spawn(m, "existing", self.members)
         self.save()
         self.wait_for_api(m, wait_s, tls)
@@ -275,7 +238,7 @@ class EtcdLocalCluster:
         self.members = [x for x in self.members if x.name != name]
         self.save()
         if Path(m.data_dir).exists():
-            _set_aside(Path(m.data_dir))
+            set_aside(Path(m.data_dir))
         return by_itself
 
     # -- readiness -------------------------------------------------------------
@@ -322,8 +285,3 @@ def _probe(gw: EtcdGateway, url: str) -> dict | None:
         return gw.call(url, "maintenance/status")
     except ManagerError:
         return None
-
-
-def _set_aside(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.move(str(path), f"{path}.removed-{time.time_ns()}")

@@ -27,12 +27,12 @@ import signal
 import subprocess
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pids
-from .cluster import ClusterError
-from .statefile import read_state, write_state
+from .cluster import ClusterError, check_can_start
+from .external import ExternalCluster, set_aside
 
 STATE_FILE = "nats-cluster.yaml"
 CLUSTER_NAME = "raft-manager"
@@ -92,35 +92,20 @@ class NatsServer:
 
 
 @dataclass
-class NatsLocalCluster:
+class NatsLocalCluster(ExternalCluster):
+    state_file = STATE_FILE
+    member_type = NatsServer
+    key = "servers"
+    noun = "server"
+    up_command = "nats up"
+
     dir: Path
     binary: str
     base_port: int
     servers: list[NatsServer] = field(default_factory=list)
 
-    # -- persistence -----------------------------------------------------------
-
-    @classmethod
-    def load(cls, directory: Path | str) -> NatsLocalCluster:
-        d = Path(directory)
-        doc = read_state(d / STATE_FILE, "nats up")
-        try:
-            servers = [NatsServer(**m) for m in doc.pop("servers", [])]
-            return cls(dir=d, servers=servers, **doc)
-        except TypeError as e:
-            raise ClusterError(f"{d / STATE_FILE} is not a file `nats up` wrote: {e}") from e
-
-    def save(self) -> None:
-        doc = {k: v for k, v in asdict(self).items() if k not in ("dir", "servers")}
-        doc["servers"] = [asdict(m) for m in self.servers]
-        write_state(self.dir / STATE_FILE, doc)
-
     def server(self, name: str) -> NatsServer:
-        for s in self.servers:
-            if s.name == name:
-                return s
-        known = ", ".join(s.name for s in self.servers)
-        raise ClusterError(f"unknown server {name!r}; this cluster has {known}")
+        return self.find(name)
 
     @property
     def password_file(self) -> Path:
@@ -160,12 +145,6 @@ class NatsLocalCluster:
         conf.write_text(self._config(s))
         s.pid = pids.spawn([self.binary, "-c", str(conf)], self.dir / f"{s.name}.log", self.dir)
 
-    def alive(self, s: NatsServer) -> bool:
-        return pids.alive(s.pid)
-
-    def frozen(self, s: NatsServer) -> bool:
-        return pids.frozen(s.pid)
-
     @classmethod
     def up(
         cls,
@@ -178,16 +157,9 @@ class NatsLocalCluster:
     ) -> NatsLocalCluster:
         """Start ``nodes`` servers and wait until JetStream has a meta leader everywhere."""
         d = Path(directory).resolve()
-        if (d / STATE_FILE).exists():
-            old = cls.load(d)
-            running = [s.name for s in old.servers if old.alive(s)]
-            if running:
-                raise ClusterError(
-                    f"a NATS cluster is already running in {d} ({', '.join(running)}); "
-                    "run `nats down` first or pick another --dir"
-                )
-        if not 1 <= nodes <= 9:
-            raise ClusterError("--nodes must be between 1 and 9")
+        old = cls.load(d) if (d / STATE_FILE).exists() else None
+        running = old and [s.name for s in old.servers if old.alive(s)]
+        check_can_start(d, nodes, running, "nats down", "a NATS cluster")
         binary = binary or find_binary()
         if binary is None:
             raise ClusterError(f"no nats-server binary found; {INSTALL_HINT}")
@@ -213,21 +185,6 @@ class NatsLocalCluster:
         return NatsServer(
             name, b + slot, b + ROUTE_OFFSET + slot, b + MONITOR_OFFSET + slot, str(self.dir / name)
         )
-
-    def down(self, grace_s: float = 5.0) -> list[str]:
-        """Stop every server (see ``pids.stop``); the names of those that were running."""
-        running = pids.stop([s.pid for s in self.servers], grace_s)
-        for s in self.servers:
-            s.pid = None
-        self.save()
-        return [s.name for s, up in zip(self.servers, running, strict=True) if up]
-
-    def signal(self, name: str, sig: signal.Signals) -> None:
-        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT) to a running server."""
-        s = self.server(name)
-        if not self.alive(s):
-            raise ClusterError(f"{name} is not running")
-        pids.send(s.pid, sig)  # type: ignore[arg-type]
 
     def start(self, name: str, wait_s: float = 20.0) -> None:
         """Start a stopped server on its existing data; wait until it sees a meta leader."""
@@ -255,7 +212,7 @@ class NatsLocalCluster:
         if self.alive(s):
             return s
         if Path(s.data_dir).exists():
-            _set_aside(Path(s.data_dir))
+            set_aside(Path(s.data_dir))
         self._spawn(s)
         self.save()
         self.wait_ready([s], wait_s)
@@ -271,7 +228,7 @@ class NatsLocalCluster:
         self.servers = [x for x in self.servers if x.name != name]
         self.save()
         if Path(s.data_dir).exists():
-            _set_aside(Path(s.data_dir))
+            set_aside(Path(s.data_dir))
 
     # -- readiness -------------------------------------------------------------
 
@@ -301,8 +258,3 @@ def _ready(s: NatsServer) -> bool:
         return bool((get_json(f"{s.monitor_url}/jsz").get("meta_cluster") or {}).get("leader"))
     except (OSError, ValueError):
         return False
-
-
-def _set_aside(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        shutil.move(str(path), f"{path}.removed-{time.time_ns()}")

@@ -147,11 +147,13 @@ def _election(e: ElectionAnswer) -> str:
 def _membership(m: MembershipChange) -> str:
     after = f"voters {_ids(m.voters_after)}, learners {_ids(m.learners_after)}"
     if not m.applied:
-        line = _plan_line(f"{m.action} {m.node}", m.plan_id, m.safe, m.reasons, m.requires_approval)
+        line = _plan_line(
+            f"{m.action} {m.node_id}", m.plan_id, m.safe, m.reasons, m.requires_approval
+        )
         return f"{line}; after: {after}"
     failed = [r.action for r in m.results if not r.ok]
     done = f"failed at {failed[0]}" if failed else "done"
-    return f"applied {m.action} {m.node}: {done}; now {after}"
+    return f"applied {m.action} {m.node_id}: {done}; now {after}"
 
 
 def _verify(v: VerifyReport) -> str:
@@ -189,7 +191,7 @@ def _snapshot(s: SnapshotResult) -> str:
 
 def _recover(r: RecoverResult) -> str:
     state = "caught up" if r.caught_up else "NOT caught up"
-    return f"{r.node} {r.action}, {state} (applied {r.applied_index} of {r.target_index})"
+    return f"{r.node_id} {r.action}, {state} (applied {r.applied_index} of {r.target_index})"
 
 
 def _fault(f: FaultResult) -> str:

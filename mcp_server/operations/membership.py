@@ -48,7 +48,7 @@ def plan(ctx: OperationContext, request: MembershipRequest) -> MembershipChange:
         view,
         cluster=ctx.name,
         action=request.action,
-        node=request.node_id,
+        node_id=request.node_id,
         peer_address=request.peer_address,
         api_address=request.api_address,
         local_addresses=local,
@@ -63,7 +63,7 @@ class _Draft:
     """A plan being worked out: what each rule adds to it."""
 
     view: ClusterView
-    node: str
+    node_id: str
     peer: str | None
     api: str | None
     local: tuple[str, str] | None
@@ -76,7 +76,7 @@ class _Draft:
     risks: list[str] = field(default_factory=list)
 
     def step(self, action: str, detail: str) -> None:
-        self.steps.append(PlanStep(action=action, node=self.node, detail=detail))
+        self.steps.append(PlanStep(action=action, node=self.node_id, detail=detail))
 
 
 def plan_change(
@@ -84,7 +84,7 @@ def plan_change(
     *,
     cluster: str,
     action: str,
-    node: str,
+    node_id: str,
     peer_address: str | None = None,
     api_address: str | None = None,
     local_addresses: tuple[str, str] | None = None,
@@ -92,7 +92,7 @@ def plan_change(
     ttl_s: int = 900,
     adapter: ClusterAdapter | None = None,
 ) -> MembershipChange:
-    """The plan for ``action`` on ``node`` in the cluster as ``view`` saw it.
+    """The plan for ``action`` on ``node_id`` in the cluster as ``view`` saw it.
 
     ``local_addresses`` is where a local cluster would start the new node's process
     (used when no ``peer_address`` is given); None for clusters we do not run.
@@ -105,7 +105,7 @@ def plan_change(
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
     d = _Draft(
         view,
-        node,
+        node_id,
         peer_address,
         api_address,
         local_addresses,
@@ -128,7 +128,7 @@ def plan_change(
     _check_new_quorum(d, action)
     arguments = {
         "action": action,
-        "node": node,
+        "node_id": node_id,
         "peer_address": peer_address,
         "api_address": api_address,
     }
@@ -139,7 +139,7 @@ def plan_change(
     return MembershipChange(
         **base.model_dump(),
         action=action,
-        node=node,
+        node_id=node_id,
         peer_address=d.peer,
         api_address=d.api,
         quorum_before=quorum_of(view.voters),
@@ -183,7 +183,7 @@ def _cluster_ready(view: ClusterView) -> list[str]:
 
 
 def _plan_add(d: _Draft, *, as_voter: bool) -> None:
-    node, view = d.node, d.view
+    node, view = d.node_id, d.view
     if node in view.voters:
         d.reasons.append(f"{node} is already a voter")
     elif node in view.learners:
@@ -215,7 +215,7 @@ def _plan_add(d: _Draft, *, as_voter: bool) -> None:
 
 def _plan_join(d: _Draft) -> None:
     """Members that join by starting (NATS): start the process, wait until current."""
-    node, view = d.node, d.view
+    node, view = d.node_id, d.view
     if node in view.voters:
         d.reasons.append(f"{node} is already a member")
     if d.local is None:
@@ -231,7 +231,7 @@ def _plan_join(d: _Draft) -> None:
 
 
 def _plan_promote(d: _Draft) -> None:
-    node, view = d.node, d.view
+    node, view = d.node_id, d.view
     if node in view.voters:
         d.reasons.append(f"{node} is already a voter")
     elif node not in view.learners:
@@ -244,7 +244,7 @@ def _plan_promote(d: _Draft) -> None:
 
 
 def _plan_remove(d: _Draft) -> None:
-    node, view = d.node, d.view
+    node, view = d.node_id, d.view
     if node not in view.voters and node not in view.learners:
         d.reasons.append(f"{node} is not a member of this cluster")
     elif node in view.learners:
@@ -265,44 +265,46 @@ def _removal_keeps_quorum(d: _Draft) -> None:
     q_after = quorum_of(after)
     avail_after = d.view.available_voters(after)
     if not after:
-        d.reasons.append(f"cannot remove {d.node}: it is the last voter")
+        d.reasons.append(f"cannot remove {d.node_id}: it is the last voter")
     elif not is_quorum(after, avail_after):
         d.reasons.append(
-            f"removing {d.node} would leave {len(avail_after)} available voter(s) "
+            f"removing {d.node_id} would leave {len(avail_after)} available voter(s) "
             f"({', '.join(avail_after) or 'none'}) of the new configuration "
             f"{','.join(after)}, fewer than its quorum of {q_after}"
         )
     elif len(avail_after) == q_after and len(after) > 1:
         d.risks.append(
-            f"after removing {d.node}, exactly a quorum ({q_after}) of voters is "
+            f"after removing {d.node_id}, exactly a quorum ({q_after}) of voters is "
             "available: losing one more stops the cluster"
         )
 
 
 def _hand_over_first(d: _Draft) -> None:
     leader = d.view.leader
-    if leader is None or d.node != leader.id or not d.voters_after:
+    if leader is None or d.node_id != leader.id or not d.voters_after:
         return
     target = d.view.most_caught_up(d.voters_after)
     if d.adapter is not None and not d.adapter.supports_transfer_target:
         if target is None:
-            d.reasons.append(f"{d.node} is the leader and no other member is caught up")
+            d.reasons.append(f"{d.node_id} is the leader and no other member is caught up")
         d.steps.append(
             PlanStep(
                 action="step_down",
-                node=d.node,
-                detail=f"{d.node} is the leader: it steps down first",
+                node=d.node_id,
+                detail=f"{d.node_id} is the leader: it steps down first",
             )
         )
         return
     if target is None:
-        d.reasons.append(f"{d.node} is the leader and no remaining voter is caught up to take over")
+        d.reasons.append(
+            f"{d.node_id} is the leader and no remaining voter is caught up to take over"
+        )
         return
     d.steps.append(
         PlanStep(
             action="transfer_leadership",
             node=target,
-            detail=f"{d.node} is the leader: transfer leadership to {target} first",
+            detail=f"{d.node_id} is the leader: transfer leadership to {target} first",
         )
     )
 
@@ -317,10 +319,10 @@ def _check_new_quorum(d: _Draft, action: str) -> None:
         )
     if action in ("add_voter", "promote") and not d.reasons:
         # The new member counts as available: it is caught up (or will be, once added).
-        avail_after = [*d.view.available_voters(), d.node]
+        avail_after = [*d.view.available_voters(), d.node_id]
         if not is_quorum(after, avail_after):
             d.reasons.append(
-                f"after adding {d.node}, {len(avail_after)} voters would be available, fewer "
+                f"after adding {d.node_id}, {len(avail_after)} voters would be available, fewer "
                 f"than the new quorum of {q_after}"
             )
 
@@ -373,7 +375,7 @@ def _step_failed(
     done = ", ".join(r.action for r in results if r.ok) or "nothing"
     # A copy keeps what the kind of error carries (a node's status, indeterminacy).
     failed = copy.copy(e)
-    failed.reason = f"{plan.action} {plan.node}: step {i + 1} ({step.action}) failed: {e.reason}"
+    failed.reason = f"{plan.action} {plan.node_id}: step {i + 1} ({step.action}) failed: {e.reason}"
     failed.args = (failed.reason,)
     failed.next_step = f"steps completed: {done}. Check `raft-manager status` before retrying" + (
         f"; {e.next_step}" if e.next_step else ""
@@ -391,7 +393,7 @@ def _step(
     progress: ProgressFn,
     catch_up_timeout_s: float,
 ) -> str:
-    node, adapter = plan.node, ctx.adapter
+    node, adapter = plan.node_id, ctx.adapter
     if step.action == "start_process":
         np = adapter.new_process(node)
         addresses.update(peer=np.peer_address, api=np.api_address)

@@ -53,7 +53,7 @@ def run(
     ctx: OperationContext, plan: Plan, progress: ProgressFn, timeout_s: float = 60.0
 ) -> RecoverResult:
     t0 = time.monotonic()
-    node = plan.arguments["node"]
+    node = plan.arguments["node_id"]
     actions = {s.action for s in plan.steps}
     if "manual" in actions:
         return _manual(ctx, ctx.view(), node, t0)
@@ -71,7 +71,7 @@ def run(
     progress(1, 1, f"{node} caught up")
     return RecoverResult(
         cluster=ctx.name,
-        node=node,
+        node_id=node,
         action=action,  # type: ignore[arg-type]
         caught_up=True,
         applied_index=applied,
@@ -97,7 +97,7 @@ def _manual(ctx: OperationContext, view: ClusterView, node: str, t0: float) -> R
     )
     return RecoverResult(
         cluster=ctx.name,
-        node=node,
+        node_id=node,
         action="manual",
         caught_up=False,
         applied_index=None,

@@ -15,7 +15,7 @@ HTTP status and gRPC code) with a next step for the messages etcd is known to se
 With a username, the client gets a token from ``auth/authenticate`` on first use and
 sends it in the ``Authorization`` header (etcd wants the bare token, no "Bearer"); a
 rejected token is renewed once. The password and token are never put in a message.
-TLS goes through ``adapters.tls.ssl_context`` (CA and client certificate together).
+TLS goes through ``clients.tls.ssl_context`` (CA and client certificate together).
 """
 
 from __future__ import annotations
