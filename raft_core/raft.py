@@ -466,6 +466,14 @@ class Raft:
                 pass  # the term is raised when the real election starts
             elif m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
                 self.become_follower(m.term, m.frm)
+            elif m.type is MT.VOTE:
+                # Only a granted vote resets the election timer (Figure 2; the vote
+                # handler below does it). A refused candidate with a shorter log that
+                # keeps asking in ever higher terms must not keep the one node that
+                # could win from ever timing out (campaign seed 41807420, no pre-vote).
+                elapsed, timeout = self.election_elapsed, self.randomized_election_timeout
+                self.become_follower(m.term, None)
+                self.election_elapsed, self.randomized_election_timeout = elapsed, timeout
             else:
                 self.become_follower(m.term, None)
         elif m.term < self.term:

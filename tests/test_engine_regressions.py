@@ -338,3 +338,39 @@ def test_the_campaign_runs_single_voters_with_learners_and_shrinking_configurati
     assert len(single) > 20
     assert {p.config.learners for p in single} == {0, 1, 2}
     assert sum(p.shrink for p in plans) > 20
+
+
+# -- a refused vote request does not reset the voter's election timer -------------
+
+
+def test_a_refused_vote_in_a_higher_term_raises_the_term_but_keeps_the_timer():
+    """Figure 2: a follower times out unless it hears its leader or *grants* a vote.
+    n3 (its log behind) campaigns again and again in higher terms; n2, the node with
+    the longest log, refuses each time. Had each refusal reset n2's timer (as a plain
+    step-down to the new term does), n3's shorter timeouts could keep the only
+    electable node from ever campaigning (campaign seed 41807420, no pre-vote)."""
+    ids = ["n1", "n2", "n3"]
+    logs = _at_index_10(ids)
+    logs["n2"] = (HardState(1, None, 10), fake_entries(2, 1, 10))  # one entry more
+    net = HandNet(ids, logs=logs, pre_vote=False, check_quorum=False)
+    net.crash("n1")
+    n2 = net["n2"]
+    before = n2.raft.election_elapsed = 3
+    timeout = n2.raft.randomized_election_timeout
+    net["n3"].raw.campaign()
+    net.process("n3")
+    net.deliver()
+    assert n2.raft.term == net["n3"].raft.term == 2 and n2.raft.vote is None  # refused
+    assert (n2.raft.election_elapsed, n2.raft.randomized_election_timeout) == (before, timeout)
+    # n2 times out on its own schedule, wins (n3 grants: n2's log is longer) and leads.
+    net.tick("n2", timeout - before)
+    net.deliver()
+    assert n2.raft.role is Role.LEADER
+
+
+def test_campaign_seed_41807420_converges_without_pre_vote():
+    """Found by the 10,000-seed run on the merged code: it never converged."""
+    plan = plan_run(41807420)
+    assert not plan.config.pre_vote
+    result = run_one(41807420)
+    assert result.ok, f"{result.kind}: {result.reason}"

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from .connection import PHASE_BODY, PHASE_HEAD, PHASE_IDLE, Connection
+from .connection import PHASE_BODY, PHASE_FRESH, PHASE_HEAD, PHASE_IDLE, Connection
 from .router import Router
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
@@ -120,7 +120,10 @@ class HTTPServer:
     def _sweep(self) -> None:
         now = self.loop.time()
         for c in [c for c in self._conns if 0 < c.deadline <= now]:
-            if c.phase in (PHASE_HEAD, PHASE_BODY):
+            # A connection that sent nothing since its accept timed out sending a request
+            # as much as one that sent half a head (a starved client's bytes may arrive
+            # after the deadline); only an idle keep-alive connection is not counted.
+            if c.phase in (PHASE_FRESH, PHASE_HEAD, PHASE_BODY):
                 self.timed_out += 1
             c.expire()
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
