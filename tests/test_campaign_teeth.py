@@ -18,7 +18,7 @@ from raft_core.sim.cluster import SimCluster, SimConfig
 # (bug, seed, kind, the reason's pattern)
 CAUGHT = [
     ("apply_before_persist", 40300000, "invariant", r"applied \d+/\d+ before persisting it"),
-    ("figure8", 40400062, "invariant", r"state machine safety|leader completeness"),
+    ("figure8", 42400106, "invariant", r"state machine safety|leader completeness"),
     ("joint_incoming_only", 40500045, "invariant", r"state machine safety|leader completeness"),
     (
         "forced_election_on_close",
