@@ -41,8 +41,22 @@ _held: dict[int, IO[str]] = {}
 _mutex = threading.Lock()
 
 
-def _timed_out(timeout: float, what: str, last: Any) -> AssertionError:
-    return AssertionError(f"timed out after {timeout:.1f}s waiting for {what} (last={last!r})")
+class _Deadline:
+    """The one rule of every wait here: done when the predicate is truthy, failed (with
+    what it waited for and the last answer) once ``timeout`` seconds have passed."""
+
+    def __init__(self, timeout: float, what: str) -> None:
+        self.timeout, self.what = timeout, what
+        self.at = time.monotonic() + timeout
+
+    def done(self, last: Any) -> bool:
+        if last:
+            return True
+        if time.monotonic() >= self.at:
+            raise AssertionError(
+                f"timed out after {self.timeout:.1f}s waiting for {self.what} (last={last!r})"
+            )
+        return False
 
 
 def wait_until(
@@ -53,14 +67,10 @@ def wait_until(
     interval: float = 0.05,
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last: Any = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise _timed_out(timeout, what, last)
+    deadline = _Deadline(timeout, what)
+    while not deadline.done(last := predicate()):
         time.sleep(interval)
+    return last
 
 
 async def until(
@@ -72,14 +82,10 @@ async def until(
 ) -> T:
     """``wait_until`` for code that shares the event loop with what it waits for: it
     yields to the loop between polls, so a busy machine only makes it slower."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last: Any = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise _timed_out(timeout, what, last)
+    deadline = _Deadline(timeout, what)
+    while not deadline.done(last := predicate()):
         await asyncio.sleep(interval)
+    return last
 
 
 def reserve_base_port() -> int:
