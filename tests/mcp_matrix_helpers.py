@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from jsonschema import Draft202012Validator
+from testkit import unavailable
 
 CLIENTS_DIR = Path(__file__).resolve().parent / "mcp_clients"
 NODE_BIN = CLIENTS_DIR / "node_modules" / ".bin"
@@ -57,9 +57,7 @@ def require_node() -> None:
     if not missing:
         return
     message = f"missing {', '.join(missing)}; install with: {NPM_INSTALL}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 # -- the scenario ---------------------------------------------------------------------------

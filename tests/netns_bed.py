@@ -75,14 +75,12 @@ def missing_capability(need_nft: bool = False) -> str | None:
 
 def require(need_nft: bool = False) -> None:
     """Fail under CI, else skip, when the bed cannot be made here."""
-    import pytest
+    from testkit import unavailable
 
     problem = missing_capability(need_nft)
     if problem is None:
         return
-    if os.environ.get("CI"):
-        pytest.fail(problem)
-    pytest.skip(problem)
+    unavailable(problem)
 
 
 def host_ip(node: str) -> str:
