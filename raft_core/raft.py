@@ -587,6 +587,7 @@ class Raft:
                 self._send_append(m.frm)
             if m.context:
                 self._handle_read_ack(m.frm, m.context)
+            self._nudge_transferee(m.frm, pr)
         elif t is MT.SNAP_RESP:
             self._handle_snapshot_response(m, pr)
 
@@ -707,8 +708,18 @@ class Raft:
             self._send_append(m.frm)
         while self._send_append(m.frm, send_if_empty=False):
             pass
-        if m.frm == self.lead_transferee and pr.match == self.log.last_index():
-            self._send(Message(MT.TIMEOUT_NOW, m.frm, self.id))
+        self._nudge_transferee(m.frm, pr)
+
+    def _nudge_transferee(self, node: NodeId, pr: Progress) -> None:
+        """Tell a caught-up transfer target to campaign now.
+
+        Sent again on each of its acknowledgements until it takes over or the
+        transfer times out: a target may ignore the first one (it has not yet
+        applied the change that made it a voter) or the network may lose it, and a
+        repeat is harmless (a stale one is from an older term by the time it lands).
+        """
+        if node == self.lead_transferee and pr.match == self.log.last_index():
+            self._send(Message(MT.TIMEOUT_NOW, node, self.id))
 
     def _broadcast_heartbeat(self) -> None:
         # The newest pending read rides along: an acknowledgement confirms it and
@@ -1100,7 +1111,7 @@ class Raft:
         self.event("transfer_started", target=target, term=self.term)
         pr = self.prs[target]
         if pr.match == self.log.last_index():
-            self._send(Message(MT.TIMEOUT_NOW, target, self.id))
+            self._nudge_transferee(target, pr)
         else:
             self._send_append(target)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simtools import MessageCounter
 from simtools_membership import (
     add_learner,
     caught_up,
@@ -23,7 +24,7 @@ from simtools_membership import (
 from raft_core.confchange import ChangeOp, ConfChange
 from raft_core.driver import Failure, FailureCode
 from raft_core.sim.node import SimNode
-from raft_core.types import DropCode
+from raft_core.types import DropCode, Message, MessageType
 
 ADD_VOTER, REMOVE = ChangeOp.ADD_VOTER, ChangeOp.REMOVE
 
@@ -156,6 +157,34 @@ def test_a_leadership_transfer_is_answered_with_the_new_leader():
     assert c.run_until(lambda: bool(answers.told), 5_000), c.dump()
     leader, term = answers.only()
     assert leader == target and c.nodes[target].raw.is_leader and term == c.nodes[target].term
+
+
+def test_a_lost_timeout_now_is_sent_again_and_the_transfer_completes():
+    """The leader's "campaign now" can be lost, or ignored by a target that has not
+    yet applied the change that made it a voter (found by the process suite: a
+    transfer right after a promotion aborted). The leader repeats it on the target's
+    next acknowledgement, so the transfer still completes within its timeout."""
+    c = make_cluster(309)
+    ld = c.leader()
+    converge(c, sorted(c.nodes))
+    target = sorted(set(c.nodes) - {ld.id})[0]
+    lost: list[Message] = []
+
+    def lose_first_timeout_now(src: str, dst: str, msg: object) -> bool:
+        if isinstance(msg, Message) and msg.type is MessageType.TIMEOUT_NOW and not lost:
+            lost.append(msg)
+            return True
+        return False
+
+    net = MessageCounter(c, drop=lose_first_timeout_now)
+    answers = Answers()
+    ld.driver.transfer_leadership(target, answers)
+    assert c.run_until(lambda: bool(answers.told), 5_000), c.dump()
+    leader, term = answers.only()
+    assert lost and leader == target and c.nodes[target].raw.is_leader
+    assert term == c.nodes[target].term
+    assert net.count(MessageType.TIMEOUT_NOW, src=ld.id, dst=target) >= 1
+    net.remove()
 
 
 def test_a_transfer_to_an_unreachable_voter_is_answered_aborted():
