@@ -303,8 +303,15 @@ class Driver(Generic[Token]):
 
     def _pass(self) -> None:
         self._scheduled = False
-        if self._stopped or self._busy:
-            return  # the batch in progress kicks again when it is done
+        if self._stopped:
+            return
+        if self._busy:
+            # The batch in progress kicks again when it is done; what needs no write
+            # leaves now (heartbeats and their answers: see take_early_messages).
+            early = self.raw.take_early_messages()
+            if early:
+                self._transport.send(early)
+            return
         raw = self.raw
         if self._queue:
             self._propose_queued()

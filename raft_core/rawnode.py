@@ -61,10 +61,14 @@ from .types import (
     SoftState,
 )
 
+# Messages that assert nothing this node has yet to write: a leader's (its term is
+# durable before it leads), a forwarded read, and a heartbeat's answer (it only
+# echoes the leader's own term, and grants nothing).
 _EARLY_MESSAGES = frozenset(
     {
         MessageType.APP,
         MessageType.HEARTBEAT,
+        MessageType.HEARTBEAT_RESP,
         MessageType.SNAP,
         MessageType.TIMEOUT_NOW,
         MessageType.READ_INDEX,
@@ -259,6 +263,19 @@ class RawNode:
         rd.expired_reads, r.expired_reads = r.expired_reads, []
         self._in_flight = rd
         return rd
+
+    def take_early_messages(self) -> list[Message]:
+        """The queued messages that may leave before any write, taken out of the next
+        Ready: while a slow write holds the Ready in flight, the leader's heartbeats
+        and a follower's answers to them must not wait for it, or a disk stall longer
+        than an election timeout would cost the cluster its leader."""
+        r = self._raft
+        if not r.msgs:
+            return []
+        early = [m for m in r.msgs if sendable_before_persist(m)]
+        if early:
+            r.msgs = [m for m in r.msgs if not sendable_before_persist(m)]
+        return early
 
     def advance(self, rd: Ready) -> list[ConfState]:
         """Acknowledge ``rd``; returns the configurations that took effect."""

@@ -1,4 +1,4 @@
-"""Four protocol bugs that once got past every test but one, ready to plant again.
+"""Protocol bugs that once got past every test but one, ready to plant again.
 
 Each ``plant_*`` puts one bug back through ``setattr`` (``monkeypatch.setattr`` in a
 test, so it is undone afterwards). The tests in test_campaign_teeth.py plant each one
@@ -13,10 +13,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from raft_core import quorum
+from raft_core import quorum, rawnode
 from raft_core.driver import Driver
 from raft_core.log import RaftLog
 from raft_core.raft import Raft, Role
+from raft_core.rawnode import RawNode
 from raft_core.types import MessageType
 
 Setter = Callable[[Any, str, Any], None]
@@ -95,11 +96,26 @@ def plant_forced_election_on_close(setattr_: Setter) -> None:
     setattr_(Raft, "report_leader_lost", report_leader_lost)
 
 
+def plant_heartbeats_wait_for_the_write(setattr_: Setter) -> None:
+    """Bug 5: while a write is in progress nothing leaves, heartbeats included (the
+    node fell over with a 40 MB state: a leader's slow fsync cost it its term)."""
+    setattr_(RawNode, "take_early_messages", lambda self: [])
+
+
+def plant_heartbeat_answers_wait_for_the_write(setattr_: Setter) -> None:
+    """Bug 6: a follower answers heartbeats only after its write: a leader whose
+    quorum needs a follower with a slow disk steps down (check-quorum)."""
+    early = rawnode._EARLY_MESSAGES - {MessageType.HEARTBEAT_RESP}
+    setattr_(rawnode, "_EARLY_MESSAGES", early)
+
+
 PLANTS: dict[str, Callable[[Setter], None]] = {
     "apply_before_persist": plant_apply_before_persist,
     "figure8": plant_figure8_commit_by_counting,
     "joint_incoming_only": plant_joint_incoming_majority_only,
     "forced_election_on_close": plant_forced_election_on_close,
+    "heartbeats_wait": plant_heartbeats_wait_for_the_write,
+    "heartbeat_answers_wait": plant_heartbeat_answers_wait_for_the_write,
 }
 
 

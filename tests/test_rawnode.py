@@ -62,14 +62,32 @@ def test_a_term_or_vote_change_must_be_synced_before_the_vote_leaves():
     assert not any(sendable_before_persist(m) for m in rd.messages)
 
 
-def test_only_what_a_leader_sends_may_leave_before_its_write():
-    assert sendable_before_persist(Message(MT.APP, "a", "b"))
-    assert sendable_before_persist(Message(MT.HEARTBEAT, "a", "b"))
-    assert sendable_before_persist(Message(MT.SNAP, "a", "b"))
-    assert sendable_before_persist(Message(MT.TIMEOUT_NOW, "a", "b"))
+def test_only_what_asserts_nothing_unwritten_may_leave_before_the_write():
+    """A leader's messages (its term is durable before it leads) and a heartbeat's
+    answer (it echoes the leader's term and grants nothing) may leave early; votes and
+    acknowledgements of entries may not."""
+    for t in (MT.APP, MT.HEARTBEAT, MT.SNAP, MT.TIMEOUT_NOW, MT.HEARTBEAT_RESP):
+        assert sendable_before_persist(Message(t, "a", "b"))
     for t in (MT.APP_RESP, MT.VOTE, MT.VOTE_RESP, MT.PRE_VOTE, MT.PRE_VOTE_RESP,
-              MT.HEARTBEAT_RESP, MT.SNAP_RESP):  # fmt: skip
+              MT.SNAP_RESP):  # fmt: skip
         assert not sendable_before_persist(Message(t, "a", "b"))
+
+
+def test_a_heartbeat_is_answered_while_a_write_is_in_flight():
+    """A follower whose disk is slow still answers its leader's heartbeats (they
+    leave through take_early_messages, not the next Ready), while its acknowledgement
+    of new entries waits for their write."""
+    n = _follower()
+    _append(n, 1, [Entry(2, 2)], commit=1)
+    rd = n.ready()  # the write of entry 2 is in flight
+    assert [m.type for m in rd.messages] == [MT.APP_RESP]
+    n.step(Message(MT.HEARTBEAT, "n2", "n1", term=2, commit=1))
+    _append(n, 2, [Entry(3, 2)], commit=1)
+    early = n.take_early_messages()
+    assert [m.type for m in early] == [MT.HEARTBEAT_RESP]
+    assert n.take_early_messages() == []
+    n.advance(rd)
+    assert [m.type for m in n.ready().messages] == [MT.APP_RESP], "the ack waits"
 
 
 def test_campaign_seed_3251_stays_fixed():

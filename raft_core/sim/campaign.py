@@ -58,6 +58,7 @@ COUNTERS = (
     "figure8_crashes",
     "joint_splits",
     "liveness_windows",
+    "disk_stalls",
 )
 
 
@@ -225,6 +226,7 @@ class Chaos:
         # The targeted actions draw from a stream of their own, so that a run without
         # them keeps its schedule.
         self._teeth = random.Random(plan.seed * 179424673 + 9)
+        self._stalls = random.Random(plan.seed * 32452843 + 11)  # slow disks in windows
         # While a liveness window is open no fault starts (see _open_window).
         self.quiet = False
         self._watched: tuple[NodeId, int, frozenset[NodeId]] | None = None
@@ -577,6 +579,7 @@ class Chaos:
             # Cut a minority of the voters off from the leader (and only from it).
             c.partition([leader.id], rng.sample(followers, rng.randint(1, most)))
         end = c.now + rng.uniform(1.5, 3) * timeout_ms
+        self._stall_a_disk(leader, members, timeout_ms)
 
         def check() -> None:
             self._check_watched()
@@ -586,6 +589,19 @@ class Chaos:
                 self._close_window(lossy)
 
         check()
+
+    def _stall_a_disk(self, leader: SimNode, members: frozenset[NodeId], timeout_ms: float) -> None:
+        """A slow disk is no fault of the protocol's: stall the leader's or a member's
+        writes for up to two election timeouts. Heartbeats and their answers need no
+        write, so the leader must keep its term (a write in progress must not hold
+        them back)."""
+        rng = self._stalls
+        if rng.random() < 0.5:
+            return
+        victim = leader if rng.random() < 0.5 else self.c.nodes[rng.choice(sorted(members))]
+        self.c.stats["disk_stalls"] += 1
+        self.c.note(f"chaos: {victim.id}'s disk stalls")
+        victim.disk_stall_ms = rng.uniform(0.5, 2) * timeout_ms
 
     def _check_watched(self) -> None:
         assert self._watched is not None

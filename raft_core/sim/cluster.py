@@ -124,6 +124,7 @@ class SimCluster:
             "figure8_crashes": 0,
             "joint_splits": 0,
             "liveness_windows": 0,
+            "disk_stalls": 0,
         }
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}

@@ -121,6 +121,9 @@ class SimNode:
         self.store = store  # the state on disk (raft-node's store), or in memory
         self.keep_entries = keep_entries
         self.up = False
+        # A slow disk (another process flushing gigabytes): the next write takes at
+        # least this long. Nothing waits for a write but the Ready loop.
+        self.disk_stall_ms = 0.0
         # A paused process (SIGSTOP): no clock, and what arrives waits in ``inbox``
         # until it resumes. Unlike a crash it keeps all its state, an old term included.
         self.paused = False
@@ -187,9 +190,13 @@ class SimNode:
             self._prev_term = prev_term
             done(None)
 
+        delay = 0.0
         if rd.must_sync and self.disk_latency_ms[1] > 0:
+            delay = self.rng.uniform(*self.disk_latency_ms)
+        stall, self.disk_stall_ms = self.disk_stall_ms, 0.0
+        if delay or stall:
             self.writing = rd
-            self.schedule(self.rng.uniform(*self.disk_latency_ms), complete)
+            self.schedule(max(delay, stall), complete)
         else:
             complete()
 
