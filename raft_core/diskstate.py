@@ -45,6 +45,7 @@ from typing import Any
 import lmdb
 import msgpack
 
+from .imagecopy import copy_paced
 from .kv import KVStore, hash_items
 from .node.snapfile import pieces
 from .statemachine import ApplyResult, Replica, Session
@@ -413,11 +414,11 @@ class DiskReplica(Replica):
 
     # -- snapshots ----------------------------------------------------------------
 
-    def snapshot_writer(self, path: Path, extra: Any = None) -> Callable[[], None]:
+    def snapshot_writer(self, extra: Any = None) -> Callable[[int], None]:
         """Capture a read view as of the applied index (cheap: a transaction); the
-        writer copies it to ``path`` (compacted, fsynced) on any thread, while this
-        one keeps applying. ``extra`` is stored with the view, so the image carries
-        the host's data as of the same index."""
+        writer copies it (compacted) to a file descriptor at its current offset, on
+        any thread, while this one keeps applying. ``extra`` is stored with the view,
+        so the image carries the host's data as of the same index."""
         self.commit()
         if not self._view_lock.acquire(blocking=False):
             raise RuntimeError("a snapshot image is already being written from this store")
@@ -431,19 +432,14 @@ class DiskReplica(Replica):
             raise
         env = self._env
 
-        def write() -> None:
+        def write(fd: int) -> None:
             try:
                 # The store's commits are not synced; once the snapshot lets the log go
                 # below this index, a restart should find the store at least this far
                 # (else it restores the snapshot): sync here, off the caller's loop.
                 env.sync(True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    env.copyfd(fd, compact=True, txn=view)
-                    crash_point("snapshot-image")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                copy_paced(lambda w: env.copyfd(w, compact=True, txn=view), fd)
+                crash_point("snapshot-image")
             finally:
                 view.abort()
                 self._view_lock.release()
@@ -452,6 +448,12 @@ class DiskReplica(Replica):
 
     def snapshot(self, extra: Any = None) -> bytes:
         raise NotImplementedError("DiskReplica images are files: use snapshot_writer")
+
+    def flush(self) -> None:
+        """Write the committed pages out now (any thread). Done every second, so that
+        dirty pages never pile up until a snapshot's sync has to flush them all at
+        once: on a shared disk that one flush stalls every WAL sync behind it."""
+        self._env.sync(True)
 
     def stage(self, data: bytes) -> None:
         """Write a received image next to the store (any thread; waits for a snapshot

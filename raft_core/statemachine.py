@@ -38,11 +38,11 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
 
+from .imagecopy import drain_paced, write_fully
 from .types import Entry, EntryType
 
 _ENTRY_HEADER = struct.Struct(">QQB")
@@ -254,33 +254,42 @@ class Replica:
 
     # -- snapshots -----------------------------------------------------------
 
-    def snapshot_writer(self, path: Path, extra: Any = None) -> Callable[[], None]:
-        """Capture the state as of now; the returned function writes its image to
-        ``path`` and may run on another thread while entries keep being applied here.
+    def snapshot_writer(self, extra: Any = None) -> Callable[[int], None]:
+        """Capture the state as of now; the returned function writes its image to a
+        file descriptor, at its current offset, and may run on another thread while
+        entries keep being applied here.
 
         In memory the capture is a fork: the child holds a copy-on-write view of the
-        state as of the fork and serializes it; the caller's thread pays only for the
-        fork itself (page tables), and the writer waits for the child. Where fork is
-        unavailable the image is serialized here and now.
+        state as of the fork and serializes it into a pipe; the caller's thread pays
+        only for the fork itself (page tables), and the writer drains the pipe into
+        the file (raft_core/imagecopy.py). Where fork is unavailable the image is
+        serialized here and now.
         """
         if not hasattr(os, "fork"):
             image = self.snapshot(extra)
-            return lambda: _write_file(path, image)
+            return lambda fd: write_fully(fd, image)
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: serialize, write, leave without any cleanup
             code = 1
             try:
-                _write_file(path, self.snapshot(extra))
+                os.close(r)
+                write_fully(w, self.snapshot(extra))
                 code = 0
             finally:
                 os._exit(code)
+        os.close(w)
 
-        def wait() -> None:
-            _, status = os.waitpid(pid, 0)
+        def write(fd: int) -> None:
+            try:
+                drain_paced(r, fd)
+            finally:
+                os.close(r)
+                _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
-                raise OSError(f"the process writing the snapshot image {path} failed")
+                raise OSError("the process writing the snapshot image failed")
 
-        return wait
+        return write
 
     def snapshot(self, extra: Any = None) -> bytes:
         """An image of everything applied so far; ``extra`` is the driver's own data."""
@@ -333,10 +342,3 @@ class Replica:
         self._chains.clear()
         self._chains[self.applied_index] = self.chain
         return img.get("extra")
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())

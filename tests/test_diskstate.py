@@ -9,10 +9,12 @@ a batch. Some keys are longer than LMDB's key limit.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,19 @@ def test_a_restart_replays_the_log_over_the_store_without_applying_twice(
     disk.close()
 
 
+def _written(write: Callable[[int], None], path: Path) -> bytes:
+    """Run a snapshot writer into a file after a few bytes of header; the image."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"head")
+        write(fd)
+    finally:
+        os.close(fd)
+    data = path.read_bytes()
+    assert data[:4] == b"head", "the writer writes at the descriptor's offset"
+    return data[4:]
+
+
 def test_a_snapshot_image_is_the_state_at_capture_while_applying_goes_on(
     tmp_path: Path,
 ) -> None:
@@ -110,12 +125,11 @@ def test_a_snapshot_image_is_the_state_at_capture_while_applying_goes_on(
         mem.apply(e)
     disk.commit()
     at_capture = mem.digest()
-    write = disk.snapshot_writer(tmp_path / "image", extra={"addresses": {"n1": ["a", "b"]}})
+    write = disk.snapshot_writer(extra={"addresses": {"n1": ["a", "b"]}})
     for e in entries[120:]:  # applied after the capture, before the image is written
         disk.apply(e)
     disk.commit()
-    write()
-    data = (tmp_path / "image").read_bytes()
+    data = _written(write, tmp_path / "image")
     assert is_store_image(data)
     follower = DiskReplica(tmp_path / "follower.mdb")
     follower.stage(data)
@@ -134,10 +148,9 @@ def test_an_in_memory_image_converts_and_an_in_memory_writer_forks(tmp_path: Pat
     mem = Replica(KVStore(), **LIMITS)
     for e in _entries(5, 150):
         mem.apply(e)
-    write = mem.snapshot_writer(tmp_path / "mem-image", extra={"x": 1})
+    write = mem.snapshot_writer(extra={"x": 1})
     mem.apply(_entries(6, 1, start=151)[0])  # the child's view is the fork's moment
-    write()
-    image = (tmp_path / "mem-image").read_bytes()
+    image = _written(write, tmp_path / "mem-image")
     assert not is_store_image(image)
     disk = DiskReplica(tmp_path / "state.mdb", **LIMITS)
     assert disk.restore(image) == {"x": 1}

@@ -144,13 +144,13 @@ def test_the_snapshot_image_is_written_and_saved_off_the_loop(
     real_writer = DiskReplica.snapshot_writer
     real_save = DiskStorage.save_snapshot
 
-    def writer(self, path, extra=None):
+    def writer(self, extra=None):
         threads["capture"] = threading.current_thread().name
-        write = real_writer(self, path, extra)
+        write = real_writer(self, extra)
 
-        def recorded() -> None:
+        def recorded(fd: int) -> None:
             threads["image"] = threading.current_thread().name
-            write()
+            write(fd)
 
         return recorded
 

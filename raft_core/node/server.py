@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import random
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -74,6 +75,9 @@ _LOGGED_EVENTS = {
 # Applied batches are committed to the state store at most this often (and at every
 # tick): an LMDB commit writes its dirty pages, about as costly as the batch itself.
 STORE_COMMIT_S = 0.01
+# An on-disk store's committed pages are written out this often, off the loop (see
+# DiskReplica.flush).
+STORE_FLUSH_S = 1.0
 # A WAL sync slower than this sends the next batch to the disk thread, so a slow disk
 # never stalls the event loop (a healthy one syncs in well under a millisecond).
 SLOW_FSYNC_S = 0.01
@@ -128,6 +132,8 @@ class RaftNode:
         self._snapshot_task: asyncio.Task | None = None
         self._incoming: _FileSnapshotBuffer | None = None  # a snapshot being received
         self._store_commit_at = 0.0
+        self._store_flush_at = 0.0
+        self._flushing = False
         self.loop_lag_s = 0.0  # the ticker's latest lateness
         self.loop_lag_max_s = 0.0
         self.metrics = Registry()
@@ -247,6 +253,8 @@ class RaftNode:
         self._loop = asyncio.get_running_loop()
         cfg = self.cfg
         os.makedirs(cfg.data_dir, exist_ok=True)
+        # Before 2026-12 images were written here first, then copied into snap/.
+        shutil.rmtree(Path(cfg.data_dir) / "images", ignore_errors=True)
         self.storage = await self.run_on_disk(
             lambda: DiskStorage.open(cfg.data_dir, fsync=cfg.fsync, on_fsync=self._synced)
         )
@@ -356,6 +364,7 @@ class RaftNode:
                 self.loop_lag_max_s = lag
             self.m_loop_lag.observe(lag)
             self._commit_store()  # what was applied since the last commit, if anything
+            self._maybe_flush_store()
             if self._fatal is not None:
                 return
             self.raw.tick()
@@ -699,6 +708,22 @@ class RaftNode:
         self.replica.commit()
         self._store_commit_at = time.monotonic()
 
+    def _maybe_flush_store(self) -> None:
+        flush = getattr(self.replica, "flush", None)
+        now = time.monotonic()
+        if flush is None or self._flushing or now - self._store_flush_at < STORE_FLUSH_S:
+            return
+        self._flushing, self._store_flush_at = True, now
+
+        def done(fut: Any) -> None:  # on the snapshot thread
+            self._flushing = False
+            if fut.exception() is not None:  # the WAL still holds everything: retried
+                log.error("%s: writing out the state store failed: %s", self.id, fut.exception())
+
+        # On the snapshot thread: never alongside an image being written, nor in the
+        # way of the WAL's thread.
+        self._snap_pool.submit(flush).add_done_callback(done)
+
     def _snapshot_buffer(self, meta: SnapshotMeta) -> _FileSnapshotBuffer:
         """Where the engine keeps a snapshot it starts receiving (one at a time)."""
         if self._incoming is not None:
@@ -786,23 +811,18 @@ class RaftNode:
         started = time.monotonic()
         assert self.storage is not None
         storage = self.storage
-        images = Path(self.cfg.data_dir) / "images"
         try:
-            images.mkdir(exist_ok=True)
             addresses = {n: [a.peer, a.api] for n, a in self.addresses.items()}
             meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
-            path = images / f"{index:016d}-{meta.term:016d}.img"
-            write_image = self.replica.snapshot_writer(path, extra={"addresses": addresses})
-            await self._loop.run_in_executor(self._snap_pool, write_image)
-            snap = Snapshot(meta, FileImage(path))  # type: ignore[arg-type]
+            write_image = self.replica.snapshot_writer(extra={"addresses": addresses})
+            snap = await self._loop.run_in_executor(
+                self._snap_pool, storage.write_snapshot_file, meta, write_image
+            )
 
             def save() -> None:
-                storage.save_snapshot(snap)
+                storage.save_snapshot(snap)  # the WAL record naming the file written above
                 crash_point("snapshot-saved")
                 storage.compact(max(0, index - self.cfg.keep_entries))
-                for old in images.iterdir():
-                    if old != path:
-                        old.unlink(missing_ok=True)  # a follower still reading it keeps it open
 
             await self.run_on_disk(save)
             self.raw.compact(snap, self.cfg.keep_entries)

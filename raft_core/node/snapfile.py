@@ -25,7 +25,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgpack
@@ -117,12 +117,15 @@ def pieces(data: bytes | FileImage) -> Iterator[bytes]:
         yield data
 
 
-def _head_and_meta(snapshot: Snapshot) -> tuple[bytes, bytes]:
-    meta = snapshot.meta
-    meta_bytes = msgpack.packb(
+def _meta_bytes(meta: SnapshotMeta) -> bytes:
+    return msgpack.packb(
         {"index": meta.index, "term": meta.term, "conf": meta.conf.to_dict()},
         use_bin_type=True,
     )
+
+
+def _head_and_meta(snapshot: Snapshot) -> tuple[bytes, bytes]:
+    meta_bytes = _meta_bytes(snapshot.meta)
     return _HEAD.pack(MAGIC, VERSION, len(meta_bytes), len(snapshot.data)), meta_bytes
 
 
@@ -136,19 +139,42 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
 
 def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) -> Path:
     """Write ``snapshot`` atomically; with ``durable`` it is on disk when this returns."""
-    meta = snapshot.meta
-    head, meta_bytes = _head_and_meta(snapshot)
+
+    def write_data(fd: int) -> None:
+        for piece in pieces(snapshot.data):
+            write_all(fd, [piece])
+
+    written = write_snapshot_file_with(snap_dir, snapshot.meta, write_data, durable=durable)
+    return written.data.path  # type: ignore[attr-defined]
+
+
+def write_snapshot_file_with(
+    snap_dir: Path, meta: SnapshotMeta, write_data: Callable[[int], object], *, durable: bool
+) -> Snapshot:
+    """Write a snapshot file whose data ``write_data(fd)`` writes at the descriptor's
+    current offset (any thread); returns the snapshot with its data left in the file.
+
+    The data goes straight to its place in the file, so an image of a large state is
+    written once (not to a scratch file, then copied). Its length is known only
+    afterwards: the header is written after it, and the CRC read back from the page
+    cache. Atomic as ``write_snapshot_file``: until the rename, there is no file.
+    """
+    meta_bytes = _meta_bytes(meta)
     path = snap_dir / snapshot_name(meta.index, meta.term)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    data_at = _HEAD.size + len(meta_bytes)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            write_all(fd, [head, meta_bytes])
-            crc = zlib.crc32(meta_bytes, zlib.crc32(head))
-            for piece in pieces(snapshot.data):
-                crc = zlib.crc32(piece, crc)
-                write_all(fd, [piece])
-            write_all(fd, [_CRC.pack(crc)])
+            os.lseek(fd, data_at, os.SEEK_SET)
+            write_data(fd)
+            end = os.lseek(fd, 0, os.SEEK_CUR)
+            head = _HEAD.pack(MAGIC, VERSION, len(meta_bytes), end - data_at)
+            os.pwrite(fd, head + meta_bytes, 0)
+            crc = 0
+            for start in range(0, end, _PIECE):
+                crc = zlib.crc32(os.pread(fd, min(_PIECE, end - start), start), crc)
+            os.pwrite(fd, _CRC.pack(crc), end)
             if durable:
                 os.fsync(fd)
         finally:
@@ -159,7 +185,7 @@ def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) ->
         raise
     if durable:
         fsync_dir(snap_dir)
-    return path
+    return Snapshot(meta=meta, data=FileImage(path, data_at, end - data_at))  # type: ignore[arg-type]
 
 
 def read_snapshot_file(path: Path) -> Snapshot:

@@ -46,6 +46,7 @@ from raft_core.node.snapfile import (
     read_snapshot_file,
     snapshot_name,
     write_snapshot_file,
+    write_snapshot_file_with,
 )
 from raft_core.node.wal import (
     Batch,
@@ -68,7 +69,7 @@ from raft_core.node.wal import (
     segment_name,
     write_all,
 )
-from raft_core.types import Entry, HardState, Snapshot
+from raft_core.types import Entry, HardState, Snapshot, SnapshotMeta
 
 __all__ = [
     "DiskFull",
@@ -436,7 +437,7 @@ class DiskStorage:
         payload = encode_batch(hard_state, marker, entries)
         header = frame(RecordType.BATCH, payload)
         fsync_seconds = None
-        if snapshot is not None:
+        if snapshot is not None and not self._in_place(snapshot):
             # Nothing references the file until the WAL record below is durable, so a
             # failure here leaves the storage usable.
             try:
@@ -485,6 +486,24 @@ class DiskStorage:
             time.sleep(delay)
         assert self._fd is not None
         datasync(self._fd)
+
+    def write_snapshot_file(
+        self, meta: SnapshotMeta, write_data: Callable[[int], object]
+    ) -> Snapshot:
+        """Write a local snapshot's file, its data from ``write_data(fd)``, without
+        recording it (any thread: this touches nothing the WAL's thread does). Saving
+        the snapshot returned then only writes its WAL record; a crash before that
+        leaves a file the next open removes, as one the WAL never named."""
+        try:
+            return write_snapshot_file_with(self._snap_dir, meta, write_data, durable=self._durable)
+        except OSError as exc:
+            raise write_failure(self._snap_dir, exc) from exc
+
+    def _in_place(self, snapshot: Snapshot) -> bool:
+        """Whether ``snapshot``'s data already is its file here (write_snapshot_file)."""
+        path = getattr(snapshot.data, "path", None)
+        meta = snapshot.meta
+        return path == self._snap_dir / snapshot_name(meta.index, meta.term)
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Persist a snapshot the local state machine took; entries after it are kept."""

@@ -1,0 +1,65 @@
+"""Writing a snapshot image into a file at a pace the disk can absorb.
+
+An image is hundreds of megabytes. Written at once and synced at the end, its dirty
+pages sit in the page cache until that sync, and every WAL sync on the same disk
+queues behind their writeback (measured on this project's 2-core machine: 300 MB
+written at once held a concurrent 4 KiB fdatasync up to 109 ms; synced every 16 MiB,
+under 9 ms). Producers (LMDB's copy, a forked serializer) write into a pipe; the
+snapshot thread drains it into the file and syncs as it goes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+# The image's file is synced every this many bytes as it is written.
+IMAGE_SYNC_BYTES = 16 << 20
+_READ = 1 << 20
+
+
+def write_fully(fd: int, data: bytes) -> None:
+    out = memoryview(data)
+    while out:
+        out = out[os.write(fd, out) :]
+
+
+def drain_paced(src: int, dst: int) -> int:
+    """Copy everything readable from ``src`` to ``dst`` at its current offset,
+    syncing ``dst`` every IMAGE_SYNC_BYTES; returns the bytes copied."""
+    total = unsynced = 0
+    while chunk := os.read(src, _READ):
+        write_fully(dst, chunk)
+        total += len(chunk)
+        unsynced += len(chunk)
+        if unsynced >= IMAGE_SYNC_BYTES:
+            os.fdatasync(dst)
+            unsynced = 0
+    return total
+
+
+def copy_paced(produce: Callable[[int], None], dst: int) -> int:
+    """Run ``produce(write_fd)`` on a thread of its own and drain what it writes into
+    ``dst`` (see ``drain_paced``); re-raises what ``produce`` raised."""
+    r, w = os.pipe()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            produce(w)
+        except BaseException as e:  # re-raised below, once the pipe is drained
+            failed.append(e)
+        finally:
+            os.close(w)
+
+    producer = threading.Thread(target=run, name="image-producer", daemon=True)
+    producer.start()
+    try:
+        copied = drain_paced(r, dst)
+    finally:
+        os.close(r)
+        producer.join()
+    if failed:
+        raise failed[0]
+    return copied
