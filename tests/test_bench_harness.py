@@ -70,7 +70,14 @@ def test_big_state_bench_on_ours_alone_reports_every_figure(capsys):
     assert ours["largest_loop_stall_ms"] >= 0
     assert set(ours["snapshots"]) == {"n1", "n2", "n3"}
     assert 0 < ours["restart_s"] < 120 and 0 < ours["learner_catchup_s"] < 300
+    during = ours["writes_during_catchup"]
+    assert during["seconds"] >= 1 and during["throughput_median"] > 0 and during["errors"] == 0
+    assert (
+        set(ours["peak_rss_anon_mb"]) == set(ours["peak_rss_file_mb"]) == set(ours["peak_rss_mb"])
+    )
+    assert all(v > 0 for v in ours["peak_rss_anon_mb"].values())
     assert doc["targets"][0]["target"] == "zero leader changes"
+    assert any(t["target"].startswith("writes during the learner") for t in doc["targets"])
 
 
 def test_big_state_compares_with_etcd_only(capsys):

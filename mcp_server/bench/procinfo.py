@@ -34,6 +34,22 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def rss_parts_mb(pid: int) -> dict[str, float] | None:
+    """The resident set now, split: ``anon`` (heap, stacks: the process's own memory)
+    and ``file`` (mapped file pages, such as a store's memory map: page cache the
+    kernel can take back), in MiB; None if unreadable."""
+    parts: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    key = "anon" if line.startswith("RssAnon") else "file"
+                    parts[key] = round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return parts if len(parts) == 2 else None
+
+
 def load_average() -> float:
     """The 1-minute load average (the machine's business when a system's run starts)."""
     return round(os.getloadavg()[0], 2)
