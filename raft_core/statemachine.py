@@ -237,12 +237,20 @@ class Replica:
         return self._chains.get(index)
 
     def digest(self) -> dict:
-        return {
+        fields, state_hash = self.digest_view()
+        return {**fields, "state_hash": state_hash()}
+
+    def digest_view(self) -> tuple[dict, Callable[[], str]]:
+        """The digest's fields as of now, and a function that computes its state hash
+        as of now on any thread. In memory there is no view to keep: the hash is
+        taken here (an on-disk replica hashes a read transaction later)."""
+        fields = {
             "applied_index": self.applied_index,
             "applied_term": self.applied_term,
             "chain": self.chain.hex(),
-            "state_hash": self.sm.state_hash(),
         }
+        state_hash = self.sm.state_hash()
+        return fields, lambda: state_hash
 
     # -- batches and lifetime -------------------------------------------------
 

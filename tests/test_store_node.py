@@ -5,6 +5,7 @@ stall, and ``--state-store memory`` still restores from its snapshot."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +38,11 @@ def test_a_restart_resumes_from_the_store_without_restoring_the_snapshot(
         try:
             await _write(node, 130, "k")
             await _no_snapshot_running(node)
-            return node.replica.applied_index, node.status().engine.snapshot_index, node.digest()
+            return (
+                node.replica.applied_index,
+                node.status().engine.snapshot_index,
+                await node.digest(),
+            )
         finally:
             await node.stop()
 
@@ -55,7 +60,7 @@ def test_a_restart_resumes_from_the_store_without_restoring_the_snapshot(
             assert node.replica.applied_index >= applied
             assert node.sm.get("k129") == "value-129"
             # (a new term's first entry has been applied since: compare at the old index)
-            assert node.digest(applied)["chain"] == digest["chain"]
+            assert (await node.digest(applied))["chain"] == digest["chain"]
             assert node.status().to_json()["state_store"] == "lmdb"
         finally:
             await node.stop()
@@ -121,7 +126,7 @@ def test_the_in_memory_store_still_restores_from_its_snapshot(tmp_path: Path) ->
                 # Rebuilt from the snapshot and the log (replayed once this term's
                 # first entry commits); a new term's entry came since.
                 await node.read_barrier()
-                assert node.digest(check[0])["chain"] == check[1]
+                assert (await node.digest(check[0]))["chain"] == check[1]
             assert node.sm.get("m59") == "value-59"
             return node.replica.applied_index, node.replica.chain.hex()
         finally:
@@ -171,6 +176,40 @@ def test_the_snapshot_image_is_written_and_saved_off_the_loop(
             assert threads["capture"] == loop_thread
             assert threads["image"] != loop_thread and threads["save"] != loop_thread
             assert threads["image"] != threads["save"]  # WAL writes never queue behind it
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+
+
+def test_the_state_hash_is_computed_off_the_loop_from_a_view_taken_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /v1/admin/digest`` hashes the whole state: at a gigabyte that is seconds,
+    so the loop only opens a read view; the hash runs on another thread, and writes
+    applied meanwhile are not in it."""
+    import raft_core.diskstate as diskstate
+
+    threads: list[str] = []
+    real = diskstate.hash_items
+
+    def recorded(items):
+        threads.append(threading.current_thread().name)
+        return real(items)
+
+    monkeypatch.setattr(diskstate, "hash_items", recorded)
+
+    async def main() -> None:
+        node = await started_single_node(tmp_path)
+        try:
+            await _write(node, 50, "d")
+            pending = asyncio.ensure_future(node.digest())
+            await _write(node, 5, "late")  # applied while the hash may still run
+            got = await pending
+            assert threads and threads[0] != threading.current_thread().name
+            assert got["applied_index"] < node.replica.applied_index
+            expected = {k: v for k, v in node.sm.items() if not k.startswith("late")}
+            assert got["state_hash"] == real(sorted(expected.items()))
         finally:
             await node.stop()
 

@@ -291,7 +291,7 @@ async def admin_log(api: Api, req: Request) -> Response:
 
 
 async def digest(api: Api, req: Request) -> Response:
-    return json_response(200, api.node.digest(_int_query(req, "at")))
+    return json_response(200, await api.node.digest(_int_query(req, "at")))
 
 
 async def faults(api: Api, req: Request) -> Response:

@@ -866,10 +866,11 @@ class RaftNode:
             state_store=self.state_store,
         )
 
-    def digest(self, at: int | None = None) -> dict:
+    async def digest(self, at: int | None = None) -> dict:
+        """The state digest now (its O(state) hash off the loop), or the chain at ``at``."""
         if at is None:
-            d = self.replica.digest()
-            return d
+            fields, state_hash = self.replica.digest_view()
+            return {**fields, "state_hash": await self._loop.run_in_executor(None, state_hash)}
         chain = self.replica.chain_at(at)
         if chain is None:
             raise BadRequest(
