@@ -45,7 +45,7 @@ from typing import Any
 import lmdb
 import msgpack
 
-from .imagecopy import copy_paced
+from .imagecopy import copy_paced, write_paced
 from .kv import KVStore, hash_items
 from .node.snapfile import pieces
 from .statemachine import ApplyResult, Replica, Session
@@ -490,10 +490,7 @@ class DiskReplica(Replica):
         with self._view_lock:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                for piece in pieces(data):
-                    view = memoryview(piece)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                write_paced(fd, pieces(data))
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 # The image's file is synced every this many bytes as it is written.
 IMAGE_SYNC_BYTES = 16 << 20
@@ -25,18 +25,24 @@ def write_fully(fd: int, data: bytes) -> None:
         out = out[os.write(fd, out) :]
 
 
-def drain_paced(src: int, dst: int) -> int:
-    """Copy everything readable from ``src`` to ``dst`` at its current offset,
-    syncing ``dst`` every IMAGE_SYNC_BYTES; returns the bytes copied."""
+def write_paced(dst: int, pieces: Iterable[bytes]) -> int:
+    """Write ``pieces`` to ``dst`` at its current offset, syncing every
+    IMAGE_SYNC_BYTES (a received image being saved or staged); returns the bytes."""
     total = unsynced = 0
-    while chunk := os.read(src, _READ):
-        write_fully(dst, chunk)
-        total += len(chunk)
-        unsynced += len(chunk)
+    for piece in pieces:
+        write_fully(dst, piece)
+        total += len(piece)
+        unsynced += len(piece)
         if unsynced >= IMAGE_SYNC_BYTES:
             os.fdatasync(dst)
             unsynced = 0
     return total
+
+
+def drain_paced(src: int, dst: int) -> int:
+    """Copy everything readable from ``src`` to ``dst`` at its current offset,
+    syncing ``dst`` every IMAGE_SYNC_BYTES; returns the bytes copied."""
+    return write_paced(dst, iter(lambda: os.read(src, _READ), b""))
 
 
 def copy_paced(produce: Callable[[int], None], dst: int) -> int:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import msgpack
 
-from raft_core.node.wal import StorageCorruption, fsync_dir, write_all
+from raft_core.imagecopy import write_paced
+from raft_core.node.wal import StorageCorruption, fsync_dir
 from raft_core.types import ConfState, Snapshot, SnapshotMeta
 
 MAGIC = b"RAFTSNAP"
@@ -139,12 +140,9 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
 
 def write_snapshot_file(snap_dir: Path, snapshot: Snapshot, *, durable: bool) -> Path:
     """Write ``snapshot`` atomically; with ``durable`` it is on disk when this returns."""
-
-    def write_data(fd: int) -> None:
-        for piece in pieces(snapshot.data):
-            write_all(fd, [piece])
-
-    written = write_snapshot_file_with(snap_dir, snapshot.meta, write_data, durable=durable)
+    written = write_snapshot_file_with(
+        snap_dir, snapshot.meta, lambda fd: write_paced(fd, pieces(snapshot.data)), durable=durable
+    )
     return written.data.path  # type: ignore[attr-defined]
 
 
