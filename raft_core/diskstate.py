@@ -32,8 +32,10 @@ A crash at any step leaves either the old store or the new one; the WAL decides
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import heapq
+import mmap
 import os
 import signal
 import threading
@@ -252,6 +254,30 @@ class LmdbKV(KVStore):
         return hash_items(self.items())
 
 
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = 4
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def _map_address(path: Path) -> int | None:
+    """Where LMDB mapped ``path`` in this process (``/proc/self/maps``: LMDB reports
+    the address only for fixed maps); None where there is no such file."""
+    target = os.path.realpath(path)
+    best: tuple[int, int] | None = None  # (length, start)
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].rstrip("\n") == target:
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    if best is None or end - start > best[0]:
+                        best = (end - start, start)
+    except OSError:
+        return None
+    return best[1] if best else None
+
+
 def _open_env(path: Path, map_size: int) -> lmdb.Environment:
     return lmdb.open(
         str(path),
@@ -281,6 +307,8 @@ class DiskReplica(Replica):
         # Held from a snapshot's capture until its image is written: the store file
         # must not be swapped or closed under a read view.
         self._view_lock = threading.Lock()
+        # Held while the map is used from another thread (flush) or moved (restore).
+        self._map_lock = threading.Lock()
         self._counter = [0]
         super().__init__(LmdbKV(self), **limits)
         self.kv: LmdbKV = self.sm  # type: ignore[assignment]
@@ -294,6 +322,7 @@ class DiskReplica(Replica):
 
     def _open(self) -> None:
         self._env = _open_env(self.path, self._map_size)
+        self._map_at = _map_address(self.path)
         self._kv = self._env.open_db(b"kv")
         self._long = self._env.open_db(b"long")
         self._sessions = self._env.open_db(b"sessions")
@@ -412,7 +441,7 @@ class DiskReplica(Replica):
         return Session(self.clock_ms, _Responses(fresh=True))
 
     def close(self) -> None:
-        with self._view_lock:
+        with self._view_lock, self._map_lock:
             self.commit()
             self._env.sync(True)
             self._env.close()
@@ -475,10 +504,29 @@ class DiskReplica(Replica):
         return fields, state_hash
 
     def flush(self) -> None:
-        """Write the committed pages out now (any thread). Done every second, so that
-        dirty pages never pile up until a snapshot's sync has to flush them all at
-        once: on a shared disk that one flush stalls every WAL sync behind it."""
-        self._env.sync(True)
+        """Write the committed pages out now, then let go of the map's pages (any
+        thread). Done every second, so that dirty pages never pile up until a
+        snapshot's sync has to flush them all at once (on a shared disk that one flush
+        stalls every WAL sync behind it), and so that the resident set holds the pages
+        the node uses, not every page of the file it ever touched (see
+        ``_release_map``)."""
+        with self._map_lock:
+            self._env.sync(True)
+            self._release_map()
+
+    def _release_map(self) -> None:
+        """Unmap the store's pages from this process (``MADV_DONTNEED``); they stay
+        in the page cache, and the next read maps them back without a disk read.
+
+        LMDB maps the file read-only and shared, so this loses nothing. Without it a
+        store of N bytes ends up with all N resident in the process: each page fault
+        maps the cached pages around it too, and the map is never remapped (bbolt's
+        is, as it grows). Under the map lock: the map must not move meanwhile."""
+        if self._map_at is None:
+            return
+        length = -(-os.path.getsize(self.path) // _PAGE) * _PAGE
+        if length:
+            _libc.madvise(self._map_at, length, _MADV_DONTNEED)
 
     def stage(self, data: bytes) -> None:
         """Write a received image next to the store (any thread; waits for a snapshot
@@ -515,11 +563,12 @@ class DiskReplica(Replica):
         if not self._view_lock.acquire(blocking=False):
             raise RuntimeError("cannot replace the store while a snapshot image is written")
         try:
-            self._env.close()
-            os.replace(staged, self.path)
-            crash_point("install-swapped")
-            _fsync_dir(self.path.parent)
-            self._open()
+            with self._map_lock:
+                self._env.close()
+                os.replace(staged, self.path)
+                crash_point("install-swapped")
+                _fsync_dir(self.path.parent)
+                self._open()
         finally:
             self._view_lock.release()
         return self.extra

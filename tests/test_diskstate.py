@@ -210,3 +210,36 @@ def test_kill_9_in_the_middle_of_a_batch_keeps_the_last_committed_batch(tmp_path
         mem.apply(e)
     assert disk.digest() == mem.digest()
     disk.close()
+
+
+def _rss_file_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_a_flush_lets_go_of_the_mapped_pages_and_keeps_the_data(tmp_path: Path) -> None:
+    """Reads map the store's pages into the process, and LMDB never unmaps them: a
+    store of N bytes would end up all resident. ``flush`` syncs the store and drops
+    the process's mapping of its pages (they stay in the page cache)."""
+    disk = DiskReplica(tmp_path / "state.mdb")
+    value = "x" * 1024
+    entries = [
+        Entry(i, 1, EntryType.NORMAL, encode_command(["put", f"k{i:06d}", value], "c", i))
+        for i in range(1, 30_001)
+    ]
+    for e in entries:
+        disk.apply(e)
+    disk.commit()
+    assert all(disk.kv.get(f"k{i:06d}") == value for i in range(1, 30_001, 7))
+    before = _rss_file_mb()
+    disk.flush()
+    after = _rss_file_mb()
+    assert before - after > 20, (before, after)  # about 40 MB of store was mapped
+    assert disk.kv.get("k000001") == value and disk.kv.get("k030000") == value
+    disk.close()
+    again = DiskReplica(tmp_path / "state.mdb")
+    assert again.applied_index == 30_000 and again.kv.get("k015000") == value
+    again.close()
