@@ -207,7 +207,7 @@ class RaftLog:
         meta = snapshot.meta
         if meta.index > self.applied:
             raise LogInvariantError(f"snapshot at {meta.index} beyond applied {self.applied}")
-        if self.snapshot is None or meta.index > self.snapshot.meta.index:
+        if snapshot.supersedes(self.snapshot):
             self.snapshot = snapshot
         cut = min(meta.index - keep, self.applied)
         if cut <= self.offset:

@@ -765,10 +765,16 @@ class Raft:
     # -- snapshots -----------------------------------------------------------
 
     def _start_snapshot(self, to: NodeId, pr: Progress) -> bool:
-        if not pr.recent_active or self.log.snapshot is None:
+        snap = self.log.snapshot
+        if not pr.recent_active or snap is None:
             return False
-        pr.become_snapshot(self.log.snapshot)
-        self.event("snapshot_send", to=to, index=self.log.snapshot.meta.index)
+        if not len(snap.data):
+            # A checkpoint has no image to send: the host makes one (a newer snapshot,
+            # compacted in like any other); the next probe of this follower sends it.
+            self.event("snapshot_wanted", to=to, index=snap.meta.index)
+            return False
+        pr.become_snapshot(snap)
+        self.event("snapshot_send", to=to, index=snap.meta.index)
         self._send_snapshot_chunks(to, pr)
         return True
 
@@ -779,7 +785,7 @@ class Raft:
         total = len(data)
         cs = self.cfg.snapshot_chunk_bytes
         window = self.cfg.snapshot_window * cs
-        while tr.sent - tr.acked < window and (tr.sent < total or (total == 0 and tr.sent == 0)):
+        while tr.sent - tr.acked < window and tr.sent < total:
             end = min(tr.sent + cs, total)
             chunk = SnapshotChunk(
                 meta=tr.snapshot.meta,
@@ -789,9 +795,6 @@ class Raft:
                 done=end >= total,
             )
             self._send(Message(MT.SNAP, to, self.id, chunk=chunk))
-            if total == 0:
-                tr.sent = 1  # the one empty chunk is out
-                break
             tr.sent = end
 
     def _handle_snapshot_response(self, m: Message, pr: Progress) -> None:

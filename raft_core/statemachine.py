@@ -262,6 +262,13 @@ class Replica:
 
     # -- snapshots -----------------------------------------------------------
 
+    # Whether the state is kept durably by the replica itself, so that a snapshot can
+    # be a checkpoint (``checkpoint_writer``) instead of an image. Not in memory.
+    checkpoints = False
+
+    def checkpoint_writer(self, extra: Any = None) -> Callable[[], None]:
+        raise NotImplementedError("an in-memory replica has no durable copy to checkpoint")
+
     def snapshot_writer(self, extra: Any = None) -> Callable[[int], None]:
         """Capture the state as of now; the returned function writes its image to a
         file descriptor, at its current offset, and may run on another thread while

@@ -96,10 +96,24 @@ class SnapshotMeta:
 
 @dataclass(slots=True)
 class Snapshot:
-    """A state machine image as of ``meta.index``; ``data`` is opaque to the engine."""
+    """A state machine image as of ``meta.index``; ``data`` is opaque to the engine.
+
+    Empty ``data`` makes it a checkpoint: a state machine that keeps its own durable
+    copy (raft-node's on-disk store) only records that the copy holds everything
+    through ``meta.index``, so compacting the log costs no image. A checkpoint cannot
+    be sent: a leader that needs to send it asks its host for an image instead (event
+    ``snapshot_wanted``). Every image the project writes is non-empty.
+    """
 
     meta: SnapshotMeta = field(default_factory=SnapshotMeta)
     data: bytes = b""
+
+    def supersedes(self, other: Snapshot | None) -> bool:
+        """Whether this snapshot replaces ``other`` as a node's latest: it is newer,
+        or it is the image of the same index where ``other`` is a checkpoint."""
+        if other is None or self.meta.index > other.meta.index:
+            return True
+        return self.meta.index == other.meta.index and bool(len(self.data)) and not len(other.data)
 
 
 class MessageType(IntEnum):

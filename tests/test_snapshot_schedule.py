@@ -1,8 +1,9 @@
-"""When a node snapshots: every ``snapshot_entries`` applied entries while the state is
-small, later while the state is larger than the log since the last snapshot (a
-snapshot costs the whole state), and never later than ``SNAPSHOT_WAIT_FACTOR`` times
-``snapshot_entries`` (each node's share of it: ``RaftNode.snapshot_every`` adds a
-per-node jitter)."""
+"""When a node snapshots. On the on-disk store (the default) a snapshot is a checkpoint
+and costs a sync, whatever the state's size: every ``snapshot_entries`` applied
+entries (each node's share of it: ``RaftNode.snapshot_every`` adds a per-node jitter).
+An image costs the whole state: a state kept in memory snapshots every
+``snapshot_entries`` while it is small, later while it is larger than the log since
+the last snapshot, and never later than ``SNAPSHOT_WAIT_FACTOR`` times that."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from raft_core.node.server import SNAPSHOT_WAIT_FACTOR, RaftNode
 EVERY = 50
 
 
-async def _started(tmp_path: Path) -> RaftNode:
-    return await started_single_node(tmp_path, snapshot_entries=EVERY, keep_entries=5)
+async def _started(tmp_path: Path, state_store: str = "memory") -> RaftNode:
+    return await started_single_node(
+        tmp_path, snapshot_entries=EVERY, keep_entries=5, state_store=state_store
+    )
 
 
 async def _write(node: RaftNode, n: int, value_bytes: int, tag: str) -> None:
@@ -75,3 +78,27 @@ def test_a_large_state_waits_until_the_log_outweighs_it_but_not_forever(
             await node.stop()
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_the_store_checkpoints_every_snapshot_entries_whatever_its_size(tmp_path: Path) -> None:
+    """A checkpoint writes no image: a large state does not defer it, and it makes no
+    image file (the only images are those a follower or an operator asks for)."""
+
+    async def main() -> None:
+        node = await _started(tmp_path, state_store="lmdb")
+        try:
+            taken = []
+            for round_ in range(3):
+                await _write(node, node.snapshot_every, 10_000, f"big{round_}-")
+                taken.append(_snapshot_index(node))
+            assert taken[0] >= node.snapshot_every and taken[0] < taken[1] < taken[2], taken
+            snap_files = list((tmp_path / "snap").iterdir())
+            assert snap_files and all(p.stat().st_size < 4096 for p in snap_files)
+            index, size = await node.take_snapshot()  # an operator's: an image
+            assert index == node.replica.applied_index and size > 1_000_000
+            metrics = node.metrics.render()
+            assert "raft_snapshot_images_total 1" in metrics
+        finally:
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

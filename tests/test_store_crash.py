@@ -2,15 +2,18 @@
 
 One node of three is started with ``RAFT_NODE_CRASH_AT`` (armed by
 --allow-fault-injection) and dies by SIGKILL at that point: in the middle of applying
-a batch, while writing a snapshot image or right after saving it, and at each step of
-installing a snapshot received from the leader (saved, staged beside the store,
-swapped in). It is restarted without the crash point; once writes stop and every node
-has applied the same index, the three digests (applied index, chain, state hash) are
-equal, and every write acknowledged to the client is readable on the restarted node.
+a batch, with a checkpoint's store synced but not recorded, right after a snapshot is
+saved, while writing an image (an operator's: the store's own snapshots are
+checkpoints), and at each step of installing a snapshot received from the leader
+(saved, staged beside the store, swapped in). It is restarted without the crash
+point; once writes stop and every node has applied the same index, the three digests
+(applied index, chain, state hash) are equal, and every write acknowledged to the
+client is readable on the restarted node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -69,8 +72,9 @@ def _status(http: httpx.Client, n: NodeProc) -> dict | None:
     ("crash_at", "late"),
     [
         ("store-commit:40", False),  # during apply: a batch half written to the store
-        ("snapshot-image", False),  # while the snapshot image is being written
+        ("checkpoint-synced", False),  # the store synced, the checkpoint not yet saved
         ("snapshot-saved", False),  # the snapshot saved, the log not yet compacted
+        ("snapshot-image", False),  # while an image is being written
         ("install-saved", True),  # a received snapshot saved, not yet staged
         ("install-staged", True),  # staged beside the store, not yet swapped in
         ("install-swapped", True),  # swapped in, the directory not yet synced
@@ -108,6 +112,9 @@ def test_a_node_killed_at_a_store_crash_point_recovers_and_agrees(
         while victim.proc.poll() is None:
             assert rounds < 200, f"n3 never reached {crash_at}"
             _put_many(http, leader, f"round{rounds}", 10, acked)
+            if crash_at == "snapshot-image" and rounds % 3 == 2:
+                with contextlib.suppress(httpx.HTTPError):  # it dies answering
+                    http.post(f"http://{victim.api}/v1/admin/snapshot")
             rounds += 1
         victim.proc.wait(10)
         assert victim.proc.returncode == -signal.SIGKILL, victim.log_text()[-2000:]

@@ -15,6 +15,7 @@ from testkit import started_single_node
 from raft_core.diskstate import DiskReplica
 from raft_core.node.errors import Conflict
 from raft_core.node.server import RaftNode
+from raft_core.node.storage import StorageError
 
 
 async def _write(node: RaftNode, n: int, tag: str) -> None:
@@ -68,8 +69,23 @@ def test_a_restart_resumes_from_the_store_without_restoring_the_snapshot(
     asyncio.run(second())
 
 
-def test_a_running_snapshot_is_never_scheduled_twice(tmp_path: Path) -> None:
+def test_a_running_snapshot_is_never_scheduled_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     unretrieved: list[dict] = []
+    release = threading.Event()
+    real = DiskReplica.checkpoint_writer
+
+    def held(self, extra=None):
+        sync = real(self, extra)
+
+        def wait_then_sync() -> None:
+            assert release.wait(10), "the test never released the checkpoint"
+            sync()
+
+        return wait_then_sync
+
+    monkeypatch.setattr(DiskReplica, "checkpoint_writer", held)
 
     async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
@@ -80,10 +96,13 @@ def test_a_running_snapshot_is_never_scheduled_twice(tmp_path: Path) -> None:
             assert task is not None  # the last write started one
             for _ in range(5):
                 node._maybe_snapshot()
+                node._image_wanted()  # a follower's need for an image waits its turn too
                 assert node._snapshot_task is task
-            if node._snapshotting:
-                with pytest.raises(Conflict):
-                    await node.take_snapshot()
+            await asyncio.sleep(0.05)
+            assert node._snapshotting
+            with pytest.raises(Conflict):
+                await node.take_snapshot()
+            release.set()
             await _no_snapshot_running(node)
             assert node.status().engine.snapshot_index >= node.snapshot_every
         finally:
@@ -214,3 +233,31 @@ def test_the_state_hash_is_computed_off_the_loop_from_a_view_taken_on_it(
             await node.stop()
 
     asyncio.run(main())
+
+
+def test_a_store_behind_its_checkpoint_is_refused_naming_the_way_out(tmp_path: Path) -> None:
+    """A checkpoint let the log go: a store file replaced by an older one (or lost)
+    cannot be rebuilt from this node's own log. It refuses to start, changes nothing,
+    and says how to recover."""
+
+    async def first() -> int:
+        node = await started_single_node(tmp_path, snapshot_entries=20, keep_entries=5)
+        try:
+            await _write(node, 80, "c")
+            await _no_snapshot_running(node)
+            return node.status().engine.snapshot_index
+        finally:
+            await node.stop()
+
+    checkpoint = asyncio.run(first())
+    assert checkpoint >= 20
+    (tmp_path / "state.mdb").unlink()
+    wal_before = sorted(p.name for p in (tmp_path / "wal").iterdir())
+
+    async def second() -> None:
+        with pytest.raises(StorageError, match=f"behind the checkpoint at {checkpoint}") as e:
+            await started_single_node(tmp_path, snapshot_entries=20, keep_entries=5)
+        assert "empty its data directory and add it back" in str(e.value)
+
+    asyncio.run(second())
+    assert sorted(p.name for p in (tmp_path / "wal").iterdir()) == wal_before

@@ -280,7 +280,7 @@ async def membership(api: Api, req: Request) -> Response:
 
 
 async def snapshot(api: Api, req: Request) -> Response:
-    index, size = await api.node.take_snapshot()
+    index, size = await api.node.take_snapshot(image=True)
     return json_response(200, {"snapshot_index": index, "bytes": size})
 
 

@@ -154,7 +154,8 @@ class RaftNode:
         self._snapshotting = False
         self.last_fsync_s = 0.0  # how long the latest WAL sync took
         self._last_snapshot_index = 0
-        self._last_snapshot_bytes = 0
+        self._last_snapshot_bytes = 0  # 0 after a checkpoint
+        self._last_image_bytes = 0
         self._applied_bytes = 0  # of entry payloads applied since the last snapshot
         self._started = time.monotonic()
         self._last_leader: NodeId | None = None
@@ -169,7 +170,14 @@ class RaftNode:
         )
         self.m_elections = m.counter("raft_elections_total", "Elections started by this node")
         self.m_leader_changes = m.counter("raft_leader_changes_total", "Leader changes seen")
-        self.m_snapshots = m.counter("raft_snapshots_total", "Snapshots taken locally")
+        self.m_snapshots = m.counter(
+            "raft_snapshots_total", "Snapshots taken locally (checkpoints and images)"
+        )
+        self.m_snapshot_images = m.counter(
+            "raft_snapshot_images_total",
+            "Snapshot images written locally (for a follower, an operator, or a state kept "
+            "in memory; a store's other snapshots are checkpoints)",
+        )
         self.m_snapshots_installed = m.counter(
             "raft_snapshots_installed_total", "Snapshots received from the leader"
         )
@@ -244,7 +252,7 @@ class RaftNode:
         m.gauge(
             "raft_snapshot_bytes",
             "Size of the latest snapshot image",
-            lambda: float(self._last_snapshot_bytes),
+            lambda: float(self._last_image_bytes),
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -284,7 +292,17 @@ class RaftNode:
         self.addresses[cfg.id] = MemberAddress(cfg.advertised_peer, cfg.advertised_api)
         if state.snapshot is not None:
             snap = state.snapshot
-            if snap.data and self.replica.applied_index < snap.meta.index:
+            behind = self.replica.applied_index < snap.meta.index
+            if behind and not snap.data:
+                raise StorageError(
+                    f"{cfg.id}: the state store holds index {self.replica.applied_index}, "
+                    f"behind the checkpoint at {snap.meta.index} that compacted the log: "
+                    f"the store file ({STORE_FILE} in {cfg.data_dir}) was replaced or lost. "
+                    "Nothing was changed. Restore that file, or remove the node from the "
+                    "cluster, empty its data directory and add it back to copy the state "
+                    "from the leader."
+                )
+            if behind:
                 extra = await self.run_on_disk(self.replica.restore, snap.data)
             else:
                 # The on-disk store already holds the snapshot (and maybe more, which
@@ -397,6 +415,8 @@ class RaftNode:
             self.m_elections.inc()
         elif name == "snapshot_installed":
             self.m_snapshots_installed.inc()
+        elif name == "snapshot_wanted":
+            self._image_wanted()
         level = _LOGGED_EVENTS.get(name)
         if level is not None:
             log.log(level, "%s: %s %s", self.id, name.replace("_", " "), fields)
@@ -780,30 +800,50 @@ class RaftNode:
             and self._applied_bytes < self._last_snapshot_bytes
         ):
             return
-        task = self._loop.create_task(self.take_snapshot(), name=f"raft-snapshot-{self.id}")
+        self._start_snapshot_task(image=False)
+
+    def _start_snapshot_task(self, *, image: bool) -> None:
+        task = self._loop.create_task(
+            self.take_snapshot(image=image), name=f"raft-snapshot-{self.id}"
+        )
         self._snapshot_task = task
         task.add_done_callback(self._snapshot_done)
+
+    def _image_wanted(self) -> None:
+        """The engine must send a follower a snapshot and holds a checkpoint: make an
+        image (the engine asks again at the follower's next probe, so a request that
+        finds a snapshot running is not lost)."""
+        if self._snapshot_task is None and not self._snapshotting and self._fatal is None:
+            self._start_snapshot_task(image=True)
 
     def _snapshot_done(self, task: asyncio.Task) -> None:
         self._snapshot_task = None
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: snapshot failed: %s", self.id, task.exception())
 
-    async def take_snapshot(self) -> tuple[int, int]:
+    async def take_snapshot(self, *, image: bool = True) -> tuple[int, int]:
         """Snapshot the state machine at its applied index and compact the log.
 
-        The loop only captures a consistent view (a read transaction of the on-disk
-        store, a fork of an in-memory one); the image is written to a file on the
-        snapshot thread, then saved and the log compacted on the disk thread. The
-        snapshot's data is that file, mapped: the leader streams chunks of it to
-        followers without holding it in memory (docs/design.md, "Snapshots off the
-        loop").
+        A store that keeps its own durable copy takes a checkpoint unless ``image``:
+        the store is synced, and the snapshot records only that it holds everything
+        through the index (no image: compaction costs O(writes), not O(state)). An
+        image is made when a follower needs one (``snapshot_wanted``), an operator
+        asks, or the state lives in memory. For an image the loop only captures a
+        consistent view (a read transaction of the on-disk store, a fork of an
+        in-memory one); the image is written into its file on the snapshot thread,
+        then saved and the log compacted on the disk thread. The snapshot's data stays
+        in that file: the leader streams chunks of it to followers without holding it
+        in memory (docs/design.md, "Snapshots off the loop").
         """
         self._check_serving()
         if self._snapshotting:
             raise Conflict("a snapshot is already being taken")
         index = self.replica.applied_index
-        if index <= self._last_snapshot_index or self.raw.applied_index < index:
+        with_image = image or not self.replica.checkpoints
+        newer = index > self._last_snapshot_index or (
+            index == self._last_snapshot_index and with_image and not self._last_snapshot_bytes
+        )
+        if not newer or self.raw.applied_index < index:
             # (After a restart the store may be ahead of the log being replayed over
             # it: the configuration as of its index is known once the replay gets there.)
             return self._last_snapshot_index, 0
@@ -812,12 +852,20 @@ class RaftNode:
         assert self.storage is not None
         storage = self.storage
         try:
-            addresses = {n: [a.peer, a.api] for n, a in self.addresses.items()}
+            extra = {"addresses": {n: [a.peer, a.api] for n, a in self.addresses.items()}}
             meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
-            write_image = self.replica.snapshot_writer(extra={"addresses": addresses})
-            snap = await self._loop.run_in_executor(
-                self._snap_pool, storage.write_snapshot_file, meta, write_image
-            )
+            if with_image:
+                write_image = self.replica.snapshot_writer(extra=extra)
+                snap = await self._loop.run_in_executor(
+                    self._snap_pool, storage.write_snapshot_file, meta, write_image
+                )
+                self.m_snapshot_images.inc()
+                self._last_image_bytes = len(snap.data)
+            else:
+                await self._loop.run_in_executor(
+                    self._snap_pool, self.replica.checkpoint_writer(extra=extra)
+                )
+                snap = Snapshot(meta, b"")
 
             def save() -> None:
                 storage.save_snapshot(snap)  # the WAL record naming the file written above
@@ -832,7 +880,12 @@ class RaftNode:
             self.m_snapshots.inc()
             took = time.monotonic() - started
             self.m_snapshot_seconds.observe(took)
-            log.info("%s: snapshot at %d (%d bytes, %.2fs)", self.id, index, len(snap.data), took)
+            if with_image:
+                log.info(
+                    "%s: snapshot at %d (%d bytes, %.2fs)", self.id, index, len(snap.data), took
+                )
+            else:
+                log.debug("%s: checkpoint at %d (%.2fs)", self.id, index, took)
             return index, len(snap.data)
         except StorageError as e:
             self.storage_failed(e)

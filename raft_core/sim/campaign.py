@@ -59,6 +59,7 @@ COUNTERS = (
     "joint_splits",
     "liveness_windows",
     "disk_stalls",
+    "images_made",
 )
 
 

@@ -125,6 +125,7 @@ class SimCluster:
             "joint_splits": 0,
             "liveness_windows": 0,
             "disk_stalls": 0,
+            "images_made": 0,
         }
         self._conf_entries_seen: set[int] = set()
         self._client_seen: dict[NodeId, dict[str, int]] = {}
@@ -240,11 +241,19 @@ class SimCluster:
                 self._leader_elected(node)
             elif name == "snapshot_installed":
                 self.stats["snapshots_installed"] += 1
+            elif name == "snapshot_wanted":
+                # The leader's snapshot is a checkpoint: make an image, as raft-node
+                # does, later (not inside the engine's step).
+                self.schedule(0, lambda i=node.incarnation: self._make_image(node, i))
             elif name == "transfer_started":
                 self.stats["leadership_transfers"] += 1
             self.note(f"{node.id} {name} {fields}")
 
         node.raw.set_event_hook(on_event)
+
+    def _make_image(self, node: SimNode, incarnation: int) -> None:
+        if node.incarnation == incarnation and node.up and node.take_snapshot(image=True):
+            self.stats["images_made"] += 1
 
     def add_node(self, nid: NodeId) -> SimNode:
         """A fresh process for a node that is about to be added to the cluster."""

@@ -77,9 +77,9 @@ class Disk:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """A locally taken snapshot: the log before it is no longer needed on disk."""
-        base = self.snapshot.meta.index if self.snapshot else 0
-        if snapshot.meta.index <= base:
+        if not snapshot.supersedes(self.snapshot):
             return
+        base = self.snapshot.meta.index if self.snapshot else 0
         self.entries = self.entries[snapshot.meta.index - base :]
         self.snapshot = snapshot
         self._rewrite()

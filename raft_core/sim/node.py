@@ -21,6 +21,7 @@ from ..rawnode import RawNode, Ready
 from ..statemachine import ApplyResult, Replica
 from ..types import ConfState, Entry, Message, NodeId, Snapshot, SnapshotMeta
 from .disk import Disk
+from .invariants import InvariantViolation
 from .store import SimStore, StoredReplica
 
 Outcome = Callable[[tuple[Any, Any] | Failure], None]
@@ -147,6 +148,11 @@ class SimNode:
         self.kv = self.replica.sm  # type: ignore[assignment]
         snap = state.snapshot
         if snap is not None and self.replica.applied_index < snap.meta.index:
+            if not snap.data:
+                raise InvariantViolation(
+                    f"{self.id}: the store holds {self.replica.applied_index}, behind its "
+                    f"checkpoint at {snap.meta.index} (the log before it is gone)"
+                )
             self.replica.restore(snap.data)
         self.up = True
         self.incarnation += 1
@@ -228,16 +234,21 @@ class SimNode:
         if self.replica.applied_index - base >= self.snapshot_every:
             self.take_snapshot()
 
-    def take_snapshot(self) -> Snapshot | None:
+    def take_snapshot(self, image: bool | None = None) -> Snapshot | None:
+        """Snapshot at the applied index and compact the log. With a store (as
+        raft-node's) the snapshot is a checkpoint unless ``image``: the store is
+        synced, and an image is made only when the leader needs one to send."""
         index = self.replica.applied_index
-        if index == 0 or (self.disk.snapshot and self.disk.snapshot.meta.index >= index):
-            return None
-        if self.raw.applied_index < index:  # a store ahead of the log's replay
+        if index == 0 or self.raw.applied_index < index:  # (a store ahead of the replay)
             return None
         meta = SnapshotMeta(index, self.replica.applied_term, self.raw.conf)
-        if isinstance(self.replica, StoredReplica):
-            self.replica.sync()  # as DiskReplica.snapshot_writer does
-        snap = Snapshot(meta, self.replica.snapshot())
+        stored = isinstance(self.replica, StoredReplica)
+        with_image = image or not stored
+        if not Snapshot(meta, b"x" if with_image else b"").supersedes(self.disk.snapshot):
+            return None
+        if stored:
+            self.replica.sync()  # as DiskReplica does before a checkpoint or an image
+        snap = Snapshot(meta, self.replica.snapshot() if with_image else b"")
         self.disk.save_snapshot(snap)
         self.raw.compact(snap, self.keep_entries)
         self.snapshots_taken += 1
