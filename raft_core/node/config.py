@@ -86,9 +86,11 @@ class NodeConfig:
     # page cache (benchmarks only; a machine crash can lose acknowledged writes).
     fsync: str = "always"
     # Take a snapshot after this many entries were applied since the last one, and
-    # keep this many entries before it for slow followers. While the state is larger
-    # than the log since the last snapshot, wait (up to 4x this many entries) until it
-    # is not: a snapshot costs the whole state, so its cost per entry stays bounded.
+    # keep this many entries before it for slow followers. With the on-disk store a
+    # snapshot is a checkpoint (a sync of the store, no image). With the state in
+    # memory it is an image, and while the state is larger than the log since the last
+    # one it waits (up to 4x this many entries) until it is not: an image costs the
+    # whole state, so its cost per entry stays bounded.
     snapshot_entries: int = 10_000
     keep_entries: int = 1_000
     # Where the KV state lives: "lmdb" (default) on disk in <data_dir>/state.mdb,
@@ -252,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--snapshot-entries",
         type=int,
-        help="entries applied before a snapshot is taken (default 10000; up to 4x "
-        "that while the log since the last snapshot is smaller than the snapshot)",
+        help="entries applied before a snapshot is taken (default 10000): a checkpoint "
+        "with the on-disk store; with --state-store memory an image, deferred up to 4x "
+        "that while the log since the last one is smaller than the state",
     )
     p.add_argument("--keep-entries", type=int)
     p.add_argument(
