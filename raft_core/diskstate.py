@@ -255,6 +255,8 @@ class LmdbKV(KVStore):
 
 
 _PAGE = mmap.PAGESIZE
+# A walk of the whole store (the state hash) releases the map this often.
+_RELEASE_EVERY_ITEMS = 16_384
 _MADV_DONTNEED = 4
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -492,7 +494,10 @@ class DiskReplica(Replica):
                 # below this index, a restart should find the store at least this far
                 # (else it restores the snapshot): sync here, off the caller's loop.
                 env.sync(True)
-                copy_paced(lambda w: env.copyfd(w, compact=True, txn=view), fd)
+                # The copy reads every page through the map: let go of what it read as
+                # it goes (the view lock keeps the map where it is), or a gigabyte
+                # store's image puts the whole file in the resident set.
+                copy_paced(lambda w: env.copyfd(w, compact=True, txn=view), fd, self._release_map)
                 crash_point("snapshot-image")
             finally:
                 view.abort()
@@ -517,7 +522,7 @@ class DiskReplica(Replica):
 
         def state_hash() -> str:
             try:
-                return hash_items(kv.items_in(view))
+                return hash_items(self._releasing(kv.items_in(view)))
             finally:
                 view.abort()
 
@@ -534,6 +539,15 @@ class DiskReplica(Replica):
             self._env.sync(True)
             self._release_map()
 
+    def _releasing(self, items: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        """``items``, letting go of the map's pages every so often (a walk of the
+        whole store would otherwise leave all of it resident)."""
+        for n, item in enumerate(items, 1):
+            yield item
+            if n % _RELEASE_EVERY_ITEMS == 0:
+                with self._map_lock:
+                    self._release_map()
+
     def _release_map(self) -> None:
         """Unmap the store's pages from this process (``MADV_DONTNEED``); they stay
         in the page cache, and the next read maps them back without a disk read.
@@ -541,7 +555,8 @@ class DiskReplica(Replica):
         LMDB maps the file read-only and shared, so this loses nothing. Without it a
         store of N bytes ends up with all N resident in the process: each page fault
         maps the cached pages around it too, and the map is never remapped (bbolt's
-        is, as it grows). Under the map lock: the map must not move meanwhile."""
+        is, as it grows). Under the map lock or the view lock (``restore``, which
+        moves the map, takes both): the map must not move meanwhile."""
         if self._map_at is None:
             return
         length = -(-os.path.getsize(self.path) // _PAGE) * _PAGE

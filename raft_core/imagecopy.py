@@ -25,9 +25,11 @@ def write_fully(fd: int, data: bytes) -> None:
         out = out[os.write(fd, out) :]
 
 
-def write_paced(dst: int, pieces: Iterable[bytes]) -> int:
+def write_paced(
+    dst: int, pieces: Iterable[bytes], every: Callable[[], object] | None = None
+) -> int:
     """Write ``pieces`` to ``dst`` at its current offset, syncing every
-    IMAGE_SYNC_BYTES (a received image being saved or staged); returns the bytes."""
+    IMAGE_SYNC_BYTES (and calling ``every``, if given, as often); returns the bytes."""
     total = unsynced = 0
     for piece in pieces:
         write_fully(dst, piece)
@@ -36,18 +38,23 @@ def write_paced(dst: int, pieces: Iterable[bytes]) -> int:
         if unsynced >= IMAGE_SYNC_BYTES:
             os.fdatasync(dst)
             unsynced = 0
+            if every is not None:
+                every()
     return total
 
 
-def drain_paced(src: int, dst: int) -> int:
+def drain_paced(src: int, dst: int, every: Callable[[], object] | None = None) -> int:
     """Copy everything readable from ``src`` to ``dst`` at its current offset,
     syncing ``dst`` every IMAGE_SYNC_BYTES; returns the bytes copied."""
-    return write_paced(dst, iter(lambda: os.read(src, _READ), b""))
+    return write_paced(dst, iter(lambda: os.read(src, _READ), b""), every)
 
 
-def copy_paced(produce: Callable[[int], None], dst: int) -> int:
+def copy_paced(
+    produce: Callable[[int], None], dst: int, every: Callable[[], object] | None = None
+) -> int:
     """Run ``produce(write_fd)`` on a thread of its own and drain what it writes into
-    ``dst`` (see ``drain_paced``); re-raises what ``produce`` raised."""
+    ``dst`` (see ``drain_paced``; ``every`` runs at each sync, while the producer
+    goes on); re-raises what ``produce`` raised."""
     r, w = os.pipe()
     failed: list[BaseException] = []
 
@@ -62,7 +69,7 @@ def copy_paced(produce: Callable[[int], None], dst: int) -> int:
     producer = threading.Thread(target=run, name="image-producer", daemon=True)
     producer.start()
     try:
-        copied = drain_paced(r, dst)
+        copied = drain_paced(r, dst, every)
     finally:
         os.close(r)
         producer.join()
