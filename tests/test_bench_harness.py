@@ -69,6 +69,7 @@ def test_big_state_bench_on_ours_alone_reports_every_figure(capsys):
     assert len(ours["peak_rss_mb"]) == 4  # three members and the learner
     assert ours["largest_loop_stall_ms"] >= 0
     assert set(ours["snapshots"]) == {"n1", "n2", "n3"}
+    assert set(ours["snapshots_after_catchup"]) == {"n1", "n2", "n3", "n4"}
     assert 0 < ours["restart_s"] < 120 and 0 < ours["learner_catchup_s"] < 300
     during = ours["writes_during_catchup"]
     assert during["seconds"] >= 1 and during["throughput_median"] > 0 and during["errors"] == 0

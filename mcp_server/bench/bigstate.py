@@ -186,17 +186,24 @@ def bench_ours(opts: BigStateOptions, say: Progress) -> dict:
             return max((lag.get("max", 0.0) for lag in lags), default=0.0)
 
         stall = largest_stall()
-        snaps: dict[str, dict] = {}
-        for n in nodes:
-            text = http.get(oc._url(n.api_address, "/metrics")).text
-            count = _metric(text, "raft_snapshot_seconds_count") or 0
-            total = _metric(text, "raft_snapshot_seconds_sum") or 0.0
-            snaps[n.id] = {
-                "taken": int(count),
-                "mean_s": round(total / count, 2) if count else None,
-                "last_bytes": int(_metric(text, "raft_snapshot_bytes") or 0),
-            }
-        sysd["snapshots"] = snaps
+
+        def snapshots() -> dict[str, dict]:
+            """Per node since it started: snapshots taken (checkpoints and images), of
+            which images, their mean duration, and the size of the last image."""
+            snaps = {}
+            for n in c.nodes:
+                text = http.get(oc._url(n.api_address, "/metrics")).text
+                count = _metric(text, "raft_snapshot_seconds_count") or 0
+                total = _metric(text, "raft_snapshot_seconds_sum") or 0.0
+                snaps[n.id] = {
+                    "taken": int(count),
+                    "images": int(_metric(text, "raft_snapshot_images_total") or 0),
+                    "mean_s": round(total / count, 2) if count else None,
+                    "last_image_bytes": int(_metric(text, "raft_snapshot_bytes") or 0),
+                }
+            return snaps
+
+        sysd["snapshots"] = snapshots()
         # Restart: a follower, killed with -9, until it serves what it had applied.
         lead = c.wait_for_leader()
         victim = next(n for n in nodes if n.id != lead)
@@ -237,6 +244,7 @@ def bench_ours(opts: BigStateOptions, say: Progress) -> dict:
             "errors": sum(w["errors"] for w in during),
         }
         sysd["largest_loop_stall_ms"] = max(stall, largest_stall())
+        sysd["snapshots_after_catchup"] = snapshots()  # the image the learner needed
         sysd["peak_rss_mb"] = {n.id: peak_rss_mb(n.pid) for n in c.nodes if n.pid}
         rss.sample()
         sysd["peak_rss_anon_mb"], sysd["peak_rss_file_mb"] = rss.anon, rss.file
@@ -381,13 +389,27 @@ def render(doc: dict) -> str:
         ),
         ("largest loop stall, ms", lambda s: s.get("largest_loop_stall_ms", "n/a")),
         (
-            "snapshots (taken, mean s, last MiB)",
+            "snapshots in the fill (taken, of which images, mean s)",
             lambda s: (
                 "; ".join(
-                    f"{n}: {v['taken']}, {v['mean_s']}, {v['last_bytes'] / 2**20:.1f}"
+                    f"{n}: {v['taken']}, {v['images']}, {v['mean_s']}"
                     for n, v in s["snapshots"].items()
                 )
                 if "snapshots" in s
+                else "n/a"
+            ),
+        ),
+        (
+            "images made for the learner (MiB)",
+            lambda s: (
+                "; ".join(
+                    f"{n}: {v['images'] - s['snapshots'].get(n, {}).get('images', 0)} "
+                    f"({v['last_image_bytes'] / 2**20:.0f})"
+                    for n, v in s["snapshots_after_catchup"].items()
+                    if v["images"] > s["snapshots"].get(n, {}).get("images", 0)
+                )
+                or "none"
+                if "snapshots_after_catchup" in s
                 else "n/a"
             ),
         ),
