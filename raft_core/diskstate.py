@@ -470,11 +470,12 @@ class DiskReplica(Replica):
 
         return sync
 
-    def snapshot_writer(self, extra: Any = None) -> Callable[[int], None]:
+    def snapshot_writer(self, extra: Any = None) -> Callable[[int], int]:
         """Capture a read view as of the applied index (cheap: a transaction); the
-        writer copies it (compacted) to a file descriptor at its current offset, on
-        any thread, while this one keeps applying. ``extra`` is stored with the view,
-        so the image carries the host's data as of the same index."""
+        writer copies it (compacted) to a file descriptor at its current offset and
+        returns its CRC-32, on any thread, while this one keeps applying. ``extra`` is
+        stored with the view, so the image carries the host's data as of the same
+        index."""
         self.commit()
         if not self._view_lock.acquire(blocking=False):
             raise RuntimeError("a snapshot image is already being written from this store")
@@ -488,7 +489,7 @@ class DiskReplica(Replica):
             raise
         env = self._env
 
-        def write(fd: int) -> None:
+        def write(fd: int) -> int:
             try:
                 # The store's commits are not synced; once the snapshot lets the log go
                 # below this index, a restart should find the store at least this far
@@ -497,8 +498,11 @@ class DiskReplica(Replica):
                 # The copy reads every page through the map: let go of what it read as
                 # it goes (the view lock keeps the map where it is), or a gigabyte
                 # store's image puts the whole file in the resident set.
-                copy_paced(lambda w: env.copyfd(w, compact=True, txn=view), fd, self._release_map)
+                crc = copy_paced(
+                    lambda w: env.copyfd(w, compact=True, txn=view), fd, self._release_map
+                )
                 crash_point("snapshot-image")
+                return crc
             finally:
                 view.abort()
                 self._view_lock.release()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 
 # The image's file is synced every this many bytes as it is written.
@@ -29,23 +30,24 @@ def write_paced(
     dst: int, pieces: Iterable[bytes], every: Callable[[], object] | None = None
 ) -> int:
     """Write ``pieces`` to ``dst`` at its current offset, syncing every
-    IMAGE_SYNC_BYTES (and calling ``every``, if given, as often); returns the bytes."""
-    total = unsynced = 0
+    IMAGE_SYNC_BYTES (and calling ``every``, if given, as often); returns the CRC-32
+    of what it wrote (a snapshot file's checksum, without reading it back)."""
+    crc = unsynced = 0
     for piece in pieces:
         write_fully(dst, piece)
-        total += len(piece)
+        crc = zlib.crc32(piece, crc)
         unsynced += len(piece)
         if unsynced >= IMAGE_SYNC_BYTES:
             os.fdatasync(dst)
             unsynced = 0
             if every is not None:
                 every()
-    return total
+    return crc
 
 
 def drain_paced(src: int, dst: int, every: Callable[[], object] | None = None) -> int:
     """Copy everything readable from ``src`` to ``dst`` at its current offset,
-    syncing ``dst`` every IMAGE_SYNC_BYTES; returns the bytes copied."""
+    syncing ``dst`` every IMAGE_SYNC_BYTES; returns the CRC-32 of what it copied."""
     return write_paced(dst, iter(lambda: os.read(src, _READ), b""), every)
 
 
@@ -54,7 +56,7 @@ def copy_paced(
 ) -> int:
     """Run ``produce(write_fd)`` on a thread of its own and drain what it writes into
     ``dst`` (see ``drain_paced``; ``every`` runs at each sync, while the producer
-    goes on); re-raises what ``produce`` raised."""
+    goes on); returns the CRC-32 of what it copied; re-raises what ``produce`` raised."""
     r, w = os.pipe()
     failed: list[BaseException] = []
 
@@ -69,10 +71,10 @@ def copy_paced(
     producer = threading.Thread(target=run, name="image-producer", daemon=True)
     producer.start()
     try:
-        copied = drain_paced(r, dst, every)
+        crc = drain_paced(r, dst, every)
     finally:
         os.close(r)
         producer.join()
     if failed:
         raise failed[0]
-    return copied
+    return crc

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -269,10 +270,10 @@ class Replica:
     def checkpoint_writer(self, extra: Any = None) -> Callable[[], None]:
         raise NotImplementedError("an in-memory replica has no durable copy to checkpoint")
 
-    def snapshot_writer(self, extra: Any = None) -> Callable[[int], None]:
+    def snapshot_writer(self, extra: Any = None) -> Callable[[int], int]:
         """Capture the state as of now; the returned function writes its image to a
-        file descriptor, at its current offset, and may run on another thread while
-        entries keep being applied here.
+        file descriptor, at its current offset, returns the image's CRC-32, and may
+        run on another thread while entries keep being applied here.
 
         In memory the capture is a fork: the child holds a copy-on-write view of the
         state as of the fork and serializes it into a pipe; the caller's thread pays
@@ -282,7 +283,12 @@ class Replica:
         """
         if not hasattr(os, "fork"):
             image = self.snapshot(extra)
-            return lambda fd: write_fully(fd, image)
+
+            def write_now(fd: int) -> int:
+                write_fully(fd, image)
+                return zlib.crc32(image)
+
+            return write_now
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: serialize, write, leave without any cleanup
@@ -295,14 +301,15 @@ class Replica:
                 os._exit(code)
         os.close(w)
 
-        def write(fd: int) -> None:
+        def write(fd: int) -> int:
             try:
-                drain_paced(r, fd)
+                crc = drain_paced(r, fd)
             finally:
                 os.close(r)
                 _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
                 raise OSError("the process writing the snapshot image failed")
+            return crc
 
         return write
 

@@ -172,9 +172,9 @@ def test_the_snapshot_image_is_written_and_saved_off_the_loop(
         threads["capture"] = threading.current_thread().name
         write = real_writer(self, extra)
 
-        def recorded(fd: int) -> None:
+        def recorded(fd: int) -> int:
             threads["image"] = threading.current_thread().name
-            write(fd)
+            return write(fd)
 
         return recorded
 

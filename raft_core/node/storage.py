@@ -487,9 +487,7 @@ class DiskStorage:
         assert self._fd is not None
         datasync(self._fd)
 
-    def write_snapshot_file(
-        self, meta: SnapshotMeta, write_data: Callable[[int], object]
-    ) -> Snapshot:
+    def write_snapshot_file(self, meta: SnapshotMeta, write_data: Callable[[int], int]) -> Snapshot:
         """Write a local snapshot's file, its data from ``write_data(fd)``, without
         recording it (any thread: this touches nothing the WAL's thread does). Saving
         the snapshot returned then only writes its WAL record; a crash before that
