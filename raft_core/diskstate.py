@@ -49,7 +49,7 @@ import msgpack
 
 from .imagecopy import copy_paced, write_paced
 from .kv import KVStore, hash_items
-from .node.snapfile import pieces
+from .node.snapfile import FileImage, pieces
 from .statemachine import ApplyResult, Replica, Session
 from .types import Entry
 
@@ -577,7 +577,10 @@ class DiskReplica(Replica):
         with self._view_lock:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                write_paced(fd, pieces(data))
+                if isinstance(data, FileImage):  # a received snapshot file: in the kernel
+                    data.copy_into(fd)
+                else:
+                    write_paced(fd, pieces(data))
                 os.fsync(fd)
             finally:
                 os.close(fd)

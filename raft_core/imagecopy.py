@@ -10,6 +10,7 @@ snapshot thread drains it into the file and syncs as it goes.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import zlib
@@ -78,3 +79,28 @@ def copy_paced(
     if failed:
         raise failed[0]
     return crc
+
+
+def copy_range_paced(src: int, offset: int, length: int, dst: int) -> None:
+    """Copy ``length`` bytes of ``src`` from ``offset`` to ``dst`` at its current
+    offset, inside the kernel (``copy_file_range``: the bytes never pass through this
+    process), syncing every IMAGE_SYNC_BYTES. Falls back to reading and writing where
+    the kernel cannot (another filesystem, an old kernel)."""
+    out = os.lseek(dst, 0, os.SEEK_CUR)
+    done = 0
+    try:
+        while done < length:
+            step = min(IMAGE_SYNC_BYTES, length - done)
+            n = os.copy_file_range(src, dst, step, offset + done, out + done)
+            if n <= 0:
+                raise OSError(f"the source ended {length - done} bytes early")
+            done += n
+            os.fdatasync(dst)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        rest = range(offset + done, offset + length, _READ)
+        pieces = (os.pread(src, min(_READ, offset + length - at), at) for at in rest)
+        os.lseek(dst, out + done, os.SEEK_SET)
+        write_paced(dst, pieces)
+    os.lseek(dst, out + length, os.SEEK_SET)

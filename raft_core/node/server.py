@@ -45,7 +45,7 @@ from .config import NodeConfig
 from .errors import BadRequest, Conflict, Forbidden, NodeError, NotLeader, Unavailable
 from .faults import FaultRequest, check_peer_ids, merge
 from .metrics import Registry
-from .snapfile import FileImage
+from .snapfile import SnapshotFileBuilder, snapshot_name
 from .status import MemberAddress, NodeStatus
 from .storage import DiskFull, DiskStorage, StorageError
 from .tls import peer_tls_of
@@ -1097,35 +1097,31 @@ class _NodeHooks(DriverHooks[asyncio.Future]):
 
 class _FileSnapshotBuffer:
     """A snapshot being received, written to ``<data_dir>/incoming`` chunk by chunk
-    (into the page cache: a chunk costs the loop a copy, never a sync), then read
-    from there (``FileImage``): the image never sits on the heap. A new transfer
-    drops the files of older ones (one still open keeps its data until closed)."""
+    (into the page cache: a chunk costs the loop a copy, never a sync) as a snapshot
+    file (``SnapshotFileBuilder``): saving it moves that file into place instead of
+    copying the image, and the image never sits on the heap. A new transfer drops the
+    files of older ones (one still open keeps its data until closed)."""
 
     def __init__(self, directory: Path, meta: SnapshotMeta) -> None:
-        self.path = directory / f"{meta.index:016d}-{meta.term:016d}.img"
         for old in directory.iterdir():
             old.unlink(missing_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._size = 0
+        self._file = SnapshotFileBuilder(directory / snapshot_name(meta.index, meta.term), meta)
 
     def __len__(self) -> int:
-        return self._size
+        return self._file.size
 
     def extend(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        self._size += len(data)
+        self._file.append(data)
 
     def finish(self, total: int) -> bytes:
-        os.ftruncate(self._fd, total)
+        if total != self._file.size:  # more than announced: a peer speaking garbage
+            self._file.truncate(total)
+        snap = self._file.seal()
         self.close()
-        return FileImage(self.path) if total else b""  # type: ignore[return-value]
+        return snap.data
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
 
 __all__ = [

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import msgpack
 
-from raft_core.imagecopy import write_paced
+from raft_core.imagecopy import copy_range_paced, write_fully, write_paced
 from raft_core.node.wal import StorageCorruption, fsync_dir
 from raft_core.types import ConfState, Snapshot, SnapshotMeta
 
@@ -104,6 +104,11 @@ class FileImage:
     def pieces(self) -> Iterator[bytes]:
         for start in range(0, self._length, _PIECE):
             yield self[start : start + _PIECE]
+
+    def copy_into(self, fd: int) -> None:
+        """Write the image to ``fd`` at its offset without reading it into this
+        process (``copy_range_paced``)."""
+        copy_range_paced(self._fd, self._offset, self._length, fd)
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
@@ -193,36 +198,81 @@ def write_snapshot_file_with(
     with its data left in the file.
 
     The data goes straight to its place in the file, so an image of a large state is
-    written once (not to a scratch file, then copied) and never read back. Its length
-    is known only afterwards: the header is written after it, and the file's CRC
-    (which covers the header first) is combined from the header's and the data's.
-    Atomic as ``write_snapshot_file``: until the rename, there is no file.
+    written once (not to a scratch file, then copied) and never read back (see
+    ``SnapshotFileBuilder``). Atomic as ``write_snapshot_file``: until the rename,
+    there is no file.
     """
-    meta_bytes = _meta_bytes(meta)
     path = snap_dir / snapshot_name(meta.index, meta.term)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    data_at = _HEAD.size + len(meta_bytes)
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    builder = SnapshotFileBuilder(tmp, meta)
     try:
         try:
-            os.lseek(fd, data_at, os.SEEK_SET)
-            data_crc = write_data(fd)
-            end = os.lseek(fd, 0, os.SEEK_CUR)
-            head = _HEAD.pack(MAGIC, VERSION, len(meta_bytes), end - data_at)
-            os.pwrite(fd, head + meta_bytes, 0)
-            crc = crc32_combine(zlib.crc32(head + meta_bytes), data_crc, end - data_at)
-            os.pwrite(fd, _CRC.pack(crc), end)
+            snap = builder.seal(write_data(builder.fd))
             if durable:
-                os.fsync(fd)
+                os.fsync(builder.fd)
         finally:
-            os.close(fd)
+            builder.close()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
         fsync_dir(snap_dir)
-    return Snapshot(meta=meta, data=FileImage(path, data_at, end - data_at))  # type: ignore[arg-type]
+    snap.data.path = path  # type: ignore[attr-defined]
+    return snap
+
+
+class SnapshotFileBuilder:
+    """A snapshot file written data first, then sealed: its data (appended, or
+    written straight to ``fd``) goes to its place at once, and its length is known
+    only at the end. So the header comes last, and the file's CRC (which covers the
+    header first) is combined from the header's and the data's (``crc32_combine``):
+    nothing is read back. A follower writes the chunks it receives this way, so the
+    file it ends with is the snapshot file itself (``DiskStorage`` moves it in place)."""
+
+    def __init__(self, path: Path, meta: SnapshotMeta) -> None:
+        self.path = path
+        self.meta = meta
+        self._meta_bytes = _meta_bytes(meta)
+        self.data_at = _HEAD.size + len(self._meta_bytes)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.lseek(self.fd, self.data_at, os.SEEK_SET)
+        self._crc = 0
+        self.size = 0
+
+    def append(self, data: bytes) -> None:
+        write_fully(self.fd, data)
+        self._crc = zlib.crc32(data, self._crc)
+        self.size += len(data)
+
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` bytes of the data (what a sender announced, when
+        it sent more): the one case where the data is read back, for its CRC."""
+        os.ftruncate(self.fd, self.data_at + length)
+        os.lseek(self.fd, self.data_at + length, os.SEEK_SET)
+        crc = 0
+        for start in range(0, length, _PIECE):
+            crc = zlib.crc32(
+                os.pread(self.fd, min(_PIECE, length - start), self.data_at + start), crc
+            )
+        self._crc, self.size = crc, length
+
+    def seal(self, data_crc: int | None = None) -> Snapshot:
+        """Write the header and the CRC (not synced); ``data_crc``: the CRC of data
+        written to ``fd`` directly, else that of what was appended."""
+        end = os.lseek(self.fd, 0, os.SEEK_CUR)
+        length = end - self.data_at
+        crc_data = self._crc if data_crc is None else data_crc
+        head = _HEAD.pack(MAGIC, VERSION, len(self._meta_bytes), length)
+        os.pwrite(self.fd, head + self._meta_bytes, 0)
+        crc = crc32_combine(zlib.crc32(head + self._meta_bytes), crc_data, length)
+        os.pwrite(self.fd, _CRC.pack(crc), end)
+        return Snapshot(self.meta, FileImage(self.path, self.data_at, length))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def read_snapshot_file(path: Path) -> Snapshot:

@@ -441,7 +441,10 @@ class DiskStorage:
             # Nothing references the file until the WAL record below is durable, so a
             # failure here leaves the storage usable.
             try:
-                write_snapshot_file(self._snap_dir, snapshot, durable=self._durable)
+                if self._named_for(snapshot):  # a snapshot file built elsewhere: moved
+                    self._move_in(snapshot)
+                else:
+                    write_snapshot_file(self._snap_dir, snapshot, durable=self._durable)
             except OSError as exc:
                 raise write_failure(self._snap_dir, exc) from exc
         try:
@@ -497,11 +500,32 @@ class DiskStorage:
         except OSError as exc:
             raise write_failure(self._snap_dir, exc) from exc
 
-    def _in_place(self, snapshot: Snapshot) -> bool:
-        """Whether ``snapshot``'s data already is its file here (write_snapshot_file)."""
+    def _named_for(self, snapshot: Snapshot) -> bool:
+        """Whether ``snapshot``'s data lies in a snapshot file of its own name (written
+        by SnapshotFileBuilder, here or in another directory of the same disk)."""
         path = getattr(snapshot.data, "path", None)
         meta = snapshot.meta
-        return path == self._snap_dir / snapshot_name(meta.index, meta.term)
+        return path is not None and path.name == snapshot_name(meta.index, meta.term)
+
+    def _in_place(self, snapshot: Snapshot) -> bool:
+        """Whether ``snapshot``'s data already is its file here (write_snapshot_file)."""
+        return self._named_for(snapshot) and snapshot.data.path.parent == self._snap_dir  # type: ignore[attr-defined]
+
+    def _move_in(self, snapshot: Snapshot) -> None:
+        """Sync a snapshot file built elsewhere (a received one, in ``incoming``) and
+        rename it into the snapshot directory: saving it copies nothing."""
+        image = snapshot.data
+        path = self._snap_dir / image.path.name  # type: ignore[attr-defined]
+        if self._durable:
+            fd = os.open(image.path, os.O_RDONLY)  # type: ignore[attr-defined]
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(image.path, path)  # type: ignore[attr-defined]
+        if self._durable:
+            fsync_dir(self._snap_dir)
+        image.path = path  # type: ignore[attr-defined]
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Persist a snapshot the local state machine took; entries after it are kept."""
