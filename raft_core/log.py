@@ -125,11 +125,13 @@ class RaftLog:
     def unstable_entries(self) -> list[Entry]:
         return self.entries[self.stable - self.offset :]
 
-    def next_committed(self, max_bytes: int) -> list[Entry]:
-        """Committed entries not yet handed out for applying."""
+    def next_committed(self, max_bytes: int, max_entries: int) -> list[Entry]:
+        """Committed entries not yet handed out for applying (at least one, at most
+        ``max_entries`` and, past the first, ``max_bytes``)."""
         if self.committed <= self.applying:
             return []
-        return self.slice(self.applying + 1, self.committed + 1, max_bytes)
+        hi = min(self.committed, self.applying + max_entries) + 1
+        return self.slice(self.applying + 1, hi, max_bytes)
 
     # -- writing -------------------------------------------------------------
 

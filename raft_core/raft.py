@@ -69,8 +69,12 @@ class RaftConfig:
     max_inflight_bytes: int = 0  # 0: unbounded
     # Proposals beyond this many bytes of uncommitted entries are refused.
     max_uncommitted_bytes: int = 64 << 20
-    # At most this many bytes of committed entries are handed out per Ready.
-    max_committed_bytes_per_ready: int = 16 << 20
+    # At most this many committed entries, and bytes of them, are handed out per
+    # Ready: the host applies a Ready's entries in one go on its loop, and a node
+    # catching up (a restart, a learner after its snapshot) holds thousands. 1,024
+    # entries of 1 KiB take raft-node's store about 25 ms; 16 MiB took 300 ms or more.
+    max_committed_entries_per_ready: int = 1024
+    max_committed_bytes_per_ready: int = 1 << 20
     # InstallSnapshot: chunk size and how many chunks may be unacknowledged.
     snapshot_chunk_bytes: int = 256 << 10
     snapshot_window: int = 4

@@ -250,7 +250,10 @@ class RawNode:
         ss = SoftState(r.lead, r.role)
         if ss != self._prev_soft:
             rd.soft_state = ss
-        rd.committed_entries = lg.next_committed(r.cfg.max_committed_bytes_per_ready)
+        cfg = r.cfg
+        rd.committed_entries = lg.next_committed(
+            cfg.max_committed_bytes_per_ready, cfg.max_committed_entries_per_ready
+        )
         if rd.committed_entries:
             lg.applying = rd.committed_entries[-1].index
             for e in rd.committed_entries:
