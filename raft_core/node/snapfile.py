@@ -30,7 +30,7 @@ from pathlib import Path
 
 import msgpack
 
-from raft_core.imagecopy import copy_range_paced, write_fully, write_paced
+from raft_core.imagecopy import IMAGE_SYNC_BYTES, copy_range_paced, write_fully, write_paced
 from raft_core.node.wal import StorageCorruption, fsync_dir
 from raft_core.types import ConfState, Snapshot, SnapshotMeta
 
@@ -239,11 +239,20 @@ class SnapshotFileBuilder:
         os.lseek(self.fd, self.data_at, os.SEEK_SET)
         self._crc = 0
         self.size = 0
+        self._flushed = 0  # bytes of data whose writeback was started
 
     def append(self, data: bytes) -> None:
+        """Append data (the caller's thread: a follower's loop). Every IMAGE_SYNC_BYTES
+        the kernel is told to start writing the last stretch out, without waiting
+        for it: a gigabyte left dirty until the final fsync would hold every other
+        sync on the disk behind its writeback (the members' loops stalled 200 ms)."""
         write_fully(self.fd, data)
         self._crc = zlib.crc32(data, self._crc)
         self.size += len(data)
+        if self.size - self._flushed >= IMAGE_SYNC_BYTES:
+            start = self.data_at + self._flushed
+            os.posix_fadvise(self.fd, start, self.size - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed = self.size
 
     def truncate(self, length: int) -> None:
         """Keep the first ``length`` bytes of the data (what a sender announced, when
