@@ -1,12 +1,13 @@
 """Where raft-node fsyncs a batch: on the event loop, unless client requests wait
-beyond it (then the disk thread, so the loop can parse the next group commit) or the
-disk is slow (then the disk thread, so the loop keeps answering)."""
+beyond it (then the disk thread, so the loop can parse the next group commit), the
+disk is slow, or the batch is large (then the disk thread, so the loop keeps
+answering)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from raft_core.node.server import SLOW_FSYNC_S, _WalWriter
+from raft_core.node.server import LOOP_SYNC_MAX_ENTRIES, SLOW_FSYNC_S, _WalWriter
 from raft_core.rawnode import Ready
 from raft_core.types import Entry, EntryType
 
@@ -19,8 +20,14 @@ def _decide(batch: int, pending: int, last_fsync_s: float = 0.0003) -> bool:
     return _WalWriter(node)._offload(rd)  # type: ignore[arg-type]
 
 
-def test_a_follower_syncs_even_a_large_batch_on_its_loop():
-    assert not _decide(batch=500, pending=0)
+def test_a_follower_syncs_its_batches_on_its_loop_up_to_a_bound():
+    assert not _decide(batch=LOOP_SYNC_MAX_ENTRIES, pending=0)
+
+
+def test_a_follower_hands_a_catch_up_sized_batch_to_the_disk_thread():
+    """A 1 MB batch synced on a follower's loop, while the leader wrote an image to the
+    same disk, stalled that loop 113 ms."""
+    assert _decide(batch=LOOP_SYNC_MAX_ENTRIES + 1, pending=0)
 
 
 def test_a_leader_with_only_this_batch_waiting_syncs_on_its_loop():
