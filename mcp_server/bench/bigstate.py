@@ -372,6 +372,27 @@ def run_big_state(opts: BigStateOptions, say: Progress = lambda _: None) -> dict
     return doc
 
 
+def _per_node(
+    key: str, cell: Callable[[dict, str, Any], str | None], sep: str = ", "
+) -> Callable[[dict], str]:
+    """A table row with one figure per node from ``system[key]`` (cells that are None
+    left out); "n/a" for a system that does not report it."""
+
+    def row(system: dict) -> str:
+        if key not in system:
+            return "n/a"
+        cells = (cell(system, n, v) for n, v in system[key].items())
+        return sep.join(c for c in cells if c is not None) or "none"
+
+    return row
+
+
+def _learner_images(system: dict, node: str, after: dict) -> str | None:
+    """The images a node made after the fill (for the learner), and the last one's size."""
+    made = after["images"] - system["snapshots"].get(node, {}).get("images", 0)
+    return f"{node}: {made} ({after['last_image_bytes'] / 2**20:.0f})" if made > 0 else None
+
+
 def render(doc: dict) -> str:
     """The README table: one column per system."""
     systems = doc["systems"]
@@ -394,39 +415,22 @@ def render(doc: dict) -> str:
         ("largest loop stall, ms", lambda s: s.get("largest_loop_stall_ms", "n/a")),
         (
             "per node: in the fill / to the end, ms",
-            lambda s: (
-                ", ".join(
-                    f"{n} {s['loop_stall_ms_in_fill'].get(n, '-')} / {v}"
-                    for n, v in s["loop_stall_ms_after_catchup"].items()
-                )
-                if "loop_stall_ms_after_catchup" in s
-                else "n/a"
+            _per_node(
+                "loop_stall_ms_after_catchup",
+                lambda s, n, v: f"{n} {s['loop_stall_ms_in_fill'].get(n, '-')} / {v}",
             ),
         ),
         (
             "snapshots in the fill (taken, of which images, mean s)",
-            lambda s: (
-                "; ".join(
-                    f"{n}: {v['taken']}, {v['images']}, {v['mean_s']}"
-                    for n, v in s["snapshots"].items()
-                )
-                if "snapshots" in s
-                else "n/a"
+            _per_node(
+                "snapshots",
+                lambda s, n, v: f"{n}: {v['taken']}, {v['images']}, {v['mean_s']}",
+                "; ",
             ),
         ),
         (
             "images made for the learner (MiB)",
-            lambda s: (
-                "; ".join(
-                    f"{n}: {v['images'] - s['snapshots'].get(n, {}).get('images', 0)} "
-                    f"({v['last_image_bytes'] / 2**20:.0f})"
-                    for n, v in s["snapshots_after_catchup"].items()
-                    if v["images"] > s["snapshots"].get(n, {}).get("images", 0)
-                )
-                or "none"
-                if "snapshots_after_catchup" in s
-                else "n/a"
-            ),
+            _per_node("snapshots_after_catchup", _learner_images, "; "),
         ),
         ("restart to serving, s", lambda s: s.get("restart_s", "n/a")),
         ("learner catch-up, s", lambda s: s.get("learner_catchup_s", "n/a")),
